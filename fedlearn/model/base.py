@@ -1,0 +1,238 @@
+"""The base model: an immutable factorization machine shared by every user's clone.
+
+A base is a vocabulary of feature names and three learned arrays (intercept ``w0``, weights
+``w``, latents ``v``). It is written once, never changed: aggregation and monthly training
+publish a *new* base. The file format (``.flfm``) is the one in ``docs/CONTRACTS.md``; it is
+also what ``GET /v1/base/{version}`` serves, so the browser reads it with a ``DataView``.
+"""
+
+from __future__ import annotations
+
+import os
+import struct
+import tempfile
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import orjson
+
+from fedlearn.model.errors import ModelFormatError
+from fedlearn.model.hashinit import init_latents
+
+MAGIC = b"FLFM"
+FORMAT = 1
+_PREFIX = struct.Struct("<4sIII")
+
+DEFAULT_INIT_SEED = 0
+DEFAULT_INIT_SCALE = 0.1
+
+
+class Base:
+    """An immutable FM: ``features`` name the rows of ``w`` and ``v``.
+
+    Parameters
+    ----------
+    features
+        Feature names, in row order.
+    w0, w, v
+        Learned intercept, weights ``(n,)`` and latents ``(n, k)``; stored as float32.
+    version
+        The id under which the base is published.
+    init_seed, init_scale
+        How latents of features outside ``features`` start (see ``hashinit``).
+    hyper, meta
+        Training hyperparameters, and facts about the data and lineage (JSON-able dicts).
+    """
+
+    __slots__ = (
+        "features",
+        "hyper",
+        "index",
+        "init_scale",
+        "init_seed",
+        "meta",
+        "v",
+        "version",
+        "w",
+        "w0",
+    )
+
+    def __init__(
+        self,
+        features: list[str],
+        w0: float,
+        w: np.ndarray,
+        v: np.ndarray,
+        *,
+        version: str = "0",
+        init_seed: int = DEFAULT_INIT_SEED,
+        init_scale: float = DEFAULT_INIT_SCALE,
+        hyper: dict[str, Any] | None = None,
+        meta: dict[str, Any] | None = None,
+    ) -> None:
+        w = np.ascontiguousarray(w, dtype=np.float32)
+        v = np.ascontiguousarray(v, dtype=np.float32)
+        if w.shape != (len(features),) or v.ndim != 2 or v.shape[0] != len(features):
+            raise ValueError(
+                f"base arrays do not match {len(features)} features: "
+                f"w has shape {w.shape}, v has shape {v.shape}"
+            )
+        index = {name: row for row, name in enumerate(features)}
+        if len(index) != len(features):
+            raise ValueError("base feature names must be unique")
+        w.flags.writeable = False
+        v.flags.writeable = False
+        self.features = list(features)
+        self.index = index
+        self.w0 = float(w0)
+        self.w = w
+        self.v = v
+        self.version = str(version)
+        self.init_seed = int(init_seed)
+        self.init_scale = float(init_scale)
+        self.hyper = dict(hyper or {})
+        self.meta = dict(meta or {})
+
+    @property
+    def n_factors(self) -> int:
+        return int(self.v.shape[1])
+
+    @property
+    def n_features(self) -> int:
+        return len(self.features)
+
+    @classmethod
+    def fresh(
+        cls,
+        features: Iterable[str],
+        n_factors: int = 10,
+        *,
+        init_seed: int = DEFAULT_INIT_SEED,
+        init_scale: float = DEFAULT_INIT_SCALE,
+        version: str = "0",
+    ) -> Base:
+        """An untrained base: zero weights, every latent at its deterministic start."""
+        names = list(dict.fromkeys(features))
+        return cls(
+            names,
+            0.0,
+            np.zeros(len(names)),
+            init_latents(names, n_factors, init_seed, init_scale),
+            version=version,
+            init_seed=init_seed,
+            init_scale=init_scale,
+        )
+
+    def rows(self, names: list[str]) -> tuple[np.ndarray, np.ndarray]:
+        """Base weights ``(m,)`` and latents ``(m, k)`` (float64) for ``names``.
+
+        A name the base never saw gets weight 0 and its deterministic starting latent.
+        """
+        idx = np.fromiter((self.index.get(n, -1) for n in names), np.int64, len(names))
+        w = np.zeros(len(names))
+        v = np.empty((len(names), self.n_factors))
+        known = idx >= 0
+        w[known] = self.w[idx[known]]
+        v[known] = self.v[idx[known]]
+        if not known.all():
+            unseen = [n for n, ok in zip(names, known, strict=True) if not ok]
+            v[~known] = init_latents(unseen, self.n_factors, self.init_seed, self.init_scale)
+        return w, v
+
+    # -- format ---------------------------------------------------------------------------
+
+    def header(self) -> dict[str, Any]:
+        return {
+            "format": FORMAT,
+            "version": self.version,
+            "n_factors": self.n_factors,
+            "n_features": self.n_features,
+            "w0": self.w0,
+            "features": self.features,
+            "init_seed": self.init_seed,
+            "init_scale": self.init_scale,
+            "hyper": self.hyper,
+            "meta": self.meta,
+        }
+
+    def to_bytes(self) -> bytes:
+        header = orjson.dumps(self.header(), option=orjson.OPT_SERIALIZE_NUMPY)
+        header += b" " * (-len(header) % 8)
+        prefix = _PREFIX.pack(MAGIC, FORMAT, len(header), 0)
+        return b"".join(
+            (prefix, header, self.w.astype("<f4").tobytes(), self.v.astype("<f4").tobytes())
+        )
+
+    @classmethod
+    def from_bytes(cls, blob: bytes) -> Base:
+        if len(blob) < _PREFIX.size:
+            raise ModelFormatError(f"base is {len(blob)} bytes, shorter than its 16-byte prefix")
+        magic, fmt, header_len, _ = _PREFIX.unpack_from(blob)
+        if magic != MAGIC:
+            raise ModelFormatError(f"not a fedlearn base: magic is {magic!r}, expected {MAGIC!r}")
+        if fmt != FORMAT:
+            raise ModelFormatError(
+                f"base format {fmt} is not supported (this build reads {FORMAT})"
+            )
+        start = _PREFIX.size
+        try:
+            head = orjson.loads(blob[start : start + header_len])
+            n, k = int(head["n_features"]), int(head["n_factors"])
+        except (orjson.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
+            raise ModelFormatError(f"base header does not decode: {exc}") from exc
+        offset = start + header_len
+        expected = offset + 4 * n * (1 + k)
+        if len(blob) != expected:
+            raise ModelFormatError(
+                f"base of {n} features x {k} factors must be {expected} bytes, got {len(blob)}"
+            )
+        w = np.frombuffer(blob, "<f4", n, offset)
+        v = np.frombuffer(blob, "<f4", n * k, offset + 4 * n).reshape(n, k)
+        return cls(
+            head["features"],
+            head["w0"],
+            w,
+            v,
+            version=head["version"],
+            init_seed=head["init_seed"],
+            init_scale=head["init_scale"],
+            hyper=head.get("hyper"),
+            meta=head.get("meta"),
+        )
+
+    def save(self, path: str | os.PathLike[str]) -> Path:
+        """Write atomically: a reader never sees half a model."""
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+        try:
+            with os.fdopen(fd, "wb") as fh:
+                fh.write(self.to_bytes())
+            os.replace(tmp, path)
+        except BaseException:
+            os.unlink(tmp)
+            raise
+        return path
+
+    @classmethod
+    def load(cls, path: str | os.PathLike[str]) -> Base:
+        return cls.from_bytes(Path(path).read_bytes())
+
+    def with_version(self, version: str, **meta: Any) -> Base:
+        """The same parameters under another version id, with ``meta`` merged in."""
+        return Base(
+            self.features,
+            self.w0,
+            self.w,
+            self.v,
+            version=version,
+            init_seed=self.init_seed,
+            init_scale=self.init_scale,
+            hyper=self.hyper,
+            meta={**self.meta, **meta},
+        )
+
+    def __repr__(self) -> str:
+        return f"Base(version={self.version!r}, features={self.n_features}, k={self.n_factors})"

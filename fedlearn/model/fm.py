@@ -1,0 +1,42 @@
+"""The factorization machine's math on gathered rows, shared by every way of training.
+
+Everything here works on dense blocks that callers gather from their parameter tables: for
+``E`` samples with at most ``F`` features each, ``x`` is ``(E, F)`` (zero where a sample has fewer
+features), ``w`` is ``(E, F)`` and ``v`` is ``(E, F, k)``. A padded slot has ``x = 0``, so it adds
+nothing to the score and receives a zero data gradient. The formulas are the ones in
+``docs/CONTRACTS.md``; the O(F k) form of the pairwise term is Rendle's.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def sigmoid(z: np.ndarray) -> np.ndarray:
+    """The logistic function, without overflow warnings for large ``|z|``."""
+    return 0.5 * (1.0 + np.tanh(0.5 * z))
+
+
+def forward(
+    w0: np.ndarray, x: np.ndarray, w: np.ndarray, v: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """Raw scores ``(E,)`` and the factor sums ``s = sum_j v_j x_j`` ``(E, k)``."""
+    xv = v * x[:, :, None]
+    s = xv.sum(axis=1)
+    pairwise = 0.5 * (np.einsum("ek,ek->e", s, s) - np.einsum("efk,efk->e", xv, xv))
+    return w0 + np.einsum("ef,ef->e", w, x) + pairwise, s
+
+
+def data_gradients(
+    g: np.ndarray, x: np.ndarray, v: np.ndarray, s: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """Gradients of the loss w.r.t. ``w`` ``(E, F)`` and ``v`` ``(E, F, k)`` given ``g = dL/df``."""
+    gx = g[:, None] * x
+    grad_v = gx[:, :, None] * (s[:, None, :] - v * x[:, :, None])
+    return gx, grad_v
+
+
+def log_loss(p: np.ndarray, y: np.ndarray, eps: float = 1e-12) -> float:
+    """Mean binary log loss of probabilities ``p`` against labels ``y``."""
+    p = np.clip(p, eps, 1.0 - eps)
+    return float(-np.mean(y * np.log(p) + (1.0 - y) * np.log(1.0 - p)))

@@ -1,0 +1,62 @@
+"""Deterministic latent initialisation for features the base never saw.
+
+A clone meets new features all the time (a new film, a new context value). Their latent vector
+must start from the same values on every trainer, after every restart and in the browser, so it
+is derived from the feature's name alone: FNV-1a (32 bit) of the UTF-8 name, mixed with the base's
+seed, drives a mulberry32 generator. Both are a handful of 32-bit integer operations, which
+JavaScript reproduces exactly with ``Math.imul`` (see ``client_js/src/fm.js``).
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+
+import numpy as np
+
+_MASK = 0xFFFFFFFF
+
+
+def fnv1a32(data: bytes) -> int:
+    """The 32-bit FNV-1a hash of ``data``."""
+    h = 0x811C9DC5
+    for byte in data:
+        h = ((h ^ byte) * 0x01000193) & _MASK
+    return h
+
+
+def _imul(a: int, b: int) -> int:
+    return (a * b) & _MASK
+
+
+def mulberry32(state: int, n: int) -> list[float]:
+    """``n`` successive uniform draws in [0, 1) of mulberry32 started from ``state``."""
+    out = []
+    a = state & _MASK
+    for _ in range(n):
+        a = (a + 0x6D2B79F5) & _MASK
+        t = a
+        t = _imul(t ^ (t >> 15), t | 1)
+        t = (t ^ ((t + _imul(t ^ (t >> 7), t | 61)) & _MASK)) & _MASK
+        out.append(((t ^ (t >> 14)) & _MASK) / 4294967296.0)
+    return out
+
+
+@lru_cache(maxsize=1 << 16)
+def init_latent(name: str, n_factors: int, seed: int, scale: float) -> np.ndarray:
+    """The starting latent vector of feature ``name``: uniform in [-scale, scale).
+
+    Cached (read-only arrays): a trainer meets the same new item for many users.
+    """
+    state = fnv1a32(name.encode("utf-8")) ^ (seed & _MASK)
+    draws = np.asarray(mulberry32(state, n_factors), dtype=np.float64)
+    out = scale * (2.0 * draws - 1.0)
+    out.flags.writeable = False
+    return out
+
+
+def init_latents(names: list[str], n_factors: int, seed: int, scale: float) -> np.ndarray:
+    """Starting latents for many names, one row each, shape ``(len(names), n_factors)``."""
+    out = np.empty((len(names), n_factors), dtype=np.float64)
+    for row, name in enumerate(names):
+        out[row] = init_latent(name, n_factors, seed, scale)
+    return out
