@@ -1,0 +1,116 @@
+"""Field checks shared by every reader and writer of the data layer.
+
+They raise a plain ``ValueError`` whose message names the field and the value; the reader that
+knows the file and the line wraps it into a :class:`~fedlearn.data.errors.DataError`. The rules
+are the ones in docs/CONTRACTS.md (ids, feature names, context values).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from typing import Any
+
+MAX_ID_CHARS = 128
+MAX_FEATURE_CHARS = 200
+SIGNALS = ("click", "skip")
+
+# "Printable" is Python's str.isprintable(), the rule fedlearn.model.features applies to
+# feature names: ids become features too (``user=<id>``), so both use it. It rejects control
+# characters and also line/paragraph separators and invisible format characters.
+
+ContextValue = str | int | float | bool
+
+
+def show(value: Any, limit: int = 60) -> str:
+    """A value for an error message: repr, shortened so a huge field cannot flood a log."""
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def check_id(value: Any, field: str) -> str:
+    """An id (user, item, event): a non-empty string without control characters.
+
+    Integers are accepted and read as their decimal string, because MovieLens-style files and
+    hand-written JSON often carry numeric ids; anything else (a float, a bool) is ambiguous.
+    """
+    if type(value) is str and 0 < len(value) <= MAX_ID_CHARS and value.isprintable():
+        return value  # the common case, checked in one line because readers call this a lot
+    if isinstance(value, int) and not isinstance(value, bool):
+        value = str(value)
+    if not isinstance(value, str):
+        raise ValueError(f"{field!r} must be a string (or an integer), got {show(value)}")
+    if not value or len(value) > MAX_ID_CHARS:
+        raise ValueError(
+            f"{field!r} must be 1 to {MAX_ID_CHARS} characters, got {len(value)}: {show(value)}"
+        )
+    if not value.isprintable():
+        raise ValueError(f"{field!r} must be printable (no control characters), got {show(value)}")
+    return value
+
+
+def check_number(value: Any, field: str) -> float:
+    """A finite number (int or float, not a bool), returned as a float."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ValueError(f"{field!r} must be a number, got {show(value)}")
+    number = float(value)
+    if not math.isfinite(number):
+        raise ValueError(f"{field!r} must be a finite number, got {show(value)}")
+    return number
+
+
+def check_signal(value: Any) -> str:
+    if value not in SIGNALS:
+        raise ValueError(f"'signal' must be 'click' or 'skip', got {show(value)}")
+    return value
+
+
+def check_feature_name(name: Any, field: str = "feature name") -> str:
+    """A feature name: 1..200 printable characters (CONTRACTS: Features)."""
+    if not isinstance(name, str):
+        raise ValueError(f"{field} must be a string, got {show(name)}")
+    if not name or len(name) > MAX_FEATURE_CHARS:
+        raise ValueError(
+            f"{field} must be 1 to {MAX_FEATURE_CHARS} characters, got {len(name)}: {show(name)}"
+        )
+    if not name.isprintable():
+        raise ValueError(f"{field} must be printable (no control characters), got {show(name)}")
+    return name
+
+
+def check_features(value: Any, field: str = "features") -> dict[str, float]:
+    """A catalog feature dict: name -> finite number."""
+    if not isinstance(value, Mapping):
+        raise ValueError(f"{field!r} must be an object of name -> number, got {show(value)}")
+    out: dict[str, float] = {}
+    for name, number in value.items():
+        check_feature_name(name, f"{field!r} name")
+        out[name] = check_number(number, f"{field}.{name}")
+    return out
+
+
+def check_context(value: Any) -> dict[str, ContextValue]:
+    """An event context: name -> string | number | bool; ``None`` or absent means empty.
+
+    A string value becomes the feature ``name=value``, so that whole name must be a valid
+    feature name too; we check it here rather than let the model reject the event later.
+    """
+    if value is None:
+        return {}
+    if not isinstance(value, Mapping):
+        raise ValueError(f"'context' must be an object, got {show(value)}")
+    out: dict[str, ContextValue] = {}
+    for name, item in value.items():
+        check_feature_name(name, "'context' name")
+        if isinstance(item, str):
+            check_feature_name(f"{name}={item}", f"'context.{name}' as a feature")
+        elif isinstance(item, bool):
+            pass
+        elif isinstance(item, int | float):
+            check_number(item, f"context.{name}")
+        else:
+            raise ValueError(
+                f"'context.{name}' must be a string, number or boolean, got {show(item)}"
+            )
+        out[name] = item
+    return out
