@@ -98,7 +98,7 @@ def test_every_event_is_applied_once_and_logged(store: Store, tmp_path: Path) ->
     events = make_events(600, 25)
     append(store, events)
     log = EventLogWriter(store, tmp_path / "log")
-    trainer = Trainer(store, CLONE, TrainerConfig(batch_size=64), eventlog=log)
+    trainer = Trainer(store, lambda _base: CLONE, TrainerConfig(batch_size=64), eventlog=log)
     users = {e["user"] for e in events}
 
     def applied() -> bool:
@@ -125,7 +125,7 @@ def test_a_dead_owners_pending_batch_is_redone_once(store: Store, tmp_path: Path
         store.streams.read_batch(shard, "dead-trainer", count=40, block_ms=0)
     assert sum(store.streams.pending_count(s) for s in store.shards) > 0
     time.sleep(0.1)
-    trainer = Trainer(store, CLONE, TrainerConfig(batch_size=50))
+    trainer = Trainer(store, lambda _base: CLONE, TrainerConfig(batch_size=50))
     run_until(trainer, lambda: trainer.applied_total >= len(events))
     assert trainer.applied_total == len(events)
     assert_same(stored_deltas(store, {e["user"] for e in events}), expected_deltas(base, events))
@@ -136,12 +136,12 @@ def test_a_redelivered_event_is_skipped(store: Store) -> None:
     publish(store, base)
     events = make_events(40, 3, seed=2)
     append(store, events)
-    trainer = Trainer(store, CLONE, TrainerConfig(batch_size=100))
+    trainer = Trainer(store, lambda _base: CLONE, TrainerConfig(batch_size=100))
     run_until(trainer, lambda: trainer.applied_total >= len(events))
     # Pretend the acknowledgements were lost: put every entry back as new for a fresh group.
     for shard in store.shards:
         store.client.xgroup_setid(f"fl:{{s{shard}}}:stream", "trainers", "0")
-    second = Trainer(store, CLONE, TrainerConfig(batch_size=100))
+    second = Trainer(store, lambda _base: CLONE, TrainerConfig(batch_size=100))
     second.ownership.maintain()
     for shard in second.owned:
         second.shards[shard].recovering = False

@@ -13,6 +13,10 @@ COMMANDS: dict[str, str] = {
     "train-base": "fedlearn.cli.train:train_base",
     "replay": "fedlearn.cli.replay:replay",
     "vectors": "fedlearn.cli.vectors:vectors",
+    "worker": "fedlearn.cli.worker:worker",
+    "up": "fedlearn.cli.up:up",
+    "api": "fedlearn.cli.api:api",
+    "token": "fedlearn.cli.token:token",
 }
 
 

@@ -14,6 +14,7 @@ import logging
 import threading
 import time
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from fedlearn.model import Base, Delta
@@ -50,12 +51,16 @@ class _Shard:
 
 
 class Trainer:
-    """Trains users' clones from the shard streams it owns."""
+    """Trains users' clones from the shard streams it owns.
+
+    ``clone`` gives the clones' learning settings for a base (they scale with the base's own
+    training rate, so they are worked out per base version).
+    """
 
     def __init__(
         self,
         store: Store,
-        clone: CloneSettings,
+        clone: Callable[[Base], CloneSettings],
         config: TrainerConfig | None = None,
         *,
         eventlog: EventLogWriter | None = None,
@@ -167,7 +172,7 @@ class Trainer:
             base,
             state.users,
             batch.entries,
-            self.clone,
+            self.clone(base),
             item_features=catalog.get,
             prediction_features=lambda pid, item: predictions.get((pid, item)),
             applied_at=time.time(),

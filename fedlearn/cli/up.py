@@ -1,0 +1,78 @@
+"""``fedlearn up``: the whole service on this machine, in one command."""
+
+from __future__ import annotations
+
+import signal
+from pathlib import Path
+
+import click
+
+from fedlearn.cli.common import fail_with_config_errors
+from fedlearn.config import load_settings
+from fedlearn.service.supervisor import AlreadyRunningError, Supervisor
+from fedlearn.store import Store
+
+
+@click.command()
+@click.option(
+    "--port", type=click.IntRange(1, 65535), default=8000, show_default=True, help="API port."
+)
+@click.option("--demo", is_flag=True, help="Publish a demo base and catalog if none exists.")
+@click.option("--trainers", type=click.IntRange(1, 64), default=1, show_default=True)
+@click.option("--api-workers", type=click.IntRange(1, 64), default=2, show_default=True)
+@click.option(
+    "--data-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Where Redis data, keys and the event log live (default: ./.fedlearn).",
+)
+@click.option("--no-celery", is_flag=True, help="Do not start the Celery worker and beat.")
+@fail_with_config_errors
+def up(
+    port: int, demo: bool, trainers: int, api_workers: int, data_dir: Path | None, no_celery: bool
+) -> None:
+    """Start Redis (embedded unless REDIS_URL is set), the API, the trainers and Celery."""
+    overrides = {"data_dir": data_dir} if data_dir else {}
+    settings = load_settings(**overrides)
+    supervisor = Supervisor(
+        settings,
+        port=port,
+        trainers=trainers,
+        api_workers=api_workers,
+        celery=False if no_celery else None,
+        say=click.echo,
+    )
+    try:
+        supervisor.check_not_running()
+    except AlreadyRunningError as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(f"data folder  {supervisor.data_dir}")
+    redis_url = supervisor.start_redis()
+    click.echo(f"redis        {redis_url}" + ("  (embedded, AOF on)" if supervisor.redis else ""))
+    with Store.from_url(redis_url, settings.n_shards) as store:
+        if store.bases.current_version() is None:
+            if demo:
+                from fedlearn.service.demo import install_demo
+
+                install_demo(store, progress=lambda msg: click.echo(f"demo         {msg}"))
+            else:
+                click.echo(
+                    "note         no base model is published yet: run `fedlearn train-base DIR "
+                    "--publish`, or restart with --demo"
+                )
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: supervisor.stopping.set())
+    supervisor.start()
+    click.echo(f"api          {supervisor.api_url}   (docs: {supervisor.api_url}/openapi.json)")
+    if demo:
+        click.echo(f"demo page    {supervisor.api_url}/demo/   (token: `fedlearn token demo-user`)")
+    click.echo(
+        f"trainers     {trainers}" + ("   celery: worker + beat" if supervisor.celery else "")
+    )
+    click.echo("press Ctrl-C to stop")
+    try:
+        supervisor.watch()
+    finally:
+        click.echo("stopping ...")
+        supervisor.stop()
+        click.echo("stopped")

@@ -1,0 +1,65 @@
+"""``fedlearn worker``: a stream trainer process."""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+from pathlib import Path
+
+import click
+
+from fedlearn.cli.common import fail_with_config_errors
+from fedlearn.model import Base
+from fedlearn.service.runtime import require_redis_url, service_settings
+from fedlearn.store import Store
+from fedlearn.stream.apply import CloneSettings
+from fedlearn.stream.eventlog import EventLogWriter
+from fedlearn.stream.trainer import Trainer, TrainerConfig
+
+
+@click.command()
+@click.option("--name", default="trainer", show_default=True, help="Shown in leases and logs.")
+@click.option("--batch-size", type=click.IntRange(1, 10_000), default=1000, show_default=True)
+@click.option(
+    "--metrics-port",
+    type=click.IntRange(0, 65535),
+    default=None,
+    help="Serve Prometheus metrics on 127.0.0.1:PORT (0 picks a free port).",
+)
+@click.option(
+    "--eventlog",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Folder of the durable event log (default: DATA_DIR/eventlog).",
+)
+@fail_with_config_errors
+def worker(name: str, batch_size: int, metrics_port: int | None, eventlog: Path | None) -> None:
+    """Train users' clones from the shard streams (owns a fair share of the shards)."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    settings = service_settings()
+    store = Store.from_url(
+        require_redis_url(settings),
+        settings.n_shards,
+        stream_maxlen=settings.stream_maxlen,
+        dedupe_window_s=settings.dedupe_window_s,
+    )
+    if metrics_port is not None:
+        from prometheus_client import start_http_server
+
+        server, _ = start_http_server(metrics_port, addr="127.0.0.1")
+        click.echo(f"metrics on http://127.0.0.1:{server.server_port}/metrics")
+
+    def clone_settings(base: Base) -> CloneSettings:
+        return CloneSettings(**settings.clone_hyper(base.hyper))
+
+    log = EventLogWriter(store, eventlog or settings.data_dir / "eventlog")
+    trainer = Trainer(
+        store, clone_settings, TrainerConfig(name=name, batch_size=batch_size), eventlog=log
+    )
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    click.echo(f"trainer {trainer.owner} started on {settings.n_shards} shards")
+    trainer.run(stop)
+    click.echo(f"trainer {trainer.owner} stopped after applying {trainer.applied_total} events")
