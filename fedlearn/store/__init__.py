@@ -1,0 +1,56 @@
+"""All of fedlearn's Redis traffic: keys and shards, base versions, user deltas, the shard
+streams and their exactly-once commit, leases, the applied-event log, and an embedded
+redis-server. Start from ``Store``; see ``store.py`` for the map."""
+
+from __future__ import annotations
+
+from fedlearn.store.bases import BaseInfo
+from fedlearn.store.commit import CommitResult
+from fedlearn.store.connection import connect
+from fedlearn.store.deltas import DeltaRecord
+from fedlearn.store.embedded import EmbeddedRedis, find_binary
+from fedlearn.store.entries import Batch, Entry, Rejected
+from fedlearn.store.errors import (
+    EmbeddedRedisError,
+    LeaseLostError,
+    RedisNotFoundError,
+    StaleCommitError,
+    StoreError,
+    StreamFullError,
+    UnknownVersionError,
+    VersionConflictError,
+    VersionExistsError,
+)
+from fedlearn.store.keys import shard_of
+from fedlearn.store.leases import new_owner_token
+from fedlearn.store.store import Store
+from fedlearn.store.streamid import StreamId, already_applied, compare_ids
+from fedlearn.store.streams import AppendResult
+
+__all__ = [
+    "AppendResult",
+    "BaseInfo",
+    "Batch",
+    "CommitResult",
+    "DeltaRecord",
+    "EmbeddedRedis",
+    "EmbeddedRedisError",
+    "Entry",
+    "LeaseLostError",
+    "RedisNotFoundError",
+    "Rejected",
+    "StaleCommitError",
+    "Store",
+    "StoreError",
+    "StreamFullError",
+    "StreamId",
+    "UnknownVersionError",
+    "VersionConflictError",
+    "VersionExistsError",
+    "already_applied",
+    "compare_ids",
+    "connect",
+    "find_binary",
+    "new_owner_token",
+    "shard_of",
+]

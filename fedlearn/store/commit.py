@@ -1,0 +1,133 @@
+"""Arguments and answers of the commit script (``scripts.COMMIT_BATCH``).
+
+A commit is what makes the trainer exactly-once: the users' deltas, their ``last_event``, the
+acknowledgement of the batch and the applied-log tail are written by one Lua script, so a
+crash leaves either all of it or none of it. The script refuses to write when the caller's
+lease is gone (fencing) or when a user's ``last_event`` would not move forward (an event
+applied twice). A random token per call makes a resent commit (redis-py retries after a lost
+reply) a no-op instead of a false "stale" alarm.
+
+Everything is validated here, before any I/O.
+"""
+
+from __future__ import annotations
+
+import struct
+import uuid
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from fedlearn.store import keys
+from fedlearn.store.entries import encode
+from fedlearn.store.errors import LeaseLostError, StaleCommitError, StoreError
+from fedlearn.store.streamid import StreamId
+
+DELTA_MAGIC = b"FLDL"
+_EVENTS = struct.Struct("<Q")  # bytes 24..31 of a .fldl: events applied to the delta
+_EVENTS_AT = 24
+
+
+@dataclass(frozen=True, slots=True)
+class CommitResult:
+    """``acked``: entries newly acknowledged; ``replayed``: this exact commit had already been
+    applied (the reply of the first attempt was lost), nothing was written again."""
+
+    users: int
+    acked: int
+    logged: int
+    replayed: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class CommitArgs:
+    keys: list[str]
+    args: list[Any]
+    users: int
+    logged: int
+
+
+def delta_events(user: str, blob: bytes) -> int:
+    """The events count in a ``.fldl`` header (CONTRACTS.md), checking that it is one."""
+    if not isinstance(blob, bytes | bytearray | memoryview):
+        raise TypeError(f"deltas[{user!r}] must be bytes (.fldl), got {type(blob).__name__}")
+    blob = bytes(blob)
+    if len(blob) < _EVENTS_AT + _EVENTS.size or blob[:4] != DELTA_MAGIC:
+        raise ValueError(
+            f"deltas[{user!r}] is not a .fldl delta (starts with {blob[:8]!r}, "
+            f"{len(blob)} bytes); serialize it with Delta.to_bytes()"
+        )
+    return int(_EVENTS.unpack_from(blob, _EVENTS_AT)[0])
+
+
+def commit_args(
+    shard: int,
+    n_shards: int,
+    *,
+    owner: str,
+    group: str,
+    deltas: Mapping[str, bytes],
+    last_ids: Mapping[str, str | bytes | StreamId],
+    entry_ids: Sequence[str | bytes | StreamId],
+    log_entries: Sequence[Mapping[str, Any]],
+    base: str,
+    generation: int,
+    events: Mapping[str, int] | None,
+) -> CommitArgs:
+    """KEYS and ARGV of one commit, validated."""
+    keys.check_id("owner", owner)
+    keys.check_version(base)
+    if not isinstance(generation, int) or isinstance(generation, bool) or generation < 0:
+        raise ValueError(f"generation must be an int >= 0, got {generation!r}")
+    ids = [str(StreamId.parse(i)) for i in entry_ids]
+    if not ids and not deltas:
+        raise ValueError("commit_batch needs entry_ids or deltas, got neither")
+    missing = [u for u in deltas if u not in last_ids]
+    if missing:
+        raise ValueError(
+            f"last_ids has no entry for users {missing[:5]!r}; give the id of the "
+            f"last event applied to each delta"
+        )
+    commit_keys = [
+        keys.lease(shard), keys.stream(shard), keys.applied(shard), keys.users(shard),
+        keys.commit_token(shard),
+    ]  # fmt: skip
+    per_user: list[Any] = []
+    for user, blob in deltas.items():
+        keys.check_id("user", user)
+        if keys.shard_of(user, n_shards) != shard:
+            raise ValueError(
+                f"user {user!r} belongs to shard {keys.shard_of(user, n_shards)}, "
+                f"not {shard}; commit each shard's users to that shard"
+            )
+        n_events = delta_events(user, blob)
+        if events is not None:
+            if user not in events:
+                raise ValueError(f"events has no count for user {user!r}")
+            n_events = events[user]
+            if not isinstance(n_events, int) or n_events < 0:
+                raise ValueError(f"events[{user!r}] must be an int >= 0, got {n_events!r}")
+        commit_keys.append(keys.delta(shard, user))
+        per_user += [user, bytes(blob), str(StreamId.parse(last_ids[user])), n_events]
+    logs = [encode(entry) for entry in log_entries]
+    args = [
+        owner, group, uuid.uuid4().hex, base, generation, len(deltas), len(ids), len(logs),
+        *per_user, *ids, *logs,
+    ]  # fmt: skip
+    return CommitArgs(commit_keys, args, len(deltas), len(logs))
+
+
+def read_reply(shard: int, owner: str, built: CommitArgs, reply: list[Any]) -> CommitResult:
+    """The ``CommitResult`` of a script reply, or the error it stands for."""
+    status = reply[0]
+    if status == b"OK":
+        return CommitResult(built.users, int(reply[1]), built.logged)
+    if status == b"DUP":
+        return CommitResult(built.users, 0, built.logged, replayed=True)
+    if status == b"LEASE":
+        holder = reply[1].decode("utf-8", "replace") if len(reply) > 1 and reply[1] else None
+        raise LeaseLostError(shard, owner, holder)
+    if status == b"STALE":
+        user, stored, new = (part.decode("utf-8", "replace") for part in reply[1:4])
+        raise StaleCommitError(shard, user, stored, new)
+    raise StoreError(f"shard {shard}: commit script answered {reply!r}")  # pragma: no cover

@@ -1,0 +1,122 @@
+"""Per-user delta records: one Redis hash per user, written only by ``commit_batch``.
+
+Fields: ``delta`` (the ``.fldl`` bytes), ``last_event`` (stream id of the last applied event),
+``base`` (the base version the delta refers to), ``generation`` and ``events`` (count). Reads
+of many users go in one pipeline (one round-trip per node). A shard's users are listed in a
+set, so aggregation can walk a shard with SSCAN on a single Redis and on a cluster alike,
+where a key-pattern SCAN would have to visit every node.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from fedlearn.store import keys
+from fedlearn.store.streamid import StreamId
+
+_FIELDS = (b"delta", b"last_event", b"base", b"generation", b"events")
+
+
+@dataclass(frozen=True, slots=True)
+class DeltaRecord:
+    """What the store knows of one user's clone."""
+
+    user: str
+    delta: bytes
+    last_event: StreamId
+    base: str
+    generation: int
+    events: int
+
+
+def _record(user: str, raw: Sequence[bytes | None]) -> DeltaRecord | None:
+    delta, last_event, base, generation, events = raw
+    if delta is None or last_event is None:
+        return None
+    return DeltaRecord(
+        user=user,
+        delta=delta,
+        last_event=StreamId.parse(last_event),
+        base=(base or b"").decode("utf-8"),
+        generation=int(generation or 0),
+        events=int(events or 0),
+    )
+
+
+class Deltas:
+    """Read and delete per-user delta records (writes go through ``commit_batch``)."""
+
+    def __init__(self, client: Any, n_shards: int) -> None:
+        self._r = client
+        self.n_shards = n_shards
+
+    def _check(self, shard: int, users: Sequence[str]) -> None:
+        keys.check_shard(shard, self.n_shards)
+        for user in users:
+            keys.check_id("user", user)
+            if keys.shard_of(user, self.n_shards) != shard:
+                raise ValueError(
+                    f"user {user!r} belongs to shard "
+                    f"{keys.shard_of(user, self.n_shards)}, not {shard}"
+                )
+
+    def get(self, shard: int, user: str) -> DeltaRecord | None:
+        return self.get_many(shard, [user]).get(user)
+
+    def get_many(self, shard: int, users: Sequence[str]) -> dict[str, DeltaRecord]:
+        """The records of ``users`` that have one (users without a delta are absent)."""
+        users = list(dict.fromkeys(users))
+        self._check(shard, users)
+        if not users:
+            return {}
+        pipe = self._r.pipeline(transaction=False)
+        for user in users:
+            pipe.hmget(keys.delta(shard, user), _FIELDS)
+        found = {}
+        for user, raw in zip(users, pipe.execute(), strict=True):
+            record = _record(user, raw)
+            if record is not None:
+                found[user] = record
+        return found
+
+    def users(self, shard: int, *, batch: int = 500) -> Iterator[str]:
+        """Every user of ``shard`` with a delta (SSCAN: may repeat a user, never misses one
+        that exists for the whole walk)."""
+        keys.check_shard(shard, self.n_shards)
+        for raw in self._r.sscan_iter(keys.users(shard), count=batch):
+            yield raw.decode("utf-8")
+
+    def iter_shard(self, shard: int, *, batch: int = 500) -> Iterator[DeltaRecord]:
+        """Every delta record of ``shard``, ``batch`` users per round-trip (for aggregation)."""
+        chunk: list[str] = []
+        seen: set[str] = set()
+        for user in self.users(shard, batch=batch):
+            if user in seen:
+                continue
+            seen.add(user)
+            chunk.append(user)
+            if len(chunk) >= batch:
+                yield from self.get_many(shard, chunk).values()
+                chunk = []
+        if chunk:
+            yield from self.get_many(shard, chunk).values()
+
+    def count(self, shard: int) -> int:
+        keys.check_shard(shard, self.n_shards)
+        return int(self._r.scard(keys.users(shard)))
+
+    def delete_user(self, shard: int, user: str) -> bool:
+        """Forget a user's clone (GDPR erasure, or a reset); True when there was one.
+
+        Safe against a running trainer only if it does not hold the user's delta in memory:
+        the trainer would write it back with its next commit. Erase through the trainer
+        (or with its lease) when that matters.
+        """
+        self._check(shard, [user])
+        pipe = self._r.pipeline(transaction=True)
+        pipe.delete(keys.delta(shard, user))
+        pipe.srem(keys.users(shard), user)
+        deleted, _ = pipe.execute()
+        return bool(deleted)

@@ -1,0 +1,121 @@
+"""Stream entries as the store hands them out: an id and the decoded event.
+
+An entry holds one field, ``e``, with the event as orjson bytes; only this module encodes and
+decodes it. An entry that cannot be decoded (deleted meanwhile, or written by something else)
+is not raised on, which would wedge its shard forever: it comes back as ``Rejected`` and the
+trainer acknowledges it with the rest of the batch.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+
+FIELD = b"e"
+DELETED = "entry was deleted from the stream"
+NO_FIELD = "entry has no field 'e'"
+
+
+def encode(record: Mapping[str, Any]) -> bytes:
+    """orjson bytes of a record; numpy scalars and arrays are accepted (predictions are)."""
+    return orjson.dumps(record, option=orjson.OPT_SERIALIZE_NUMPY)
+
+
+def decode_id(raw: bytes | str) -> str:
+    return raw.decode("ascii") if isinstance(raw, bytes) else raw
+
+
+@dataclass(frozen=True, slots=True)
+class Entry:
+    """One stream entry: ``id`` is the stream id (``"<ms>-<seq>"``), ``event`` the record."""
+
+    id: str
+    event: dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class Rejected:
+    """An entry that holds no decodable event; ``reason`` says why."""
+
+    id: str
+    reason: str
+
+
+@dataclass(slots=True)
+class Batch:
+    """What one read returns: the good entries in stream order, and the rejected ones.
+
+    ``ids`` lists every entry id of both kinds: pass it as ``entry_ids`` to ``commit_batch`` so
+    that rejected entries are acknowledged too and never come back.
+    """
+
+    entries: list[Entry] = field(default_factory=list)
+    rejected: list[Rejected] = field(default_factory=list)
+
+    @property
+    def ids(self) -> list[str]:
+        return [e.id for e in self.entries] + [r.id for r in self.rejected]
+
+    def extend(self, other: Batch) -> None:
+        self.entries.extend(other.entries)
+        self.rejected.extend(other.rejected)
+
+    def __len__(self) -> int:
+        return len(self.entries) + len(self.rejected)
+
+    def __iter__(self) -> Iterator[Entry]:
+        return iter(self.entries)
+
+
+def _decode(entry_id: bytes | str, payload: bytes | None, why_missing: str) -> Entry | Rejected:
+    sid = decode_id(entry_id)
+    if payload is None:
+        return Rejected(sid, why_missing)
+    try:
+        event = orjson.loads(payload)
+    except orjson.JSONDecodeError as exc:
+        return Rejected(sid, f"field 'e' is not JSON: {exc}")
+    if not isinstance(event, dict):
+        return Rejected(sid, f"field 'e' is JSON {type(event).__name__}, not an object")
+    return Entry(sid, event)
+
+
+def _batch(items: list[Entry | Rejected]) -> Batch:
+    batch = Batch()
+    for item in items:
+        (batch.entries if isinstance(item, Entry) else batch.rejected).append(item)  # type: ignore[arg-type]
+    return batch
+
+
+def parse_entries(raw: Any) -> Batch:
+    """A ``Batch`` from redis-py's parsed entry list ``[(id, {field: value} | None), ...]``."""
+    return _batch(
+        [
+            _decode(entry_id, (fields or {}).get(FIELD), DELETED if not fields else NO_FIELD)
+            for entry_id, fields in raw or ()
+        ]
+    )
+
+
+def parse_flat(flat: list[Any]) -> Batch:
+    """A ``Batch`` from a script's ``[id1, payload1 | None, id2, ...]`` (see ``scripts.CLAIM``):
+    ``None`` marks a deleted entry, ``b""`` one without an ``e`` field."""
+    return _batch(
+        [
+            _decode(entry_id, payload or None, DELETED if payload is None else NO_FIELD)
+            for entry_id, payload in zip(flat[::2], flat[1::2], strict=True)
+        ]
+    )
+
+
+def parse_read(reply: Any) -> Batch:
+    """The ``Batch`` of an XREADGROUP/XREAD reply on a single stream (RESP2 list or RESP3 map)."""
+    if not reply:
+        return Batch()
+    if isinstance(reply, Mapping):
+        streams = list(reply.values())
+        return parse_entries(streams[0][0] if streams and streams[0] else [])
+    return parse_entries(reply[0][1])

@@ -1,0 +1,144 @@
+"""Shards and Redis key names: the only place that spells a key.
+
+Every key of one shard carries the hash tag ``{s<shard>}``, so all of a shard's keys live in
+one Redis Cluster slot and one Lua script may touch them together (stream, deltas, lease,
+applied log). The global keys of base versions carry the tag ``{base}`` for the same reason:
+publishing a version and appending it to the history is one atomic script.
+
+Key map (shard 3, user "42"):
+
+=============================  =====================================================
+``fl:{s3}:stream``             the shard's ingest stream (field ``e`` = orjson event)
+``fl:{s3}:applied``            processed events with their prediction (log tail)
+``fl:{s3}:delta:42``           hash: ``delta`` ``last_event`` ``base`` ``generation``
+                               ``events``
+``fl:{s3}:users``              set of the users that have a delta in the shard
+``fl:{s3}:seen:<day>``         set of event ids seen that UTC day (dedupe window)
+``fl:{s3}:lease``              the owner token of the shard's trainer (PX expiry)
+``fl:{s3}:commit``             the token of the last commit (makes a retried commit a no-op)
+``fl:{s3}:pred:<id>``          a prediction record awaiting its label (EX expiry)
+``fl:{base}:blob:<version>``   an immutable base file (``.flfm`` bytes)
+``fl:{base}:current``          the current base version id
+``fl:{base}:history``          list of JSON ``{"version", "meta", "created_at"}``
+``fl:{base}:config``           hash of service-wide settings
+=============================  =====================================================
+"""
+
+from __future__ import annotations
+
+import re
+import zlib
+
+PREFIX = "fl"
+MAX_SHARDS = 16384  # one per Redis Cluster slot is the most that can be spread
+MAX_ID_LEN = 128
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+_VERSION = re.compile(r"[A-Za-z0-9._:+-]{1,128}")
+
+
+def shard_of(user: str, n_shards: int) -> int:
+    """The shard of ``user``: CRC-32 (IEEE, as zlib and every language have it) of the UTF-8
+    user id, modulo ``n_shards``. Stable across processes, machines and languages."""
+    check_n_shards(n_shards)
+    check_id("user", user)
+    return zlib.crc32(user.encode("utf-8")) % n_shards
+
+
+def check_n_shards(n_shards: int) -> None:
+    if not isinstance(n_shards, int) or isinstance(n_shards, bool):
+        raise TypeError(f"n_shards must be an int, got {n_shards!r}")
+    if not 1 <= n_shards <= MAX_SHARDS:
+        raise ValueError(f"n_shards must be between 1 and {MAX_SHARDS}, got {n_shards}")
+
+
+def check_shard(shard: int, n_shards: int) -> None:
+    """Raise unless ``shard`` is one of ``0 .. n_shards - 1``."""
+    if not isinstance(shard, int) or isinstance(shard, bool) or not 0 <= shard < n_shards:
+        raise ValueError(f"shard must be an int in 0..{n_shards - 1}, got {shard!r}")
+
+
+def check_id(what: str, value: object) -> str:
+    """``value`` if it is an id as CONTRACTS.md defines ids (a non-empty string of at most 128
+    characters without control characters), else an error naming ``what`` and the value."""
+    if not isinstance(value, str):
+        raise TypeError(f"{what} must be a string, got {type(value).__name__} {value!r}")
+    if not value or len(value) > MAX_ID_LEN:
+        raise ValueError(f"{what} must be 1..{MAX_ID_LEN} characters, got {len(value)}: {value!r}")
+    if _CONTROL.search(value):
+        raise ValueError(f"{what} must not contain control characters, got {value!r}")
+    return value
+
+
+def check_version(version: str) -> None:
+    """Base version ids go into URLs and file names: letters, digits and ``._:+-`` only."""
+    if not isinstance(version, str) or not _VERSION.fullmatch(version):
+        raise ValueError(
+            f"base version must be 1..128 characters of letters, digits and '._:+-', "
+            f"got {version!r}"
+        )
+
+
+def tag(shard: int) -> str:
+    """The hash tag of a shard, ``{s3}``."""
+    return f"{{s{shard}}}"
+
+
+# --- per-shard keys --------------------------------------------------------------------------
+
+
+def stream(shard: int) -> str:
+    return f"{PREFIX}:{tag(shard)}:stream"
+
+
+def applied(shard: int) -> str:
+    return f"{PREFIX}:{tag(shard)}:applied"
+
+
+def delta(shard: int, user: str) -> str:
+    return f"{PREFIX}:{tag(shard)}:delta:{user}"
+
+
+def delta_prefix(shard: int) -> str:
+    """``delta(shard, user) == delta_prefix(shard) + user``."""
+    return f"{PREFIX}:{tag(shard)}:delta:"
+
+
+def users(shard: int) -> str:
+    return f"{PREFIX}:{tag(shard)}:users"
+
+
+def seen(shard: int, day: int) -> str:
+    return f"{PREFIX}:{tag(shard)}:seen:{day}"
+
+
+def lease(shard: int) -> str:
+    return f"{PREFIX}:{tag(shard)}:lease"
+
+
+def commit_token(shard: int) -> str:
+    return f"{PREFIX}:{tag(shard)}:commit"
+
+
+def prediction(shard: int, prediction_id: str) -> str:
+    return f"{PREFIX}:{tag(shard)}:pred:{prediction_id}"
+
+
+# --- global keys (one slot, tag {base}) ------------------------------------------------------
+
+BASE_TAG = "{base}"
+
+
+def base_blob(version: str) -> str:
+    return f"{PREFIX}:{BASE_TAG}:blob:{version}"
+
+
+def base_current() -> str:
+    return f"{PREFIX}:{BASE_TAG}:current"
+
+
+def base_history() -> str:
+    return f"{PREFIX}:{BASE_TAG}:history"
+
+
+def config() -> str:
+    return f"{PREFIX}:{BASE_TAG}:config"

