@@ -1,0 +1,77 @@
+/**
+ * The answer of `GET /v1/users/{user}/model`, checked before any of it is used, and where the
+ * base it names lives. Kept apart from the client so the client reads as its verbs.
+ */
+import { invalid } from './errors.js';
+
+/** @typedef {import('./format.js').Base} Base */
+
+/**
+ * @typedef {object} UserModel the body of `GET /v1/users/{user}/model`
+ * @property {string} user
+ * @property {string} base_version
+ * @property {string} base_url
+ * @property {{w0: number, features: string[], w: number[], v: number[][]}} delta
+ * @property {number} lr
+ * @property {number} l2
+ * @property {number} [bias_lr] the intercept's step (`lr` when absent)
+ * @property {number} events_applied
+ * @property {'clone' | 'base'} serve
+ * @property {Record<string, number>} [user_features] the user's table features, if the server sends them
+ */
+
+/**
+ * Validate the model endpoint's answer before using any of it.
+ * @param {any} m
+ * @returns {UserModel}
+ */
+export function checkModel(m) {
+  if (!m || typeof m !== 'object') invalid('model', m, 'must be a JSON object');
+  for (const key of ['user', 'base_version', 'base_url']) {
+    if (typeof m[key] !== 'string' || !m[key]) invalid(`model.${key}`, m[key], 'must be a non-empty string');
+  }
+  m.bias_lr ??= m.lr;
+  for (const key of ['lr', 'l2', 'bias_lr']) {
+    if (!Number.isFinite(m[key]) || m[key] < 0) invalid(`model.${key}`, m[key], 'must be a finite number >= 0');
+  }
+  m.serve ??= 'clone';
+  if (m.serve !== 'clone' && m.serve !== 'base') invalid('model.serve', m.serve, 'must be "clone" or "base"');
+  m.events_applied ??= 0;
+  if (!Number.isSafeInteger(m.events_applied) || m.events_applied < 0) {
+    invalid('model.events_applied', m.events_applied, 'must be an integer >= 0');
+  }
+  return m;
+}
+
+/**
+ * @param {Base} base
+ * @param {UserModel} model
+ * @returns {Base}
+ */
+export function checkVersion(base, model) {
+  if (base.version !== model.base_version) {
+    invalid('base version', base.version, `must be ${JSON.stringify(model.base_version)} (model.base_version)`);
+  }
+  return base;
+}
+
+/**
+ * Where the base is, under which cache key, and whether it is on the API's own origin.
+ * @param {string} root
+ * @param {UserModel} model
+ */
+export function baseLocation(root, model) {
+  const page = globalThis.location?.href;
+  let api;
+  let url = model.base_url;
+  try {
+    api = new URL(`${root}/`, page);
+    url = new URL(model.base_url, api).href;
+  } catch {
+    // A relative root outside a page (e.g. tests): keep the URL as given.
+  }
+  const origin = api?.origin && api.origin !== 'null' ? api.origin : 'https://fedlearn.invalid';
+  const sameOrigin = !api || new URL(url, api).origin === api.origin;
+  // Keyed by the immutable version, not the URL: the same version is the same bytes.
+  return { url, key: `${origin}/__fedlearn__/bases/${encodeURIComponent(model.base_version)}`, sameOrigin };
+}
