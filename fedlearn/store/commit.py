@@ -73,6 +73,7 @@ def commit_args(
     base: str,
     generation: int,
     events: Mapping[str, int] | None,
+    gates: Mapping[str, bytes] | None = None,
 ) -> CommitArgs:
     """KEYS and ARGV of one commit, validated."""
     keys.check_id("owner", owner)
@@ -108,7 +109,8 @@ def commit_args(
             if not isinstance(n_events, int) or n_events < 0:
                 raise ValueError(f"events[{user!r}] must be an int >= 0, got {n_events!r}")
         commit_keys.append(keys.delta(shard, user))
-        per_user += [user, bytes(blob), str(StreamId.parse(last_ids[user])), n_events]
+        gate = bytes((gates or {}).get(user, b""))
+        per_user += [user, bytes(blob), str(StreamId.parse(last_ids[user])), n_events, gate]
     logs = [encode(entry) for entry in log_entries]
     args = [
         owner, group, uuid.uuid4().hex, base, generation, len(deltas), len(ids), len(logs),

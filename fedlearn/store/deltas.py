@@ -16,7 +16,7 @@ from typing import Any
 from fedlearn.store import keys
 from fedlearn.store.streamid import StreamId
 
-_FIELDS = (b"delta", b"last_event", b"base", b"generation", b"events")
+_FIELDS = (b"delta", b"last_event", b"base", b"generation", b"events", b"gate")
 
 
 @dataclass(frozen=True, slots=True)
@@ -29,10 +29,11 @@ class DeltaRecord:
     base: str
     generation: int
     events: int
+    gate: bytes = b""  # the serving gate's state (``fedlearn.stream.gating.Gate``)
 
 
 def _record(user: str, raw: Sequence[bytes | None]) -> DeltaRecord | None:
-    delta, last_event, base, generation, events = raw
+    delta, last_event, base, generation, events, gate = raw
     if delta is None or last_event is None:
         return None
     return DeltaRecord(
@@ -42,6 +43,7 @@ def _record(user: str, raw: Sequence[bytes | None]) -> DeltaRecord | None:
         base=(base or b"").decode("utf-8"),
         generation=int(generation or 0),
         events=int(events or 0),
+        gate=gate or b"",
     )
 
 

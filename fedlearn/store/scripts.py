@@ -43,7 +43,7 @@ return {'OK', #fresh, dups}
 
 # KEYS: lease, stream, applied log, users set, commit token, then one delta key per user
 # ARGV: owner, group, token, base, generation, n_users, n_ids, n_log,
-#       then (user, delta, last_event, events) per user, then entry ids, then log payloads
+#       then (user, delta, last_event, events, gate) per user, then entry ids, then log payloads
 # -> {"OK", acked} | {"DUP"} | {"LEASE", holder or nil} | {"STALE", user, stored, new}
 COMMIT_BATCH = """
 local function cmp_num(a, b)
@@ -64,10 +64,10 @@ local holder = redis.call('GET', KEYS[1])
 if holder ~= ARGV[1] then return {'LEASE', holder} end
 
 local n_users, n_ids, n_log = tonumber(ARGV[6]), tonumber(ARGV[7]), tonumber(ARGV[8])
-local first_id = 9 + 4 * n_users
+local first_id = 9 + 5 * n_users
 local first_log = first_id + n_ids
 for u = 0, n_users - 1 do
-  local a = 9 + 4 * u
+  local a = 9 + 5 * u
   local stored = redis.call('HGET', KEYS[6 + u], 'last_event')
   if stored and cmp_id(ARGV[a + 2], stored) <= 0 then
     return {'STALE', ARGV[a], stored, ARGV[a + 2]}
@@ -75,9 +75,9 @@ for u = 0, n_users - 1 do
 end
 
 for u = 0, n_users - 1 do
-  local a = 9 + 4 * u
+  local a = 9 + 5 * u
   redis.call('HSET', KEYS[6 + u], 'delta', ARGV[a + 1], 'last_event', ARGV[a + 2],
-             'base', ARGV[4], 'generation', ARGV[5], 'events', ARGV[a + 3])
+             'base', ARGV[4], 'generation', ARGV[5], 'events', ARGV[a + 3], 'gate', ARGV[a + 4])
   redis.call('SADD', KEYS[4], ARGV[a])
 end
 local acked = 0

@@ -12,6 +12,8 @@ kind of state:
 - ``store.leases``       one owner per shard (acquire, renew, release)
 - ``store.applied``      the applied-event log tail, for the log writer
 - ``store.predictions``  prediction records for the feature/label join
+- ``store.catalog``      the item catalog (features and titles)
+- ``store.members``      heartbeats of the live trainers, for a fair share of shards
 """
 
 from __future__ import annotations
@@ -24,9 +26,11 @@ from redis.cluster import RedisCluster
 from fedlearn.store import keys
 from fedlearn.store.applied import AppliedLog
 from fedlearn.store.bases import Bases
+from fedlearn.store.catalog import Catalog
 from fedlearn.store.connection import Client, connect
 from fedlearn.store.deltas import Deltas
 from fedlearn.store.leases import Leases
+from fedlearn.store.members import Members
 from fedlearn.store.predictions import Predictions
 from fedlearn.store.scripts import Scripts
 from fedlearn.store.streams import Streams
@@ -67,6 +71,8 @@ class Store:
         self.leases = Leases(client, self.scripts, n_shards)
         self.applied = AppliedLog(client, n_shards)
         self.predictions = Predictions(client, n_shards)
+        self.catalog = Catalog(client)
+        self.members = Members(client)
 
     @classmethod
     def from_url(cls, url: str, n_shards: int, **options: Any) -> Store:

@@ -198,13 +198,16 @@ class Streams:
         base: str,
         generation: int,
         events: Mapping[str, int] | None = None,
+        gates: Mapping[str, bytes] | None = None,
     ) -> CommitResult:
         """Atomically write the users' deltas, acknowledge ``entry_ids`` and append
         ``log_entries`` to the shard's applied log, if and only if ``owner`` holds the lease.
 
         ``deltas`` maps user -> ``.fldl`` bytes, ``last_ids`` user -> id of the last entry
         applied to that delta (required for every user in ``deltas``). ``events`` (user ->
-        events applied) defaults to the count in each delta's header. Raises
+        events applied) defaults to the count in each delta's header; ``gates`` (user ->
+        bytes) is the user's serving-gate state (``stream.gating``), kept beside the delta.
+        Raises
         ``LeaseLostError`` or ``StaleCommitError`` with nothing written. Resending the same
         call (a retry after a lost reply) is a no-op.
         """
@@ -212,7 +215,7 @@ class Streams:
         built = commit_args(
             shard, self.n_shards, owner=owner, group=self.group, deltas=deltas, last_ids=last_ids,
             entry_ids=entry_ids, log_entries=log_entries, base=base, generation=generation,
-            events=events,
+            events=events, gates=gates,
         )  # fmt: skip
         reply = self._scripts.commit_batch(keys=built.keys, args=built.args)
         return read_reply(shard, owner, built, reply)

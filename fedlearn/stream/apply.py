@@ -18,7 +18,9 @@ import numpy as np
 from fedlearn.model import Base, Clone, Delta, event_features, learn_many
 from fedlearn.store.entries import Entry
 from fedlearn.store.streamid import StreamId
+from fedlearn.stream.gating import Gate, GateSettings, log_loss
 
+DEFAULT_GATING = GateSettings()
 NEVER = StreamId(0, 0)  # the last_event of a user who has no applied event yet
 
 ItemFeatures = Callable[[str], Mapping[str, float] | None]
@@ -40,6 +42,7 @@ class UserState:
 
     delta: Delta
     last_event: StreamId = NEVER
+    gate: Gate = field(default_factory=Gate)
 
 
 @dataclass
@@ -78,6 +81,7 @@ def apply_batch(
     item_features: ItemFeatures,
     prediction_features: PredictionFeatures,
     applied_at: float,
+    gating: GateSettings = DEFAULT_GATING,
 ) -> AppliedBatch:
     """Test-then-train ``entries`` (in stream order) on the clones in ``states``.
 
@@ -115,8 +119,12 @@ def apply_batch(
         sid = StreamId.parse(entry.id)
         state = out.users.get(user)
         if state is None:
-            state = out.users[user] = UserState(working[user])
+            previous = states[user].gate
+            gate = Gate(previous.loss_clone, previous.loss_base, previous.events)
+            state = out.users[user] = UserState(working[user], gate=gate)
         state.last_event = max(state.last_event, sid)
+        label = 1 if entry.event["signal"] == "click" else 0
+        state.gate.update(log_loss(label, float(pi)), log_loss(label, float(bi)), gating.decay)
         out.log_entries.append(
             {
                 **entry.event,

@@ -14,7 +14,6 @@ import zlib
 from collections.abc import Callable
 
 from fedlearn.store import Store
-from fedlearn.store.members import Members
 
 log = logging.getLogger(__name__)
 
@@ -34,7 +33,7 @@ class Ownership:
         self.store = store
         self.owner = owner
         self.lease_ttl_ms = lease_ttl_ms
-        self.members = Members(store.client)
+        self.members = store.members
         self.owned: set[int] = set()
         self._on_gain = on_gain
         self._on_loss = on_loss

@@ -19,11 +19,11 @@ from dataclasses import dataclass, field
 
 from fedlearn.model import Base, Delta
 from fedlearn.store import Batch, LeaseLostError, StaleCommitError, Store, new_owner_token
-from fedlearn.store.catalog import Catalog
 from fedlearn.stream import metrics
 from fedlearn.stream.apply import NEVER, AppliedBatch, CloneSettings, UserState, apply_batch
 from fedlearn.stream.bases import BaseCache, NoBaseError
 from fedlearn.stream.eventlog import EventLogWriter
+from fedlearn.stream.gating import Gate
 
 log = logging.getLogger(__name__)
 
@@ -73,7 +73,6 @@ class Trainer:
         self.owner = new_owner_token(self.config.name)
         self.eventlog = eventlog
         self.bases = BaseCache(store, refresh_s=self.config.base_refresh_s)
-        self.catalog = Catalog(store.client)
         self.shards: dict[int, _Shard] = {}
         self.ownership = Ownership(
             store,
@@ -167,7 +166,7 @@ class Trainer:
         self._load_users(shard, state, {e.event["user"] for e in batch.entries}, base, generation)
         predictions = self._prediction_features(shard, batch)
         items = {e.event["item"] for e in batch.entries}
-        catalog = self.catalog.features(list(items)) if items else {}
+        catalog = self.store.catalog.features(list(items)) if items else {}
         result = apply_batch(
             base,
             state.users,
@@ -187,6 +186,7 @@ class Trainer:
                 log_entries=result.log_entries,
                 base=base.version,
                 generation=generation,
+                gates={u: s.gate.to_bytes() for u, s in result.users.items()},
             )
         except LeaseLostError:
             log.warning(
@@ -218,15 +218,17 @@ class Trainer:
         records = self.store.deltas.get_many(shard, missing)
         for user in missing:
             record = records.get(user)
+            gate = Gate.from_bytes(record.gate if record else None)
             if record is None:
                 state.users[user] = UserState(Delta(base.n_factors), NEVER)
             elif record.generation != generation:
                 # A monthly retrain started a new generation: the clone restarts from the new
                 # base (the old delta was archived by the job), but its place in the stream
                 # is kept so that nothing is applied twice.
-                state.users[user] = UserState(Delta(base.n_factors), record.last_event)
+                state.users[user] = UserState(Delta(base.n_factors), record.last_event, gate)
             else:
-                state.users[user] = UserState(Delta.from_bytes(record.delta), record.last_event)
+                delta = Delta.from_bytes(record.delta)
+                state.users[user] = UserState(delta, record.last_event, gate)
 
     def _prediction_features(
         self, shard: int, batch: Batch
