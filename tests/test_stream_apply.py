@@ -1,0 +1,54 @@
+"""apply_batch: what an event trains on, and what a redelivery does (no Redis needed)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from fedlearn.model import Base, Clone, Delta, event_features
+from fedlearn.store.entries import Entry
+from fedlearn.store.streamid import StreamId
+from fedlearn.stream.apply import NEVER, CloneSettings, UserState, apply_batch, features_of
+
+BASE = Base.fresh([f"item={i}" for i in range(5)] + ["genre=Drama"], 4, version="b1")
+SETTINGS = CloneSettings(lr=0.1, l2=0.0, bias_lr=0.1)
+
+
+def entry(sid: str, user: str, item: str, signal: str = "click", **extra: object) -> Entry:
+    event = {"event_id": sid, "user": user, "item": item, "signal": signal, "ts": 1.0, **extra}
+    return Entry(sid, event)
+
+
+def no_catalog(_item: str) -> None:
+    return None
+
+
+def test_an_event_naming_its_prediction_trains_on_the_features_prediction_saw() -> None:
+    recorded = {"user=a": 1.0, "item=1": 1.0, "genre=Drama": 1.0, "hour=9": 1.0}
+    event = {"user": "a", "item": "1", "prediction_id": "p1", "context": {"hour": "21"}}
+    found, source = features_of(event, no_catalog, lambda pid, item: recorded)
+    assert (found, source) == (recorded, "prediction")
+    # An expired or unknown prediction falls back to the event's own context.
+    found, source = features_of(event, no_catalog, lambda pid, item: None)
+    assert source == "event" and found == event_features("a", "1", {"hour": "21"})
+
+
+def test_entries_already_applied_are_skipped_and_the_rest_logged_with_predictions() -> None:
+    states = {"a": UserState(Delta(4), StreamId(5, 0)), "b": UserState(Delta(4), NEVER)}
+    entries = [entry("4-0", "a", "1"), entry("6-0", "a", "2", "skip"), entry("7-0", "b", "3")]
+    out = apply_batch(
+        BASE,
+        states,
+        entries,
+        SETTINGS,
+        item_features=no_catalog,
+        prediction_features=lambda pid, item: None,
+        applied_at=2.0,
+    )
+    assert (out.applied, out.skipped) == (2, 1)
+    assert [r["event_id"] for r in out.log_entries] == ["6-0", "7-0"]
+    assert out.users["a"].last_event == StreamId(6, 0)
+    assert states["a"].delta.n_events == 0, "the caller's state is only replaced after commit"
+    # The logged prediction is the clone's before learning: the base's, for a fresh delta.
+    expected = Clone(BASE).predict_proba_one(event_features("b", "3"))
+    assert out.log_entries[1]["prediction"] == np.float64(expected)
+    assert list(out.positions) == [0, 0]
