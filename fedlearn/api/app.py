@@ -1,0 +1,107 @@
+"""The Flask app factory: settings and store in, a WSGI app with every route out.
+
+``create_app(settings, store)`` keeps both on the app (``app.extensions["fedlearn"]``) and
+nowhere else, so tests build apps against their own Redis and several apps can live in one
+process. Without a store it connects to ``settings.redis_url``; the embedded Redis is started
+by whoever runs the server (``fedlearn api``/``up``: see ``server.py``), once, before workers
+fork, never by a worker importing the app.
+"""
+
+from __future__ import annotations
+
+import time
+
+import redis
+from flask import Flask, Response, g, request
+
+from fedlearn.api import errors, routes_admin, routes_events, routes_models, routes_ops, routes_rank
+from fedlearn.api.context import EXTENSION, ApiContext, BlobCache
+from fedlearn.api.errors import Unavailable
+from fedlearn.api.metrics import UNMATCHED, Metrics
+from fedlearn.config import ConfigError, Settings, load_settings
+from fedlearn.store import Store
+from fedlearn.stream.bases import BaseCache, NoBaseError
+
+BLUEPRINTS = (routes_models, routes_events, routes_rank, routes_admin, routes_ops)
+
+
+def _store_for(settings: Settings) -> Store:
+    if settings.redis_url is None:
+        raise ConfigError(
+            "REDIS_URL is not set: point it at a running Redis (redis://host:port/0), or start "
+            "the API with `fedlearn api` / `fedlearn up`, which start an embedded Redis in "
+            f"{settings.data_dir}"
+        )
+    return Store.from_url(
+        settings.redis_url,
+        settings.n_shards,
+        stream_maxlen=settings.stream_maxlen,
+        dedupe_window_s=settings.dedupe_window_s,
+    )
+
+
+def _register_errors(app: Flask, retry_after_s: int) -> None:
+    errors.register(app)
+
+    @app.errorhandler(NoBaseError)
+    def _no_base(exc: NoBaseError) -> Response:
+        return errors.problem_response(Unavailable(str(exc)))
+
+    @app.errorhandler(redis.ConnectionError)
+    @app.errorhandler(redis.TimeoutError)
+    def _redis_down(exc: redis.RedisError) -> Response:
+        app.logger.warning("Redis unavailable: %s", exc)
+        problem = Unavailable(
+            "Redis does not answer; retry later",
+            headers={"Retry-After": str(retry_after_s)},
+        )
+        return errors.problem_response(problem)
+
+
+def _register_metrics(app: Flask, metrics: Metrics) -> None:
+    @app.before_request
+    def _start() -> None:
+        g.started = time.perf_counter()
+
+    @app.after_request
+    def _observe(response: Response) -> Response:
+        started = g.get("started")
+        if started is not None:
+            route = request.url_rule.rule if request.url_rule is not None else UNMATCHED
+            metrics.observe_request(
+                route, request.method, response.status_code, time.perf_counter() - started
+            )
+        return response
+
+
+def create_app(settings: Settings | None = None, store: Store | None = None) -> Flask:
+    """A fedlearn API app. ``settings`` default to :func:`load_settings` (the environment).
+
+    Fails at once (``ConfigError``) when auth is on without a signing key, rather than on the
+    first request.
+    """
+    settings = settings if settings is not None else load_settings()
+    if settings.auth:
+        settings.signing_keys()  # raises ConfigError naming FEDLEARN_SECRET_KEY
+    store = store if store is not None else _store_for(settings)
+    if store.n_shards != settings.n_shards:
+        raise ConfigError(
+            f"the store has {store.n_shards} shards but FEDLEARN_N_SHARDS={settings.n_shards}; "
+            f"every process must agree on the number of shards"
+        )
+    app = Flask(__name__, static_folder=None)
+    app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
+    app.json.sort_keys = False  # type: ignore[attr-defined]
+    metrics = Metrics()
+    app.extensions[EXTENSION] = ApiContext(
+        settings=settings,
+        store=store,
+        bases=BaseCache(store, keep=settings.base_cache_size),
+        blobs=BlobCache(store, settings.base_cache_size),
+        metrics=metrics,
+    )
+    _register_errors(app, settings.retry_after_s)
+    _register_metrics(app, metrics)
+    for module in BLUEPRINTS:
+        app.register_blueprint(module.bp)
+    return app

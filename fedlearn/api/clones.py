@@ -1,0 +1,146 @@
+"""A user's clone as the API serves it: the model a client downloads, and server-side ranking.
+
+The clone is the *current* base plus the user's stored delta. A delta from another generation
+(monthly retraining restarts every clone) or with another number of factors does not apply to
+the current base and is served as empty: the user starts over from the new base, as the
+trainers do. The base is decoded once per version and kept; the current pointer and the delta
+are read from the store on every request, so a client always gets what was last published and
+what the trainers last wrote.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from fedlearn.api import storage
+from fedlearn.api.schemas import RankRequest
+from fedlearn.config import Settings
+from fedlearn.model import Base, Clone, Delta, event_features
+from fedlearn.store import DeltaRecord, Store
+from fedlearn.stream.bases import BaseCache, NoBaseError
+from fedlearn.stream.gating import Gate
+
+
+@dataclass(frozen=True)
+class UserClone:
+    """The base, the delta that applies to it, the stored record it came from, and what to
+    serve: ``"clone"``, or ``"base"`` when the user's gate found the base predicting better."""
+
+    user: str
+    base: Base
+    delta: Delta
+    record: DeltaRecord | None  # None when the user has no usable delta
+    serve: str = "clone"
+
+    @property
+    def served_delta(self) -> Delta:
+        """The delta scores use: the user's, or an empty one when the base is served."""
+        return self.delta if self.serve == "clone" else Delta(self.base.n_factors)
+
+    @property
+    def events_applied(self) -> int:
+        return self.record.events if self.record is not None else 0
+
+    @property
+    def last_event(self) -> str | None:
+        return str(self.record.last_event) if self.record is not None else None
+
+
+def delta_applies(record: DeltaRecord, delta: Delta, base: Base, bases: BaseCache) -> bool:
+    """Whether a stored delta continues on ``base`` (same generation and shape)."""
+    return record.generation == bases.generation(base) and delta.n_factors == base.n_factors
+
+
+def current_base(store: Store, bases: BaseCache) -> Base:
+    """The current base, its pointer read now (one tiny GET), its bytes decoded once.
+
+    Not ``bases.current()``, which may lag a publish or rollback by its refresh interval: a
+    client that was told about a new version must not then be served the old one.
+    """
+    version = store.bases.current_version()
+    if version is None:
+        raise NoBaseError()
+    return bases.get(version)
+
+
+def load_clone(store: Store, bases: BaseCache, user: str, *, gate_eta: float) -> UserClone:
+    """The user's clone on the current base (``NoBaseError`` before any base exists)."""
+    base = current_base(store, bases)
+    record = store.deltas.get(store.shard_of(user), user)
+    if record is not None:
+        delta = Delta.from_bytes(record.delta)
+        if delta_applies(record, delta, base, bases):
+            serve = Gate.from_bytes(record.gate).serve(gate_eta)
+            return UserClone(user, base, delta, record, serve)
+    return UserClone(user, base, Delta(base.n_factors), None)
+
+
+def model_json(clone: UserClone, settings: Settings, base_url: str) -> dict[str, Any]:
+    """The body of ``GET /v1/users/{user}/model``."""
+    return {
+        "user": clone.user,
+        "base_version": clone.base.version,
+        "base_url": base_url,
+        "delta": clone.delta.to_json(),
+        **settings.clone_hyper(clone.base.hyper),
+        "events_applied": clone.events_applied,
+        "last_event": clone.last_event,
+        "serve": clone.serve,
+    }
+
+
+def item_features(store: Store, request: RankRequest) -> dict[str, Mapping[str, float] | None]:
+    """Features per candidate (first listing of an id wins): the request's, else the catalog's."""
+    given: dict[str, Mapping[str, float] | None] = {}
+    for item in request.items:
+        if item.id not in given:
+            given[item.id] = item.features
+    missing = [item for item, features in given.items() if features is None]
+    if missing:
+        given.update(storage.catalog_features(store, missing))
+    return given
+
+
+def rank(
+    store: Store, bases: BaseCache, settings: Settings, user: str, request: RankRequest
+) -> dict[str, Any]:
+    """Score the candidates with what the user is served, best first; record what was seen.
+
+    The features of every candidate are stored under a new ``prediction_id`` for
+    ``prediction_ttl_s``: an event naming it trains on exactly what was scored here.
+    """
+    clone = load_clone(store, bases, user, gate_eta=settings.gate_eta)
+    per_item = item_features(store, request)
+    ids = list(per_item)
+    context = request.context or None
+    samples = [event_features(user, item, context, per_item[item]) for item in ids]
+    hyper = settings.clone_hyper(clone.base.hyper)
+    scores = Clone(clone.base, clone.served_delta, **hyper).predict_proba_many(samples)
+    order = np.argsort(-scores, kind="stable")
+    if request.k is not None:
+        order = order[: request.k]
+    prediction_id = uuid.uuid4().hex
+    record = {
+        "user": user,
+        "base_version": clone.base.version,
+        "created_at": time.time(),
+        "items": {
+            item: {"features": x, "score": float(p)}
+            for item, x, p in zip(ids, samples, scores, strict=True)
+        },
+    }
+    store.predictions.put_predictions(
+        store.shard_of(user), {prediction_id: record}, settings.prediction_ttl_s
+    )
+    return {
+        "user": user,
+        "base_version": clone.base.version,
+        "prediction_id": prediction_id,
+        "items": [{"id": ids[i], "score": float(scores[i])} for i in order],
+    }

@@ -1,0 +1,148 @@
+"""Users' models and the bases they build on, and the item catalog of the demo page.
+
+A session starts with ``GET /v1/users/{user}/model`` (small: the user's delta and where the
+base is); the base itself comes from ``GET /v1/base/{version}``, immutable and cacheable
+forever, so a returning client revalidates it with ``If-None-Match`` and gets a 304.
+``GET /v1/base/current`` answers ``307`` to the versioned URL (with ``{version, url}`` as its
+body, for clients that do not follow redirects); it is never cached.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+from flask import Response, request, url_for
+
+from fedlearn.api import storage
+from fedlearn.api.clones import load_clone, model_json
+from fedlearn.api.context import api_context
+from fedlearn.api.errors import NotFound
+from fedlearn.api.routing import ApiBlueprint, Reply
+from fedlearn.api.schemas import BaseRef, Catalog, ItemsQuery, UserModel
+from fedlearn.store import UnknownVersionError
+
+bp = ApiBlueprint("models", __name__, tag="models")
+
+IMMUTABLE = "public, max-age=31536000, immutable"
+FLFM = "application/octet-stream"
+
+
+def _json(data: Any, status: int = 200) -> Response:
+    response = Response(orjson.dumps(data), status=status, mimetype="application/json")
+    response.headers["Cache-Control"] = "no-store"
+    return response
+
+
+def _empty(status: int) -> Response:
+    response = Response(status=status)
+    del response.headers["Content-Type"]  # no body, so no type (werkzeug adds text/html)
+    return response
+
+
+@bp.operation(
+    "GET",
+    "/v1/users/<user>/model",
+    summary="The user's clone: base version, base URL and the user's delta",
+    auth="user",
+    replies={200: Reply("the clone (an empty delta for a user without one)", UserModel)},
+    errors=(503,),
+)
+def get_model(user: str) -> Response:
+    """Everything a client needs to score locally: fetch ``base_url`` once per version, add
+    the delta. ``serve`` says whether to use the clone or the plain base."""
+    ctx = api_context()
+    clone = load_clone(ctx.store, ctx.bases, user, gate_eta=ctx.settings.gate_eta)
+    base_url = url_for("models.get_base", version=clone.base.version)
+    return _json(model_json(clone, ctx.settings, base_url))
+
+
+@bp.operation(
+    "DELETE",
+    "/v1/users/<user>",
+    summary="Forget the user's clone and pending predictions",
+    auth="user",
+    replies={204: Reply("forgotten (also when there was nothing to forget)", media_type="")},
+    errors=(503,),
+)
+def delete_user(user: str) -> Response:
+    """Erase the user's delta. Events of the user still in the stream will start a new one."""
+    ctx = api_context()
+    ctx.store.deltas.delete_user(ctx.store.shard_of(user), user)
+    storage.forget_predictions(ctx.store, user)
+    return _empty(204)
+
+
+@bp.operation(
+    "GET",
+    "/v1/base/current",
+    summary="Redirect to the current base version",
+    auth="token",
+    replies={
+        307: Reply(
+            "the current version; Location is its immutable URL",
+            BaseRef,
+            headers={"Location": "URL of the current base's bytes"},
+        )
+    },
+    errors=(404, 503),
+)
+def get_current_base() -> Response:
+    ctx = api_context()
+    version = ctx.store.bases.current_version()
+    if version is None:
+        raise NotFound(
+            "no base model is published yet: train one with `fedlearn train-base DIR "
+            "--publish` or start the service with `fedlearn up --demo`"
+        )
+    url = url_for("models.get_base", version=version)
+    response = _json({"version": version, "url": url}, status=307)
+    response.headers["Location"] = url
+    return response
+
+
+@bp.operation(
+    "GET",
+    "/v1/base/<version>",
+    summary="The bytes of a base version (.flfm), immutable",
+    auth="token",
+    replies={
+        200: Reply(
+            "the .flfm file (see CONTRACTS.md)",
+            media_type=FLFM,
+            headers={"ETag": 'the version, quoted: "<version>"', "Cache-Control": IMMUTABLE},
+        ),
+        304: Reply("not modified (If-None-Match matched)", media_type="",
+                   headers={"ETag": 'the version, quoted: "<version>"'}),
+    },
+    errors=(404, 503),
+)  # fmt: skip
+def get_base(version: str) -> Response:
+    ctx = api_context()
+    try:
+        blob = ctx.blobs.get(version)
+    except (UnknownVersionError, ValueError):
+        raise NotFound(
+            f"base version {version!r} does not exist; GET /v1/base/current names the current one"
+        ) from None
+    if request.if_none_match.contains_weak(version):  # RFC 9110: weak comparison, and '*'
+        response = _empty(304)
+    else:
+        response = Response(blob, mimetype=FLFM)
+    response.set_etag(version)
+    response.headers["Cache-Control"] = IMMUTABLE
+    return response
+
+
+@bp.operation(
+    "GET",
+    "/v1/items",
+    summary="Items of the catalog, for the demo page",
+    auth="token",
+    query=ItemsQuery,
+    replies={200: Reply("up to `limit` items (none while no catalog is loaded)", Catalog)},
+    errors=(503,),
+)
+def list_items(query: ItemsQuery) -> Response:
+    ctx = api_context()
+    return _json({"items": storage.catalog_page(ctx.store, query.limit)})

@@ -1,0 +1,69 @@
+"""Operations: liveness, readiness, Prometheus metrics, and the OpenAPI document."""
+
+from __future__ import annotations
+
+import orjson
+from flask import Response, current_app
+
+from fedlearn.api.context import api_context
+from fedlearn.api.errors import Unavailable
+from fedlearn.api.openapi import build_document
+from fedlearn.api.routing import ApiBlueprint, Reply
+from fedlearn.api.schemas import Health, Ready
+
+bp = ApiBlueprint("ops", __name__, tag="ops")
+
+
+def _json(data: object) -> Response:
+    response = Response(orjson.dumps(data), mimetype="application/json")
+    response.headers["Cache-Control"] = "no-store"
+    return response
+
+
+@bp.operation(
+    "GET", "/healthz", summary="The process is up", auth="none",
+    replies={200: Reply("up", Health)},
+)  # fmt: skip
+def healthz() -> Response:
+    """Answers without touching Redis: a liveness probe must not fail because Redis does."""
+    return _json({"status": "ok"})
+
+
+@bp.operation(
+    "GET", "/readyz", summary="Redis answers and a current base exists", auth="none",
+    replies={200: Reply("ready to serve", Ready)}, errors=(503,),
+)  # fmt: skip
+def readyz() -> Response:
+    ctx = api_context()
+    try:
+        ctx.store.ping()
+        version = ctx.store.bases.current_version()
+    except Exception as exc:  # any failure to reach Redis means "not ready", never a 500
+        raise Unavailable(f"Redis does not answer: {type(exc).__name__}: {exc}") from None
+    if version is None:
+        raise Unavailable(
+            "no base model is published yet: train one with `fedlearn train-base DIR "
+            "--publish` or start the service with `fedlearn up --demo`"
+        )
+    return _json({"status": "ready", "base_version": version, "n_shards": ctx.store.n_shards})
+
+
+@bp.operation(
+    "GET", "/metrics", summary="Prometheus metrics", auth="none",
+    replies={200: Reply("text exposition format", media_type="text/plain")},
+)  # fmt: skip
+def metrics() -> Response:
+    body, content_type = api_context().metrics.exposition()
+    return Response(body, content_type=content_type)
+
+
+@bp.operation(
+    "GET", "/openapi.json", summary="This API's OpenAPI 3.1 document", auth="none",
+    replies={200: Reply("the document")},
+)  # fmt: skip
+def openapi_json() -> Response:
+    ctx = api_context()
+    document = ctx.cache.get("openapi")
+    if document is None:
+        document = ctx.cache["openapi"] = orjson.dumps(build_document(current_app))
+    return Response(document, mimetype="application/json")

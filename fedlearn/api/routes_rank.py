@@ -1,0 +1,49 @@
+"""``POST /v1/users/{user}/rank``: score candidates with the user's clone, on the server.
+
+For clients that do not score locally. The answer carries a ``prediction_id``; events sent
+with it train on exactly the features scored here (stored for ``prediction_ttl_s``).
+"""
+
+from __future__ import annotations
+
+import orjson
+from flask import Response, request
+
+from fedlearn.api.clones import rank
+from fedlearn.api.context import api_context
+from fedlearn.api.errors import ValidationFailed
+from fedlearn.api.parsing import read_json, validate
+from fedlearn.api.routing import ApiBlueprint, Reply
+from fedlearn.api.schemas import RankRequest, RankResponse
+
+bp = ApiBlueprint("rank", __name__, tag="rank")
+
+
+@bp.operation(
+    "POST",
+    "/v1/users/<user>/rank",
+    summary="Rank candidate items with the user's clone",
+    auth="user",
+    body=RankRequest,
+    parse_body=False,
+    replies={200: Reply("the candidates, best first, and the prediction_id", RankResponse)},
+    errors=(503,),
+)
+def rank_items(user: str) -> Response:
+    """Item features come from the request, else from the catalog, else there are none (the
+    item is then known by its id alone). Repeated ids are scored once (first listing wins)."""
+    ctx = api_context()
+    raw = read_json(request)
+    limit = ctx.settings.max_rank_items
+    if isinstance(raw, dict) and isinstance(raw.get("items"), list) and len(raw["items"]) > limit:
+        n = len(raw["items"])
+        raise ValidationFailed(
+            f"{n} candidates sent, at most {limit} are ranked per request "
+            f"(FEDLEARN_MAX_RANK_ITEMS); send fewer",
+            errors=[{"field": "items", "message": f"must have at most {limit} items, got {n}"}],
+        )
+    body = validate(RankRequest, raw)
+    answer = rank(ctx.store, ctx.bases, ctx.settings, user, body)
+    response = Response(orjson.dumps(answer), mimetype="application/json")
+    response.headers["Cache-Control"] = "no-store"
+    return response

@@ -1,0 +1,146 @@
+"""One declaration per endpoint: the Flask route, its auth, its body and its documented answers.
+
+``ApiBlueprint.operation`` registers a view with Flask *and* records an :class:`Operation`,
+from which ``openapi.py`` writes the OpenAPI document. So the document cannot list an endpoint
+that does not exist or miss one that does. The wrapper also does what every view would repeat:
+authenticate (401), check the path user (403), parse and validate the JSON body and the query
+(400/413/422), and hand the view typed models.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from flask import Blueprint, current_app, g, request
+from pydantic import BaseModel
+
+from fedlearn.api.auth import Principal, authenticate, require_admin, require_user
+from fedlearn.api.context import api_context
+from fedlearn.api.parsing import (
+    parse_query,
+    path_adapters,
+    read_json,
+    validate,
+    validate_path,
+)
+from fedlearn.api.schemas import PATH_PARAMS
+
+Auth = Literal["none", "token", "user", "admin"]
+_PARAM = re.compile(r"<(?:[^:<>]+:)?([^<>]+)>")  # a Flask rule's <converter:name>
+
+
+@dataclass(frozen=True)
+class Reply:
+    """One documented answer of an operation (errors are added by ``openapi.py``)."""
+
+    description: str
+    model: type[BaseModel] | None = None
+    media_type: str = "application/json"
+    headers: Mapping[str, str] = field(default_factory=dict)  # name -> description
+
+
+@dataclass(frozen=True)
+class Operation:
+    method: str
+    rule: str
+    endpoint: str
+    summary: str
+    description: str
+    tag: str
+    auth: Auth
+    body: type[BaseModel] | None
+    query: type[BaseModel] | None
+    replies: Mapping[int, Reply]
+    errors: tuple[int, ...]
+    path_params: Mapping[str, tuple[Any, str]]  # name -> (type, description)
+
+
+class ApiBlueprint(Blueprint):
+    """A blueprint whose routes are declared with :meth:`operation`."""
+
+    def __init__(self, name: str, import_name: str, *, tag: str) -> None:
+        super().__init__(name, import_name)
+        self.tag = tag
+        self.operations: list[Operation] = []
+
+    def operation(
+        self,
+        method: str,
+        rule: str,
+        *,
+        summary: str,
+        auth: Auth,
+        replies: Mapping[int, Reply],
+        body: type[BaseModel] | None = None,
+        query: type[BaseModel] | None = None,
+        errors: tuple[int, ...] = (),
+        description: str | None = None,
+        parse_body: bool = True,
+        path_params: Mapping[str, tuple[Any, str]] | None = None,
+    ) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+        """Register ``view`` for ``method rule``.
+
+        The view receives the path parameters, plus ``body`` and/or ``query`` (validated
+        models) when declared. ``auth``: ``none`` (public), ``token`` (any valid token),
+        ``user`` (the path's ``user`` or an admin), ``admin``. ``errors`` lists the error
+        statuses the view itself may raise, for the document. ``parse_body=False``: ``body``
+        is only documented, the view reads and validates it itself (to count or pre-check).
+        ``path_params`` declares path parameters beyond the shared ``schemas.PATH_PARAMS``
+        (``user``, ``version``) as ``name -> (type, description)``; undeclared ones are plain
+        strings.
+        """
+        names = _PARAM.findall(rule)
+        params = {n: PATH_PARAMS[n] for n in names if n in PATH_PARAMS}
+        params.update(path_params or {})
+        params.update({n: (str, n) for n in names if n not in params})
+        adapters = path_adapters(params)
+
+        def decorate(view: Callable[..., Any]) -> Callable[..., Any]:
+            @functools.wraps(view)
+            def wrapper(**kwargs: Any) -> Any:
+                caller = None
+                if auth != "none":
+                    caller = authenticate(api_context().settings, request)
+                validate_path(kwargs, adapters)
+                if caller is not None:
+                    if auth == "user":
+                        require_user(caller, kwargs["user"])
+                    elif auth == "admin":
+                        require_admin(caller)
+                    g.principal = caller
+                if body is not None and parse_body:
+                    kwargs["body"] = validate(body, read_json(request))
+                if query is not None:
+                    kwargs["query"] = parse_query(query, request.args)
+                return current_app.ensure_sync(view)(**kwargs)
+
+            self.add_url_rule(rule, view.__name__, wrapper, methods=[method])
+            self.operations.append(
+                Operation(
+                    method=method.lower(),
+                    rule=rule,
+                    endpoint=f"{self.name}.{view.__name__}",
+                    summary=summary,
+                    description=description or inspect.cleandoc(view.__doc__ or summary),
+                    tag=self.tag,
+                    auth=auth,
+                    body=body,
+                    query=query,
+                    replies=dict(replies),
+                    errors=errors,
+                    path_params=params,
+                )
+            )
+            return wrapper
+
+        return decorate
+
+
+def principal() -> Principal:
+    """The caller of the current request (set by the route wrapper)."""
+    return g.principal

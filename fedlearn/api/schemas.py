@@ -1,0 +1,264 @@
+"""Request and response bodies of the HTTP API, as pydantic models.
+
+The same models validate requests and generate the OpenAPI document (``openapi.py``), so the
+published schema and the checks made are one thing. Constraints that JSON Schema can state
+(lengths, patterns, ranges) are stated here, not in hand-written checks, so a client generated
+from the schema cannot send what the server refuses. The rules are CONTRACTS.md's: ids are
+1..128 characters without control characters, a feature name 1..200, a context value a
+string, a number or a boolean.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Discriminator,
+    Field,
+    RootModel,
+    StringConstraints,
+    Tag,
+)
+
+# C0 and C1 control characters are refused (as fedlearn.data.validate does).
+_NO_CONTROL = r"^[^\x00-\x1f\x7f-\x9f]+$"
+# An id in a URL path segment: additionally no '/', which no server can tell from a separator.
+_PATH_ID = r"^[^\x00-\x1f\x7f-\x9f/]+$"
+_NO_CONTROL_OR_EMPTY = r"^[^\x00-\x1f\x7f-\x9f]*$"
+
+Id = Annotated[str, StringConstraints(min_length=1, max_length=128, pattern=_NO_CONTROL)]
+PathId = Annotated[str, StringConstraints(min_length=1, max_length=128, pattern=_PATH_ID)]
+FeatureName = Annotated[str, StringConstraints(min_length=1, max_length=200, pattern=_NO_CONTROL)]
+# A string context value becomes the feature "name=value" (at most 200 characters), so names
+# and string values are bounded to fit it whatever their combination.
+ContextName = Annotated[str, StringConstraints(min_length=1, max_length=100, pattern=_NO_CONTROL)]
+ContextText = Annotated[str, StringConstraints(max_length=99, pattern=_NO_CONTROL_OR_EMPTY)]
+# Feature values are bounded: a factorization machine squares sums of them, and 1e200 would
+# overflow to inf - inf = NaN. Real values (one-hot 1.0, scaled numbers) are far inside.
+MAX_VALUE = 1e6
+FeatureValue = Annotated[
+    float, Field(strict=True, allow_inf_nan=False, ge=-MAX_VALUE, le=MAX_VALUE)
+]
+
+
+def _context_kind(value: Any) -> str | None:
+    # bool first: in Python a bool is an int, in JSON it is not a number.
+    if isinstance(value, bool):
+        return "boolean"
+    if isinstance(value, int | float):
+        return "number"
+    if isinstance(value, str):
+        return "string"
+    return None
+
+
+# A tagged union picks its branch by the value's JSON type, so a bad value gets one message
+# ("must be a string, number or boolean") instead of one per branch.
+ContextValue = Annotated[
+    Annotated[bool, Tag("boolean")]
+    | Annotated[FeatureValue, Tag("number")]
+    | Annotated[ContextText, Tag("string")],
+    Discriminator(
+        _context_kind,
+        custom_error_type="context_value",
+        custom_error_message="must be a string, number or boolean",
+    ),
+]
+Context = Annotated[dict[ContextName, ContextValue], Field(max_length=64)]
+Features = Annotated[dict[FeatureName, FeatureValue], Field(max_length=256)]
+
+
+def _whole(value: Any) -> Any:
+    # JSON Schema's "integer" includes 3.0 (a number with no fraction): accept it as 3.
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value
+
+
+# Constraints first, the validator last: it wraps the constrained int (so the JSON schema
+# keeps "minimum").
+PositiveWhole = Annotated[int, Field(strict=True, ge=1), BeforeValidator(_whole)]
+BaseVersion = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9._:+-]{1,128}$")]
+
+# Seconds since the epoch. The upper bound (year 5138) catches milliseconds sent as seconds.
+MAX_TS = 1e11
+
+
+class _Strict(BaseModel):
+    # Unknown fields are refused: a misspelt "signla" must not pass silently.
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+
+# --- events -------------------------------------------------------------------------------
+
+
+class Event(_Strict):
+    """One impression and its outcome."""
+
+    event_id: Id = Field(description="unique per event; a retry with the same id is a no-op")
+    user: Id
+    item: Id
+    signal: Literal["click", "skip"]
+    ts: Annotated[
+        float,
+        Field(ge=0, lt=MAX_TS, allow_inf_nan=False, description="epoch seconds"),
+    ]
+    context: Context | None = None
+    prediction_id: Id | None = Field(
+        default=None, description="the prediction_id of the ranking that showed the item"
+    )
+
+
+class EventBatch(_Strict):
+    events: Annotated[list[Event], Field(min_length=1)]
+
+
+class EventsAccepted(BaseModel):
+    accepted: int = Field(description="events appended to the shard streams")
+    duplicates: int = Field(description="events whose event_id was already received")
+
+
+# --- ranking ------------------------------------------------------------------------------
+
+
+class RankItem(_Strict):
+    id: Id
+    features: Features | None = Field(
+        default=None, description="the item's features; else the catalog's, else none"
+    )
+
+
+class RankRequest(_Strict):
+    items: Annotated[list[RankItem], Field(min_length=1)]
+    context: Context | None = None
+    k: PositiveWhole | None = Field(
+        default=None, description="return only the k best (default: all)"
+    )
+
+
+class ScoredItem(BaseModel):
+    id: str
+    score: float = Field(description="click probability under the user's clone")
+
+
+class RankResponse(BaseModel):
+    user: str
+    base_version: str
+    prediction_id: str = Field(description="send it back with the events of these items")
+    items: list[ScoredItem]
+
+
+# --- models -------------------------------------------------------------------------------
+
+
+class DeltaJson(BaseModel):
+    w0: float
+    features: list[str]
+    w: list[float]
+    v: list[list[float]]
+
+
+class UserModel(BaseModel):
+    user: str
+    base_version: str
+    base_url: str = Field(description="immutable URL of the base's .flfm bytes")
+    delta: DeltaJson
+    lr: float
+    l2: float
+    bias_lr: float
+    events_applied: int
+    last_event: str | None = Field(description="stream id of the last applied event")
+    serve: Literal["clone", "base"]
+
+
+class BaseRef(BaseModel):
+    version: str
+    url: str
+
+
+class CatalogItem(BaseModel):
+    id: str
+    title: str | None = None
+    features: dict[str, float]
+
+
+class Catalog(BaseModel):
+    items: list[CatalogItem]
+
+
+class ItemsQuery(_Strict):
+    limit: Annotated[int, Field(ge=1, le=1000, strict=False)] = 100
+
+
+# --- tokens -------------------------------------------------------------------------------
+
+
+class UserTokenRequest(_Strict):
+    user: Id
+    admin: Literal[False] = False
+    ttl_s: PositiveWhole | None = Field(default=None, description="lifetime in seconds")
+
+
+class AdminTokenRequest(_Strict):
+    admin: Literal[True]
+    ttl_s: PositiveWhole | None = Field(default=None, description="lifetime in seconds")
+
+
+def _token_kind(value: Any) -> str:
+    return "admin" if isinstance(value, dict) and value.get("admin") is True else "user"
+
+
+class TokenRequest(RootModel[Any]):
+    """``{"user": id}`` for a user token, ``{"admin": true}`` for an admin token."""
+
+    root: Annotated[
+        Annotated[UserTokenRequest, Tag("user")] | Annotated[AdminTokenRequest, Tag("admin")],
+        Discriminator(_token_kind),
+    ]
+
+
+class TokenResponse(BaseModel):
+    token: str
+    expires_at: float = Field(description="epoch seconds")
+    sub: str
+    role: Literal["user", "admin"]
+
+
+# --- ops and errors -----------------------------------------------------------------------
+
+
+class Health(BaseModel):
+    status: Literal["ok"]
+
+
+class Ready(BaseModel):
+    status: Literal["ready"]
+    base_version: str
+    n_shards: int
+
+
+class FieldError(BaseModel):
+    field: str
+    message: str
+
+
+class ProblemDetails(BaseModel):
+    """RFC 9457 problem details."""
+
+    model_config = ConfigDict(extra="allow")
+
+    type: str
+    title: str
+    status: int
+    detail: str
+    errors: list[FieldError] | None = None
+
+
+# Path parameters by name: their schema (checked by the route wrapper) and description.
+PATH_PARAMS: dict[str, tuple[Any, str]] = {
+    "user": (PathId, "the user id (no '/')"),
+    "version": (BaseVersion, "a base version id"),
+}

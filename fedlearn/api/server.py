@@ -1,0 +1,168 @@
+"""Running the API: gunicorn with N workers (production, ``fedlearn api``/``up``), or werkzeug
+in a thread (tests, notebooks).
+
+``run_gunicorn`` starts, in the master and before any worker forks, what must exist once: the
+embedded Redis when no ``REDIS_URL`` is set, and the Prometheus multiprocess folder when there
+are several workers (so ``/metrics`` sums every worker). Each worker then builds its own app
+(its own Redis connections: sockets must not cross a fork).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+import threading
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+from flask import Flask
+from gunicorn.app.base import BaseApplication
+from werkzeug.serving import BaseWSGIServer, make_server
+
+from fedlearn.config import Settings, load_settings
+
+log = logging.getLogger(__name__)
+
+MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
+
+
+class _Gunicorn(BaseApplication):  # type: ignore[misc]
+    """gunicorn's documented way to embed it: options in, our app factory per worker."""
+
+    def __init__(self, settings: Settings, options: dict[str, Any]) -> None:
+        self._settings = settings
+        self._options = options
+        super().__init__()
+
+    def load_config(self) -> None:
+        for key, value in self._options.items():
+            self.cfg.set(key, value)
+
+    def load(self) -> Flask:
+        from fedlearn.api.app import create_app  # in the worker, after the fork
+
+        return create_app(self._settings)
+
+
+def _child_exit(server: Any, worker: Any) -> None:
+    from prometheus_client import multiprocess
+
+    multiprocess.mark_process_dead(worker.pid)
+
+
+def _metrics_dir(settings: Settings, workers: int) -> Path | None:
+    """The Prometheus multiprocess folder, emptied; set up before prometheus_client loads."""
+    folder = os.environ.get(MULTIPROC_ENV)
+    if folder is None and workers > 1:
+        folder = str(settings.data_dir.resolve() / "metrics")
+        os.environ[MULTIPROC_ENV] = folder
+    if folder is None:
+        return None
+    if "prometheus_client" in sys.modules and workers > 1:
+        log.warning("prometheus_client was imported before %s was set; /metrics may show one "
+                    "worker only", MULTIPROC_ENV)  # fmt: skip
+    path = Path(folder)
+    path.mkdir(parents=True, exist_ok=True)
+    for stale in path.glob("*.db"):  # a previous run's samples would be summed with ours
+        stale.unlink()
+    return path
+
+
+def gunicorn_options(*, host: str, port: int, workers: int, threads: int = 4) -> dict[str, Any]:
+    """gthread workers: a slow client (no proxy in front, as in the demo) holds a thread, not
+    a whole worker."""
+    return {
+        "bind": f"{host}:{port}",
+        "workers": workers,
+        "worker_class": "gthread",
+        "threads": threads,
+        "timeout": 30,
+        "graceful_timeout": 10,
+        "keepalive": 5,
+        "preload_app": False,
+        "accesslog": None,
+        "errorlog": "-",
+        "loglevel": "info",
+        "proc_name": "fedlearn-api",
+    }
+
+
+def run_gunicorn(
+    settings: Settings | None = None,
+    *,
+    host: str | None = None,
+    port: int | None = None,
+    workers: int | None = None,
+) -> None:
+    """Serve the API with gunicorn until stopped (SIGTERM/SIGINT); blocks.
+
+    Defaults come from the settings (``FEDLEARN_API_HOST``/``_PORT``/``_WORKERS``). Without
+    ``REDIS_URL`` an embedded redis-server is started in ``<data_dir>/redis`` and stopped on
+    exit.
+    """
+    settings = settings if settings is not None else load_settings()
+    host = host or settings.api_host
+    port = settings.api_port if port is None else port
+    workers = workers or settings.api_workers
+    options = gunicorn_options(host=host, port=port, workers=workers)
+    if _metrics_dir(settings, workers) is not None:
+        options["child_exit"] = _child_exit
+    embedded = None
+    if settings.redis_url is None:
+        from fedlearn.store import EmbeddedRedis
+
+        embedded = EmbeddedRedis(settings.data_dir / "redis").start()
+        settings = settings.model_copy(update={"redis_url": embedded.url})
+        log.info("started embedded Redis at %s (data in %s)", embedded.url, embedded.data_dir)
+    try:
+        _Gunicorn(settings, options).run()
+    finally:
+        if embedded is not None:
+            embedded.stop()
+
+
+class ThreadedServer:
+    """``app`` served by werkzeug in a background thread, on 127.0.0.1 and a free port.
+
+    For tests and notebooks; production uses :func:`run_gunicorn`. A context manager.
+    """
+
+    def __init__(self, app: Flask, host: str = "127.0.0.1", port: int = 0) -> None:
+        self._server: BaseWSGIServer = make_server(host, port, app, threaded=True)
+        self._thread = threading.Thread(
+            target=self._server.serve_forever,
+            kwargs={"poll_interval": 0.05},  # how long stop() may wait for the loop to notice
+            name="fedlearn-api",
+            daemon=True,
+        )
+
+    @property
+    def url(self) -> str:
+        return f"http://{self._server.host}:{self._server.server_port}"
+
+    def start(self) -> ThreadedServer:
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+        self._thread.join(10)
+
+    def __enter__(self) -> ThreadedServer:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+
+if __name__ == "__main__":  # `python -m fedlearn.api.server`: what `fedlearn up` spawns
+    logging.basicConfig(level=logging.INFO)
+    run_gunicorn()

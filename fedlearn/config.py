@@ -1,0 +1,242 @@
+"""The service's settings: the one place where the environment is read.
+
+Every process (API, trainers, Celery, CLI) builds one :class:`Settings` with
+:func:`load_settings` and passes it down explicitly; nothing else reads ``os.environ``.
+Variables carry the prefix ``FEDLEARN_`` (``FEDLEARN_N_SHARDS=16``), except the Redis address,
+which is also read from the conventional ``REDIS_URL``. A bad value fails at start with the
+variable's name and value (:class:`ConfigError`), not later inside a request.
+
+The signing key is required only when auth is on. ``fedlearn up`` calls
+:func:`ensure_secret_key`, which generates one in ``<data_dir>/secret_key`` (mode 0600); a
+``Settings`` without ``FEDLEARN_SECRET_KEY`` reads that file.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import re
+import secrets
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict, SettingsError
+
+ENV_PREFIX = "FEDLEARN_"
+SECRET_KEY_FILE = "secret_key"
+MIN_SECRET_LEN = 16
+# Training lr of a base without one in its header (Base.fresh); TrainConfig's default.
+DEFAULT_BASE_LR = 0.05
+
+
+class ConfigError(ValueError):
+    """A setting is missing or invalid; the message names the variable, the value and the fix."""
+
+
+class Settings(BaseSettings):
+    """fedlearn's settings. Field ``x`` is read from ``FEDLEARN_X``."""
+
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX,
+        extra="forbid",
+        populate_by_name=True,
+        validate_default=True,
+        frozen=True,
+    )
+
+    # --- where things live ---------------------------------------------------------------
+    redis_url: str | None = Field(
+        default=None,
+        validation_alias=AliasChoices("FEDLEARN_REDIS_URL", "REDIS_URL"),
+        description="redis://host:port/0 of a Redis or a cluster node; unset: embedded Redis",
+    )
+    data_dir: Path = Field(default=Path(".fedlearn"), description="local state folder")
+    n_shards: int = Field(default=8, ge=1, le=16384)
+
+    # --- auth ----------------------------------------------------------------------------
+    auth: bool = Field(default=True, description="bearer tokens required; 'off' for local dev")
+    secret_key: SecretStr | None = Field(default=None, description="signs the tokens")
+    previous_secret_keys: list[SecretStr] = Field(
+        default_factory=list,
+        description="JSON list of retired keys still accepted (key rotation), oldest first",
+    )
+    user_token_ttl_s: int = Field(default=7 * 24 * 3600, ge=1)
+    admin_token_ttl_s: int = Field(default=3600, ge=1)
+    max_token_ttl_s: int = Field(default=90 * 24 * 3600, ge=1)
+
+    # --- ingest --------------------------------------------------------------------------
+    max_events_per_request: int = Field(default=500, ge=1, le=100_000)
+    max_body_bytes: int = Field(default=1 << 20, ge=1024)
+    stream_maxlen: int = Field(default=100_000, ge=1)
+    dedupe_window_s: int = Field(default=24 * 3600, ge=1)
+    retry_after_s: int = Field(default=2, ge=1, description="Retry-After of a 429")
+
+    # --- ranking -------------------------------------------------------------------------
+    max_rank_items: int = Field(default=1000, ge=1)
+    prediction_ttl_s: int = Field(default=3600, ge=1, le=30 * 24 * 3600)
+    base_cache_size: int = Field(default=4, ge=1, description="bases kept decoded per process")
+
+    # --- the clones' online learning -----------------------------------------------------
+    clone_lr_multiple: float = Field(
+        default=2.0, gt=0, description="clone lr = this x the base's training lr"
+    )
+    clone_l2: float = Field(default=0.0, ge=0, description="pull of the delta toward the base")
+    clone_bias_lr: float | None = Field(default=None, gt=0, description="unset: the clone lr")
+    gate_eta: float = Field(default=1.0, gt=0, description="Hedge rate of the clone/base gate")
+    gate_decay: float = Field(default=0.95, gt=0, le=1, description="the gate's forgetting")
+
+    # --- HTTP ----------------------------------------------------------------------------
+    api_host: str = "127.0.0.1"
+    api_port: int = Field(default=8000, ge=0, le=65535)
+    api_workers: int = Field(default=2, ge=1, le=64)
+
+    @field_validator("redis_url")
+    @classmethod
+    def _check_redis_url(cls, value: str | None) -> str | None:
+        if value is None or value == "":
+            return None
+        if not value.startswith(("redis://", "rediss://", "unix://")):
+            raise ValueError("must start with redis://, rediss:// or unix://")
+        return value
+
+    @field_validator("clone_lr_multiple", "clone_l2", "clone_bias_lr", "gate_eta")
+    @classmethod
+    def _finite(cls, value: float | None) -> float | None:
+        if value is not None and not math.isfinite(value):
+            raise ValueError("must be a finite number")
+        return value
+
+    # --- derived -------------------------------------------------------------------------
+
+    def signing_keys(self) -> list[str]:
+        """Keys for itsdangerous, oldest first, the signing one last.
+
+        Raises :class:`ConfigError` when auth is on and no key is set or stored.
+        """
+        current = self.secret_key.get_secret_value() if self.secret_key else None
+        if current is None:
+            current = read_secret_key(self.data_dir)
+        if current is None:
+            raise ConfigError(
+                f"{ENV_PREFIX}SECRET_KEY is not set and {self.data_dir / SECRET_KEY_FILE} does "
+                f"not exist, but auth is on; set {ENV_PREFIX}SECRET_KEY to a random string of "
+                f"at least {MIN_SECRET_LEN} characters, run `fedlearn up` (it generates one), or "
+                f"set {ENV_PREFIX}AUTH=off for local development"
+            )
+        if len(current) < MIN_SECRET_LEN:
+            raise ConfigError(
+                f"{ENV_PREFIX}SECRET_KEY is {len(current)} characters; use at least "
+                f"{MIN_SECRET_LEN} random ones (python -c 'import secrets; "
+                f"print(secrets.token_urlsafe(32))')"
+            )
+        return [key.get_secret_value() for key in self.previous_secret_keys] + [current]
+
+    def clone_hyper(self, base_hyper: dict[str, Any]) -> dict[str, float]:
+        """``lr``, ``l2`` and ``bias_lr`` of a clone of a base trained with ``base_hyper``."""
+        base_lr = base_hyper.get("lr", DEFAULT_BASE_LR)
+        if not isinstance(base_lr, int | float) or not base_lr > 0:
+            base_lr = DEFAULT_BASE_LR
+        lr = float(base_lr) * self.clone_lr_multiple
+        bias_lr = lr if self.clone_bias_lr is None else self.clone_bias_lr
+        return {"lr": lr, "l2": self.clone_l2, "bias_lr": bias_lr}
+
+
+def _env_name(field: str) -> str:
+    return "REDIS_URL" if field == "redis_url" else f"{ENV_PREFIX}{field.upper()}"
+
+
+def _describe(exc: ValidationError, overrides: dict[str, Any]) -> str:
+    lines = []
+    for error in exc.errors():
+        field = str(error["loc"][0]) if error["loc"] else "?"
+        if field in overrides:
+            where, value = field, overrides[field]
+        else:
+            where = _env_name(field)
+            if field == "redis_url" and "FEDLEARN_REDIS_URL" in os.environ:
+                where = "FEDLEARN_REDIS_URL"
+            value = os.environ.get(where, error.get("input"))
+        shown = "<hidden>" if "secret" in field else repr(value)
+        message = error["msg"]
+        if message.startswith("Value error, "):
+            message = message[len("Value error, ") :]
+        lines.append(f"{where}={shown}: {message}")
+    return "invalid settings: " + "; ".join(lines)
+
+
+def settings_env(settings: Settings) -> dict[str, str]:
+    """Environment variables under which :func:`load_settings` in a child process (a gunicorn
+    worker, a trainer started by ``fedlearn up``) rebuilds ``settings``."""
+    env: dict[str, str] = {}
+    for name in Settings.model_fields:
+        value = getattr(settings, name)
+        if value is None:
+            continue
+        if isinstance(value, SecretStr):
+            text = value.get_secret_value()
+        elif isinstance(value, list):
+            text = json.dumps([v.get_secret_value() for v in value])
+        elif isinstance(value, bool):
+            text = "on" if value else "off"
+        else:
+            text = str(value)
+        key = "FEDLEARN_REDIS_URL" if name == "redis_url" else f"{ENV_PREFIX}{name.upper()}"
+        env[key] = text
+    return env
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Settings from the environment, with ``overrides`` (field names) taking precedence.
+
+    Raises :class:`ConfigError` naming each bad variable and its value.
+    """
+    try:
+        return Settings(**overrides)
+    except ValidationError as exc:
+        raise ConfigError(_describe(exc, overrides)) from None
+    except SettingsError as exc:  # a list or dict variable that is not JSON
+        match = re.search(r'field "(\w+)"', str(exc))
+        field = match.group(1) if match else "?"
+        name = _env_name(field)
+        shown = "<hidden>" if "secret" in field else repr(os.environ.get(name))
+        raise ConfigError(
+            f"invalid settings: {name}={shown}: not valid JSON; lists are written as JSON, "
+            f'e.g. {name}=\'["first", "second"]\''
+        ) from None
+
+
+def read_secret_key(data_dir: str | os.PathLike[str]) -> str | None:
+    """The key stored in ``<data_dir>/secret_key``, or ``None`` when there is none."""
+    path = Path(data_dir) / SECRET_KEY_FILE
+    try:
+        text = path.read_text(encoding="utf-8").strip()
+    except FileNotFoundError:
+        return None
+    return text or None
+
+
+def ensure_secret_key(data_dir: str | os.PathLike[str]) -> str:
+    """The stored key, generating one (0600, written atomically) on first use."""
+    existing = read_secret_key(data_dir)
+    if existing is not None:
+        return existing
+    folder = Path(data_dir)
+    folder.mkdir(parents=True, exist_ok=True)
+    key = secrets.token_urlsafe(32)
+    fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{SECRET_KEY_FILE}.")
+    try:
+        os.fchmod(fd, 0o600)
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(key + "\n")
+        # link, not replace: when two processes race, the first key stays and both use it.
+        os.link(tmp, folder / SECRET_KEY_FILE)
+    except FileExistsError:
+        pass
+    finally:
+        Path(tmp).unlink(missing_ok=True)
+    stored = read_secret_key(folder)
+    assert stored is not None
+    return stored
