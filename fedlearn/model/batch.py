@@ -5,6 +5,11 @@ one vectorized step. The work is laid out in a *workspace*: one row per (user, f
 the batch, holding the base's values and the user's delta for that feature. Within one step no
 two events share a workspace row (one event per user, each feature once per event), so plain
 fancy-index assignment is exact. Predictions are made before each update (test, then train).
+
+A real log is bursty (a user rates films in a row), so a batch of 1,000 events often takes
+hundreds of steps of a few events each: the cost is numpy calls per step, not arithmetic.
+Hence weight and latents share one table (``[w, v_0 .. v_k-1]`` per row, one gather and one
+scatter per step) and the events are sorted by step once, so each step reads contiguous slices.
 """
 
 from __future__ import annotations
@@ -15,7 +20,7 @@ import numpy as np
 
 from fedlearn.model import fm
 from fedlearn.model.base import Base
-from fedlearn.model.block import pad_rows
+from fedlearn.model.block import PAD
 from fedlearn.model.delta import Delta
 
 LabelledEvent = tuple[str, Mapping[str, float], int]
@@ -29,68 +34,88 @@ class _Workspace:
         self.names_of_user: list[dict[str, int]] = []
         self.row_names: list[str] = []
         user_index: dict[str, int] = {}
-        rows_per_event: list[list[int]] = []
-        uid = np.empty(len(events), dtype=np.int64)
-        position = np.empty(len(events), dtype=np.int64)
+        uid: list[int] = []
+        position: list[int] = []
+        lengths: list[int] = []
+        flat_rows: list[int] = []
+        flat_values: list[float] = []
         seen: list[int] = []
         row_names = self.row_names
-        for i, (user, x, _) in enumerate(events):
+        for user, x, _ in events:
             u = user_index.get(user)
             if u is None:
                 u = user_index[user] = len(self.users)
                 self.users.append(user)
                 self.names_of_user.append({})
                 seen.append(0)
-            uid[i] = u
-            position[i] = seen[u]
+            uid.append(u)
+            position.append(seen[u])
             seen[u] += 1
             rows_of_name = self.names_of_user[u]
-            rows = []
             for name in x:
                 row = rows_of_name.get(name)
                 if row is None:
                     row = rows_of_name[name] = len(row_names)
                     row_names.append(name)
-                rows.append(row)
-            rows_per_event.append(rows)
-        self.idx, self.x = pad_rows(rows_per_event, [list(e[1].values()) for e in events])
-        self.uid = uid
-        self.position = position
-        self.events_of_user = np.asarray(seen, dtype=np.int64)
+                flat_rows.append(row)
+            flat_values.extend(x.values())
+            lengths.append(len(x))
+        self.idx, self.x = _pad(flat_rows, flat_values, np.array(lengths, dtype=np.int64))
+        self.uid = np.array(uid, dtype=np.int64)
+        self.position = np.array(position, dtype=np.int64)
+        self.events_of_user = np.array(seen, dtype=np.int64)
 
     def load(self, base: Base, deltas: MutableMapping[str, Delta]) -> None:
-        """Gather base rows (with padding) and the users' delta rows into the workspace."""
+        """Gather base rows and the users' delta rows into ``[w, v]`` tables (+ padding row)."""
+        k = base.n_factors
         n = len(self.row_names) + 1
         bw, bv = base.rows(self.row_names)
-        self.bw = np.concatenate([bw, [0.0]])
-        self.bv = np.concatenate([bv, np.zeros((1, base.n_factors))])
-        self.dw = np.zeros(n)
-        self.dv = np.zeros((n, base.n_factors))
+        self.base_rows = np.zeros((n, 1 + k))
+        self.base_rows[:-1, 0] = bw
+        self.base_rows[:-1, 1:] = bv
+        self.delta_rows = np.zeros((n, 1 + k))
         self.dw0 = np.zeros(len(self.users))
-        self.delta_rows: list[np.ndarray] = []
+        self.rows_in_delta: list[np.ndarray] = []
+        self.rows_in_ws: list[np.ndarray] = []
         for u, user in enumerate(self.users):
             delta = deltas.get(user)
             if delta is None:
-                delta = deltas[user] = Delta(base.n_factors)
+                delta = deltas[user] = Delta(k)
             rows_of_name = self.names_of_user[u]
             drows = delta.rows_of(rows_of_name)
             wrows = np.fromiter(rows_of_name.values(), np.int64, len(rows_of_name))
-            self.dw[wrows] = delta._w[drows]
-            self.dv[wrows] = delta._v[drows]
+            self.delta_rows[wrows, 0] = delta._w[drows]
+            self.delta_rows[wrows, 1:] = delta._v[drows]
             self.dw0[u] = delta.w0
-            self.delta_rows.append(drows)
+            self.rows_in_delta.append(drows)
+            self.rows_in_ws.append(wrows)
 
     def store(self, deltas: MutableMapping[str, Delta]) -> None:
         """Write the workspace's delta rows back into the users' deltas."""
         for u, user in enumerate(self.users):
             delta = deltas[user]
-            rows_of_name = self.names_of_user[u]
-            wrows = np.fromiter(rows_of_name.values(), np.int64, len(rows_of_name))
-            drows = self.delta_rows[u]
-            delta._w[drows] = self.dw[wrows]
-            delta._v[drows] = self.dv[wrows]
+            drows, wrows = self.rows_in_delta[u], self.rows_in_ws[u]
+            delta._w[drows] = self.delta_rows[wrows, 0]
+            delta._v[drows] = self.delta_rows[wrows, 1:]
             delta.w0 = float(self.dw0[u])
             delta.n_events += int(self.events_of_user[u])
+
+
+def _pad(
+    flat_rows: list[int], flat_values: list[float], lengths: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """``(E, F)`` row and value matrices from flat per-event lists, padded with ``PAD``/0."""
+    n, width = len(lengths), int(lengths.max(initial=1))
+    idx = np.full((n, width), PAD, dtype=np.int64)
+    x = np.zeros((n, width))
+    if flat_rows:
+        # Position of each feature within its event: 0..len-1, event after event.
+        starts = np.cumsum(lengths) - lengths
+        col = np.arange(len(flat_rows)) - np.repeat(starts, lengths)
+        sample = np.repeat(np.arange(n), lengths)
+        idx[sample, col] = flat_rows
+        x[sample, col] = flat_values
+    return idx, x
 
 
 def learn_many(
@@ -108,29 +133,67 @@ def learn_many(
     (River's ``intercept_lr``; ``lr`` when not given). Returns the probability predicted for each
     event before its update, in input order.
     """
+    return _learn(base, deltas, events, lr, l2, bias_lr, shadow=False)[0]
+
+
+def learn_many_shadow(
+    base: Base,
+    deltas: MutableMapping[str, Delta],
+    events: Sequence[LabelledEvent],
+    lr: float,
+    l2: float = 0.0,
+    bias_lr: float | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`learn_many`, also returning what the base alone predicted for each event.
+
+    The shadow score costs one more forward pass on rows already gathered, which is why the
+    trainer gets it here rather than from a separate ``Clone(base)`` pass.
+    """
+    return _learn(base, deltas, events, lr, l2, bias_lr, shadow=True)
+
+
+def _learn(
+    base: Base,
+    deltas: MutableMapping[str, Delta],
+    events: Sequence[LabelledEvent],
+    lr: float,
+    l2: float,
+    bias_lr: float | None,
+    *,
+    shadow: bool,
+) -> tuple[np.ndarray, np.ndarray]:
     if not events:
-        return np.zeros(0)
+        return np.zeros(0), np.zeros(0)
     bias_lr = lr if bias_lr is None else bias_lr
     ws = _Workspace(events)
     ws.load(base, deltas)
     y = np.fromiter((e[2] for e in events), np.float64, len(events))
-    predictions = np.empty(len(events))
+    base_predictions = np.zeros(0)
+    if shadow:
+        rows = ws.base_rows[ws.idx]
+        f, _ = fm.forward(base.w0, ws.x, rows[..., 0], rows[..., 1:])
+        base_predictions = fm.sigmoid(f)
+    # Sort the events by step once: each step then reads contiguous slices.
     order = np.argsort(ws.position, kind="stable")
+    idx_all, x_all, uid_all, y_all = ws.idx[order], ws.x[order], ws.uid[order], y[order]
     bounds = np.searchsorted(ws.position[order], np.arange(int(ws.position.max()) + 2))
+    sorted_predictions = np.empty(len(events))
     for t in range(len(bounds) - 1):
-        sel = order[bounds[t] : bounds[t + 1]]
-        idx, x, u = ws.idx[sel], ws.x[sel], ws.uid[sel]
-        dw, dv, dw0 = ws.dw[idx], ws.dv[idx], ws.dw0[u]
-        v = ws.bv[idx] + dv
-        f, s = fm.forward(base.w0 + dw0, x, ws.bw[idx] + dw, v)
+        a, b = bounds[t], bounds[t + 1]
+        idx, x, u = idx_all[a:b], x_all[a:b], uid_all[a:b]
+        delta, dw0 = ws.delta_rows[idx], ws.dw0[u]
+        full = ws.base_rows[idx] + delta
+        v = full[..., 1:]
+        f, s = fm.forward(base.w0 + dw0, x, full[..., 0], v)
         p = fm.sigmoid(f)
-        predictions[sel] = p
-        g = p - y[sel]
+        sorted_predictions[a:b] = p
+        g = p - y_all[a:b]
         grad_w, grad_v = fm.data_gradients(g, x, v, s)
-        ws.dw[idx] = dw - lr * (grad_w + l2 * dw)
-        ws.dv[idx] = dv - lr * (grad_v + l2 * dv)
+        grad = np.concatenate([grad_w[..., None], grad_v], axis=-1)
+        # Padding slots write zeros back over the padding row: their x is 0 and its delta is 0.
+        ws.delta_rows[idx] = delta - lr * (grad + l2 * delta)
         ws.dw0[u] = dw0 - bias_lr * (g + l2 * dw0)
-        # Padding slots wrote zeros over the padding row; it must stay all zero, and it does,
-        # because their x is 0 and the padding row's delta starts at 0.
     ws.store(deltas)
-    return predictions
+    predictions = np.empty(len(events))
+    predictions[order] = sorted_predictions
+    return predictions, base_predictions

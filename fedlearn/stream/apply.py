@@ -15,7 +15,8 @@ from typing import Any
 
 import numpy as np
 
-from fedlearn.model import Base, Clone, Delta, event_features, learn_many
+from fedlearn.model import Base, Delta, event_features
+from fedlearn.model.batch import learn_many_shadow
 from fedlearn.store.entries import Entry
 from fedlearn.store.streamid import StreamId
 from fedlearn.stream.gating import Gate, GateSettings, log_loss
@@ -91,7 +92,7 @@ def apply_batch(
     """
     out = AppliedBatch()
     events: list[tuple[str, dict[str, float], int]] = []
-    kept: list[tuple[Entry, str]] = []
+    kept: list[tuple[Entry, str, StreamId]] = []
     working: dict[str, Delta] = {}
     for entry in entries:
         event = entry.event
@@ -105,7 +106,7 @@ def apply_batch(
             working[user] = state.delta.copy()
         features, source = features_of(event, item_features, prediction_features)
         events.append((user, features, 1 if event["signal"] == "click" else 0))
-        kept.append((entry, source))
+        kept.append((entry, source, sid))
     if not events:
         return out
     positions = np.empty(len(events), dtype=np.int64)  # how many events each user had before
@@ -113,10 +114,8 @@ def apply_batch(
     for i, (user, _, _) in enumerate(events):
         positions[i] = seen.get(user, working[user].n_events)
         seen[user] = positions[i] + 1
-    base_p = Clone(base).predict_proba_many([x for _, x, _ in events])
-    p = learn_many(base, working, events, settings.lr, settings.l2, settings.bias_lr)
-    for (entry, source), (user, x, _), pi, bi in zip(kept, events, p, base_p, strict=True):
-        sid = StreamId.parse(entry.id)
+    p, base_p = learn_many_shadow(base, working, events, settings.lr, settings.l2, settings.bias_lr)
+    for (entry, source, sid), (user, x, _), pi, bi in zip(kept, events, p, base_p, strict=True):
         state = out.users.get(user)
         if state is None:
             previous = states[user].gate

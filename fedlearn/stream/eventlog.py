@@ -3,9 +3,10 @@
 The commit script appends every applied event (with its features and the prediction made
 before learning) to the shard's applied-log stream. The shard's owner drains that stream into
 ``<dir>/shard=NNN/<YYYY-MM-DD>.jsonl`` (UTC day of application), fsyncs, and only then trims
-what it wrote. Each line carries ``log_id``, its id in the applied stream: after a crash between
-writing and trimming, the writer resumes after the last ``log_id`` in its files, so a line is
-never lost and never written twice. Monthly training and ``fedlearn replay`` read these files.
+what it wrote. Each line carries ``log_id``, the id of its batch in the applied stream (a batch's
+lines are written together). After a crash between writing and trimming, the writer resumes
+after the last ``log_id`` in its files, so a line is never lost and never written twice.
+Monthly training and ``fedlearn replay`` read these files.
 """
 
 from __future__ import annotations
@@ -74,17 +75,22 @@ class EventLogWriter:
             self._cursor[shard] = found
         return self._cursor[shard]
 
-    def drain(self, shard: int, *, count: int = 5000) -> int:
-        """Move up to ``count`` applied events of ``shard`` into its files; returns how many."""
+    def drain(self, shard: int, *, count: int = 20) -> int:
+        """Move up to ``count`` applied batches of ``shard`` into its files; returns the events.
+
+        An applied-log entry holds one committed batch (``{"batch": [records]}``)."""
         after = self.cursor(shard)
         batch = self.store.applied.read(shard, after=after, count=count)
         if not batch.entries and not batch.rejected:
             return 0
         by_day: dict[str, list[bytes]] = {}
+        moved = 0
         for entry in batch.entries:
-            record = {**entry.event, "log_id": entry.id}
-            day = time.strftime("%Y-%m-%d", time.gmtime(record.get("applied_at", time.time())))
-            by_day.setdefault(day, []).append(orjson.dumps(record))
+            for event in entry.event.get("batch", [entry.event]):
+                record = {**event, "log_id": entry.id}
+                day = time.strftime("%Y-%m-%d", time.gmtime(record.get("applied_at", time.time())))
+                by_day.setdefault(day, []).append(orjson.dumps(record))
+                moved += 1
         folder = self.shard_dir(shard)
         folder.mkdir(parents=True, exist_ok=True)
         for day, lines in sorted(by_day.items()):
@@ -95,7 +101,7 @@ class EventLogWriter:
         last = max(StreamId.parse(i) for i in batch.ids)
         self._cursor[shard] = last
         self.store.applied.trim(shard, through=last)
-        return len(batch.entries)
+        return moved
 
     def forget(self, shard: int) -> None:
         """Drop the cached cursor (another process may write the shard's files meanwhile)."""

@@ -8,7 +8,7 @@ additive, is a gauge over a sliding window of the latest events.
 
 from __future__ import annotations
 
-from collections import deque
+import time
 
 import numpy as np
 from prometheus_client import Counter, Gauge, Histogram
@@ -50,10 +50,32 @@ AUC = Gauge(
     ["model", "events"],
 )
 
-_window: dict[str, deque[tuple[float, float, float]]] = {
-    "all": deque(maxlen=AUC_WINDOW),
-    "first": deque(maxlen=AUC_WINDOW),
-}
+AUC_EVERY_S = 2.0  # AUC over the window is not free: recompute it at most this often
+
+
+class _Window:
+    """The latest ``AUC_WINDOW`` (label, clone, base) triples in a ring buffer."""
+
+    def __init__(self, size: int) -> None:
+        self.data = np.zeros((size, 3))
+        self.filled = 0
+        self.next = 0
+        self.computed_at = -float("inf")
+
+    def extend(self, rows: np.ndarray) -> None:
+        rows = rows[-len(self.data) :]
+        end = self.next + len(rows)
+        if end <= len(self.data):
+            self.data[self.next : end] = rows
+        else:
+            split = len(self.data) - self.next
+            self.data[self.next :] = rows[:split]
+            self.data[: end - len(self.data)] = rows[split:]
+        self.next = end % len(self.data)
+        self.filled = min(len(self.data), self.filled + len(rows))
+
+
+_windows = {"all": _Window(AUC_WINDOW), "first": _Window(AUC_WINDOW)}
 
 
 def _log_loss(y: np.ndarray, p: np.ndarray) -> np.ndarray:
@@ -65,6 +87,7 @@ def observe_progressive(
     labels: np.ndarray, clone: np.ndarray, base: np.ndarray, positions: np.ndarray
 ) -> None:
     """Record a batch's progressive predictions of the clones and, in shadow, of the base."""
+    now = time.monotonic()
     first = positions < FIRST_EVENTS
     for events, mask in (("all", np.ones(len(labels), bool)), ("first", first)):
         if not mask.any():
@@ -73,8 +96,22 @@ def observe_progressive(
         for model, p in (("clone", clone[mask]), ("base", base[mask])):
             LOG_LOSS.labels(model, events).inc(float(_log_loss(y, p).sum()))
             SCORED.labels(model, events).inc(int(mask.sum()))
-        _window[events].extend(zip(y, clone[mask], base[mask], strict=True))
-        window = np.asarray(_window[events])
-        if len(np.unique(window[:, 0])) == 2:
-            AUC.labels("clone", events).set(roc_auc(window[:, 0], window[:, 1]))
-            AUC.labels("base", events).set(roc_auc(window[:, 0], window[:, 2]))
+        window = _windows[events]
+        window.extend(np.column_stack([y, clone[mask], base[mask]]))
+        if now - window.computed_at < AUC_EVERY_S:
+            continue
+        window.computed_at = now
+        data = window.data[: window.filled]
+        if 0 < data[:, 0].sum() < len(data):
+            AUC.labels("clone", events).set(roc_auc(data[:, 0], data[:, 1]))
+            AUC.labels("base", events).set(roc_auc(data[:, 0], data[:, 2]))
+
+
+def observe_freshness(accepted_ms: np.ndarray, now_ms: float, most: int = 64) -> None:
+    """Freshness of up to ``most`` events of a batch, evenly spaced (a per-event observe
+    would cost more than the training step itself)."""
+    if not len(accepted_ms):
+        return
+    picks = np.unique(np.linspace(0, len(accepted_ms) - 1, min(most, len(accepted_ms))).astype(int))
+    for delay in np.maximum(0.0, (now_ms - accepted_ms[picks]) / 1000.0):
+        FRESHNESS.observe(float(delay))

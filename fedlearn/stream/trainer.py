@@ -17,6 +17,8 @@ from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+import numpy as np
+
 from fedlearn.model import Base, Delta
 from fedlearn.store import Batch, LeaseLostError, StaleCommitError, Store, new_owner_token
 from fedlearn.stream import metrics
@@ -183,7 +185,8 @@ class Trainer:
                 deltas={u: s.delta.to_bytes() for u, s in result.users.items()},
                 last_ids={u: str(s.last_event) for u, s in result.users.items()},
                 entry_ids=batch.ids,
-                log_entries=result.log_entries,
+                # One applied-log entry per batch: one XADD instead of one per event.
+                log_entries=[{"batch": result.log_entries}] if result.log_entries else [],
                 base=base.version,
                 generation=generation,
                 gates={u: s.gate.to_bytes() for u, s in result.users.items()},
@@ -252,10 +255,8 @@ class Trainer:
         metrics.BATCH_SIZE.observe(len(batch))
         metrics.EVENTS_APPLIED.labels(shard=label).inc(result.applied)
         metrics.EVENTS_SKIPPED.labels(shard=label).inc(result.skipped)
-        now_ms = time.time() * 1000
-        for entry in batch.entries:
-            accepted_ms = int(entry.id.split("-", 1)[0])
-            metrics.FRESHNESS.observe(max(0.0, (now_ms - accepted_ms) / 1000))
+        accepted_ms = np.fromiter((int(e.id.split("-", 1)[0]) for e in batch.entries), float)
+        metrics.observe_freshness(accepted_ms, time.time() * 1000)
         if result.applied:
             metrics.observe_progressive(
                 result.labels, result.predictions, result.base_predictions, result.positions
