@@ -14,7 +14,16 @@ import time
 import redis
 from flask import Flask, Response, g, request
 
-from fedlearn.api import errors, routes_admin, routes_events, routes_models, routes_ops, routes_rank
+from fedlearn.api import (
+    errors,
+    routes_admin,
+    routes_aggregations,
+    routes_events,
+    routes_models,
+    routes_ops,
+    routes_rank,
+    web,
+)
 from fedlearn.api.context import EXTENSION, ApiContext, BlobCache
 from fedlearn.api.errors import Unavailable
 from fedlearn.api.metrics import UNMATCHED, Metrics
@@ -22,7 +31,14 @@ from fedlearn.config import ConfigError, Settings, load_settings
 from fedlearn.store import Store
 from fedlearn.stream.bases import BaseCache, NoBaseError
 
-BLUEPRINTS = (routes_models, routes_events, routes_rank, routes_admin, routes_ops)
+BLUEPRINTS = (
+    routes_models,
+    routes_events,
+    routes_rank,
+    routes_admin,
+    routes_aggregations,
+    routes_ops,
+)
 
 
 def _store_for(settings: Settings) -> Store:
@@ -104,4 +120,5 @@ def create_app(settings: Settings | None = None, store: Store | None = None) -> 
     _register_metrics(app, metrics)
     for module in BLUEPRINTS:
         app.register_blueprint(module.bp)
+    app.register_blueprint(web.bp)  # static files of the browser client: not in the OpenAPI
     return app

@@ -4,13 +4,24 @@ from __future__ import annotations
 
 import signal
 from pathlib import Path
+from urllib.parse import urlencode
 
 import click
 
 from fedlearn.cli.common import fail_with_config_errors
-from fedlearn.config import load_settings
+from fedlearn.config import Settings, load_settings
 from fedlearn.service.supervisor import AlreadyRunningError, Supervisor
 from fedlearn.store import Store
+
+
+def demo_link(settings: Settings, api_url: str) -> str:
+    """The demo page's URL, signed in as ``demo-user`` when auth is on."""
+    if not settings.auth:
+        return f"{api_url}/demo/?user=demo-user&token=off"
+    from fedlearn.api.auth import issue_token
+
+    token = issue_token(settings, "demo-user")
+    return f"{api_url}/demo/?" + urlencode({"user": "demo-user", "token": token.token})
 
 
 @click.command()
@@ -62,15 +73,14 @@ def up(
                 )
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: supervisor.stopping.set())
-    supervisor.start()
-    click.echo(f"api          {supervisor.api_url}   (docs: {supervisor.api_url}/openapi.json)")
-    if demo:
-        click.echo(f"demo page    {supervisor.api_url}/demo/   (token: `fedlearn token demo-user`)")
-    click.echo(
-        f"trainers     {trainers}" + ("   celery: worker + beat" if supervisor.celery else "")
-    )
-    click.echo("press Ctrl-C to stop")
     try:
+        supervisor.start()
+        click.echo(f"api          {supervisor.api_url}   (docs: {supervisor.api_url}/openapi.json)")
+        if demo:
+            click.echo(f"demo page    {demo_link(settings, supervisor.api_url)}")
+        celery = "   celery: worker + beat" if supervisor.celery else ""
+        click.echo(f"trainers     {trainers}{celery}")
+        click.echo("press Ctrl-C to stop")
         supervisor.watch()
     finally:
         click.echo("stopping ...")

@@ -17,8 +17,8 @@ from fedlearn.config import ConfigError, Settings, load_settings
 RUNTIME_FILE = "service.json"
 
 
-def write_runtime(data_dir: Path, **fields: Any) -> Path:
-    path = Path(data_dir) / RUNTIME_FILE
+def write_runtime(folder: Path, **fields: Any) -> Path:
+    path = Path(folder) / RUNTIME_FILE
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp")
     tmp.write_bytes(orjson.dumps(fields, option=orjson.OPT_INDENT_2))
