@@ -13,7 +13,6 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import orjson
 import pytest
 import urllib3
 
@@ -26,38 +25,11 @@ from fedlearn.store.embedded import free_port
 from fedlearn.stream.apply import CloneSettings
 from fedlearn.stream.gating import Gate
 from fedlearn.stream.trainer import Trainer
+from tests.live import Api
 
 SECRET = "test-secret-key-0123456789abcdef"
 N_SHARDS = 4
 BASE = Base.fresh(["user=alice", "item=a", "item=b", "item=c", "genre=x"], 4, version="v1")
-
-
-class Api:
-    """A tiny HTTP client: JSON in, (status, headers, body) out."""
-
-    def __init__(self, url: str, token: str | None = None) -> None:
-        self.url = url
-        self.token = token
-        self.http = urllib3.PoolManager(retries=False, timeout=30.0)
-
-    def call(
-        self,
-        method: str,
-        path: str,
-        json: Any = None,
-        *,
-        body: bytes | None = None,
-        token: str | None = None,
-        headers: dict[str, str] | None = None,
-    ) -> urllib3.BaseHTTPResponse:
-        head = dict(headers or {})
-        token = token if token is not None else self.token
-        if token:
-            head["Authorization"] = f"Bearer {token}"
-        if json is not None:
-            body = orjson.dumps(json)
-            head["Content-Type"] = "application/json"
-        return self.http.request(method, self.url + path, body=body, headers=head, redirect=False)
 
 
 def problem(response: urllib3.BaseHTTPResponse, status: int) -> dict[str, Any]:

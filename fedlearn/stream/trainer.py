@@ -22,10 +22,17 @@ import numpy as np
 from fedlearn.model import Base, Delta
 from fedlearn.store import Batch, LeaseLostError, StaleCommitError, Store, new_owner_token
 from fedlearn.stream import metrics
-from fedlearn.stream.apply import NEVER, AppliedBatch, CloneSettings, UserState, apply_batch
+from fedlearn.stream.apply import (
+    DEFAULT_GATING,
+    NEVER,
+    AppliedBatch,
+    CloneSettings,
+    UserState,
+    apply_batch,
+)
 from fedlearn.stream.bases import BaseCache, NoBaseError
 from fedlearn.stream.eventlog import EventLogWriter
-from fedlearn.stream.gating import Gate
+from fedlearn.stream.gating import Gate, GateSettings
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +49,7 @@ class TrainerConfig:
     max_cached_users: int = 200_000
     eventlog_every_s: float = 1.0
     trim_every_s: float = 5.0
+    gating: GateSettings = DEFAULT_GATING
 
 
 @dataclass
@@ -177,6 +185,7 @@ class Trainer:
             item_features=catalog.get,
             prediction_features=lambda pid, item: predictions.get((pid, item)),
             applied_at=time.time(),
+            gating=self.config.gating,
         )
         try:
             self.store.streams.commit_batch(

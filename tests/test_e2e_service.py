@@ -1,0 +1,183 @@
+"""The service as an operator runs it: `fedlearn api` (gunicorn) and `fedlearn worker`
+processes on a real redis-server. A session sees its signals in the next model fetch; a
+trainer killed with SIGKILL mid-stream and restarted applies every accepted event exactly once;
+a Redis restart loses nothing that was acknowledged with 202."""
+
+from __future__ import annotations
+
+import signal
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from fedlearn.api import issue_token
+from fedlearn.config import Settings, load_settings
+from fedlearn.model import Base
+from fedlearn.store import EmbeddedRedis, Store
+from fedlearn.store.embedded import free_port
+from fedlearn.stream.eventlog import read_log
+from tests.live import Api, Service, wait_for
+
+N_SHARDS = 4
+SECRET = "e2e-secret-key-0123456789abcdef"
+BASE = Base.fresh([f"item={i}" for i in range(40)] + ["genre=x", "genre=y"], 6, version="v1")
+
+
+@pytest.fixture
+def redis_always(tmp_path: Path) -> Iterator[EmbeddedRedis]:
+    """A Redis of this test's own (it gets restarted), fsyncing every write."""
+    with EmbeddedRedis(tmp_path / "redis", appendfsync="always") as server:
+        yield server
+
+
+@pytest.fixture
+def service(redis_always: EmbeddedRedis, tmp_path: Path) -> Iterator[Service]:
+    settings = load_settings(
+        redis_url=redis_always.url,
+        secret_key=SECRET,
+        n_shards=N_SHARDS,
+        data_dir=tmp_path / "data",
+        api_port=free_port(),
+    )
+    with Store.from_url(redis_always.url, N_SHARDS) as store:
+        store.bases.put_base(BASE.version, BASE.to_bytes(), {"generation": 0})
+        store.bases.set_current(BASE.version)
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    running = Service(settings, logs)
+    try:
+        yield running
+    finally:
+        running.stop_all()
+
+
+def admin(service: Service, api: Api) -> Api:
+    return Api(api.url, issue_token(service.settings, admin=True).token)
+
+
+def events_for(users: list[str], n: int, seed: int) -> list[dict]:
+    rng = np.random.default_rng(seed)
+    return [
+        {
+            "event_id": f"ev-{seed}-{i}",
+            "user": users[int(rng.integers(len(users)))],
+            "item": str(int(rng.integers(40))),
+            "signal": "click" if rng.random() < 0.4 else "skip",
+            "ts": 1.7e9 + i,
+            "context": {"hour": str(int(rng.integers(24)))},
+        }
+        for i in range(n)
+    ]
+
+
+def post_all(api: Api, events: list[dict], batch: int = 200) -> int:
+    accepted = 0
+    for start in range(0, len(events), batch):
+        response = api.call("POST", "/v1/events", {"events": events[start : start + batch]})
+        assert response.status == 202, response.data[:300]
+        accepted += response.json()["accepted"]
+    return accepted
+
+
+def applied_per_user(settings: Settings, users: set[str]) -> Counter:
+    with Store.from_url(settings.redis_url, N_SHARDS) as store:
+        counts = Counter()
+        for user in users:
+            record = store.deltas.get(store.shard_of(user), user)
+            counts[user] = record.events if record else 0
+        return counts
+
+
+def test_a_session_sees_its_signals_in_the_next_model_fetch(service: Service) -> None:
+    api = service.start_api()
+    service.start("trainer", "worker", "--name", "t1")
+    token = issue_token(service.settings, "alice").token
+    alice = Api(api.url, token)
+    start = alice.call("GET", "/v1/users/alice/model").json()
+    assert start["events_applied"] == 0 and start["delta"]["features"] == []
+    base = alice.call("GET", start["base_url"])
+    assert base.status == 200 and "immutable" in base.headers["Cache-Control"]
+    burst = [
+        {"event_id": f"a{i}", "user": "alice", "item": "7", "signal": "skip", "ts": 1.7e9 + i}
+        for i in range(12)
+    ]
+    assert alice.call("POST", "/v1/events", {"events": burst}).json() == {
+        "accepted": 12,
+        "duplicates": 0,
+    }
+
+    def reflected() -> bool:
+        return alice.call("GET", "/v1/users/alice/model").json()["events_applied"] == 12
+
+    wait_for(reflected, 20, "the model fetch to reflect the 12 signals")
+    model = alice.call("GET", "/v1/users/alice/model").json()
+    assert "item=7" in model["delta"]["features"]
+    row = model["delta"]["features"].index("item=7")
+    assert model["delta"]["w"][row] < 0, "twelve skips of item 7 must push its weight down"
+    # A second rank now scores item 7 below an untouched item.
+    ranked = alice.call(
+        "POST", "/v1/users/alice/rank", {"items": [{"id": "7"}, {"id": "8"}]}
+    ).json()
+    assert [item["id"] for item in ranked["items"]] == ["8", "7"]
+
+
+def test_a_trainer_killed_mid_stream_applies_every_event_exactly_once(service: Service) -> None:
+    api = admin(service, service.start_api())
+    users = [f"u{i}" for i in range(120)]
+    events = events_for(users, 6000, seed=1)
+    accepted = post_all(api, events)
+    assert accepted == len(events)
+    first = service.start("trainer-a", "worker", "--name", "a", "--batch-size", "50")
+    settings = service.settings
+    wait_for(
+        lambda: sum(applied_per_user(settings, set(users)).values()) > 300,
+        30,
+        "the first trainer to apply some events",
+    )
+    service.kill("trainer-a", signal.SIGKILL)  # mid-stream: batches read but not committed
+    assert first.returncode == -signal.SIGKILL
+    done_before = sum(applied_per_user(settings, set(users)).values())
+    assert 0 < done_before < len(events), "the kill must land mid-stream for the test to mean it"
+    service.start("trainer-b", "worker", "--name", "b", "--batch-size", "50")
+    expected = Counter(e["user"] for e in events)
+    wait_for(
+        lambda: applied_per_user(settings, set(users)) == expected,
+        60,
+        "every accepted event to be applied",
+    )
+    service.kill("trainer-b", signal.SIGTERM)  # drains the event log and exits cleanly
+    assert service.procs["trainer-b"].returncode == 0, service.log("trainer-b")
+    logged = Counter(r["event_id"] for r in read_log(settings.data_dir / "eventlog"))
+    assert set(logged) == {e["event_id"] for e in events}
+    assert max(logged.values()) == 1, "an event was logged (applied) twice"
+
+
+def test_a_redis_restart_loses_nothing_acknowledged(
+    service: Service, redis_always: EmbeddedRedis
+) -> None:
+    api = admin(service, service.start_api())
+    users = [f"r{i}" for i in range(30)]
+    first = events_for(users, 800, seed=2)
+    assert post_all(api, first) == len(first)
+    redis_always.restart(crash=True)  # SIGKILL: only what was fsynced survives
+    second = events_for(users, 400, seed=3)
+
+    def accepted_after_restart() -> bool:
+        response = api.call("POST", "/v1/events", {"events": second[:1]})
+        return response.status == 202
+
+    wait_for(accepted_after_restart, 30, "the API to reconnect to the restarted Redis")
+    assert post_all(api, second[1:]) == len(second) - 1
+    # A retry of the first burst is recognised: nothing was forgotten, nothing doubles.
+    again = api.call("POST", "/v1/events", {"events": first[:200]}).json()
+    assert again == {"accepted": 0, "duplicates": 200}
+    service.start("trainer", "worker", "--name", "t")
+    expected = Counter(e["user"] for e in first + second)
+    wait_for(
+        lambda: applied_per_user(service.settings, set(users)) == expected,
+        60,
+        "every event acknowledged before and after the restart to be applied",
+    )
