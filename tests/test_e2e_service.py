@@ -181,3 +181,32 @@ def test_a_redis_restart_loses_nothing_acknowledged(
         60,
         "every event acknowledged before and after the restart to be applied",
     )
+
+
+def test_a_deleted_user_stays_forgotten_though_the_trainer_held_their_clone(
+    service: Service,
+) -> None:
+    api = service.start_api()
+    service.start("trainer", "worker", "--name", "t")
+    bob = Api(api.url, issue_token(service.settings, "bob").token)
+    first = [
+        {"event_id": f"b{i}", "user": "bob", "item": "3", "signal": "click", "ts": 1.7e9 + i}
+        for i in range(5)
+    ]
+    assert bob.call("POST", "/v1/events", {"events": first}).status == 202
+    wait_for(
+        lambda: bob.call("GET", "/v1/users/bob/model").json()["events_applied"] == 5,
+        20,
+        "bob's first events to be applied",
+    )
+    assert bob.call("DELETE", "/v1/users/bob").status == 204
+    after = [{**first[0], "event_id": "b-after", "item": "4"}]
+    assert bob.call("POST", "/v1/events", {"events": after}).status == 202
+
+    def restarted() -> bool:
+        return bob.call("GET", "/v1/users/bob/model").json()["events_applied"] == 1
+
+    wait_for(restarted, 20, "bob's clone to restart from the event sent after the deletion")
+    model = bob.call("GET", "/v1/users/bob/model").json()
+    assert "item=3" not in model["delta"]["features"], "the trainer wrote the old clone back"
+    assert "item=4" in model["delta"]["features"]

@@ -52,3 +52,27 @@ def test_entries_already_applied_are_skipped_and_the_rest_logged_with_prediction
     expected = Clone(BASE).predict_proba_one(event_features("b", "3"))
     assert out.log_entries[1]["prediction"] == np.float64(expected)
     assert list(out.positions) == [0, 0]
+
+
+def test_a_forget_entry_drops_the_users_earlier_events_and_starts_a_new_clone() -> None:
+    learned = Delta(4)
+    learned.rows_of(["item=1"])
+    learned._w[0] = 0.5
+    learned.n_events = 3
+    states = {"a": UserState(learned, StreamId(1, 0)), "b": UserState(Delta(4), NEVER)}
+    forget = Entry("5-0", {"event_id": "f", "user": "a", "type": "forget", "ts": 1.0})
+    entries = [entry("4-0", "a", "1"), forget, entry("6-0", "a", "2"), entry("7-0", "b", "3")]
+    out = apply_batch(
+        BASE,
+        states,
+        entries,
+        SETTINGS,
+        item_features=no_catalog,
+        prediction_features=lambda pid, item: None,
+        applied_at=2.0,
+    )
+    assert (out.applied, out.forgotten) == (2, 2)
+    a = out.users["a"]
+    assert a.last_event == StreamId(6, 0)
+    assert a.delta.n_events == 1 and "item=1" not in a.delta.names, "the old clone is gone"
+    assert [r["event_id"] for r in out.log_entries] == ["6-0", "7-0"]

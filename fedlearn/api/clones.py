@@ -18,7 +18,6 @@ from typing import Any
 
 import numpy as np
 
-from fedlearn.api import storage
 from fedlearn.api.schemas import RankRequest
 from fedlearn.config import Settings
 from fedlearn.model import Base, Clone, Delta, event_features
@@ -103,7 +102,7 @@ def item_features(store: Store, request: RankRequest) -> dict[str, Mapping[str, 
             given[item.id] = item.features
     missing = [item for item, features in given.items() if features is None]
     if missing:
-        given.update(storage.catalog_features(store, missing))
+        given.update(store.catalog.features(missing))
     return given
 
 

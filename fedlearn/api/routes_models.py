@@ -14,13 +14,13 @@ from typing import Any
 import orjson
 from flask import Response, request, url_for
 
-from fedlearn.api import storage
 from fedlearn.api.clones import load_clone, model_json
 from fedlearn.api.context import api_context
 from fedlearn.api.errors import NotFound
 from fedlearn.api.routing import ApiBlueprint, Reply
 from fedlearn.api.schemas import BaseRef, Catalog, ItemsQuery, UserModel
 from fedlearn.store import UnknownVersionError
+from fedlearn.stream.ingest import forget_entry
 
 bp = ApiBlueprint("models", __name__, tag="models")
 
@@ -66,10 +66,17 @@ def get_model(user: str) -> Response:
     errors=(503,),
 )
 def delete_user(user: str) -> Response:
-    """Erase the user's delta. Events of the user still in the stream will start a new one."""
+    """Erase the user's delta and pending predictions now, and tell the trainer in stream order.
+
+    The trainer that owns the user's shard keeps the delta in memory and would write it back;
+    the ``forget`` entry reaches it in order with the user's events, so it drops the user there
+    (and the events before it), and events sent after the deletion start a new clone.
+    """
     ctx = api_context()
-    ctx.store.deltas.delete_user(ctx.store.shard_of(user), user)
-    storage.forget_predictions(ctx.store, user)
+    shard = ctx.store.shard_of(user)
+    ctx.store.streams.append_events(shard, [forget_entry(user)])
+    ctx.store.deltas.delete_user(shard, user)
+    ctx.store.predictions.delete_user(shard, user)
     return _empty(204)
 
 
@@ -145,4 +152,5 @@ def get_base(version: str) -> Response:
 )
 def list_items(query: ItemsQuery) -> Response:
     ctx = api_context()
-    return _json({"items": storage.catalog_page(ctx.store, query.limit)})
+    items, _ = ctx.store.catalog.page(query.limit)
+    return _json({"items": items[: query.limit]})

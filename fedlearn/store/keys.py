@@ -123,6 +123,11 @@ def prediction(shard: int, prediction_id: str) -> str:
     return f"{PREFIX}:{tag(shard)}:pred:{prediction_id}"
 
 
+def predictions_of(shard: int, user: str) -> str:
+    """The set of a user's pending prediction ids (so forgetting a user can find them)."""
+    return f"{PREFIX}:{tag(shard)}:preds:{user}"
+
+
 # --- global keys (one slot, tag {base}) ------------------------------------------------------
 
 BASE_TAG = "{base}"

@@ -40,13 +40,28 @@ class Predictions:
             keys.check_id("prediction_id", pid)
             if not isinstance(record, Mapping):
                 raise TypeError(f"records[{pid!r}] must be a mapping, got {type(record).__name__}")
-            encoded.append((keys.prediction(shard, pid), encode(record)))
+            encoded.append((pid, record.get("user"), encode(record)))
         if not encoded:
             return
         pipe = self._r.pipeline(transaction=False)
-        for key, value in encoded:
-            pipe.set(key, value, ex=ttl_s)
+        for pid, user, value in encoded:
+            pipe.set(keys.prediction(shard, pid), value, ex=ttl_s)
+            if isinstance(user, str):  # indexed by user, so forgetting the user finds them
+                pipe.sadd(keys.predictions_of(shard, user), pid)
+                pipe.expire(keys.predictions_of(shard, user), ttl_s)
         pipe.execute()
+
+    def delete_user(self, shard: int, user: str) -> int:
+        """Drop ``user``'s pending prediction records; returns how many existed."""
+        keys.check_shard(shard, self.n_shards)
+        keys.check_id("user", user)
+        index = keys.predictions_of(shard, user)
+        ids = [i.decode() if isinstance(i, bytes) else i for i in self._r.smembers(index)]
+        if not ids:
+            return 0
+        deleted = int(self._r.delete(*(keys.prediction(shard, pid) for pid in ids)))
+        self._r.delete(index)
+        return deleted
 
     def get_predictions(self, shard: int, ids: Sequence[str]) -> dict[str, dict[str, Any]]:
         """The records of ``ids`` that exist and have not expired (others are absent)."""

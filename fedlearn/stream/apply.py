@@ -20,6 +20,7 @@ from fedlearn.model.batch import learn_many_shadow
 from fedlearn.store.entries import Entry
 from fedlearn.store.streamid import StreamId
 from fedlearn.stream.gating import Gate, GateSettings, log_loss
+from fedlearn.stream.ingest import FORGET
 
 DEFAULT_GATING = GateSettings()
 NEVER = StreamId(0, 0)  # the last_event of a user who has no applied event yet
@@ -54,6 +55,7 @@ class AppliedBatch:
     log_entries: list[dict[str, Any]] = field(default_factory=list)
     applied: int = 0
     skipped: int = 0
+    forgotten: int = 0
     labels: np.ndarray = field(default_factory=lambda: np.zeros(0))
     predictions: np.ndarray = field(default_factory=lambda: np.zeros(0))
     base_predictions: np.ndarray = field(default_factory=lambda: np.zeros(0))
@@ -94,7 +96,13 @@ def apply_batch(
     events: list[tuple[str, dict[str, float], int]] = []
     kept: list[tuple[Entry, str, StreamId]] = []
     working: dict[str, Delta] = {}
-    for entry in entries:
+    # A user forgotten in this batch: events before the (last) forget are dropped unapplied,
+    # later ones start a new clone. Erasure means the event log does not get them either.
+    last_forget = {
+        e.event["user"]: i for i, e in enumerate(entries) if e.event.get("type") == FORGET
+    }
+    forgotten: dict[str, StreamId] = {}
+    for i, entry in enumerate(entries):
         event = entry.event
         user = event["user"]
         state = states[user]
@@ -102,11 +110,19 @@ def apply_batch(
         if sid <= state.last_event:
             out.skipped += 1
             continue
+        if i <= last_forget.get(user, -1):
+            if i == last_forget[user]:
+                forgotten[user] = sid
+                working[user] = Delta(base.n_factors)
+            out.forgotten += 1
+            continue
         if user not in working:
             working[user] = state.delta.copy()
         features, source = features_of(event, item_features, prediction_features)
         events.append((user, features, 1 if event["signal"] == "click" else 0))
         kept.append((entry, source, sid))
+    for user, sid in forgotten.items():
+        out.users[user] = UserState(working[user], sid)
     if not events:
         return out
     positions = np.empty(len(events), dtype=np.int64)  # how many events each user had before

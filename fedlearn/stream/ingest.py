@@ -12,11 +12,24 @@ streams.
 from __future__ import annotations
 
 import time
+import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from fedlearn.store import Store, StreamFullError
+
+FORGET = "forget"
+
+
+def forget_entry(user: str) -> dict[str, Any]:
+    """The stream entry that tells the shard's trainer to drop ``user`` at this point."""
+    return {
+        "event_id": f"forget:{uuid.uuid4().hex}",
+        "user": user,
+        "type": FORGET,
+        "ts": time.time(),
+    }
 
 
 @dataclass

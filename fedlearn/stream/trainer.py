@@ -175,7 +175,7 @@ class Trainer:
         generation = self.bases.generation(base)
         self._load_users(shard, state, {e.event["user"] for e in batch.entries}, base, generation)
         predictions = self._prediction_features(shard, batch)
-        items = {e.event["item"] for e in batch.entries}
+        items = {e.event["item"] for e in batch.entries if "item" in e.event}
         catalog = self.store.catalog.features(list(items)) if items else {}
         result = apply_batch(
             base,

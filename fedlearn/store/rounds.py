@@ -1,0 +1,370 @@
+"""The Redis state of aggregation rounds: the lock, round records, users' snapshots, the
+round-scoped snapshot candidates and partial results of the map step, FedAvgM's momentum per
+base version, and the archive of a generation's deltas.
+
+Key map (round ``r1``, shard 3, attempt ``a``):
+
+=================================  ===========================================================
+``fl:{rounds}:lock``               the running round's id (PX expiry): one round at a time
+``fl:{rounds}:round:r1``           hash: ``status`` and JSON fields (config, result, ...)
+``fl:{rounds}:index``              sorted set of round ids by creation time
+``fl:{rounds}:open``               set of rounds not finished (queued .. published)
+``fl:{rounds}:momentum:<version>`` FedAvgM's momentum buffer after publishing ``version``
+``fl:{s3}:snap``                   hash user -> snapshot (``aggregate.snapshots.Snapshot``)
+``fl:{s3}:cand:r1:a``              hash user -> snapshot candidate written by one map attempt
+``fl:{s3}:part:r1``                hash: the winning attempt, its meta, bucket blobs, norms
+``fl:{s3}:archive:<generation>``   hash user -> the user's last delta of that generation
+=================================  ===========================================================
+
+Per-shard keys carry the shard's tag and global ones ``{rounds}``, and every Lua script here
+touches keys of one slot only, so all of it runs on a Redis Cluster.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+import orjson
+
+from fedlearn.store import keys
+
+TAG = "{rounds}"
+CANDIDATE_TTL_S = 7 * 24 * 3600  # a crashed attempt's leftovers disappear by themselves
+MOMENTUM_TTL_S = 90 * 24 * 3600
+TERMINAL = frozenset({"done", "skipped", "failed", "abandoned", "rejected"})
+_ROUND_ID = re.compile(r"[A-Za-z0-9._-]{1,64}")
+
+# KEYS: lock.  ARGV: round id, ttl_ms.  -> 1 renewed, 0 not the holder
+_RENEW = """
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
+redis.call('PEXPIRE', KEYS[1], ARGV[2])
+return 1
+"""
+
+# KEYS: lock.  ARGV: round id.  -> 1 released, 0 not the holder
+_RELEASE = """
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
+redis.call('DEL', KEYS[1])
+return 1
+"""
+
+# KEYS: record, index, open.  ARGV: round id, created_at, then field/value pairs -> 1 | 0
+_CREATE = """
+if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
+redis.call('HSET', KEYS[1], 'status', 'queued', unpack(ARGV, 3))
+redis.call('ZADD', KEYS[2], ARGV[2], ARGV[1])
+redis.call('SADD', KEYS[3], ARGV[1])
+return 1
+"""
+
+# KEYS: record, open.  ARGV: round id, allowed statuses ("a,b"; "" any), new status,
+# terminal ("1"/"0"), then field/value pairs -> {"OK", previous} | {"STATUS", current}
+# | {"MISSING"}
+_TRANSITION = """
+local cur = redis.call('HGET', KEYS[1], 'status')
+if not cur then return {'MISSING'} end
+if ARGV[2] ~= '' then
+  local ok = false
+  for s in string.gmatch(ARGV[2], '[^,]+') do
+    if s == cur then ok = true end
+  end
+  if not ok then return {'STATUS', cur} end
+end
+redis.call('HSET', KEYS[1], 'status', ARGV[3], unpack(ARGV, 5))
+if ARGV[4] == '1' then redis.call('SREM', KEYS[2], ARGV[1]) end
+return {'OK', cur}
+"""
+
+# KEYS: partial, candidates of the attempt.  ARGV: attempt, then field/value pairs
+# -> the winning attempt (the first to commit; later ones are duplicates)
+_COMMIT_PARTIAL = """
+local have = redis.call('HGET', KEYS[1], 'attempt')
+if have then return have end
+redis.call('HSET', KEYS[1], 'attempt', ARGV[1], unpack(ARGV, 2))
+redis.call('PERSIST', KEYS[2])
+return ARGV[1]
+"""
+
+# KEYS: candidates, snapshots.  ARGV: cursor, count -> {next cursor, promoted}
+# A candidate replaces a snapshot only if it is later in (generation, last_event) order.
+_PROMOTE = """
+local function num_cmp(a, b)
+  if #a ~= #b then return #a < #b and -1 or 1 end
+  if a == b then return 0 end
+  return a < b and -1 or 1
+end
+local function later(new, old)
+  local pattern = '^(%d+)|(%d+)-(%d+)|'
+  local ng, nms, nseq = string.match(new, pattern)
+  local og, oms, oseq = string.match(old, pattern)
+  if not og then return true end
+  local c = num_cmp(ng, og)
+  if c == 0 then c = num_cmp(nms, oms) end
+  if c == 0 then c = num_cmp(nseq, oseq) end
+  return c > 0
+end
+local r = redis.call('HSCAN', KEYS[1], ARGV[1], 'COUNT', ARGV[2])
+local items, moved = r[2], 0
+for i = 1, #items, 2 do
+  local old = redis.call('HGET', KEYS[2], items[i])
+  if not old or later(items[i + 1], old) then
+    redis.call('HSET', KEYS[2], items[i], items[i + 1])
+    moved = moved + 1
+  end
+end
+return {r[1], moved}
+"""
+
+
+def check_round_id(round_id: str) -> None:
+    if not isinstance(round_id, str) or not _ROUND_ID.fullmatch(round_id):
+        raise ValueError(f"round id must be 1..64 letters, digits or '._-', got {round_id!r}")
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode("utf-8") if isinstance(value, bytes) else value
+
+
+class Rounds:
+    """Lock, records and per-shard state of aggregation rounds (see the key map above)."""
+
+    def __init__(self, client: Any, n_shards: int) -> None:
+        keys.check_n_shards(n_shards)
+        self._r = client
+        self.n_shards = n_shards
+        self._renew = client.register_script(_RENEW)
+        self._release = client.register_script(_RELEASE)
+        self._create = client.register_script(_CREATE)
+        self._transition = client.register_script(_TRANSITION)
+        self._commit_partial = client.register_script(_COMMIT_PARTIAL)
+        self._promote = client.register_script(_PROMOTE)
+
+    # -- keys ---------------------------------------------------------------------------------
+
+    @staticmethod
+    def lock_key() -> str:
+        return f"{keys.PREFIX}:{TAG}:lock"
+
+    @staticmethod
+    def record_key(round_id: str) -> str:
+        return f"{keys.PREFIX}:{TAG}:round:{round_id}"
+
+    @staticmethod
+    def index_key() -> str:
+        return f"{keys.PREFIX}:{TAG}:index"
+
+    @staticmethod
+    def open_key() -> str:
+        return f"{keys.PREFIX}:{TAG}:open"
+
+    @staticmethod
+    def momentum_key(version: str) -> str:
+        return f"{keys.PREFIX}:{TAG}:momentum:{version}"
+
+    def snapshots_key(self, shard: int) -> str:
+        keys.check_shard(shard, self.n_shards)
+        return f"{keys.PREFIX}:{keys.tag(shard)}:snap"
+
+    def candidates_key(self, shard: int, round_id: str, attempt: str) -> str:
+        keys.check_shard(shard, self.n_shards)
+        return f"{keys.PREFIX}:{keys.tag(shard)}:cand:{round_id}:{attempt}"
+
+    def partial_key(self, shard: int, round_id: str) -> str:
+        keys.check_shard(shard, self.n_shards)
+        return f"{keys.PREFIX}:{keys.tag(shard)}:part:{round_id}"
+
+    def archive_key(self, shard: int, generation: int) -> str:
+        keys.check_shard(shard, self.n_shards)
+        return f"{keys.PREFIX}:{keys.tag(shard)}:archive:{generation}"
+
+    # -- the lock -------------------------------------------------------------------------------
+
+    def acquire_lock(self, round_id: str, ttl_ms: int) -> bool:
+        """Take the lock for ``round_id`` unless another round holds it (or it holds it)."""
+        check_round_id(round_id)
+        if self._r.set(self.lock_key(), round_id, nx=True, px=ttl_ms):
+            return True
+        return self.renew_lock(round_id, ttl_ms)
+
+    def renew_lock(self, round_id: str, ttl_ms: int) -> bool:
+        return bool(self._renew(keys=[self.lock_key()], args=[round_id, ttl_ms]))
+
+    def release_lock(self, round_id: str) -> bool:
+        return bool(self._release(keys=[self.lock_key()], args=[round_id]))
+
+    def lock_holder(self) -> str | None:
+        raw = self._r.get(self.lock_key())
+        return None if raw is None else _text(raw)
+
+    # -- round records --------------------------------------------------------------------------
+
+    def create(self, round_id: str, **fields: Any) -> bool:
+        """Record a new round as ``queued``; False if the id is taken."""
+        check_round_id(round_id)
+        now = time.time()
+        pairs = _pairs({"created_at": now, "updated_at": now, **fields})
+        return bool(
+            self._create(
+                keys=[self.record_key(round_id), self.index_key(), self.open_key()],
+                args=[round_id, now, *pairs],
+            )
+        )
+
+    def get(self, round_id: str) -> dict[str, Any] | None:
+        """The round's record (``status`` and its fields), ``None`` if unknown."""
+        check_round_id(round_id)
+        raw = self._r.hgetall(self.record_key(round_id))
+        if not raw:
+            return None
+        record: dict[str, Any] = {"id": round_id}
+        for key, value in raw.items():
+            name = _text(key)
+            record[name] = _text(value) if name == "status" else orjson.loads(value)
+        return record
+
+    def transition(
+        self, round_id: str, to: str, *, allowed: Iterable[str] = (), **fields: Any
+    ) -> tuple[bool, str | None]:
+        """Move the round to status ``to`` (setting ``fields``) if its status is one of
+        ``allowed`` (any, when empty). Returns (moved, the status before)."""
+        check_round_id(round_id)
+        pairs = _pairs({"updated_at": time.time(), **fields})
+        reply = self._transition(
+            keys=[self.record_key(round_id), self.open_key()],
+            args=[round_id, ",".join(allowed), to, "1" if to in TERMINAL else "0", *pairs],
+        )
+        status = _text(reply[0])
+        if status == "MISSING":
+            return False, None
+        return status == "OK", _text(reply[1])
+
+    def update(self, round_id: str, **fields: Any) -> None:
+        """Set ``fields`` without touching the status (progress, per-shard notes)."""
+        check_round_id(round_id)
+        self._r.hset(self.record_key(round_id), mapping=_encode(fields))
+
+    def open_rounds(self) -> list[str]:
+        return sorted(_text(r) for r in self._r.smembers(self.open_key()))
+
+    def recent(self, limit: int = 20) -> list[dict[str, Any]]:
+        ids = [_text(r) for r in self._r.zrevrange(self.index_key(), 0, limit - 1)]
+        return [record for record in map(self.get, ids) if record is not None]
+
+    # -- snapshots and candidates ------------------------------------------------------------
+
+    def snapshots(self, shard: int, users: Sequence[str]) -> dict[str, bytes]:
+        """The stored snapshots of ``users`` (users without one are absent)."""
+        if not users:
+            return {}
+        values = self._r.hmget(self.snapshots_key(shard), list(users))
+        return {u: v for u, v in zip(users, values, strict=True) if v is not None}
+
+    def snapshot_count(self, shard: int) -> int:
+        return int(self._r.hlen(self.snapshots_key(shard)))
+
+    def write_candidates(
+        self, shard: int, round_id: str, attempt: str, candidates: Mapping[str, bytes]
+    ) -> None:
+        if not candidates:
+            return
+        key = self.candidates_key(shard, round_id, attempt)
+        pipe = self._r.pipeline(transaction=False)
+        pipe.hset(key, mapping=dict(candidates))
+        pipe.expire(key, CANDIDATE_TTL_S)
+        pipe.execute()
+
+    def commit_partial(
+        self, shard: int, round_id: str, attempt: str, fields: Mapping[str, bytes]
+    ) -> str:
+        """Store a map attempt's partial result unless another attempt did first; returns the
+        winning attempt. The winner's candidates stop expiring (they wait for promotion)."""
+        pairs: list[Any] = []
+        for name, value in fields.items():
+            pairs += [name, value]
+        winner = self._commit_partial(
+            keys=[
+                self.partial_key(shard, round_id),
+                self.candidates_key(shard, round_id, attempt),
+            ],
+            args=[attempt, *pairs],
+        )
+        return _text(winner)
+
+    def partial_field(self, shard: int, round_id: str, field: str) -> bytes | None:
+        return self._r.hget(self.partial_key(shard, round_id), field)
+
+    def partial_meta(self, shard: int, round_id: str) -> dict[str, Any] | None:
+        raw = self.partial_field(shard, round_id, "meta")
+        return None if raw is None else orjson.loads(raw)
+
+    def drop_candidates(self, shard: int, round_id: str, attempt: str) -> None:
+        self._r.delete(self.candidates_key(shard, round_id, attempt))
+
+    def promote(self, shard: int, round_id: str, *, count: int = 200) -> int:
+        """Make the winning candidates of ``round_id`` the users' snapshots (only forward),
+        then drop them. Idempotent: a second call finds nothing left to do."""
+        attempt = self.partial_field(shard, round_id, "attempt")
+        if attempt is None:
+            return 0
+        cand = self.candidates_key(shard, round_id, _text(attempt))
+        snap = self.snapshots_key(shard)
+        cursor, moved = b"0", 0
+        while True:
+            cursor, n = self._promote(keys=[cand, snap], args=[cursor, count])
+            moved += int(n)
+            if _text(cursor) == "0":
+                break
+        self._r.delete(cand)
+        return moved
+
+    def discard(self, shard: int, round_id: str) -> None:
+        """Forget what the map step of ``round_id`` left in ``shard`` (snapshots unchanged)."""
+        attempt = self.partial_field(shard, round_id, "attempt")
+        if attempt is not None:
+            self.drop_candidates(shard, round_id, _text(attempt))
+        self._r.delete(self.partial_key(shard, round_id))
+
+    def drop_partial(self, shard: int, round_id: str) -> None:
+        """Drop the partial result, after its candidates were promoted."""
+        self._r.delete(self.partial_key(shard, round_id))
+
+    def clear_snapshots(self, shard: int) -> None:
+        self._r.unlink(self.snapshots_key(shard))
+
+    # -- momentum and archive ----------------------------------------------------------------
+
+    def put_momentum(self, version: str, blob: bytes) -> None:
+        keys.check_version(version)
+        self._r.set(self.momentum_key(version), blob, ex=MOMENTUM_TTL_S)
+
+    def get_momentum(self, version: str) -> bytes | None:
+        keys.check_version(version)
+        return self._r.get(self.momentum_key(version))
+
+    def archive(self, shard: int, generation: int, records: Mapping[str, bytes]) -> int:
+        """Keep ``records`` (user -> snapshot-encoded delta) under ``generation``'s archive."""
+        if not records:
+            return 0
+        self._r.hset(self.archive_key(shard, generation), mapping=dict(records))
+        return len(records)
+
+    def archived(self, shard: int, generation: int) -> dict[str, bytes]:
+        raw = self._r.hgetall(self.archive_key(shard, generation))
+        return {_text(k): v for k, v in raw.items()}
+
+
+def _encode(fields: Mapping[str, Any]) -> dict[str, bytes]:
+    """Record fields as JSON; the status is not one of them (``transition`` moves it)."""
+    if "status" in fields:
+        raise ValueError("status changes only through transition()")
+    return {
+        name: orjson.dumps(value, option=orjson.OPT_SERIALIZE_NUMPY)
+        for name, value in fields.items()
+    }
+
+
+def _pairs(fields: Mapping[str, Any]) -> list[Any]:
+    return [part for item in _encode(fields).items() for part in item]
