@@ -38,7 +38,8 @@ class _Gunicorn(BaseApplication):  # type: ignore[misc]
 
     def load_config(self) -> None:
         for key, value in self._options.items():
-            self.cfg.set(key, value)
+            if key in self.cfg.settings:  # an older gunicorn lacks the newest options
+                self.cfg.set(key, value)
 
     def load(self) -> Flask:
         from fedlearn.api.app import create_app  # in the worker, after the fork
@@ -86,6 +87,9 @@ def gunicorn_options(*, host: str, port: int, workers: int, threads: int = 4) ->
         "errorlog": "-",
         "loglevel": "info",
         "proc_name": "fedlearn-api",
+        # gunicorn >= 24 opens a control socket at one fixed path per machine, so two servers
+        # (several services, or tests beside a running one) would fight over it; we don't use it.
+        "control_socket_disable": True,
     }
 
 
