@@ -1,0 +1,348 @@
+"""Offline replay: time-ordered progressive validation of several arms on one event log.
+
+The first part of the log (by time) trains the bases; the rest is *live*: every arm predicts
+each live event before it learns from it (test, then train), exactly as the stream workers do,
+and all arms are scored on the same events. That answers the product's question with a real
+log: do per-user clones beat the frozen base, one global online model, and River's FM used
+the way a River user would use it?
+
+The log is fed to the arms in blocks of ``agg_every`` events; an aggregating arm folds its
+clones into the base after each block, the others are indifferent to the block size (a block
+through ``learn_many`` is the same as its events one by one in time order).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from fedlearn.data.catalog import Dataset
+from fedlearn.data.errors import DataError
+from fedlearn.evaluate.arms import (
+    AGG_RULES,
+    AggregatedClonesArm,
+    Arm,
+    ClonesArm,
+    FrozenArm,
+    GlobalArm,
+    LabelledEvent,
+)
+from fedlearn.evaluate.metrics import StreamingMetrics
+from fedlearn.model import Base, TrainConfig, event_features, select_l2, train_base
+
+OUR_ARMS = ("frozen", "global", "clones", "clones-agg")
+RIVER_ARMS = ("river-frozen", "river-global", "river-clones", "river-clones-fedavg")
+ALL_ARMS = OUR_ARMS + RIVER_ARMS
+DEFAULT_ARMS = (
+    "frozen",
+    "global",
+    "clones",
+    "clones-agg",
+    "river-global",
+    "river-clones",
+    "river-clones-fedavg",
+)
+
+# Progress callback: (what is happening, units just done, units in total or None if unknown).
+Progress = Callable[[str, int, int | None], None]
+
+
+@dataclass(frozen=True, kw_only=True)
+class ReplayConfig:
+    """Everything that decides a replay's outcome; recorded with its results.
+
+    The defaults were chosen on the first half of ml-latest-small alone (base on its first
+    half, live on its second), never on the live half they are reported on; see BENCHMARKS.md.
+    ``lr_multiples`` multiply ``lr`` for the clone arms (one arm per multiple); ``bias_lr``
+    is the step of each user's own intercept and ``l2`` the pull of a delta toward the base.
+    """
+
+    split: float = 0.5
+    arms: tuple[str, ...] = DEFAULT_ARMS
+    lr: float = 0.05
+    lr_multiples: tuple[float, ...] = (1.0, 2.0, 4.0)
+    bias_lr: float = 0.2
+    l2: float = 0.2
+    agg_every: int = 1000
+    agg_rule: str = "row-mean"
+    first_n: int = 5
+    limit: int | None = None
+    train: TrainConfig = field(default_factory=TrainConfig)
+    l2_grid: tuple[float, ...] = (1e-5, 1e-4, 1e-3)
+    river_lr: float = 0.05
+    river_passes: int = 3
+
+    def __post_init__(self) -> None:
+        if not 0.0 < self.split < 1.0:
+            raise ValueError(f"split must be between 0 and 1 (exclusive), got {self.split}")
+        unknown = [a for a in self.arms if a not in ALL_ARMS]
+        if unknown:
+            raise ValueError(f"unknown arm {unknown[0]!r}; choose from {', '.join(ALL_ARMS)}")
+        if not self.arms:
+            raise ValueError(f"no arms to replay; choose from {', '.join(ALL_ARMS)}")
+        if not self.lr_multiples or any(m <= 0 for m in self.lr_multiples):
+            raise ValueError(f"lr multiples must be positive, got {list(self.lr_multiples)}")
+        for name in ("lr", "bias_lr", "river_lr"):
+            if not getattr(self, name) > 0:
+                raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
+        if self.l2 < 0 or any(v < 0 for v in self.l2_grid):
+            raise ValueError(f"l2 must be zero or positive, got {self.l2} / {list(self.l2_grid)}")
+        for name in ("agg_every", "first_n", "river_passes"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
+        if self.limit is not None and self.limit < 2:
+            raise ValueError(f"limit must be at least 2 events, got {self.limit}")
+        if self.agg_rule not in AGG_RULES:
+            raise ValueError(
+                f"agg_rule must be one of {', '.join(AGG_RULES)}, got {self.agg_rule!r}"
+            )
+
+    def to_dict(self) -> dict[str, Any]:
+        out = asdict(self)
+        out["arms"] = list(self.arms)
+        out["lr_multiples"] = list(self.lr_multiples)
+        out["l2_grid"] = list(self.l2_grid)
+        return out
+
+
+@dataclass(frozen=True)
+class ArmResult:
+    """One arm's scores on the live events, and the seconds it spent predicting and learning."""
+
+    arm: str
+    n: int
+    auc: float
+    gauc: float
+    log_loss: float
+    auc_first: float
+    auc_later: float
+    n_first: int
+    seconds: float
+
+    def to_dict(self) -> dict[str, Any]:
+        items = asdict(self).items()
+        return {k: None if isinstance(v, float) and math.isnan(v) else v for k, v in items}
+
+
+@dataclass
+class ReplayResult:
+    config: ReplayConfig
+    dataset: str
+    n_train: int
+    n_live: int
+    live_users: int
+    new_live_users: int
+    split_ts: float
+    arms: list[ArmResult]
+    timings: dict[str, float]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "dataset": self.dataset,
+            "n_train": self.n_train,
+            "n_live": self.n_live,
+            "live_users": self.live_users,
+            "new_live_users": self.new_live_users,
+            "split_ts": self.split_ts,
+            "first_n": self.config.first_n,
+            "arms": [a.to_dict() for a in self.arms],
+            "timings": self.timings,
+            "config": self.config.to_dict(),
+        }
+
+
+@dataclass(frozen=True)
+class Log:
+    """A dataset's events as labelled feature dicts, in time order."""
+
+    events: list[LabelledEvent]
+    ts: np.ndarray
+    source: str
+
+
+def load_log(folder: str | Path, *, limit: int | None = None) -> Log:
+    """Read a dataset folder into labelled events (``(user, features, label)``), time-ordered.
+
+    Raises :class:`DataError` for a missing folder or file, a bad row, or an empty log.
+    """
+    dataset = Dataset.load(folder)
+    events: list[LabelledEvent] = []
+    ts: list[float] = []
+    items, users = dataset.items, dataset.users
+    for event in dataset.events():
+        if limit is not None and len(events) >= limit:
+            break
+        x = event_features(
+            event.user, event.item, event.context, items.get(event.item), users.get(event.user)
+        )
+        events.append((event.user, x, event.label))
+        ts.append(event.ts)
+    if not events:
+        raise DataError(dataset.events_path, None, "holds no events; there is nothing to replay")
+    return Log(events, np.asarray(ts), dataset.manifest.source or str(folder))
+
+
+def fit_base(
+    samples: Sequence[tuple[dict[str, float], int]],
+    config: TrainConfig,
+    l2_grid: Sequence[float] = (),
+    *,
+    meta: dict[str, Any] | None = None,
+    progress: Progress | None = None,
+) -> tuple[Base, dict[str, Any]]:
+    """Train a base as ``fedlearn train-base`` does; with ``l2_grid``, L2 is chosen first on
+    the validation tail (each value one :func:`select_l2` trial, so progress can be shown).
+
+    Returns the base and a summary (chosen L2, the grid's validation losses, epochs).
+    """
+    summary: dict[str, Any] = {}
+    if l2_grid:
+        trials: list[dict[str, float]] = []
+        for l2 in l2_grid:
+            trials += select_l2(samples, [l2], config)[1]
+            if progress:
+                progress("choosing the base's L2 (trials)", 1, len(l2_grid))
+        chosen = min(trials, key=lambda t: t["valid_log_loss"])["l2"]
+        config = replace(config, l2_w=chosen, l2_v=chosen)
+        summary["l2_grid"] = trials
+
+    def on_epoch(record: dict[str, float]) -> None:
+        if progress:  # early stopping decides how many epochs there will be
+            progress("training the base (epochs)", 1, None)
+
+    result = train_base(samples, config, meta=meta, progress=on_epoch)
+    select = [h for h in result.history if h.get("phase") == "select"]
+    summary.update(l2=config.l2_w, epochs=result.epochs)
+    if select:
+        best = min(select, key=lambda h: h["valid_log_loss"])
+        summary.update(valid_log_loss=best["valid_log_loss"], valid_auc=best["valid_auc"])
+    return result.base, summary
+
+
+def _make_arms(name: str, base: Base | None, river_base: Any, config: ReplayConfig) -> list[Arm]:
+    """The arm(s) called ``name``: one per lr multiple for the clone arms."""
+    common = {"bias_lr": config.bias_lr, "l2": config.l2}
+    if name == "frozen":
+        return [FrozenArm(base)]
+    if name == "global":
+        return [GlobalArm(base, lr=config.lr, **common)]
+    if name == "clones":
+        return [
+            ClonesArm(base, lr=config.lr * m, name=f"clones x{m:g}", **common)
+            for m in config.lr_multiples
+        ]
+    if name == "clones-agg":
+        return [
+            AggregatedClonesArm(
+                base, lr=config.lr * m, rule=config.agg_rule, name=f"clones-agg x{m:g}", **common
+            )
+            for m in config.lr_multiples
+        ]
+    from fedlearn.evaluate import river_arms as ra
+
+    if name == "river-frozen":
+        return [ra.RiverFrozenArm(river_base)]
+    if name == "river-global":
+        return [ra.RiverGlobalArm(river_base, lr=config.river_lr)]
+    if name == "river-clones":
+        return [ra.RiverClonesArm(river_base, lr=config.river_lr)]
+    return [ra.RiverFedAvgArm(river_base, lr=config.river_lr)]
+
+
+def _score(
+    arm: Arm, live: Sequence[LabelledEvent], config: ReplayConfig, progress: Progress | None
+) -> ArmResult:
+    metrics = StreamingMetrics(first_n=config.first_n)
+    seconds = 0.0
+    for start in range(0, len(live), config.agg_every):
+        block = live[start : start + config.agg_every]
+        began = time.perf_counter()
+        predictions = arm.process(block)
+        seconds += time.perf_counter() - began
+        metrics.add_many((u for u, _, _ in block), (y for _, _, y in block), predictions)
+        if progress:
+            progress(f"replaying {arm.name} (events)", len(block), len(live))
+    report = metrics.report()
+    return ArmResult(
+        arm=arm.name,
+        n=report.n,
+        auc=report.auc,
+        gauc=report.gauc,
+        log_loss=report.log_loss,
+        auc_first=report.auc_first,
+        auc_later=report.auc_later,
+        n_first=report.n_first,
+        seconds=seconds,
+    )
+
+
+def replay(
+    folder: str | Path, config: ReplayConfig | None = None, *, progress: Progress | None = None
+) -> ReplayResult:
+    """Replay the dataset folder with ``config``; see the module docstring."""
+    config = config or ReplayConfig()
+    began = time.perf_counter()
+    log = load_log(folder, limit=config.limit)
+    events = log.events
+    cut = int(len(events) * config.split)
+    if cut < 1 or cut >= len(events):
+        raise DataError(
+            folder,
+            None,
+            f"{len(events)} events split at {config.split} leave no events to "
+            f"{'train on' if cut < 1 else 'replay'}; use a longer log or another --split",
+        )
+    train, live = events[:cut], events[cut:]
+    timings = {"load": time.perf_counter() - began}
+    base = river_base = None
+    if any(a in OUR_ARMS for a in config.arms):
+        began = time.perf_counter()
+        base, _ = fit_base(
+            [(x, y) for _, x, y in train],
+            config.train,
+            config.l2_grid,
+            meta={"source": log.source},
+            progress=progress,
+        )
+        timings["our_base"] = time.perf_counter() - began
+    if any(a in RIVER_ARMS for a in config.arms):
+        from fedlearn.evaluate.river_arms import train_river_base
+
+        began = time.perf_counter()
+        total = config.river_passes * len(train)
+        river_base = train_river_base(
+            [(x, y) for _, x, y in train],
+            n_factors=config.train.n_factors,
+            passes=config.river_passes,
+            seed=config.train.seed,
+            progress=(lambda done: progress("training River's base (events)", done, total))
+            if progress
+            else None,
+        )
+        timings["river_base"] = time.perf_counter() - began
+    # One arm at a time, made just before it runs: River's per-user copies of one arm are
+    # freed before the next arm makes its own.
+    results = [
+        _score(arm, live, config, progress)
+        for name in config.arms
+        for arm in _make_arms(name, base, river_base, config)
+    ]
+    train_users = {u for u, _, _ in train}
+    live_users = {u for u, _, _ in live}
+    return ReplayResult(
+        config=config,
+        dataset=log.source,
+        n_train=len(train),
+        n_live=len(live),
+        live_users=len(live_users),
+        new_live_users=len(live_users - train_users),
+        split_ts=float(log.ts[cut]),
+        arms=results,
+        timings=timings,
+    )

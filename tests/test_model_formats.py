@@ -1,0 +1,123 @@
+"""The base (.flfm) and delta (.fldl) binary formats: round trips and clear format errors."""
+
+from __future__ import annotations
+
+import struct
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from fedlearn.model import Base, Clone, Delta, ModelFormatError
+
+
+def _base() -> Base:
+    rng = np.random.default_rng(0)
+    names = ["user=1", "item=42", "genre=Drama", "hour", "item=é-ü"]  # non-ASCII names too
+    return Base(
+        names,
+        -0.25,
+        rng.normal(size=len(names)),
+        rng.normal(size=(len(names), 3)),
+        version="v7",
+        init_seed=11,
+        init_scale=0.05,
+        hyper={"lr": 0.05},
+        meta={"data": {"events": 10}},
+    )
+
+
+def _trained_delta(base: Base) -> Delta:
+    clone = Clone(base, lr=0.1)
+    for x, y in [({"user=1": 1.0, "item=42": 1.0}, 1), ({"user=1": 1.0, "item=new": 1.0}, 0)]:
+        clone.learn_one(x, y)
+    return clone.delta
+
+
+def test_base_round_trip_keeps_everything() -> None:
+    base = _base()
+    blob = base.to_bytes()
+    again = Base.from_bytes(blob)
+    assert again.features == base.features
+    assert again.version == "v7"
+    assert (again.init_seed, again.init_scale) == (11, 0.05)
+    assert again.hyper == {"lr": 0.05} and again.meta == {"data": {"events": 10}}
+    assert again.w0 == base.w0
+    np.testing.assert_array_equal(again.w, base.w)
+    np.testing.assert_array_equal(again.v, base.v)
+    assert again.to_bytes() == blob
+
+
+def test_base_arrays_start_on_an_8_byte_boundary() -> None:
+    blob = _base().to_bytes()
+    (header_len,) = struct.unpack_from("<I", blob, 8)
+    assert (16 + header_len) % 8 == 0
+
+
+def test_base_save_and_load(tmp_path: Path) -> None:
+    base = _base()
+    path = base.save(tmp_path / "sub" / "model.flfm")
+    assert Base.load(path).to_bytes() == base.to_bytes()
+    assert [p.name for p in path.parent.iterdir()] == ["model.flfm"]  # no temp file left
+
+
+@pytest.mark.parametrize(
+    ("mutate", "message"),
+    [
+        (lambda b: b[:10], "shorter than its 16-byte prefix"),
+        (lambda b: b"XXXX" + b[4:], "not a fedlearn base"),
+        (lambda b: b[:4] + struct.pack("<I", 9) + b[8:], "format 9 is not supported"),
+        (lambda b: b[:-4], "must be"),
+        (lambda b: b + b"\0\0\0\0", "must be"),
+        (lambda b: b[:16] + b"x" + b[17:], "header does not decode"),
+    ],
+)
+def test_base_format_errors_say_what_is_wrong(mutate, message: str) -> None:
+    with pytest.raises(ModelFormatError, match=message):
+        Base.from_bytes(mutate(_base().to_bytes()))
+
+
+def test_delta_round_trip_binary_and_json() -> None:
+    base = _base()
+    delta = _trained_delta(base)
+    assert "item=new" in delta.names and delta.n_events == 2
+    again = Delta.from_bytes(delta.to_bytes())
+    assert again.names == delta.names
+    assert again.n_events == 2 and again.w0 == delta.w0
+    np.testing.assert_array_equal(again.w, delta.w)
+    np.testing.assert_array_equal(again.v, delta.v)
+    assert again.to_bytes() == delta.to_bytes()
+    from_json = Delta.from_json(delta.to_json(), base.n_factors)
+    np.testing.assert_array_equal(from_json.v, delta.v)
+    assert from_json.names == delta.names
+
+
+def test_empty_delta_round_trip() -> None:
+    again = Delta.from_bytes(Delta(3).to_bytes())
+    assert len(again) == 0 and again.w0 == 0.0 and again.n_factors == 3
+
+
+@pytest.mark.parametrize(
+    ("mutate", "message"),
+    [
+        (lambda b: b[:20], "shorter than its header"),
+        (lambda b: b"FLFM" + b[4:], "not a fedlearn delta"),
+        (lambda b: b[:4] + struct.pack("<I", 2) + b[8:], "not a fedlearn delta"),
+        (lambda b: b[:-1], "must be"),
+    ],
+)
+def test_delta_format_errors_say_what_is_wrong(mutate, message: str) -> None:
+    blob = _trained_delta(_base()).to_bytes()
+    with pytest.raises(ModelFormatError, match=message):
+        Delta.from_bytes(mutate(blob))
+
+
+def test_a_delta_is_far_smaller_than_the_base() -> None:
+    rng = np.random.default_rng(0)
+    names = [f"item={i}" for i in range(2000)]
+    base = Base(names, 0.0, np.zeros(2000), rng.normal(size=(2000, 10)))
+    clone = Clone(base)
+    for i in range(20):
+        clone.learn_one({"user=9": 1.0, f"item={i}": 1.0}, i % 2)
+    assert len(clone.delta) == 21
+    assert len(clone.delta.to_bytes()) * 50 < len(base.to_bytes())
