@@ -81,10 +81,11 @@ class Settings(BaseSettings):
 
     # --- the clones' online learning -----------------------------------------------------
     clone_lr_multiple: float = Field(
-        default=2.0, gt=0, description="clone lr = this x the base's training lr"
+        default=1.0, gt=0, description="clone lr = this x the base's training lr"
     )
-    clone_l2: float = Field(default=0.0, ge=0, description="pull of the delta toward the base")
-    clone_bias_lr: float | None = Field(default=None, gt=0, description="unset: the clone lr")
+    # The defaults are the ones the offline replay chose on MovieLens (BENCHMARKS.md).
+    clone_l2: float = Field(default=0.2, ge=0, description="pull of the delta toward the base")
+    clone_bias_lr: float | None = Field(default=0.2, gt=0, description="unset: the clone lr")
     gate_eta: float = Field(default=1.0, gt=0, description="Hedge rate of the clone/base gate")
     gate_decay: float = Field(default=0.95, gt=0, le=1, description="the gate's forgetting")
 

@@ -132,7 +132,8 @@ def test_unknown_routes_and_methods_are_problems(admin: Api, store: Store):
 # --- models and bases ---------------------------------------------------------------------
 
 
-def test_a_user_without_a_delta_gets_an_empty_one(admin: Api, store: Store):
+def test_a_user_without_a_delta_gets_an_empty_one(admin: Api, store: Store, settings: Settings):
+    hyper = settings.clone_hyper(BASE.hyper)
     response = admin.call("GET", "/v1/users/alice/model")
     assert response.status == 200
     assert response.headers["Cache-Control"] == "no-store"
@@ -141,9 +142,9 @@ def test_a_user_without_a_delta_gets_an_empty_one(admin: Api, store: Store):
         "base_version": "v1",
         "base_url": "/v1/base/v1",
         "delta": {"w0": 0.0, "features": [], "w": [], "v": []},
-        "lr": pytest.approx(0.1),
-        "l2": 0.0,
-        "bias_lr": pytest.approx(0.1),
+        "lr": pytest.approx(hyper["lr"]),
+        "l2": hyper["l2"],
+        "bias_lr": pytest.approx(hyper["bias_lr"]),
         "events_applied": 0,
         "last_event": None,
         "serve": "clone",
