@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import numpy as np
-
 from fedlearn.model import Base, Clone, Delta, event_features
 from fedlearn.store.entries import Entry
 from fedlearn.store.streamid import StreamId
 from fedlearn.stream.apply import NEVER, CloneSettings, UserState, apply_batch, features_of
+from fedlearn.stream.eventlog import expand
 
 BASE = Base.fresh([f"item={i}" for i in range(5)] + ["genre=Drama"], 4, version="b1")
 SETTINGS = CloneSettings(lr=0.1, l2=0.0, bias_lr=0.1)
@@ -45,12 +44,13 @@ def test_entries_already_applied_are_skipped_and_the_rest_logged_with_prediction
         applied_at=2.0,
     )
     assert (out.applied, out.skipped) == (2, 1)
-    assert [r["event_id"] for r in out.log_entries] == ["6-0", "7-0"]
+    records = list(expand(out.log))
+    assert [r["event_id"] for r in records] == ["6-0", "7-0"]
     assert out.users["a"].last_event == StreamId(6, 0)
     assert states["a"].delta.n_events == 0, "the caller's state is only replaced after commit"
     # The logged prediction is the clone's before learning: the base's, for a fresh delta.
     expected = Clone(BASE).predict_proba_one(event_features("b", "3"))
-    assert out.log_entries[1]["prediction"] == np.float64(expected)
+    assert records[1]["prediction"] == expected
     assert list(out.positions) == [0, 0]
 
 
@@ -75,4 +75,4 @@ def test_a_forget_entry_drops_the_users_earlier_events_and_starts_a_new_clone() 
     a = out.users["a"]
     assert a.last_event == StreamId(6, 0)
     assert a.delta.n_events == 1 and "item=1" not in a.delta.names, "the old clone is gone"
-    assert [r["event_id"] for r in out.log_entries] == ["6-0", "7-0"]
+    assert [r["event_id"] for r in expand(out.log)] == ["6-0", "7-0"]

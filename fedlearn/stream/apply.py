@@ -19,7 +19,7 @@ from fedlearn.model import Base, Delta, event_features
 from fedlearn.model.batch import learn_many_shadow
 from fedlearn.store.entries import Entry
 from fedlearn.store.streamid import StreamId
-from fedlearn.stream.gating import Gate, GateSettings, log_loss
+from fedlearn.stream.gating import Gate, GateSettings
 from fedlearn.stream.ingest import FORGET
 
 DEFAULT_GATING = GateSettings()
@@ -52,7 +52,7 @@ class AppliedBatch:
     """What to commit: new deltas and last ids of the touched users, and the applied log."""
 
     users: dict[str, UserState] = field(default_factory=dict)
-    log_entries: list[dict[str, Any]] = field(default_factory=list)
+    log: dict[str, Any] = field(default_factory=dict)  # columns; see eventlog.expand
     applied: int = 0
     skipped: int = 0
     forgotten: int = 0
@@ -60,6 +60,11 @@ class AppliedBatch:
     predictions: np.ndarray = field(default_factory=lambda: np.zeros(0))
     base_predictions: np.ndarray = field(default_factory=lambda: np.zeros(0))
     positions: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
+
+
+def _log_losses(y: np.ndarray, p: np.ndarray) -> np.ndarray:
+    p = np.clip(p, 1e-12, 1.0 - 1e-12)
+    return -(y * np.log(p) + (1.0 - y) * np.log(1.0 - p))
 
 
 def features_of(
@@ -131,29 +136,35 @@ def apply_batch(
         positions[i] = seen.get(user, working[user].n_events)
         seen[user] = positions[i] + 1
     p, base_p = learn_many_shadow(base, working, events, settings.lr, settings.l2, settings.bias_lr)
-    for (entry, source, sid), (user, x, _), pi, bi in zip(kept, events, p, base_p, strict=True):
+    labels = np.fromiter((e[2] for e in events), np.float64, len(events))
+    clone_losses, base_losses = (
+        _log_losses(labels, p).tolist(),
+        _log_losses(labels, base_p).tolist(),
+    )
+    for (_, _, sid), (user, _, _), clone_loss, base_loss in zip(
+        kept, events, clone_losses, base_losses, strict=True
+    ):
         state = out.users.get(user)
         if state is None:
             previous = states[user].gate
             gate = Gate(previous.loss_clone, previous.loss_base, previous.events)
             state = out.users[user] = UserState(working[user], gate=gate)
         state.last_event = max(state.last_event, sid)
-        label = 1 if entry.event["signal"] == "click" else 0
-        state.gate.update(log_loss(label, float(pi)), log_loss(label, float(bi)), gating.decay)
-        out.log_entries.append(
-            {
-                **entry.event,
-                "stream_id": entry.id,
-                "features": x,
-                "features_from": source,
-                "prediction": float(pi),
-                "base_prediction": float(bi),
-                "base_version": base.version,
-                "applied_at": applied_at,
-            }
-        )
+        state.gate.update(clone_loss, base_loss, gating.decay)
+    # Columns, not one dict per event: the trainer's hot path only builds lists here, and the
+    # event log writer (off the hot path) turns them into one line per event.
+    out.log = {
+        "events": [entry.event for entry, _, _ in kept],
+        "stream_id": [entry.id for entry, _, _ in kept],
+        "features": [x for _, x, _ in events],
+        "features_from": [source for _, source, _ in kept],
+        "prediction": p.tolist(),
+        "base_prediction": base_p.tolist(),
+        "base_version": base.version,
+        "applied_at": applied_at,
+    }
     out.applied = len(events)
-    out.labels = np.fromiter((e[2] for e in events), np.float64, len(events))
+    out.labels = labels
     out.predictions = p
     out.base_predictions = base_p
     out.positions = positions

@@ -78,7 +78,7 @@ class EventLogWriter:
     def drain(self, shard: int, *, count: int = 20) -> int:
         """Move up to ``count`` applied batches of ``shard`` into its files; returns the events.
 
-        An applied-log entry holds one committed batch (``{"batch": [records]}``)."""
+        An applied-log entry holds one committed batch, in columns (see :func:`expand`)."""
         after = self.cursor(shard)
         batch = self.store.applied.read(shard, after=after, count=count)
         if not batch.entries and not batch.rejected:
@@ -86,10 +86,11 @@ class EventLogWriter:
         by_day: dict[str, list[bytes]] = {}
         moved = 0
         for entry in batch.entries:
-            for event in entry.event.get("batch", [entry.event]):
-                record = {**event, "log_id": entry.id}
-                day = time.strftime("%Y-%m-%d", time.gmtime(record.get("applied_at", time.time())))
-                by_day.setdefault(day, []).append(orjson.dumps(record))
+            day = time.strftime("%Y-%m-%d", time.gmtime(entry.event.get("applied_at", time.time())))
+            lines = by_day.setdefault(day, [])
+            for record in expand(entry.event):
+                record["log_id"] = entry.id
+                lines.append(orjson.dumps(record))
                 moved += 1
         folder = self.shard_dir(shard)
         folder.mkdir(parents=True, exist_ok=True)
@@ -106,6 +107,32 @@ class EventLogWriter:
     def forget(self, shard: int) -> None:
         """Drop the cached cursor (another process may write the shard's files meanwhile)."""
         self._cursor.pop(shard, None)
+
+
+def expand(batch: dict[str, Any]) -> Iterator[dict[str, Any]]:
+    """One record per event of an applied batch: the event as sent, plus what the trainer saw
+    (``features``, where they came from, the clone's and the base's prediction before
+    learning, the base version, the stream id and when it was applied)."""
+    columns = zip(
+        batch["events"],
+        batch["stream_id"],
+        batch["features"],
+        batch["features_from"],
+        batch["prediction"],
+        batch["base_prediction"],
+        strict=True,
+    )
+    for event, stream_id, features, source, prediction, base_prediction in columns:
+        yield {
+            **event,
+            "stream_id": stream_id,
+            "features": features,
+            "features_from": source,
+            "prediction": prediction,
+            "base_prediction": base_prediction,
+            "base_version": batch["base_version"],
+            "applied_at": batch["applied_at"],
+        }
 
 
 def read_log(root: str | os.PathLike[str]) -> Iterator[dict[str, Any]]:

@@ -194,8 +194,8 @@ class Trainer:
                 deltas={u: s.delta.to_bytes() for u, s in result.users.items()},
                 last_ids={u: str(s.last_event) for u, s in result.users.items()},
                 entry_ids=batch.ids,
-                # One applied-log entry per batch: one XADD instead of one per event.
-                log_entries=[{"batch": result.log_entries}] if result.log_entries else [],
+                # One applied-log entry per batch (in columns): one XADD, not one per event.
+                log_entries=[result.log] if result.applied else [],
                 base=base.version,
                 generation=generation,
                 gates={u: s.gate.to_bytes() for u, s in result.users.items()},
