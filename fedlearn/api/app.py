@@ -18,6 +18,7 @@ from fedlearn.api import (
     errors,
     routes_admin,
     routes_aggregations,
+    routes_dashboard,
     routes_events,
     routes_models,
     routes_ops,
@@ -29,6 +30,7 @@ from fedlearn.api.errors import Unavailable
 from fedlearn.api.metrics import UNMATCHED, Metrics
 from fedlearn.config import ConfigError, Settings, load_settings
 from fedlearn.store import Store
+from fedlearn.store.telemetry import StoreCollector, Telemetry
 from fedlearn.stream.bases import BaseCache, NoBaseError
 
 BLUEPRINTS = (
@@ -37,6 +39,7 @@ BLUEPRINTS = (
     routes_rank,
     routes_admin,
     routes_aggregations,
+    routes_dashboard,
     routes_ops,
 )
 
@@ -108,7 +111,7 @@ def create_app(settings: Settings | None = None, store: Store | None = None) -> 
     app = Flask(__name__, static_folder=None)
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
     app.json.sort_keys = False  # type: ignore[attr-defined]
-    metrics = Metrics()
+    metrics = Metrics(collectors=[StoreCollector(Telemetry.of(store))])
     app.extensions[EXTENSION] = ApiContext(
         settings=settings,
         store=store,
@@ -121,4 +124,5 @@ def create_app(settings: Settings | None = None, store: Store | None = None) -> 
     for module in BLUEPRINTS:
         app.register_blueprint(module.bp)
     app.register_blueprint(web.bp)  # static files of the browser client: not in the OpenAPI
+    app.register_blueprint(routes_dashboard.page)  # the dashboard page: static, not in it either
     return app

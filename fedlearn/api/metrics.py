@@ -9,6 +9,7 @@ workers start (``run_gunicorn`` does): every worker then writes its samples ther
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -18,6 +19,7 @@ from prometheus_client import (
     generate_latest,
 )
 from prometheus_client.multiprocess import MultiProcessCollector
+from prometheus_client.registry import Collector
 
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 UNMATCHED = "<unmatched>"  # the route label of 404s: the raw path would explode cardinality
@@ -26,8 +28,13 @@ UNMATCHED = "<unmatched>"  # the route label of 404s: the raw path would explode
 class Metrics:
     """The API's counters and histograms on one registry."""
 
-    def __init__(self) -> None:
+    def __init__(self, collectors: Sequence[Collector] = ()) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
+        # Collectors read their values at scrape time (stream lengths, lag, rounds): they are
+        # not per worker, so in multiprocess mode they join the fresh registry once.
+        self.collectors = list(collectors)
+        for collector in self.collectors:
+            self.registry.register(collector)
         self.requests = Counter(
             "fedlearn_http_requests_total",
             "HTTP requests answered, by route template, method and status",
@@ -67,5 +74,7 @@ class Metrics:
         if os.environ.get(MULTIPROC_ENV):
             registry = CollectorRegistry()
             MultiProcessCollector(registry)
+            for collector in self.collectors:
+                registry.register(collector)
             return generate_latest(registry), CONTENT_TYPE_LATEST
         return generate_latest(self.registry), CONTENT_TYPE_LATEST

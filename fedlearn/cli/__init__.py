@@ -17,6 +17,9 @@ COMMANDS: dict[str, str] = {
     "up": "fedlearn.cli.up:up",
     "api": "fedlearn.cli.api:api",
     "token": "fedlearn.cli.token:token",
+    "aggregate": "fedlearn.cli.aggregate:aggregate",
+    "base": "fedlearn.cli.base:base",
+    "bench": "fedlearn.cli.bench:bench",
 }
 
 

@@ -25,7 +25,13 @@ from fedlearn.stream.trainer import Trainer, TrainerConfig
     "--metrics-port",
     type=click.IntRange(0, 65535),
     default=None,
-    help="Serve Prometheus metrics on 127.0.0.1:PORT (0 picks a free port).",
+    help="Serve Prometheus metrics on HOST:PORT (0 picks a free port).",
+)
+@click.option(
+    "--metrics-host",
+    default="127.0.0.1",
+    show_default=True,
+    help="Address of the metrics server (0.0.0.0 in a container, for Prometheus to scrape).",
 )
 @click.option(
     "--eventlog",
@@ -34,7 +40,9 @@ from fedlearn.stream.trainer import Trainer, TrainerConfig
     help="Folder of the durable event log (default: DATA_DIR/eventlog).",
 )
 @fail_with_config_errors
-def worker(name: str, batch_size: int, metrics_port: int | None, eventlog: Path | None) -> None:
+def worker(
+    name: str, batch_size: int, metrics_port: int | None, metrics_host: str, eventlog: Path | None
+) -> None:
     """Train users' clones from the shard streams (owns a fair share of the shards)."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     settings = service_settings()
@@ -47,8 +55,8 @@ def worker(name: str, batch_size: int, metrics_port: int | None, eventlog: Path 
     if metrics_port is not None:
         from prometheus_client import start_http_server
 
-        server, _ = start_http_server(metrics_port, addr="127.0.0.1")
-        click.echo(f"metrics on http://127.0.0.1:{server.server_port}/metrics")
+        server, _ = start_http_server(metrics_port, addr=metrics_host)
+        click.echo(f"metrics on http://{metrics_host}:{server.server_port}/metrics")
 
     def clone_settings(base: Base) -> CloneSettings:
         return CloneSettings(**settings.clone_hyper(base.hyper))

@@ -331,6 +331,17 @@ class Rounds:
         """Drop the partial result, after its candidates were promoted."""
         self._r.delete(self.partial_key(shard, round_id))
 
+    def forget_user(self, shard: int, user: str, generations: Iterable[int] = ()) -> int:
+        """Erase what rounds keep of ``user`` (its snapshot, and its archived deltas of
+        ``generations``): a user's erasure must reach these copies of its delta too.
+        Returns how many copies went."""
+        keys.check_id("user", user)
+        pipe = self._r.pipeline(transaction=False)
+        pipe.hdel(self.snapshots_key(shard), user)
+        for generation in generations:
+            pipe.hdel(self.archive_key(shard, generation), user)
+        return sum(int(n) for n in pipe.execute())
+
     def clear_snapshots(self, shard: int) -> None:
         self._r.unlink(self.snapshots_key(shard))
 

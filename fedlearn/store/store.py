@@ -14,6 +14,7 @@ kind of state:
 - ``store.predictions``  prediction records for the feature/label join
 - ``store.catalog``      the item catalog (features and titles)
 - ``store.members``      heartbeats of the live trainers, for a fair share of shards
+- ``store.telemetry``    trainers' metric snapshots and per-shard stream statistics
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ from fedlearn.store.members import Members
 from fedlearn.store.predictions import Predictions
 from fedlearn.store.scripts import Scripts
 from fedlearn.store.streams import Streams
+from fedlearn.store.telemetry import Telemetry
 
 DEFAULT_MAXLEN = 100_000
 DEFAULT_DEDUPE_WINDOW_S = 24 * 3600
@@ -73,6 +75,7 @@ class Store:
         self.predictions = Predictions(client, n_shards)
         self.catalog = Catalog(client)
         self.members = Members(client)
+        self.telemetry = Telemetry(client, n_shards, group=group)
 
     @classmethod
     def from_url(cls, url: str, n_shards: int, **options: Any) -> Store:

@@ -33,6 +33,7 @@ from fedlearn.stream.apply import (
 from fedlearn.stream.bases import BaseCache, NoBaseError
 from fedlearn.stream.eventlog import EventLogWriter
 from fedlearn.stream.gating import Gate, GateSettings
+from fedlearn.stream.telemetry import Publisher
 
 log = logging.getLogger(__name__)
 
@@ -92,6 +93,7 @@ class Trainer:
             on_loss=self._loss,
         )
         self.applied_total = 0
+        self.telemetry = Publisher(self)
 
     # -- ownership callbacks ----------------------------------------------------------------
 
@@ -117,6 +119,7 @@ class Trainer:
                     self.ownership.maintain()
                     metrics.OWNED_SHARDS.set(len(self.ownership.owned))
                     last_beat = now
+                self.telemetry.maybe_publish(now)
                 try:
                     applied = self.step()
                 except NoBaseError as exc:
@@ -140,6 +143,7 @@ class Trainer:
         if self.eventlog:
             self.drain_eventlog()
         self.ownership.release_all()
+        self.telemetry.withdraw()
 
     def drain_eventlog(self) -> int:
         assert self.eventlog is not None

@@ -1,0 +1,152 @@
+"""``GET /v1/dashboard/data`` and the dashboard's static files, on a real redis-server with a
+real trainer: events posted through the API, applied, published, aggregated, then read back."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+from flask import Flask
+
+from fedlearn.aggregate.config import AggregationConfig
+from fedlearn.aggregate.run import run_round_inline
+from fedlearn.api import create_app, issue_token, routes_dashboard
+from fedlearn.config import Settings, load_settings
+from fedlearn.model import Base
+from fedlearn.store import Store
+from fedlearn.stream.apply import CloneSettings
+from fedlearn.stream.telemetry import Publisher
+from fedlearn.stream.trainer import Trainer, TrainerConfig
+
+SECRET = "dashboard-test-secret-0123456789"
+BASE = Base.fresh([f"item={i}" for i in range(30)], 4, version="1")
+
+
+def dashboard_app(settings: Settings, store: Store) -> Flask:
+    """The API app with the dashboard's blueprints (registered here until ``app.py`` does)."""
+    app = create_app(settings, store)
+    if "dashboard" not in app.blueprints:
+        app.register_blueprint(routes_dashboard.bp)
+    if "web_dashboard" not in app.blueprints:
+        app.register_blueprint(routes_dashboard.page)
+    return app
+
+
+@pytest.fixture
+def settings(tmp_path: Path, redis_url: str) -> Settings:
+    return load_settings(
+        redis_url=redis_url, secret_key=SECRET, n_shards=4, data_dir=tmp_path / "data"
+    )
+
+
+@pytest.fixture
+def app(settings: Settings, store: Store) -> Flask:
+    store.bases.put_base(BASE.version, BASE.to_bytes(), {"generation": 0})
+    store.bases.set_current(BASE.version)
+    return dashboard_app(settings, store)
+
+
+def bearer(settings: Settings, user: str | None = None) -> dict[str, str]:
+    token = issue_token(settings, user, admin=user is None).token
+    return {"Authorization": f"Bearer {token}"}
+
+
+def test_only_an_admin_reads_the_data(app: Flask, settings: Settings) -> None:
+    client = app.test_client()
+    assert client.get("/v1/dashboard/data").status_code == 401
+    assert client.get("/v1/dashboard/data", headers=bearer(settings, "alice")).status_code == 403
+    answer = client.get("/v1/dashboard/data", headers=bearer(settings))
+    assert answer.status_code == 200 and answer.headers["Cache-Control"] == "no-store"
+    data = answer.get_json()
+    assert data["n_shards"] == 4 and len(data["shards"]) == 4
+    assert data["trainers"] == [] and data["rounds"] == []
+    assert data["bases"]["current"] == "1"
+    bad = client.get("/v1/dashboard/data?rounds=0", headers=bearer(settings))
+    assert bad.status_code == 422 and "rounds" in bad.get_data(as_text=True)
+
+
+def test_the_data_shows_a_run_from_events_to_a_round(
+    app: Flask, settings: Settings, store: Store
+) -> None:
+    client = app.test_client()
+    admin = bearer(settings)
+    rng = np.random.default_rng(5)
+    users = [f"u{i}" for i in range(30)]
+    events = [
+        {"event_id": f"e{i}", "user": users[i % 30], "item": str(int(rng.integers(30))),
+         "signal": "click" if rng.random() < 0.5 else "skip", "ts": 1.7e9 + i}
+        for i in range(600)
+    ]  # fmt: skip
+    for half in (events[:300], events[300:]):
+        answer = client.post("/v1/events", json={"events": half}, headers=admin)
+        assert answer.status_code == 202 and answer.get_json()["accepted"] == 300
+
+    waiting = client.get("/v1/dashboard/data", headers=admin).get_json()
+    assert sum(s["length"] for s in waiting["shards"]) == 600
+    assert sum(s["lag_events"] for s in waiting["shards"]) == 600
+    assert all(s["holder"] is None for s in waiting["shards"])
+
+    clone = CloneSettings(lr=0.1, l2=0.0, bias_lr=0.1)
+    trainer = Trainer(store, lambda _: clone, TrainerConfig(name="dash", batch_size=100))
+    trainer.ownership.maintain()
+    publisher = Publisher(trainer)
+    publisher.publish()
+    while trainer.step():
+        pass
+    publisher.publish()
+    record = run_round_inline(store, AggregationConfig(min_users=2, min_row_users=1))
+    assert record["status"] == "done"
+
+    data = client.get("/v1/dashboard/data?rounds=5", headers=admin).get_json()
+    assert data["totals"]["applied"] == 600
+    assert data["totals"]["cached_users"] == 30
+    (row,) = data["trainers"]
+    assert row["name"] == "dash" and row["shards"] == [0, 1, 2, 3] and row["rate"] > 0
+    assert sum(s["users"] for s in data["shards"]) == 30
+    assert all(s["lag_events"] == 0 or s["pending"] == 0 for s in data["shards"])
+    assert all(s["lag_seconds"] == 0 for s in data["shards"])
+    assert all(s["holder"] == trainer.owner for s in data["shards"])
+    # The progressive counters are the process's (other tests add to them): use the window.
+    clone_all = data["progressive"]["all"]["clone"]
+    assert clone_all["window_events"] == 600 and 0 < clone_all["window_log_loss"] < 5
+    assert data["progressive"]["first"]["base"]["window_events"] == 30 * 5
+    assert data["freshness"]["events"] > 0 and data["freshness"]["p50"] is not None
+    versions = data["bases"]["versions"]
+    assert [(v["version"], v["kind"], v["current"]) for v in versions] == [
+        ("1", "trained", False),
+        ("2", "round", True),
+    ]
+    assert versions[1]["round"] == record["id"] and versions[1]["users"] == 30
+    (latest,) = data["rounds"]
+    assert latest["id"] == record["id"] and latest["status"] == "done"
+    assert latest["users"] == 30 and latest["version"] == "2" and latest["duration_s"] > 0
+
+
+def fetch(app: Flask, path: str) -> tuple[int, str, dict[str, str]]:
+    """Status, body and headers, the response closed (a file response holds the file)."""
+    with app.test_client().get(path) as response:
+        return response.status_code, response.get_data(as_text=True), dict(response.headers)
+
+
+def test_the_page_and_its_files_are_static_and_outside_the_openapi(app: Flask) -> None:
+    status, html, headers = fetch(app, "/dashboard")
+    assert status == 200 and headers["Content-Type"].startswith("text/html")
+    assert headers["Referrer-Policy"] == "no-referrer"
+    assert "default-src 'self'" in headers["Content-Security-Policy"]
+    assert "<script>" not in html, "no inline script: the CSP allows only our files"
+    files = re.findall(r'(?:src|href)="(dashboard/[^"]+)"', html)
+    assert len(files) == 4
+    for src in files:
+        assert fetch(app, "/" + src)[0] == 200, src
+    assert fetch(app, "/dashboard/?token=x")[2]["Location"] == "/dashboard?token=x"
+    assert fetch(app, "/dashboard/dashboard.html")[0] == 404
+    assert fetch(app, "/dashboard/vendor/uPlot.LICENSE")[0] == 404
+    assert fetch(app, "/dashboard/../routes_dashboard.py")[0] == 404
+
+    document = app.test_client().get("/openapi.json").get_json()
+    assert "/v1/dashboard/data" in document["paths"]
+    assert not any(path.startswith("/dashboard") for path in document["paths"])
+    operation = document["paths"]["/v1/dashboard/data"]["get"]
+    assert {"200", "401", "403"} <= operation["responses"].keys()
