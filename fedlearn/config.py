@@ -20,7 +20,7 @@ import re
 import secrets
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict, SettingsError
@@ -88,6 +88,22 @@ class Settings(BaseSettings):
     clone_bias_lr: float | None = Field(default=0.2, gt=0, description="unset: the clone lr")
     gate_eta: float = Field(default=1.0, gt=0, description="Hedge rate of the clone/base gate")
     gate_decay: float = Field(default=0.95, gt=0, le=1, description="the gate's forgetting")
+
+    # --- federated aggregation (fedlearn/aggregate/config.py reads these) ----------------
+    aggregation_every_min: int = Field(default=60, ge=0, description="0 turns scheduled rounds off")
+    aggregation_strategy: Literal["fedavg", "fedavgm", "trimmed_mean", "median"] = "fedavg"
+    aggregation_clip_norm: float = Field(default=5.0, ge=0, description="0: no clipping")
+    aggregation_noise_multiplier: float = Field(default=0.0, ge=0)
+    aggregation_min_users: int = Field(default=2, ge=1)
+    aggregation_min_row_users: int = Field(default=2, ge=1, description="keeps user= rows out")
+    aggregation_max_weight: int = Field(default=100, ge=1, description="cap on a user's weight")
+    aggregation_server_lr: float = Field(default=1.0, gt=0)
+    aggregation_momentum: float = Field(default=0.9, ge=0, lt=1)
+    aggregation_trim_beta: float = Field(default=0.1, ge=0, lt=0.5)
+    aggregation_lock_ttl_s: int = Field(default=900, ge=1)
+    aggregation_buckets: int = Field(default=8, ge=1)
+    monthly_crontab: str = Field(default="0 3 1 * *", description="empty: no monthly retrain")
+    monthly_eventlog_dir: Path | None = Field(default=None, description="unset: DATA_DIR/eventlog")
 
     # --- HTTP ----------------------------------------------------------------------------
     api_host: str = "127.0.0.1"

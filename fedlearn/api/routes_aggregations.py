@@ -10,6 +10,7 @@ the running round's id. ``POST /v1/base/rollback`` points ``current`` at an earl
 from __future__ import annotations
 
 from typing import Annotated, Any, Literal
+from urllib.parse import quote
 
 import orjson
 from flask import Response, request, url_for
@@ -19,6 +20,7 @@ from fedlearn.api.context import api_context
 from fedlearn.api.errors import NotFound, Problem, Unavailable, ValidationFailed
 from fedlearn.api.parsing import read_json, validate
 from fedlearn.api.routing import ApiBlueprint, Reply
+from fedlearn.api.schemas import BaseVersion, PositiveWhole
 from fedlearn.store import UnknownVersionError
 
 bp = ApiBlueprint("aggregations", __name__, tag="admin")
@@ -27,7 +29,6 @@ CELERY = "celery"  # key of the Celery app in the context's cache
 
 RoundId = Annotated[str, Field(pattern=r"^[A-Za-z0-9._-]{1,64}$")]
 Strategy = Literal["fedavg", "fedavgm", "trimmed_mean", "median"]
-BaseVersion = Annotated[str, Field(pattern=r"^[A-Za-z0-9._:+-]{1,128}$")]
 
 
 class AggregationRequest(BaseModel):
@@ -36,7 +37,7 @@ class AggregationRequest(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True)
 
     strategy: Strategy | None = None
-    min_users: Annotated[int, Field(ge=1)] | None = None
+    min_users: PositiveWhole | None = None
 
 
 class AggregationStarted(BaseModel):
@@ -87,13 +88,37 @@ def _rounds() -> Any:
     return rounds_of(api_context().store)
 
 
+def _store_url(client: Any) -> str:
+    """The URL of the Redis ``client`` talks to (the store's), for an app built with a store
+    but without ``redis_url`` in its settings. Broker and results live on that Redis."""
+    if hasattr(client, "get_default_node"):  # RedisCluster: any node leads to the others
+        node = client.get_default_node()
+        kwargs, host, port = client.get_connection_kwargs(), node.host, node.port
+    else:
+        kwargs = client.connection_pool.connection_kwargs
+        host, port = kwargs.get("host"), kwargs.get("port")
+    user, password = kwargs.get("username") or "", kwargs.get("password")
+    auth = f"{quote(user, safe='')}:{quote(password, safe='')}@" if password else ""
+    db = kwargs.get("db", 0)
+    if kwargs.get("path"):
+        return f"unix://{auth}{kwargs['path']}?db={db}"
+    pool = getattr(client, "connection_pool", None)
+    tls = pool is not None and "SSL" in getattr(pool, "connection_class", type).__name__
+    scheme = "rediss" if tls or kwargs.get("ssl") else "redis"
+    return f"{scheme}://{auth}{host}:{port}/{db}"
+
+
 def _celery() -> Any:
+    """This app's Celery client (sends tasks by name; built once per app)."""
     ctx = api_context()
     app = ctx.cache.get(CELERY)
     if app is None:
         from workers.celery_app import make_celery
 
-        app = ctx.cache[CELERY] = make_celery(ctx.settings)
+        settings = ctx.settings
+        if settings.redis_url is None:
+            settings = settings.model_copy(update={"redis_url": _store_url(ctx.store.client)})
+        app = ctx.cache[CELERY] = make_celery(settings)
     return app
 
 
@@ -157,16 +182,9 @@ def start_aggregation() -> Response:
     auth="admin",
     replies={200: Reply("the round", Aggregation)},
     errors=(404, 503),
+    path_params={"round_id": (RoundId, "an aggregation round id (from POST /v1/aggregations)")},
 )
 def get_aggregation(round_id: str) -> Response:
-    from fedlearn.store.rounds import check_round_id
-
-    try:
-        check_round_id(round_id)
-    except ValueError:
-        raise NotFound(
-            f"no aggregation round {round_id!r}: round ids are 1..64 of [A-Za-z0-9._-]"
-        ) from None
     record = _rounds().get(round_id)
     if record is None:
         raise NotFound(f"no aggregation round {round_id!r}; POST /v1/aggregations starts one")

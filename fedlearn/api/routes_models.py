@@ -75,8 +75,15 @@ def delete_user(user: str) -> Response:
     ctx = api_context()
     shard = ctx.store.shard_of(user)
     ctx.store.streams.append_events(shard, [forget_entry(user)])
+    record = ctx.store.deltas.get(shard, user)
     ctx.store.deltas.delete_user(shard, user)
     ctx.store.predictions.delete_user(shard, user)
+    # Rounds keep copies of the delta too: the snapshot, and archives of past generations.
+    generation = record.generation if record else 0
+    current = ctx.store.bases.current_version()
+    if current is not None:
+        generation = max(generation, ctx.bases.generation(ctx.bases.get(current)))
+    ctx.store.rounds.forget_user(shard, user, generations=range(generation + 1))
     return _empty(204)
 
 

@@ -14,6 +14,7 @@ kind of state:
 - ``store.predictions``  prediction records for the feature/label join
 - ``store.catalog``      the item catalog (features and titles)
 - ``store.members``      heartbeats of the live trainers, for a fair share of shards
+- ``store.rounds``       aggregation rounds: lock, records, users' snapshots and archives
 - ``store.telemetry``    trainers' metric snapshots and per-shard stream statistics
 """
 
@@ -33,6 +34,7 @@ from fedlearn.store.deltas import Deltas
 from fedlearn.store.leases import Leases
 from fedlearn.store.members import Members
 from fedlearn.store.predictions import Predictions
+from fedlearn.store.rounds import Rounds
 from fedlearn.store.scripts import Scripts
 from fedlearn.store.streams import Streams
 from fedlearn.store.telemetry import Telemetry
@@ -75,6 +77,7 @@ class Store:
         self.predictions = Predictions(client, n_shards)
         self.catalog = Catalog(client)
         self.members = Members(client)
+        self.rounds = Rounds(client, n_shards)
         self.telemetry = Telemetry(client, n_shards, group=group)
 
     @classmethod

@@ -1,0 +1,143 @@
+"""How rounds aggregate: one frozen dataclass, built from :class:`fedlearn.config.Settings`.
+
+Each field ``x`` is read from the setting ``aggregation_x`` (``FEDLEARN_AGGREGATION_X``), the
+monthly ones from ``monthly_x``; a setting the Settings class does not define yet falls back to
+the default here. A round stores the config it ran with in its record, so every task of the
+round (and anyone reading its result later) sees the same values, whatever the environment of
+the worker that runs it.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, fields, replace
+from typing import Any
+
+from fedlearn.aggregate.strategies import STRATEGIES, Strategy, make_strategy
+
+# field -> the Settings attribute it is read from
+SETTING_OF = {
+    "every_min": "aggregation_every_min",
+    "strategy": "aggregation_strategy",
+    "clip_norm": "aggregation_clip_norm",
+    "noise_multiplier": "aggregation_noise_multiplier",
+    "min_users": "aggregation_min_users",
+    "min_row_users": "aggregation_min_row_users",
+    "max_weight": "aggregation_max_weight",
+    "server_lr": "aggregation_server_lr",
+    "momentum": "aggregation_momentum",
+    "trim_beta": "aggregation_trim_beta",
+    "lock_ttl_s": "aggregation_lock_ttl_s",
+    "buckets": "aggregation_buckets",
+    "monthly_crontab": "monthly_crontab",
+    "monthly_eventlog_dir": "monthly_eventlog_dir",
+}
+
+
+@dataclass(frozen=True, kw_only=True)
+class AggregationConfig:
+    """A round's rule and safety limits, and the schedule of rounds and monthly retraining.
+
+        ``clip_norm``: each user's change is scaled down to at most this L2 norm (``None``: no
+        clipping). ``max_weight``: a user's weight is its events since its last contribution,
+        capped here. ``min_users``: fewer contributing users and nothing is published (their
+        changes wait for the next round). ``min_row_users``: a row changed by fewer users in a round
+    is not published (the base is served to everyone: a row only one user moved, such as the
+    user's own ``user=<id>`` row, would publish that user's own parameters; it stays in the
+    user's delta). ``noise_multiplier``: Gaussian noise of std
+        ``noise_multiplier * clip_norm * max_weight`` on the clipped sums (fedavg/fedavgm only).
+        ``buckets``: rows are split in this many groups that the reducer aggregates one at a time,
+        which bounds its memory for the median and trimmed mean. ``every_min = 0`` turns the
+        scheduled rounds off, an empty ``monthly_crontab`` the monthly retraining.
+    """
+
+    every_min: int = 60
+    strategy: str = "fedavg"
+    clip_norm: float | None = 5.0
+    noise_multiplier: float = 0.0
+    min_users: int = 2
+    min_row_users: int = 2
+    max_weight: int = 100
+    server_lr: float = 1.0
+    momentum: float = 0.9
+    trim_beta: float = 0.1
+    lock_ttl_s: int = 900
+    buckets: int = 8
+    monthly_crontab: str = "0 3 1 * *"
+    monthly_eventlog_dir: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.strategy not in STRATEGIES:
+            raise ValueError(
+                f"aggregation strategy must be one of {sorted(STRATEGIES)}, got {self.strategy!r}"
+            )
+        if self.clip_norm is not None and self.clip_norm <= 0:
+            object.__setattr__(self, "clip_norm", None)  # 0 means "no clipping"
+        if self.clip_norm is not None and not math.isfinite(self.clip_norm):
+            raise ValueError(f"clip_norm must be finite, got {self.clip_norm}")
+        for name, low in (("every_min", 0), ("min_users", 1), ("min_row_users", 1),
+                          ("max_weight", 1),
+                          ("lock_ttl_s", 1), ("buckets", 1)):  # fmt: skip
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < low:
+                raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
+        if self.noise_multiplier > 0:
+            if not STRATEGIES[self.strategy].supports_noise:
+                raise ValueError(
+                    f"noise_multiplier={self.noise_multiplier} is calibrated for the weighted "
+                    f"mean; strategy {self.strategy!r} does not add noise: use fedavg or "
+                    f"fedavgm, or set noise_multiplier to 0"
+                )
+            if self.clip_norm is None:
+                raise ValueError(
+                    f"noise_multiplier={self.noise_multiplier} needs clipping: set clip_norm > 0"
+                )
+        self.make_strategy()  # checks the rule's own parameters now, not inside a round
+        if self.monthly_crontab.strip():
+            parse_crontab(self.monthly_crontab)
+
+    @classmethod
+    def from_settings(cls, settings: Any, **overrides: Any) -> AggregationConfig:
+        """The config of ``settings`` (attributes it lacks keep their default), with
+        ``overrides`` (field names) on top."""
+        values: dict[str, Any] = {}
+        for f in fields(cls):
+            setting = SETTING_OF[f.name]
+            if hasattr(settings, setting):
+                value = getattr(settings, setting)
+                values[f.name] = str(value) if f.name == "monthly_eventlog_dir" and value else value
+        values.update(overrides)
+        return cls(**values)
+
+    def make_strategy(self) -> Strategy:
+        params: dict[str, Any] = {}
+        if self.strategy in ("fedavg", "fedavgm"):
+            params["noise_multiplier"] = self.noise_multiplier
+        if self.strategy == "fedavgm":
+            params.update(server_lr=self.server_lr, momentum=self.momentum)
+        if self.strategy == "trimmed_mean":
+            params["beta"] = self.trim_beta
+        return make_strategy(self.strategy, **params)
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> AggregationConfig:
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in known})
+
+    def with_(self, **changes: Any) -> AggregationConfig:
+        return replace(self, **changes)
+
+
+def parse_crontab(text: str) -> dict[str, str]:
+    """``"0 3 1 * *"`` -> the keyword arguments of ``celery.schedules.crontab``."""
+    parts = text.split()
+    if len(parts) != 5:
+        raise ValueError(
+            f"monthly_crontab must have 5 fields 'minute hour day-of-month month day-of-week', "
+            f"got {text!r}"
+        )
+    names = ("minute", "hour", "day_of_month", "month_of_year", "day_of_week")
+    return dict(zip(names, parts, strict=True))

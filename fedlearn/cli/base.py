@@ -1,0 +1,96 @@
+"""``fedlearn base``: the published base versions: list them, roll back, retrain monthly."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import click
+
+from fedlearn.cli.common import fail_with_config_errors
+
+if TYPE_CHECKING:
+    from fedlearn.config import Settings
+    from fedlearn.store import Store
+
+
+def _store() -> tuple[Settings, Store]:
+    from fedlearn.service.runtime import require_redis_url, service_settings
+    from fedlearn.store import Store
+
+    settings = service_settings()
+    return settings, Store.from_url(require_redis_url(settings), settings.n_shards)
+
+
+@click.group()
+def base() -> None:
+    """Base model versions: immutable; the current one is a pointer."""
+
+
+@base.command("list")
+@fail_with_config_errors
+def list_versions() -> None:
+    """Published versions, oldest first; '*' marks the current one."""
+    _, store = _store()
+    current = store.bases.current_version()
+    history = store.bases.history()
+    if not history:
+        click.echo("no base version is published yet")
+        return
+    click.echo(f"  {'version':<10} {'published (UTC)':<20} {'gen':>3}  origin")
+    for info in history:
+        meta = info.meta
+        when = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(info.created_at))
+        if meta.get("round"):
+            origin = (
+                f"round {meta['round']} on {meta.get('parent')}: {meta.get('users', 0):,} users, "
+                f"{(meta.get('strategy') or {}).get('name')}"
+            )
+        elif meta.get("kind") == "monthly":
+            origin = f"monthly retrain on {meta.get('n_events', 0):,} events"
+        else:
+            origin = str(meta.get("kind") or meta.get("source") or "published")
+        mark = "*" if info.version == current else " "
+        click.echo(f"{mark} {info.version:<10} {when:<20} {meta.get('generation', 0):>3}  {origin}")
+
+
+@base.command()
+@click.argument("version")
+@fail_with_config_errors
+def rollback(version: str) -> None:
+    """Make the published VERSION current again (versions are never changed or deleted)."""
+    _, store = _store()
+    previous = store.bases.rollback(version)
+    click.echo(f"current base: {previous} -> {version}")
+
+
+@base.command()
+@click.option(
+    "--from-eventlog", "eventlog", type=click.Path(file_okay=False, path_type=Path),
+    default=None, help="Event log folder (default: the monthly setting, else DATA_DIR/eventlog).",
+)  # fmt: skip
+@click.option("--no-publish", is_flag=True, help="Train and report, publish nothing.")
+@fail_with_config_errors
+def retrain(eventlog: Path | None, no_publish: bool) -> None:
+    """Retrain the base on the event log and start a new generation (the monthly job)."""
+    from fedlearn.aggregate.config import AggregationConfig
+    from fedlearn.aggregate.monthly import retrain_from_eventlog
+    from fedlearn.aggregate.run import RoundError
+
+    settings, store = _store()
+    config = AggregationConfig.from_settings(settings)
+    folder = eventlog or Path(config.monthly_eventlog_dir or settings.data_dir / "eventlog")
+    try:
+        summary = retrain_from_eventlog(
+            store, folder, publish=not no_publish,
+            progress=lambda r: click.echo(f"  epoch {r['epoch']:.0f}: {r}", err=True),
+        )  # fmt: skip
+    except (ValueError, RoundError) as exc:
+        raise click.ClickException(str(exc)) from None
+    what = "trained (not published)" if no_publish else "published"
+    click.echo(
+        f"base {summary['version']} {what}: generation {summary['generation']}, "
+        f"{summary['n_events']:,} events, {summary['epochs']} epochs"
+        + (f", {summary['archived']:,} deltas archived" if "archived" in summary else "")
+    )

@@ -1,0 +1,112 @@
+"""Celery tasks: thin, taking ids. The work is done by ``fedlearn.aggregate``.
+
+A round is ``start`` -> chord(``map_shard`` per shard) -> ``reduce`` -> ``promote``; any
+failure calls ``on_round_error``, which records it and releases the lock. Every task may run
+twice (redelivery after a worker died, a duplicate message) without counting anything twice.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import redis
+from celery import Task, chord
+
+from fedlearn.aggregate import run
+from fedlearn.aggregate.config import AggregationConfig
+from fedlearn.aggregate.mapper import map_shard as map_shard_step
+from fedlearn.aggregate.monthly import retrain_from_eventlog
+from fedlearn.config import Settings
+from fedlearn.store import Store
+from fedlearn.store.rounds import Rounds
+from workers.celery_app import MONTHLY, START_ROUND, app
+
+_RETRY = {
+    "autoretry_for": (redis.ConnectionError, redis.TimeoutError),
+    "retry_backoff": True,
+    "max_retries": 5,
+}
+
+
+class StoreTask(Task):
+    """A task with this process's ``Store``, opened on first use (after the pool forked)."""
+
+    _store: Store | None = None
+    _rounds: Rounds | None = None
+
+    @property
+    def settings(self) -> Settings:
+        return self.app.conf.fedlearn_settings
+
+    @property
+    def store(self) -> Store:
+        if StoreTask._store is None:
+            settings = self.settings
+            StoreTask._store = Store.from_url(
+                settings.redis_url, settings.n_shards, stream_maxlen=settings.stream_maxlen,
+                dedupe_window_s=settings.dedupe_window_s,
+            )  # fmt: skip
+        return StoreTask._store
+
+    @property
+    def rounds(self) -> Rounds:
+        if StoreTask._rounds is None:
+            StoreTask._rounds = run.rounds_of(self.store)
+        return StoreTask._rounds
+
+
+@app.task(base=StoreTask, bind=True, name=START_ROUND, **_RETRY)
+def start_round(
+    self: StoreTask, round_id: str | None = None, overrides: dict[str, Any] | None = None
+) -> str:
+    """Begin ``round_id`` (the beat schedule passes none: a new round with the settings'
+    config and ``overrides``) and launch its map/reduce workflow."""
+    if round_id is None:
+        config = AggregationConfig.from_settings(self.settings, **(overrides or {}))
+        round_id = run.create_round(self.rounds, config, trigger="beat")
+    if run.begin_round(self.store, self.rounds, round_id):
+        maps = [map_shard.si(round_id, shard) for shard in range(self.store.n_shards)]
+        workflow = chord(maps, reduce_round.si(round_id)) | promote_round.si(round_id)
+        workflow.on_error(on_round_error.s(round_id))
+        workflow.apply_async()
+    return round_id
+
+
+@app.task(base=StoreTask, bind=True, name="fedlearn.aggregate.map_shard", **_RETRY)
+def map_shard(self: StoreTask, round_id: str, shard: int) -> dict[str, Any]:
+    return map_shard_step(
+        self.store, self.rounds, round_id, shard, worker=self.request.hostname or ""
+    )
+
+
+@app.task(base=StoreTask, bind=True, name="fedlearn.aggregate.reduce", **_RETRY)
+def reduce_round(self: StoreTask, round_id: str) -> dict[str, Any]:
+    return run.reduce_round(self.store, self.rounds, round_id, worker=self.request.hostname or "")
+
+
+@app.task(base=StoreTask, bind=True, name="fedlearn.aggregate.promote", **_RETRY)
+def promote_round(self: StoreTask, round_id: str) -> str:
+    return run.promote_round(self.store, self.rounds, round_id)["status"]
+
+
+@app.task(base=StoreTask, name="fedlearn.aggregate.on_error")
+def on_round_error(failed_task_id: str, round_id: str) -> None:
+    """Errback of a round's workflow (Celery calls it with the failed task's id): record
+    why the round failed and free the lock."""
+    result = app.AsyncResult(failed_task_id).result
+    why = (
+        f"{type(result).__name__}: {result}"
+        if isinstance(result, BaseException)
+        else (f"task {failed_task_id} failed; see the worker logs")
+    )
+    run.fail_round(on_round_error.store, on_round_error.rounds, round_id, why)
+
+
+@app.task(base=StoreTask, bind=True, name=MONTHLY)
+def monthly_retrain(self: StoreTask, eventlog: str | None = None) -> dict[str, Any]:
+    """Retrain the base from the event log and start a new generation."""
+    config = AggregationConfig.from_settings(self.settings)
+    folder = eventlog or config.monthly_eventlog_dir or str(self.settings.data_dir / "eventlog")
+    summary = retrain_from_eventlog(self.store, folder)
+    summary.pop("base", None)
+    return summary
