@@ -7,10 +7,8 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 import click
-import redis
 
 from fedlearn.config import ConfigError
-from fedlearn.store import StoreError
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -22,11 +20,19 @@ def fail_with_config_errors(func: F) -> F:
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
             return func(*args, **kwargs)
-        except (ConfigError, StoreError) as exc:
-            raise click.ClickException(str(exc)) from None
-        except redis.ConnectionError as exc:
-            raise click.ClickException(
-                f"cannot reach Redis: {exc}; is the service running (`fedlearn up`)?"
-            ) from None
+        except Exception as exc:
+            # Imported here, not at the top: `fedlearn api` must set up Prometheus's
+            # multiprocess folder before anything imports prometheus_client (the store does).
+            import redis
+
+            from fedlearn.store import StoreError
+
+            if isinstance(exc, ConfigError | StoreError):
+                raise click.ClickException(str(exc)) from None
+            if isinstance(exc, redis.ConnectionError):
+                raise click.ClickException(
+                    f"cannot reach Redis: {exc}; is the service running (`fedlearn up`)?"
+                ) from None
+            raise
 
     return wrapper  # type: ignore[return-value]
