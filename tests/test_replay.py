@@ -4,6 +4,7 @@ the aggregation round, and (when the data is there) MovieLens."""
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -41,6 +42,7 @@ def test_json_has_every_arm_and_the_split(all_arms: dict) -> None:
     names = [a["arm"] for a in all_arms["arms"]]
     expected = ["frozen", "global"]
     expected += [f"{arm} x{m}" for arm in ("clones", "clones-agg") for m in (1, 2, 4)]
+    expected += ["clones-gated"]
     expected += ["river-frozen", "river-global", "river-clones", "river-clones-fedavg"]
     assert names == expected
     assert all_arms["n_train"] == all_arms["n_live"] == 1600
@@ -63,6 +65,27 @@ def test_clones_beat_the_frozen_base_on_strong_tastes(all_arms: dict) -> None:
     assert arms["river-clones"]["auc"] > arms["river-frozen"]["auc"] + 0.05
 
 
+def test_the_gate_serves_close_to_the_better_of_clone_and_base(all_arms: dict) -> None:
+    arms = {a["arm"]: a for a in all_arms["arms"]}
+    gated = arms["clones-gated"]
+    assert gated["gate_regret_mean"] is not None and gated["gate_regret_mean"] < 0.05
+    assert gated["auc"] > arms["frozen"]["auc"] + 0.05
+    assert all(a["gate_regret_mean"] is None for name, a in arms.items() if name != "clones-gated")
+
+
+def test_users_arriving_after_the_first_rounds_are_scored_apart(synthetic_dir: Path) -> None:
+    config = ReplayConfig(
+        arms=("frozen", "clones-agg"), lr_multiples=(1.0,), agg_every=100, late_after_rounds=3,
+        l2_grid=(),
+    )  # fmt: skip
+    result = replay(synthetic_dir, config)
+    for arm in result.arms:
+        assert arm.n_late_users > 0
+        assert 0.0 <= arm.auc_late_users <= 1.0
+    late_count = replay(synthetic_dir, replace(config, late_after_rounds=12)).arms[0].n_late_users
+    assert late_count < result.arms[0].n_late_users, "a later cut leaves fewer late users"
+
+
 def test_the_table_names_every_arm(synthetic_dir: Path) -> None:
     result = CliRunner().invoke(
         main, ["replay", str(synthetic_dir), "--arms", "frozen,clones", "--lr-multiple", "1,3"]
@@ -70,8 +93,9 @@ def test_the_table_names_every_arm(synthetic_dir: Path) -> None:
     assert result.exit_code == 0, result.output
     lines = result.stdout.splitlines()
     assert lines[0].startswith("synthetic (seed 1): trained on 1,600 events")
-    assert "AUC first 5" in lines[2]
-    assert [line.split()[0] for line in lines[4:]] == ["frozen", "clones", "clones"]
+    assert lines[1].startswith("'late users' first appear after the first 5 rounds")
+    assert "AUC first 5" in lines[3] and "AUC late users" in lines[3]
+    assert [line.split()[0] for line in lines[5:]] == ["frozen", "clones", "clones"]
     assert "x3" in lines[-1]
 
 

@@ -75,7 +75,18 @@ def _cell(value: float | None, digits: int = 4) -> str:
     return "-" if value is None or math.isnan(value) else f"{value:.{digits}f}"
 
 
-COLUMNS = ("arm", "AUC", "gAUC", "log loss", "AUC first {n}", "AUC later", "seconds")
+COLUMNS = (
+    "arm",
+    "AUC",
+    "gAUC",
+    "log loss",
+    "AUC first {n}",
+    "AUC later",
+    "AUC late users",
+    "gAUC late users",
+    "gate regret",
+    "seconds",
+)
 
 
 def _rows(result: ReplayResult) -> list[list[str]]:
@@ -87,6 +98,9 @@ def _rows(result: ReplayResult) -> list[list[str]]:
             _cell(a.log_loss),
             _cell(a.auc_first),
             _cell(a.auc_later),
+            _cell(a.auc_late_users),
+            _cell(a.gauc_late_users),
+            _cell(a.gate_regret_mean),
             _cell(a.seconds, 1),
         ]
         for a in result.arms
@@ -121,7 +135,10 @@ def _summary(result: ReplayResult) -> str:
     return (
         f"{result.dataset}: trained on {result.n_train:,} events, replayed {result.n_live:,} "
         f"live events of {result.live_users:,} users ({result.new_live_users:,} new); "
-        f"{bases}"
+        f"{bases}\n'late users' first appear after the first {result.config.late_after_rounds} "
+        f"rounds ({result.config.late_after_rounds * result.config.agg_every:,} live events); "
+        f"'gate regret' is the mean over users of the served log loss minus the better of "
+        f"clone and base"
     )
 
 

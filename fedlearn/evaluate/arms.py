@@ -12,11 +12,14 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
 from fedlearn.model import Base, Clone, Delta, learn_many
+from fedlearn.model.batch import learn_many_shadow
 from fedlearn.model.hashinit import init_latents
+from fedlearn.stream.gating import Gate, GateSettings, log_loss
 
 LabelledEvent = tuple[str, Mapping[str, float], int]
 
@@ -137,6 +140,11 @@ class AggregatedClonesArm(ClonesArm):
         users = dict.fromkeys(user for user, _, _ in block)
         before = {u: self.deltas[u].copy() for u in users if u in self.deltas}
         predictions = super().process(block)
+        self._fold(before, users)
+        return predictions
+
+    def _fold(self, before: dict[str, Delta], users: Mapping[str, None]) -> None:
+        """One round: the block's users' changes folded into the base."""
         self.rounds += 1
         self.base = fold_changes(
             self.base,
@@ -145,7 +153,42 @@ class AggregatedClonesArm(ClonesArm):
             per_row=self.rule == "row-mean",
             version=f"{self.base.version}+{self.rounds}",
         )
-        return predictions
+
+
+class GatedClonesArm(AggregatedClonesArm):
+    """Aggregated clones, each user served the clone or the base by the user's gate.
+
+    The gate is the service's (``fedlearn.stream.gating``): Hedge over the discounted log
+    losses of the clone and of the base (scored in shadow on every event). The arm returns the
+    served predictions and keeps both experts' predictions in ``clone_predictions`` and
+    ``base_predictions``, so the replay can compare the gate with the better of the two per
+    user.
+    """
+
+    def __init__(
+        self, base: Base, *, gating: GateSettings, name: str = "clones-gated", **kw: Any
+    ) -> None:
+        super().__init__(base, name=name, **kw)
+        self.gating = gating
+        self.gates: dict[str, Gate] = {}
+        self.clone_predictions: list[np.ndarray] = []
+        self.base_predictions: list[np.ndarray] = []
+
+    def process(self, block: Sequence[LabelledEvent]) -> np.ndarray:
+        users = dict.fromkeys(user for user, _, _ in block)
+        before = {u: self.deltas[u].copy() for u in users if u in self.deltas}
+        clone, base = learn_many_shadow(
+            self.base, self.deltas, block, self.lr, self.l2, self.bias_lr
+        )
+        served = np.empty(len(block))
+        for i, ((user, _, y), pc, pb) in enumerate(zip(block, clone, base, strict=True)):
+            gate = self.gates.setdefault(user, Gate())
+            served[i] = pc if gate.serve(self.gating.eta) == "clone" else pb
+            gate.update(log_loss(y, pc), log_loss(y, pb), self.gating.decay)
+        self.clone_predictions.append(clone)
+        self.base_predictions.append(base)
+        self._fold(before, users)
+        return served
 
 
 def fold_changes(

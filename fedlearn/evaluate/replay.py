@@ -30,13 +30,15 @@ from fedlearn.evaluate.arms import (
     Arm,
     ClonesArm,
     FrozenArm,
+    GatedClonesArm,
     GlobalArm,
     LabelledEvent,
 )
-from fedlearn.evaluate.metrics import StreamingMetrics
+from fedlearn.evaluate.metrics import StreamingMetrics, group_auc, roc_auc
 from fedlearn.model import Base, TrainConfig, event_features, select_l2, train_base
+from fedlearn.stream.gating import GateSettings
 
-OUR_ARMS = ("frozen", "global", "clones", "clones-agg")
+OUR_ARMS = ("frozen", "global", "clones", "clones-agg", "clones-gated")
 RIVER_ARMS = ("river-frozen", "river-global", "river-clones", "river-clones-fedavg")
 ALL_ARMS = OUR_ARMS + RIVER_ARMS
 DEFAULT_ARMS = (
@@ -44,6 +46,7 @@ DEFAULT_ARMS = (
     "global",
     "clones",
     "clones-agg",
+    "clones-gated",
     "river-global",
     "river-clones",
     "river-clones-fedavg",
@@ -72,6 +75,7 @@ class ReplayConfig:
     agg_every: int = 1000
     agg_rule: str = "row-mean"
     first_n: int = 5
+    late_after_rounds: int = 5
     limit: int | None = None
     train: TrainConfig = field(default_factory=TrainConfig)
     l2_grid: tuple[float, ...] = (1e-5, 1e-4, 1e-3)
@@ -93,7 +97,7 @@ class ReplayConfig:
                 raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
         if self.l2 < 0 or any(v < 0 for v in self.l2_grid):
             raise ValueError(f"l2 must be zero or positive, got {self.l2} / {list(self.l2_grid)}")
-        for name in ("agg_every", "first_n", "river_passes"):
+        for name in ("agg_every", "first_n", "river_passes", "late_after_rounds"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
         if self.limit is not None and self.limit < 2:
@@ -124,6 +128,15 @@ class ArmResult:
     auc_later: float
     n_first: int
     seconds: float
+    # Users whose first live event came after the first ``late_after_rounds`` rounds: those
+    # aggregation is meant to help (they start from a base the rounds improved).
+    auc_late_users: float = math.nan
+    gauc_late_users: float = math.nan
+    n_late_users: int = 0
+    # The gated arm only: mean over users of (the served predictions' log loss minus the better
+    # of clone and base for that user), and the largest such difference.
+    gate_regret_mean: float = math.nan
+    gate_regret_max: float = math.nan
 
     def to_dict(self) -> dict[str, Any]:
         items = asdict(self).items()
@@ -237,6 +250,12 @@ def _make_arms(name: str, base: Base | None, river_base: Any, config: ReplayConf
             ClonesArm(base, lr=config.lr * m, name=f"clones x{m:g}", **common)
             for m in config.lr_multiples
         ]
+    if name == "clones-gated":
+        return [
+            GatedClonesArm(
+                base, lr=config.lr, rule=config.agg_rule, gating=GateSettings(), **common
+            )
+        ]
     if name == "clones-agg":
         return [
             AggregatedClonesArm(
@@ -255,20 +274,48 @@ def _make_arms(name: str, base: Base | None, river_base: Any, config: ReplayConf
     return [ra.RiverFedAvgArm(river_base, lr=config.river_lr)]
 
 
+def _per_user_log_loss(users: np.ndarray, y: np.ndarray, p: np.ndarray) -> np.ndarray:
+    p = np.clip(p, 1e-12, 1 - 1e-12)
+    losses = -(y * np.log(p) + (1 - y) * np.log(1 - p))
+    return np.bincount(users, weights=losses) / np.maximum(np.bincount(users), 1)
+
+
+def _gate_regret(arm: GatedClonesArm, users: np.ndarray, y: np.ndarray, served: np.ndarray):
+    """Per user: served log loss minus the better of the clone's and the base's."""
+    clone = np.concatenate(arm.clone_predictions)
+    base = np.concatenate(arm.base_predictions)
+    best = np.minimum(_per_user_log_loss(users, y, clone), _per_user_log_loss(users, y, base))
+    regret = _per_user_log_loss(users, y, served) - best
+    return float(regret.mean()), float(regret.max())
+
+
 def _score(
-    arm: Arm, live: Sequence[LabelledEvent], config: ReplayConfig, progress: Progress | None
+    arm: Arm,
+    live: Sequence[LabelledEvent],
+    config: ReplayConfig,
+    progress: Progress | None,
+    late: np.ndarray,
 ) -> ArmResult:
     metrics = StreamingMetrics(first_n=config.first_n)
     seconds = 0.0
+    served = []
     for start in range(0, len(live), config.agg_every):
         block = live[start : start + config.agg_every]
         began = time.perf_counter()
         predictions = arm.process(block)
         seconds += time.perf_counter() - began
         metrics.add_many((u for u, _, _ in block), (y for _, _, y in block), predictions)
+        served.append(predictions)
         if progress:
             progress(f"replaying {arm.name} (events)", len(block), len(live))
     report = metrics.report()
+    p = np.concatenate(served)
+    index = {u: i for i, u in enumerate(dict.fromkeys(u for u, _, _ in live))}
+    users = np.fromiter((index[u] for u, _, _ in live), np.int64, len(live))
+    y = np.fromiter((y for _, _, y in live), np.float64, len(live))
+    extra: dict[str, float] = {}
+    if isinstance(arm, GatedClonesArm):
+        extra["gate_regret_mean"], extra["gate_regret_max"] = _gate_regret(arm, users, y, p)
     return ArmResult(
         arm=arm.name,
         n=report.n,
@@ -279,6 +326,10 @@ def _score(
         auc_later=report.auc_later,
         n_first=report.n_first,
         seconds=seconds,
+        auc_late_users=roc_auc(y[late], p[late]) if late.any() else math.nan,
+        gauc_late_users=group_auc(users[late], y[late], p[late]) if late.any() else math.nan,
+        n_late_users=len(set(users[late].tolist())),
+        **extra,
     )
 
 
@@ -328,8 +379,13 @@ def replay(
         timings["river_base"] = time.perf_counter() - began
     # One arm at a time, made just before it runs: River's per-user copies of one arm are
     # freed before the next arm makes its own.
+    first_seen: dict[str, int] = {}
+    for i, (user, _, _) in enumerate(live):
+        first_seen.setdefault(user, i)
+    after = config.late_after_rounds * config.agg_every
+    late = np.fromiter((first_seen[u] >= after for u, _, _ in live), bool, len(live))
     results = [
-        _score(arm, live, config, progress)
+        _score(arm, live, config, progress, late)
         for name in config.arms
         for arm in _make_arms(name, base, river_base, config)
     ]
