@@ -26,7 +26,7 @@ from fedlearn.api.context import api_context
 from fedlearn.api.errors import NotFound
 from fedlearn.api.routing import ApiBlueprint, Reply
 from fedlearn.store.bases import BaseInfo
-from fedlearn.store.telemetry import Telemetry
+from fedlearn.store.telemetry import RoundRow, Telemetry
 from fedlearn.stream.telemetry import summarize
 
 STATIC = Path(__file__).resolve().parent / "static"
@@ -98,22 +98,6 @@ class VersionRow(BaseModel):
     current: bool
 
 
-class RoundOut(BaseModel):
-    id: str
-    status: str
-    trigger: str
-    created_at: float
-    finished_at: float | None
-    duration_s: float | None
-    users: int | None
-    events: int | None
-    clipped_fraction: float | None
-    version: str | None
-    parent: str | None
-    strategy: str | None
-    error: str | None
-
-
 class Bases(BaseModel):
     current: str | None
     versions: list[VersionRow] = Field(description="the latest published versions, oldest first")
@@ -130,7 +114,8 @@ class DashboardData(BaseModel):
     freshness: Freshness
     shards: list[ShardRow]
     bases: Bases
-    rounds: list[RoundOut] = Field(description="the latest rounds, newest first")
+    # The store's dataclass itself: pydantic validates it and puts its schema in the OpenAPI.
+    rounds: list[RoundRow] = Field(description="the latest rounds, newest first")
 
 
 def version_row(info: BaseInfo, current: str | None) -> dict[str, Any]:

@@ -14,7 +14,6 @@ import os
 import sys
 import threading
 from pathlib import Path
-from types import TracebackType
 from typing import Any
 
 from flask import Flask
@@ -22,6 +21,7 @@ from gunicorn.app.base import BaseApplication
 from werkzeug.serving import BaseWSGIServer, make_server
 
 from fedlearn.config import Settings, load_settings
+from fedlearn.lifecycle import Startable
 
 log = logging.getLogger(__name__)
 
@@ -127,7 +127,7 @@ def run_gunicorn(
             embedded.stop()
 
 
-class ThreadedServer:
+class ThreadedServer(Startable):
     """``app`` served by werkzeug in a background thread, on 127.0.0.1 and a free port.
 
     For tests and notebooks; production uses :func:`run_gunicorn`. A context manager.
@@ -154,17 +154,6 @@ class ThreadedServer:
         self._server.shutdown()
         self._server.server_close()
         self._thread.join(10)
-
-    def __enter__(self) -> ThreadedServer:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
 
 
 if __name__ == "__main__":  # `python -m fedlearn.api.server`: what `fedlearn up` spawns

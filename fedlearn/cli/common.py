@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import math
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -36,3 +37,19 @@ def fail_with_config_errors(func: F) -> F:
             raise
 
     return wrapper  # type: ignore[return-value]
+
+
+def number_list(ctx: click.Context, param: click.Parameter, value: str) -> tuple[float, ...]:
+    """A click callback: ``"1e-5, 1e-4"`` -> ``(1e-05, 0.0001)``, finite numbers >= 0 only."""
+    out = []
+    for text in (t.strip() for t in value.split(",")):
+        if not text:
+            continue
+        try:
+            number = float(text)
+        except ValueError:
+            raise click.BadParameter(f"{text!r} is not a number (give e.g. 1,2,4)") from None
+        if not math.isfinite(number) or number < 0:
+            raise click.BadParameter(f"{text!r} must be a finite number >= 0")
+        out.append(number)
+    return tuple(out)

@@ -14,6 +14,7 @@ from typing import Any
 import click
 import orjson
 
+from fedlearn.cli.common import number_list
 from fedlearn.data.errors import DataError
 from fedlearn.evaluate.arms import AGG_RULES
 from fedlearn.evaluate.replay import ALL_ARMS, DEFAULT_ARMS, ReplayConfig, ReplayResult
@@ -29,21 +30,6 @@ def _names(ctx: click.Context, param: click.Parameter, value: str) -> tuple[str,
         if name not in ALL_ARMS:
             raise click.BadParameter(f"unknown arm {name!r}; choose from {', '.join(ALL_ARMS)}")
     return names
-
-
-def _floats(ctx: click.Context, param: click.Parameter, value: str) -> tuple[float, ...]:
-    out = []
-    for text in (t.strip() for t in value.split(",")):
-        if not text:
-            continue
-        try:
-            number = float(text)
-        except ValueError:
-            raise click.BadParameter(f"{text!r} is not a number (give e.g. 1,2,4)") from None
-        if not math.isfinite(number) or number < 0:
-            raise click.BadParameter(f"{text!r} must be a finite number >= 0")
-        out.append(number)
-    return tuple(out)
 
 
 class ProgressBars:
@@ -163,7 +149,7 @@ def _summary(result: ReplayResult) -> str:
     "lr_multiples",
     default="1,2,4",
     show_default=True,
-    callback=_floats,
+    callback=number_list,
     help="Clone learning rates as multiples of --lr; one clones arm per multiple.",
 )
 @click.option(
@@ -207,7 +193,7 @@ def _summary(result: ReplayResult) -> str:
     "--l2-grid",
     default="1e-5,1e-4,1e-3",
     show_default=True,
-    callback=_floats,
+    callback=number_list,
     help="Choose the base's L2 from these on its validation tail, as train-base does ('' = 1e-4).",
 )
 @click.option(

@@ -14,26 +14,12 @@ from typing import Any
 
 import click
 
+from fedlearn.cli.common import number_list
 from fedlearn.cli.replay import ProgressBars
 from fedlearn.data.errors import DataError
 from fedlearn.model import TrainConfig
 
 DEFAULT_L2_GRID = "1e-5,1e-4,1e-3"
-
-
-def _grid(ctx: click.Context, param: click.Parameter, value: str) -> tuple[float, ...]:
-    out = []
-    for text in (t.strip() for t in value.split(",")):
-        if not text:
-            continue
-        try:
-            number = float(text)
-        except ValueError:
-            raise click.BadParameter(f"{text!r} is not a number (give e.g. 1e-5,1e-4)") from None
-        if not number >= 0:
-            raise click.BadParameter(f"L2 values must be >= 0, got {text!r}")
-        out.append(number)
-    return tuple(out)
 
 
 @click.command("train-base")
@@ -59,7 +45,7 @@ def _grid(ctx: click.Context, param: click.Parameter, value: str) -> tuple[float
     "--l2-grid",
     default=DEFAULT_L2_GRID,
     show_default=True,
-    callback=_grid,
+    callback=number_list,
     help="L2 values to choose from on the validation tail ('' for the default 1e-4).",
 )
 @click.option(

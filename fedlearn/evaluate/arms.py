@@ -48,28 +48,6 @@ class FrozenArm(Arm):
         return self._clone.predict_proba_many([x for _, x, _ in block])
 
 
-class GlobalArm(Arm):
-    """One online model shared by everybody: the base keeps learning from every event."""
-
-    def __init__(
-        self,
-        base: Base,
-        *,
-        lr: float,
-        bias_lr: float | None = None,
-        l2: float = 0.0,
-        name: str = "global",
-    ) -> None:
-        self.name = name
-        self.base = base
-        self.lr, self.bias_lr, self.l2 = lr, bias_lr, l2
-        self.deltas: dict[str, Delta] = {}
-
-    def process(self, block: Sequence[LabelledEvent]) -> np.ndarray:
-        events = [(_EVERYONE, x, y) for _, x, y in block]
-        return learn_many(self.base, self.deltas, events, self.lr, self.l2, self.bias_lr)
-
-
 class ClonesArm(Arm):
     """A clone per user (the shared base plus the user's delta), each learning online."""
 
@@ -89,6 +67,16 @@ class ClonesArm(Arm):
 
     def process(self, block: Sequence[LabelledEvent]) -> np.ndarray:
         return learn_many(self.base, self.deltas, block, self.lr, self.l2, self.bias_lr)
+
+
+class GlobalArm(ClonesArm):
+    """One online model shared by everybody: the base keeps learning from every event."""
+
+    def __init__(self, base: Base, *, name: str = "global", **kw: Any) -> None:
+        super().__init__(base, name=name, **kw)
+
+    def process(self, block: Sequence[LabelledEvent]) -> np.ndarray:
+        return super().process([(_EVERYONE, x, y) for _, x, y in block])
 
 
 AGG_RULES = ("row-mean", "mean")

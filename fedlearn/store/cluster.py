@@ -12,15 +12,15 @@ import os
 import subprocess
 import time
 from pathlib import Path
-from types import TracebackType
 
 import redis
 
+from fedlearn.lifecycle import Startable
 from fedlearn.store.embedded import HOST, EmbeddedRedis, find_binary
 from fedlearn.store.errors import EmbeddedRedisError
 
 
-class EmbeddedCluster:
+class EmbeddedCluster(Startable):
     """``masters`` cluster nodes (no replicas) under ``data_dir/node-<i>``.
 
     ``url`` points at the first node; ``connect`` (or ``Store.from_url``) discovers the rest.
@@ -81,17 +81,6 @@ class EmbeddedCluster:
                     port = int(primary[1])
                     return next(node for node in self.nodes if node.port == port)
         raise EmbeddedRedisError(f"no node serves slot {slot}: the cluster is not ready")
-
-    def __enter__(self) -> EmbeddedCluster:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
 
     def _create(self) -> None:
         cmd = [

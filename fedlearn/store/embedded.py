@@ -21,10 +21,10 @@ import sys
 import time
 import weakref
 from pathlib import Path
-from types import TracebackType
 
 import redis
 
+from fedlearn.lifecycle import Startable
 from fedlearn.store.errors import EmbeddedRedisError, RedisNotFoundError
 
 HOST = "127.0.0.1"
@@ -115,7 +115,7 @@ def _terminate(proc: subprocess.Popen[bytes]) -> None:
             proc.wait()
 
 
-class EmbeddedRedis:
+class EmbeddedRedis(Startable):
     """One redis-server process with its data (AOF) in ``data_dir``, bound to 127.0.0.1 only.
 
     ``port=0`` picks a free port at the first start and keeps it across restarts, so ``url``
@@ -251,17 +251,6 @@ class EmbeddedRedis:
     def client(self, **kwargs: object) -> redis.Redis:
         """A plain redis-py client to this server (for admin and tests; the app uses connect)."""
         return redis.Redis(host=HOST, port=self.port, **kwargs)  # type: ignore[arg-type]
-
-    def __enter__(self) -> EmbeddedRedis:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
 
     def __repr__(self) -> str:
         state = f"pid {self.pid}" if self.running else "stopped"
