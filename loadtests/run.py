@@ -1,0 +1,387 @@
+"""Run the locust load test headless and check that no event was lost.
+
+    .venv/bin/python loadtests/run.py                        # 2 min, 50 users, own service
+    .venv/bin/python loadtests/run.py --users 50,100,200,400 --run-time 45s   # saturation sweep
+    .venv/bin/python loadtests/run.py --host http://127.0.0.1:8000 --redis-url redis://...
+
+Without ``--host`` it starts ``fedlearn up --demo`` itself (127.0.0.1, a free port, a temp data
+folder, Celery only with ``--celery``) and stops it at the end. Each stage (one per ``--users``
+value) is one ``locust --headless`` run with its CSV and HTML reports in ``--out``
+(``artifacts/loadtest/u<N>_*``), while the CPU of every part (API, trainers, Redis, locust) is
+sampled. After each stage it waits for the trainers to drain and checks that the events the
+API said it holds (the 202 answers' ``accepted``, plus ``duplicates`` of resent batches,
+tallied by the locustfile) are exactly the events applied to those users' deltas; against its
+own service it also checks every delta in Redis, and the API's counter
+``fedlearn_events_accepted_total`` when /metrics has it. It prints one table (and
+writes ``result.json``); the exit code is 0 only when every stage passed locust's criteria and
+lost nothing. Arguments after ``--`` go to locust unchanged.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import re
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import orjson
+import psutil
+from check import (
+    LagSampler,
+    applied_in_redis,
+    applied_via_api,
+    metric_samples,
+    route_times,
+    wait_drained,
+)
+from service import CpuSampler, Service
+from workload import write_json
+
+from fedlearn.store import Store
+
+HERE = Path(__file__).resolve().parent
+LOCUSTFILE = HERE / "locustfile.py"
+ACCEPTED = "fedlearn_events_accepted_total"
+
+
+def api_accepted(url: str) -> float | None:
+    """The API's counter of accepted events (all workers), ``None`` when /metrics lacks it:
+    a counter appears only once incremented, and only if the workers' samples reach /metrics
+    (gunicorn's multiprocess folder; ``service.log`` warns when they do not)."""
+    samples = metric_samples(url, ACCEPTED)
+    return sum(samples.values()) if samples else None
+
+
+def seconds_of(text: str) -> float:
+    """Locust's ``--run-time`` syntax (``90``, ``45s``, ``2m``, ``1h30m``) in seconds."""
+    parts = re.fullmatch(r"(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s?)?", text.strip())
+    if not text.strip() or parts is None:
+        raise argparse.ArgumentTypeError(
+            f"--run-time must look like 90, 45s, 2m or 1h30m: {text!r}"
+        )
+    hours, minutes, secs = (int(p or 0) for p in parts.groups())
+    return float(hours * 3600 + minutes * 60 + secs)
+
+
+def user_counts(text: str) -> list[int]:
+    try:
+        counts = [int(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        counts = []
+    if not counts or min(counts) < 1:
+        raise argparse.ArgumentTypeError(
+            f"--users must be positive integers, e.g. 50,100: {text!r}"
+        )
+    return counts
+
+
+def parse_args(argv: Sequence[str] | None) -> tuple[argparse.Namespace, list[str]]:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    extra = argv[argv.index("--") + 1 :] if "--" in argv else []
+    argv = argv[: argv.index("--")] if "--" in argv else argv
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--users", type=user_counts, default=[50], help="locust users per stage")
+    p.add_argument("--spawn-rate", type=float, default=10.0, help="users started per second")
+    p.add_argument("--run-time", default="2m", help="per stage: 90, 45s, 2m, 1h30m")
+    p.add_argument("--out", type=Path, default=Path("artifacts/loadtest"), help="reports folder")
+    p.add_argument("--host", default="", help="test this running service instead of our own")
+    p.add_argument(
+        "--admin-token",
+        default=os.environ.get("FEDLEARN_ADMIN_TOKEN", ""),
+        help="with --host: an admin token (default $FEDLEARN_ADMIN_TOKEN)",
+    )
+    p.add_argument("--redis-url", default="", help="with --host: its Redis, for the checks")
+    p.add_argument("--trainers", type=int, default=1, help="own service: trainer processes")
+    p.add_argument("--api-workers", type=int, default=2, help="own service: gunicorn workers")
+    p.add_argument("--celery", action="store_true", help="own service: start Celery too")
+    p.add_argument(
+        "--aggregate-every",
+        type=float,
+        default=None,
+        help="seconds between admin rounds (default 30 with --celery, else none)",
+    )
+    p.add_argument("--max-p99-ms", type=float, default=1000.0, help="locust criterion")
+    p.add_argument("--max-fail-ratio", type=float, default=0.0, help="locust criterion")
+    p.add_argument("--drain-timeout", type=float, default=120.0, help="wait for the trainers (s)")
+    args = p.parse_args(argv)
+    try:
+        args.seconds = seconds_of(args.run_time)
+    except argparse.ArgumentTypeError as exc:
+        p.error(str(exc))
+    if args.aggregate_every is None:
+        args.aggregate_every = 30.0 if args.celery else 0.0
+    if args.host and not args.admin_token:
+        p.error("--host needs an admin token: --admin-token or FEDLEARN_ADMIN_TOKEN")
+    return args, extra
+
+
+def admin_token_for(service: Service) -> str:
+    from fedlearn.api.auth import issue_token
+    from fedlearn.config import load_settings
+
+    return issue_token(load_settings(data_dir=service.data_dir), admin=True).token
+
+
+def locust_stats(csv_prefix: Path) -> dict[str, dict[str, float]]:
+    """Per request name: count, failures, p50 and p99 (ms), from locust's ``_stats.csv``."""
+    import csv
+
+    rows = {}
+    with (csv_prefix.parent / f"{csv_prefix.name}_stats.csv").open(newline="") as handle:
+        for row in csv.DictReader(handle):
+            name = f"{row['Type']} {row['Name']}".strip()
+            rows[name] = {
+                "count": float(row["Request Count"]),
+                "failures": float(row["Failure Count"]),
+                "p50": float(row["50%"] or 0),
+                "p99": float(row["99%"] or 0),
+                "rps": float(row["Requests/s"]),
+            }
+    return rows
+
+
+def run_stage(
+    args: argparse.Namespace,
+    extra: list[str],
+    url: str,
+    token: str,
+    users: int,
+    service: Service | None,
+    store: Store | None,
+) -> dict[str, Any]:
+    name = f"u{users}"
+    prefix = f"lt{int(time.time())}{name}"
+    csv_prefix = args.out / name
+    summary_file = args.out / f"{name}_summary.json"
+    argv = [
+        sys.executable,
+        "-m",
+        "locust",
+        "-f",
+        str(LOCUSTFILE),
+        "--headless",
+        "-u",
+        str(users),
+        "-r",
+        str(args.spawn_rate),
+        "-t",
+        args.run_time,
+        "--stop-timeout",
+        "30",
+        "-H",
+        url,
+        "--csv",
+        str(csv_prefix),
+        "--html",
+        str(args.out / f"{name}_report.html"),
+        "--summary-file",
+        str(summary_file),
+        "--user-prefix",
+        prefix,
+        "--aggregate-every",
+        str(args.aggregate_every),
+        "--max-p99-ms",
+        str(args.max_p99_ms),
+        "--max-fail-ratio",
+        str(args.max_fail_ratio),
+        "--only-summary",
+        *extra,
+    ]
+    accepted_before = (api_accepted(url) or 0.0) if service else 0.0
+    routes_before = route_times(url)
+    print(f"stage {name}: locust -u {users} -t {args.run_time} ...", flush=True)
+    with (args.out / f"{name}_locust.log").open("wb") as log:
+        proc = subprocess.Popen(
+            argv,
+            env={**os.environ, "FEDLEARN_ADMIN_TOKEN": token},
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+        locust = psutil.Process(proc.pid)
+
+        def groups() -> dict[str, list[psutil.Process]]:
+            parts = dict(service.processes()) if service else {}
+            with contextlib.suppress(psutil.NoSuchProcess):  # locust has just exited
+                parts["locust"] = [locust, *locust.children(recursive=True)]
+            return parts
+
+        sampler = CpuSampler(groups)
+        sampler.start()
+        lag = LagSampler(url)
+        lag.start()
+        code = proc.wait(args.seconds + 300)
+        cpu = sampler.stop()
+        trainer_lag = lag.stop()
+    summary = orjson.loads(summary_file.read_bytes())
+    expected = summary["events_held"]
+    if store is not None:
+        drained = wait_drained(
+            lambda: applied_in_redis(store, summary["users"]), expected, timeout=args.drain_timeout
+        )
+    else:
+        drained = wait_drained(
+            lambda: applied_via_api(url, token, summary["users"]),
+            expected,
+            timeout=args.drain_timeout,
+            every=2.0,
+        )
+    server_total = api_accepted(url) if service else None
+    server_accepted = None if server_total is None else server_total - accepted_before
+    stats = locust_stats(csv_prefix)
+    server_ms = {}  # mean time the API spent per request, by route, in this stage
+    for route, (n, seconds) in route_times(url).items():
+        n0, s0 = routes_before.get(route, (0.0, 0.0))
+        if n > n0:
+            server_ms[route] = {"requests": n - n0, "mean_ms": 1000 * (seconds - s0) / (n - n0)}
+    return {
+        "stage": name,
+        "users": users,
+        "locust_exit": code,
+        "problems": summary["problems"],
+        "requests": summary["requests"],
+        "resent": summary["resent"],
+        "failures": summary["failures"],
+        "rps": summary["requests"] / args.seconds,
+        "events_per_s": expected / args.seconds,
+        "http_p50_ms": summary["p50_ms"],
+        "http_p99_ms": summary["p99_ms"],
+        "events_p99_ms": stats.get("POST /v1/events", {}).get("p99"),
+        "model_p99_ms": stats.get("GET /v1/users/[user]/model", {}).get("p99"),
+        "rank_p99_ms": stats.get("POST /v1/users/[user]/rank", {}).get("p99"),
+        "freshness": summary["freshness"],
+        "accepted": expected,
+        "server_accepted": server_accepted,
+        "applied": drained.applied,
+        "drain_s": drained.seconds,
+        "lost": expected - drained.applied,
+        "ok": code == 0 and drained.ok and server_accepted in (None, expected),
+        "cpu": cpu,
+        "trainer_lag": trainer_lag,
+        "server_ms": server_ms,
+        "app_users": len(summary["users"]),
+    }
+
+
+def table(rows: list[dict[str, Any]]) -> str:
+    parts = sorted({part for row in rows for part in row["cpu"]} - {"gone", "machine"})
+    parts.append("machine")
+    head = [
+        "users",
+        "req/s",
+        "events/s",
+        "fail / resent",
+        "HTTP p50/p99 ms",
+        "events p99",
+        "model p99",
+        "rank p99",
+        "fresh p50/p99 ms",
+        "trainer lag max s",
+        "accepted",
+        "applied",
+        *[f"CPU {p} %" for p in parts],
+        "ok",
+    ]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for r in rows:
+        fresh = r["freshness"]
+        lag_max = r["trainer_lag"]["max_s"]
+        cells = [
+            f"{r['users']}",
+            f"{r['rps']:,.0f}",
+            f"{r['events_per_s']:,.0f}",
+            f"{r['failures']} / {r['resent']}",
+            f"{r['http_p50_ms'] or 0:.0f} / {r['http_p99_ms'] or 0:.0f}",
+            f"{r['events_p99_ms'] or 0:.0f}",
+            f"{r['model_p99_ms'] or 0:.0f}",
+            f"{r['rank_p99_ms'] or 0:.0f}",
+            f"{fresh['p50_ms'] or 0:.0f} / {fresh['p99_ms'] or 0:.0f} (n={fresh['samples']})",
+            "-" if lag_max is None else f"{lag_max:.2f}",
+            f"{r['accepted']:,}",
+            f"{r['applied']:,}",
+            *[f"{r['cpu'].get(p, {}).get('mean', 0):.0f}" for p in parts],
+            "yes" if r["ok"] else "NO",
+        ]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def routes_line(row: dict[str, Any]) -> str:
+    """The API's own time per request, by route (its histogram), busiest route first."""
+    if not row["server_ms"]:
+        return "  API time per request: n/a (/metrics shows no request histogram; see service.log)"
+    routes = sorted(row["server_ms"].items(), key=lambda kv: -kv[1]["requests"])
+    parts = [f"{route} {r['mean_ms']:.1f} ms (x{r['requests']:,.0f})" for route, r in routes]
+    return f"  API time per request, u{row['users']}: " + "; ".join(parts)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args, extra = parse_args(argv)
+    args.out.mkdir(parents=True, exist_ok=True)
+    rows: list[dict[str, Any]] = []
+    final: dict[str, Any] = {}
+    with tempfile.TemporaryDirectory(prefix="fedlearn-loadtest-") as tmp:
+        service = None
+        if not args.host:
+            service = Service(
+                Path(tmp) / "data",
+                args.out / "service.log",
+                trainers=args.trainers,
+                api_workers=args.api_workers,
+                celery=args.celery,
+            ).start()
+            print(f"service: {service.url} (data in {service.data_dir})", flush=True)
+        try:
+            url = args.host.rstrip("/") or service.url  # type: ignore[union-attr]
+            token = args.admin_token or admin_token_for(service)  # type: ignore[arg-type]
+            redis_url = args.redis_url or (service.redis_url() if service else "")
+            store = Store.from_url(redis_url, _n_shards(url)) if redis_url else None
+            for users in args.users:
+                rows.append(run_stage(args, extra, url, token, users, service, store))
+                print(table(rows[-1:]).splitlines()[-1], flush=True)
+                print(routes_line(rows[-1]), flush=True)
+            if service is not None and store is not None:
+                # Only our stages sent events to our service: every delta together holds
+                # exactly what they were told was accepted (and what the API counted).
+                held = sum(r["accepted"] for r in rows)
+                drained = wait_drained(lambda: applied_in_redis(store), held)
+                counted = api_accepted(url)
+                final = {
+                    "held_total": held,
+                    "server_accepted_total": counted,
+                    "applied_total": drained.applied,
+                    "ok": drained.ok and counted in (None, held),
+                }
+        finally:
+            if service is not None:
+                service.stop()
+    print(table(rows))
+    if final:
+        verdict = "ok" if final["ok"] else "MISMATCH"
+        counted = final["server_accepted_total"]
+        counter = "n/a (not in /metrics)" if counted is None else f"{counted:,.0f}"
+        print(
+            f"whole run: clients were told {final['held_total']:,} events were accepted, the "
+            f"API's counter says {counter}, the deltas hold {final['applied_total']:,} "
+            f"applied: {verdict}"
+        )
+    write_json(args.out / "result.json", {"argv": sys.argv, "stages": rows, "whole_run": final})
+    print(f"reports in {args.out}/ (u<N>_report.html, u<N>_stats.csv, result.json)")
+    return 0 if rows and all(r["ok"] for r in rows) and final.get("ok", True) else 1
+
+
+def _n_shards(url: str) -> int:
+    import urllib3
+
+    answer = urllib3.request("GET", f"{url}/readyz", timeout=10)
+    return int(answer.json()["n_shards"]) if answer.status == 200 else 8
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
