@@ -46,6 +46,7 @@ class TrainerConfig:
     batch_size: int = 1000
     lease_ttl_ms: int = 10_000
     idle_sleep_s: float = 0.005
+    idle_sleep_max_s: float = 0.04
     base_refresh_s: float = 1.0
     max_cached_users: int = 200_000
     eventlog_every_s: float = 1.0
@@ -109,9 +110,17 @@ class Trainer:
     # -- the loop ---------------------------------------------------------------------------
 
     def run(self, stop: threading.Event) -> None:
-        """Work until ``stop`` is set, then finish cleanly."""
+        """Work until ``stop`` is set, then finish cleanly.
+
+        The event log is drained by a thread of its own: its fsyncs would otherwise stall
+        training every second (the freshness tail). An idle trainer backs off from polling
+        every ``idle_sleep_s`` to at most ``idle_sleep_max_s`` (one non-blocking read per shard,
+        since a blocking read over several shards' streams is not possible on a cluster).
+        """
         heartbeat_every = self.config.lease_ttl_ms / 3000
-        last_beat = last_log = last_trim = -float("inf")
+        last_beat = last_trim = -float("inf")
+        idle = self.config.idle_sleep_s
+        drainer = self._start_drainer(stop)
         try:
             while not stop.is_set():
                 now = time.monotonic()
@@ -126,17 +135,34 @@ class Trainer:
                     log.warning("%s", exc)
                     stop.wait(1.0)
                     continue
-                if self.eventlog and now - last_log >= self.config.eventlog_every_s:
-                    self.drain_eventlog()
-                    last_log = now
                 if now - last_trim >= self.config.trim_every_s:
                     for shard in list(self.shards):
                         self.store.streams.trim_acked(shard)
                     last_trim = now
-                if not applied:
-                    stop.wait(self.config.idle_sleep_s)
+                if applied:
+                    idle = self.config.idle_sleep_s
+                else:
+                    stop.wait(idle)
+                    idle = min(2 * idle, self.config.idle_sleep_max_s)
         finally:
+            if drainer is not None:
+                drainer.join()
             self.shutdown()
+
+    def _start_drainer(self, stop: threading.Event) -> threading.Thread | None:
+        if self.eventlog is None:
+            return None
+
+        def drain_until_stopped() -> None:
+            while not stop.wait(self.config.eventlog_every_s):
+                try:
+                    self.drain_eventlog()
+                except Exception:  # a failed drain is retried next time; nothing is trimmed
+                    log.exception("draining the event log failed; retrying")
+
+        thread = threading.Thread(target=drain_until_stopped, name="eventlog", daemon=True)
+        thread.start()
+        return thread
 
     def shutdown(self) -> None:
         """Drain the event log of owned shards and release their leases."""
