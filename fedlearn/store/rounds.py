@@ -30,26 +30,13 @@ from typing import Any
 import orjson
 
 from fedlearn.store import keys
+from fedlearn.store.scripts import RELEASE_LEASE, RENEW_LEASE
 
 TAG = "{rounds}"
 CANDIDATE_TTL_S = 7 * 24 * 3600  # a crashed attempt's leftovers disappear by themselves
 MOMENTUM_TTL_S = 90 * 24 * 3600
 TERMINAL = frozenset({"done", "skipped", "failed", "abandoned", "rejected"})
 _ROUND_ID = re.compile(r"[A-Za-z0-9._-]{1,64}")
-
-# KEYS: lock.  ARGV: round id, ttl_ms.  -> 1 renewed, 0 not the holder
-_RENEW = """
-if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
-redis.call('PEXPIRE', KEYS[1], ARGV[2])
-return 1
-"""
-
-# KEYS: lock.  ARGV: round id.  -> 1 released, 0 not the holder
-_RELEASE = """
-if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
-redis.call('DEL', KEYS[1])
-return 1
-"""
 
 # KEYS: record, index, open.  ARGV: round id, created_at, then field/value pairs -> 1 | 0
 _CREATE = """
@@ -135,8 +122,9 @@ class Rounds:
         keys.check_n_shards(n_shards)
         self._r = client
         self.n_shards = n_shards
-        self._renew = client.register_script(_RENEW)
-        self._release = client.register_script(_RELEASE)
+        # The round lock is a lease on a key: the leases' compare-and-set scripts serve it.
+        self._renew = client.register_script(RENEW_LEASE)
+        self._release = client.register_script(RELEASE_LEASE)
         self._create = client.register_script(_CREATE)
         self._transition = client.register_script(_TRANSITION)
         self._commit_partial = client.register_script(_COMMIT_PARTIAL)
