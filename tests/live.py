@@ -55,6 +55,21 @@ def wait_for(check: Callable[[], bool], timeout: float, what: str) -> None:
         time.sleep(0.05)
 
 
+def wait_healthy(url: str, proc: subprocess.Popen[bytes], log: Path, timeout: float = 30) -> None:
+    """Wait until the server at ``url`` answers ``/healthz``; fail with its log if it exits."""
+    http = urllib3.PoolManager(retries=False, timeout=2.0)
+
+    def healthy() -> bool:
+        if proc.poll() is not None:
+            raise AssertionError(f"the server exited with {proc.returncode}:\n{log.read_text()}")
+        try:
+            return http.request("GET", url + "/healthz").status == 200
+        except urllib3.exceptions.HTTPError:
+            return False
+
+    wait_for(healthy, timeout, f"{url}/healthz to answer")
+
+
 class Service:
     """``fedlearn api`` and ``fedlearn worker`` processes sharing one settings object."""
 
@@ -79,16 +94,7 @@ class Service:
         port = self.settings.api_port
         self.start("api", "api", "--port", str(port), "--workers", str(workers))
         api = Api(f"http://127.0.0.1:{port}")
-
-        def healthy() -> bool:
-            if self.procs["api"].poll() is not None:
-                raise AssertionError(f"the API exited:\n{self.log('api')}")
-            try:
-                return api.call("GET", "/healthz").status == 200
-            except urllib3.exceptions.HTTPError:
-                return False
-
-        wait_for(healthy, 30, "the API to answer /healthz")
+        wait_healthy(api.url, self.procs["api"], self.logs / "api.log")
         return api
 
     def kill(self, name: str, sig: int = signal.SIGKILL) -> int:

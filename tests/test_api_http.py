@@ -25,7 +25,7 @@ from fedlearn.store.embedded import free_port
 from fedlearn.stream.apply import CloneSettings
 from fedlearn.stream.gating import Gate
 from fedlearn.stream.trainer import Trainer
-from tests.live import Api
+from tests.live import Api, wait_healthy
 
 SECRET = "test-secret-key-0123456789abcdef"
 N_SHARDS = 4
@@ -64,20 +64,8 @@ def server(settings: Settings, tmp_path_factory: pytest.TempPathFactory) -> Iter
             [sys.executable, "-m", "fedlearn.api.server"], env=env, stdout=out, stderr=out
         )
     url = f"http://127.0.0.1:{settings.api_port}"
-    http = urllib3.PoolManager(retries=False, timeout=2.0)
-    deadline = time.monotonic() + 30
     try:
-        while True:
-            if proc.poll() is not None:
-                pytest.fail(f"gunicorn exited with {proc.returncode}:\n{log.read_text()}")
-            try:
-                if http.request("GET", url + "/healthz").status == 200:
-                    break
-            except urllib3.exceptions.HTTPError:
-                pass
-            if time.monotonic() > deadline:
-                pytest.fail(f"gunicorn did not answer /healthz in 30 s:\n{log.read_text()}")
-            time.sleep(0.1)
+        wait_healthy(url, proc, log)
         yield url
     finally:
         proc.terminate()

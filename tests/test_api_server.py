@@ -9,7 +9,6 @@ import signal
 import stat
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import orjson
@@ -28,6 +27,7 @@ from fedlearn.config import (
     settings_env,
 )
 from fedlearn.store.embedded import free_port
+from tests.live import wait_healthy
 
 HTTP = urllib3.PoolManager(retries=False, timeout=5.0)
 SECRET = "server-test-secret-0123456789"
@@ -42,21 +42,6 @@ def clean_env(**extra: str) -> dict[str, str]:
     }
     env.update(extra)
     return env
-
-
-def wait_healthy(url: str, proc: subprocess.Popen[bytes], log: Path) -> None:
-    deadline = time.monotonic() + 30
-    while True:
-        if proc.poll() is not None:
-            pytest.fail(f"server exited with {proc.returncode}:\n{log.read_text()}")
-        try:
-            if HTTP.request("GET", url + "/healthz").status == 200:
-                return
-        except urllib3.exceptions.HTTPError:
-            pass
-        if time.monotonic() > deadline:
-            pytest.fail(f"server did not answer /healthz in 30 s:\n{log.read_text()}")
-        time.sleep(0.1)
 
 
 def test_the_server_starts_an_embedded_redis_without_redis_url(tmp_path: Path):
