@@ -73,9 +73,21 @@ class Settings(BaseSettings):
     stream_maxlen: int = Field(default=100_000, ge=1)
     dedupe_window_s: int = Field(default=24 * 3600, ge=1)
     retry_after_s: int = Field(default=2, ge=1, description="Retry-After of a 429")
+    # Per user token (admins are not limited), shared by every API process; 0 turns one off.
+    # A person on the demo page sends a few events a second; these stop floods, not people.
+    rate_events_per_s: float = Field(default=50.0, ge=0, allow_inf_nan=False)
+    rate_events_burst: int = Field(default=1000, ge=1, description="events at once per user")
+    rate_rank_per_s: float = Field(default=10.0, ge=0, allow_inf_nan=False)
+    rate_rank_burst: int = Field(default=50, ge=1, description="rank calls at once per user")
 
     # --- ranking -------------------------------------------------------------------------
     max_rank_items: int = Field(default=1000, ge=1)
+    max_rank_cells: int = Field(
+        default=20_000, ge=1, description="candidates x (context + item features) per rank call"
+    )
+    # One user's live prediction records; the oldest are dropped first (docs/OPERATIONS.md).
+    prediction_max_per_user: int = Field(default=64, ge=1)
+    prediction_max_bytes_per_user: int = Field(default=8 << 20, ge=1024)
     prediction_ttl_s: int = Field(default=3600, ge=1, le=30 * 24 * 3600)
     base_cache_size: int = Field(default=4, ge=1, description="bases kept decoded per process")
 

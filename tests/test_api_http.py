@@ -345,7 +345,7 @@ def test_rank_scores_with_the_clone_and_records_what_it_saw(admin: Api, store: S
     assert {item["id"] for item in body["items"]} == {"a", "b", "c"}
     assert all(0.0 < s < 1.0 for s in scores)
     shard = store.shard_of("alice")
-    record = store.predictions.get_predictions(shard, [body["prediction_id"]])
+    record = store.predictions.get_predictions(shard, [(body["prediction_id"], "alice")])
     seen = record[body["prediction_id"]]["items"]
     assert seen["b"]["features"] == {
         "user=alice": 1.0, "item=b": 1.0, "genre=x": 1.0, "hour=21": 1.0, "weekend": 1.0,
@@ -361,7 +361,9 @@ def test_rank_scores_with_the_clone_and_records_what_it_saw(admin: Api, store: S
 def test_rank_uses_catalog_features_when_the_request_has_none(admin: Api, store: Store):
     Catalog(store.client).put_items({"c": {"features": {"genre=x": 1.0}}})
     body = admin.call("POST", "/v1/users/alice/rank", {"items": [{"id": "c"}]}).json()
-    record = store.predictions.get_predictions(store.shard_of("alice"), [body["prediction_id"]])
+    record = store.predictions.get_predictions(
+        store.shard_of("alice"), [(body["prediction_id"], "alice")]
+    )
     assert record[body["prediction_id"]]["items"]["c"]["features"] == {
         "user=alice": 1.0, "item=c": 1.0, "genre=x": 1.0,
     }  # fmt: skip

@@ -200,6 +200,8 @@ def test_a_deleted_user_stays_forgotten_though_the_trainer_held_their_clone(
         "bob's first events to be applied",
     )
     assert bob.call("DELETE", "/v1/users/bob").status == 204
+    assert bob.call("GET", "/v1/users/bob/model").status == 401  # deleting revoked the token
+    bob = Api(api.url, issue_token(service.settings, "bob").token)
     after = [{**first[0], "event_id": "b-after", "item": "4"}]
     assert bob.call("POST", "/v1/events", {"events": after}).status == 202
 

@@ -10,6 +10,7 @@ from redis.crc import key_slot
 
 from fedlearn.store import Store, StreamFullError, keys, shard_of
 from fedlearn.store.cluster import EmbeddedCluster
+from fedlearn.store.predictions import PredictionQuota
 
 N_SHARDS = 8
 
@@ -65,8 +66,11 @@ def test_ingest_and_commit_on_two_shards_on_different_nodes(cluster: EmbeddedClu
             ]
             assert sorted(store.deltas.users(shard)) == sorted([a, b])
             assert store.deltas.delete_user(shard, a)
-            store.predictions.put_predictions(shard, {"p": {"s": 1}}, ttl_s=60)
-            assert store.predictions.get_predictions(shard, ["p"]) == {"p": {"s": 1}}
+            record = {"user": a, "items": {"i": {"features": {"x": 1.0}, "score": 0.5}}}
+            quota = PredictionQuota(max_records=2, max_bytes=4096)
+            store.predictions.put_predictions(shard, {"p": record}, 60, quota=quota)
+            found = store.predictions.get_predictions(shard, [("p", a)])
+            assert found["p"]["items"] == record["items"]
 
         assert store.bases.put_base("v1", b"FLFM", {"n": 1})
         assert store.bases.set_current("v1") is None

@@ -65,21 +65,6 @@ def test_users_are_checked_against_the_shard(store: Store):
         store.deltas.delete_user(1, "")
 
 
-def test_predictions_round_trip_and_expire(store: Store):
-    store.predictions.put_predictions(
-        2, {"p1": {"items": {"318": {"score": 0.8}}}, "p2": {"items": {}}}, ttl_s=600
-    )
-    found = store.predictions.get_predictions(2, ["p1", "p3", "p2"])
-    assert found == {"p1": {"items": {"318": {"score": 0.8}}}, "p2": {"items": {}}}
-    assert 0 < store.client.ttl("fl:{s2}:pred:p1") <= 600
-    assert store.predictions.get_predictions(1, ["p1"]) == {}  # records live in their shard
-    store.predictions.put_predictions(2, {}, ttl_s=600)
-    with pytest.raises(ValueError, match=r"ttl_s must be an int in 1\.\.2592000 seconds, got 0"):
-        store.predictions.put_predictions(2, {"p": {}}, ttl_s=0)
-    with pytest.raises(TypeError, match=r"records\['p'\] must be a mapping, got list"):
-        store.predictions.put_predictions(2, {"p": []}, ttl_s=5)  # type: ignore[dict-item]
-
-
 def test_applied_log_reads_after_a_cursor_and_trims_through_it(store: Store):
     users = users_of(1, 4)
     commit(store, 1, users, log=[{"user": u, "k": i} for i, u in enumerate(users)])

@@ -42,7 +42,9 @@ def test_every_key_of_a_shard_lives_in_one_cluster_slot():
     shard_keys = [
         keys.stream(shard), keys.applied(shard), keys.delta(shard, "42"),
         keys.delta(shard, "{weird}user"), keys.users(shard), keys.seen(shard, 19999),
-        keys.lease(shard), keys.commit_token(shard), keys.prediction(shard, "p-1"),
+        keys.lease(shard), keys.commit_token(shard), keys.predictions_of(shard, "42"),
+        keys.prediction_order(shard, "42"), keys.rate(shard, "rank", "42"),
+        keys.revoked(shard, "42"),
     ]  # fmt: skip
     assert {key_slot(k.encode()) for k in shard_keys} == {key_slot(b"s3")}
     assert key_slot(keys.stream(4).encode()) != key_slot(keys.stream(3).encode())

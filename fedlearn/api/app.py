@@ -30,6 +30,8 @@ from fedlearn.api.errors import Unavailable
 from fedlearn.api.metrics import UNMATCHED, Metrics
 from fedlearn.config import ConfigError, Settings, load_settings
 from fedlearn.store import Store
+from fedlearn.store.ratelimit import RateLimiter
+from fedlearn.store.revocations import Revocations
 from fedlearn.store.telemetry import StoreCollector, Telemetry
 from fedlearn.stream.bases import BaseCache, NoBaseError
 
@@ -118,6 +120,8 @@ def create_app(settings: Settings | None = None, store: Store | None = None) -> 
         bases=BaseCache(store, keep=settings.base_cache_size),
         blobs=BlobCache(store, settings.base_cache_size),
         metrics=metrics,
+        limits=RateLimiter(store.client, store.n_shards),
+        revocations=Revocations(store.client, store.n_shards),
     )
     _register_errors(app, settings.retry_after_s)
     _register_metrics(app, metrics)

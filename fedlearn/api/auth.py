@@ -32,10 +32,11 @@ _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 
 @dataclass(frozen=True, slots=True)
 class Principal:
-    """Who is calling: the token's subject and role."""
+    """Who is calling: the token's subject and role, and when the token was issued."""
 
     sub: str
     role: Role
+    issued_at: float = 0.0
 
     @property
     def is_admin(self) -> bool:
@@ -83,15 +84,20 @@ def issue_token(
         )
     sub, role = (ADMIN_SUB, "admin") if admin else (user, "user")
     assert sub is not None
-    expires_at = math.floor(time.time()) + ttl_s
-    token = _serializer(settings).dumps({"sub": sub, "role": role, "exp": expires_at})
+    now = time.time()
+    expires_at = math.floor(now) + ttl_s
+    # iat to the microsecond: a token minted right after a revocation must stay valid
+    claims = {"sub": sub, "role": role, "exp": expires_at, "iat": now}
+    token = _serializer(settings).dumps(claims)
     return IssuedToken(token, float(expires_at), sub, role)  # type: ignore[arg-type]
 
 
 def verify_token(settings: Settings, token: str, *, now: float | None = None) -> Principal:
     """The principal of a valid token; :class:`Unauthorized` saying why one is not."""
     try:
-        claims = _serializer(settings).loads(token, max_age=settings.max_token_ttl_s)
+        claims, signed_at = _serializer(settings).loads(
+            token, max_age=settings.max_token_ttl_s, return_timestamp=True
+        )
     except SignatureExpired:
         raise Unauthorized(
             "bearer token is expired (older than the maximum token lifetime); get a new one",
@@ -114,7 +120,21 @@ def verify_token(settings: Settings, token: str, *, now: float | None = None) ->
             f"bearer token expired {now - exp:.0f} s ago (at {exp}); get a new one",
             error="invalid_token",
         )
-    return Principal(sub, role)
+    issued_at = claims.get("iat")
+    if not isinstance(issued_at, int | float) or isinstance(issued_at, bool):
+        issued_at = signed_at.timestamp()  # tokens minted before "iat" existed
+    return Principal(sub, role, float(issued_at))
+
+
+def refuse_revoked(principal: Principal, revoked_at: float | None) -> None:
+    """:class:`Unauthorized` when ``principal``'s token was issued before its user was
+    forgotten (``revoked_at``, from ``DELETE /v1/users/{user}``)."""
+    if revoked_at is not None and principal.issued_at <= revoked_at:
+        raise Unauthorized(
+            f"bearer token was revoked: user {principal.sub!r} was deleted after it was issued; "
+            f"get a new one",
+            error="invalid_token",
+        )
 
 
 def authenticate(settings: Settings, request: Request) -> Principal:

@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 
+from fedlearn.api.quotas import prediction_quota
 from fedlearn.api.schemas import RankRequest
 from fedlearn.config import Settings
 from fedlearn.model import Base, Clone, Delta, event_features
@@ -135,8 +136,9 @@ def rank(
         },
     }
     store.predictions.put_predictions(
-        store.shard_of(user), {prediction_id: record}, settings.prediction_ttl_s
-    )
+        store.shard_of(user), {prediction_id: record}, settings.prediction_ttl_s,
+        quota=prediction_quota(settings),
+    )  # fmt: skip
     return {
         "user": user,
         "base_version": clone.base.version,

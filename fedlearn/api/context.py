@@ -12,6 +12,8 @@ from flask import current_app
 from fedlearn.api.metrics import Metrics
 from fedlearn.config import Settings
 from fedlearn.store import Store
+from fedlearn.store.ratelimit import RateLimiter
+from fedlearn.store.revocations import Revocations
 from fedlearn.stream.bases import BaseCache
 
 EXTENSION = "fedlearn"
@@ -46,13 +48,16 @@ class BlobCache:
 
 @dataclass
 class ApiContext:
-    """The settings, the store, this process's caches of bases, and its metrics."""
+    """The settings, the store, this process's caches of bases, and its metrics; the users'
+    rate limits and token revocations (in Redis, shared by every process)."""
 
     settings: Settings
     store: Store
     bases: BaseCache
     blobs: BlobCache
     metrics: Metrics
+    limits: RateLimiter
+    revocations: Revocations
     cache: dict[str, Any] = field(default_factory=dict)  # e.g. the built OpenAPI document
 
 

@@ -104,6 +104,10 @@ class TooManyRequests(Problem):
     status, title, kind = 429, "Too Many Requests", "stream-full"
 
 
+class RateLimited(TooManyRequests):
+    kind = "rate-limited"
+
+
 class Unavailable(Problem):
     status, title, kind = 503, "Service Unavailable", "unavailable"
 

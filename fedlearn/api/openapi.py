@@ -31,9 +31,9 @@ _ERROR_TITLES = {
     403: "the token may not act on this user",
     404: "not found",
     409: "conflicts with the current state (e.g. a round is already running)",
-    413: "the body is over FEDLEARN_MAX_BODY_BYTES",
+    413: "the body is over FEDLEARN_MAX_BODY_BYTES (or a rank call over its cell cap)",
     422: "a field is invalid; `errors` names each one",
-    429: "a shard's stream is full; retry after Retry-After seconds",
+    429: "the token's rate limit, or a full shard stream; retry after Retry-After seconds",
     500: "the server failed; nothing about the failure is disclosed",
     503: "Redis does not answer, or no base is published yet",
 }

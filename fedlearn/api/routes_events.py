@@ -3,8 +3,9 @@
 Everything is checked before anything is written: the body's size (413 past
 ``max_body_bytes``), the number of events (422 past ``max_events_per_request``, which the
 OpenAPI document states as ``maxItems``: split the batch), every event (422 naming
-``events[i].field``), and that a user token sends only its own user's events (403). Then
-each shard's group is appended atomically. A full shard answers 429 with ``Retry-After``; see
+``events[i].field``), that a user token sends only its own user's events (403), and the
+user's rate limit (429 with ``Retry-After``, see ``quotas.py``). Then each shard's group is
+appended atomically. A full shard answers 429 with ``Retry-After``; see
 ``ingest.py`` for what happens to the other shards of the batch, and why resending the whole
 batch is safe.
 """
@@ -17,8 +18,9 @@ import orjson
 from flask import Response, request
 
 from fedlearn.api.context import api_context
-from fedlearn.api.errors import Forbidden, TooManyRequests, ValidationFailed
+from fedlearn.api.errors import Forbidden, Problem, TooManyRequests, ValidationFailed
 from fedlearn.api.parsing import read_json, validate
+from fedlearn.api.quotas import enforce_rate
 from fedlearn.api.routing import ApiBlueprint, Reply, principal
 from fedlearn.api.schemas import EventBatch, EventsAccepted
 from fedlearn.stream.ingest import ingest
@@ -74,6 +76,11 @@ def post_events() -> Response:
                     f"written",
                     errors=[{"field": f"events[{i}].user", "message": "not the token's user"}],
                 )
+    try:
+        enforce_rate(ctx, caller, "events", n)
+    except Problem:
+        metrics.events_rejected.labels("rate_limited").inc(n)
+        raise
     result = ingest(ctx.store, [e.model_dump(exclude_none=True) for e in batch.events])
     metrics.events_accepted.inc(result.accepted)
     metrics.events_duplicates.inc(result.duplicates)

@@ -60,7 +60,7 @@ def get_model(user: str) -> Response:
 @bp.operation(
     "DELETE",
     "/v1/users/<user>",
-    summary="Forget the user's clone and pending predictions",
+    summary="Forget the user's clone and pending predictions; revoke the user's tokens",
     auth="user",
     replies={204: Reply("forgotten (also when there was nothing to forget)", media_type="")},
     errors=(503,),
@@ -68,11 +68,16 @@ def get_model(user: str) -> Response:
 def delete_user(user: str) -> Response:
     """Erase the user's delta and pending predictions now, and tell the trainer in stream order.
 
+    Every token issued to the user before this call is refused from now on (401); a token
+    issued afterwards works.
+
     The trainer that owns the user's shard keeps the delta in memory and would write it back;
     the ``forget`` entry reaches it in order with the user's events, so it drops the user there
     (and the events before it), and events sent after the deletion start a new clone.
     """
     ctx = api_context()
+    # First, so that whatever fails below, the user's tokens already stop working.
+    ctx.revocations.revoke(user, keep_s=ctx.settings.max_token_ttl_s)
     shard = ctx.store.shard_of(user)
     ctx.store.streams.append_events(shard, [forget_entry(user)])
     record = ctx.store.deltas.get(shard, user)

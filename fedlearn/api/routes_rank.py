@@ -1,7 +1,9 @@
 """``POST /v1/users/{user}/rank``: score candidates with the user's clone, on the server.
 
 For clients that do not score locally. The answer carries a ``prediction_id``; events sent
-with it train on exactly the features scored here (stored for ``prediction_ttl_s``).
+with it train on exactly the features scored here (stored for ``prediction_ttl_s``, within the
+user's quota of records: see ``store/predictions.py``). A user token is rate limited (429), and
+a call may ask for at most ``max_rank_cells`` feature cells (413).
 """
 
 from __future__ import annotations
@@ -11,10 +13,12 @@ from flask import Response, request
 
 from fedlearn.api.clones import rank
 from fedlearn.api.context import api_context
-from fedlearn.api.errors import ValidationFailed
+from fedlearn.api.errors import PayloadTooLarge, ValidationFailed
 from fedlearn.api.parsing import read_json, validate
-from fedlearn.api.routing import ApiBlueprint, Reply
+from fedlearn.api.quotas import enforce_rank_size, enforce_rate
+from fedlearn.api.routing import ApiBlueprint, Reply, principal
 from fedlearn.api.schemas import RankRequest, RankResponse
+from fedlearn.store.predictions import PredictionTooLargeError
 
 bp = ApiBlueprint("rank", __name__, tag="rank")
 
@@ -27,7 +31,7 @@ bp = ApiBlueprint("rank", __name__, tag="rank")
     body=RankRequest,
     parse_body=False,
     replies={200: Reply("the candidates, best first, and the prediction_id", RankResponse)},
-    errors=(503,),
+    errors=(413, 429, 503),
 )
 def rank_items(user: str) -> Response:
     """Item features come from the request, else from the catalog, else there are none (the
@@ -43,7 +47,14 @@ def rank_items(user: str) -> Response:
             errors=[{"field": "items", "message": f"must have at most {limit} items, got {n}"}],
         )
     body = validate(RankRequest, raw)
-    answer = rank(ctx.store, ctx.bases, ctx.settings, user, body)
+    enforce_rank_size(ctx.settings, body)
+    enforce_rate(ctx, principal(), "rank")
+    try:
+        answer = rank(ctx.store, ctx.bases, ctx.settings, user, body)
+    except PredictionTooLargeError as exc:
+        raise PayloadTooLarge(
+            f"{exc} (FEDLEARN_PREDICTION_MAX_BYTES_PER_USER); nothing was stored"
+        ) from None
     response = Response(orjson.dumps(answer), mimetype="application/json")
     response.headers["Cache-Control"] = "no-store"
     return response

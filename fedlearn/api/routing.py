@@ -3,8 +3,9 @@
 ``ApiBlueprint.operation`` registers a view with Flask *and* records an :class:`Operation`,
 from which ``openapi.py`` writes the OpenAPI document. So the document cannot list an endpoint
 that does not exist or miss one that does. The wrapper also does what every view would repeat:
-authenticate (401), check the path user (403), parse and validate the JSON body and the query
-(400/413/422), and hand the view typed models.
+authenticate (401, also for a token revoked by forgetting its user), check the path user
+(403), parse and validate the JSON body and the query (400/413/422), and hand the view typed
+models.
 """
 
 from __future__ import annotations
@@ -19,7 +20,13 @@ from typing import Any, Literal
 from flask import Blueprint, current_app, g, request
 from pydantic import BaseModel
 
-from fedlearn.api.auth import Principal, authenticate, require_admin, require_user
+from fedlearn.api.auth import (
+    Principal,
+    authenticate,
+    refuse_revoked,
+    require_admin,
+    require_user,
+)
 from fedlearn.api.context import api_context
 from fedlearn.api.parsing import (
     parse_query,
@@ -105,7 +112,10 @@ class ApiBlueprint(Blueprint):
             def wrapper(**kwargs: Any) -> Any:
                 caller = None
                 if auth != "none":
-                    caller = authenticate(api_context().settings, request)
+                    ctx = api_context()
+                    caller = authenticate(ctx.settings, request)
+                    if not caller.is_admin:  # a forgotten user's tokens stop at once
+                        refuse_revoked(caller, ctx.revocations.revoked_at(caller.sub))
                 validate_path(kwargs, adapters)
                 if caller is not None:
                     if auth == "user":

@@ -16,10 +16,15 @@ import threading
 from pathlib import Path
 from typing import Any
 
+import orjson
 from flask import Flask
+from gunicorn import util as gunicorn_util
 from gunicorn.app.base import BaseApplication
+from gunicorn.http.errors import LimitRequestHeaders, LimitRequestLine
+from gunicorn.workers.gthread import ThreadWorker
 from werkzeug.serving import BaseWSGIServer, make_server
 
+from fedlearn.api.errors import PROBLEM_JSON, Problem
 from fedlearn.config import Settings, load_settings
 from fedlearn.lifecycle import Startable
 
@@ -45,6 +50,49 @@ class _Gunicorn(BaseApplication):  # type: ignore[misc]
         from fedlearn.api.app import create_app  # in the worker, after the fork
 
         return create_app(self._settings)
+
+
+def gunicorn_problem(exc: BaseException) -> Problem | None:
+    """The problem+json answer for an error gunicorn answers itself, before our app sees the
+    request (a request line or headers over its limits); ``None`` for the others."""
+    if isinstance(exc, LimitRequestLine):
+        return Problem(
+            f"the request line (method, path and query) is too long: {exc}; shorten the URL",
+            status=414, title="URI Too Long", kind="uri-too-long",
+        )  # fmt: skip
+    if isinstance(exc, LimitRequestHeaders):
+        return Problem(
+            f"the request headers are too many or too large: {exc}; send fewer or smaller "
+            f"headers",
+            status=431, title="Request Header Fields Too Large", kind="headers-too-large",
+        )  # fmt: skip
+    return None
+
+
+def _raw_response(problem: Problem) -> bytes:
+    body = orjson.dumps(problem.body())
+    head = (
+        f"HTTP/1.1 {problem.status} {problem.title}\r\nConnection: close\r\n"
+        f"Content-Type: {PROBLEM_JSON}\r\nContent-Length: {len(body)}\r\n"
+        f"Cache-Control: no-store\r\n\r\n"
+    )
+    return head.encode("latin-1") + body
+
+
+class ProblemWorker(ThreadWorker):  # type: ignore[misc]
+    """gunicorn's gthread worker, answering its own limit errors (414, 431) as problem+json,
+    like every answer of the app, instead of gunicorn's HTML page."""
+
+    def handle_error(self, req: Any, client: Any, addr: Any, exc: BaseException) -> None:
+        problem = gunicorn_problem(exc)
+        if problem is None:
+            super().handle_error(req, client, addr, exc)
+            return
+        self.log.warning("refused a request from %s: %s", (addr or ("",))[0], exc)
+        try:
+            gunicorn_util.write_nonblock(client, _raw_response(problem))
+        except OSError:
+            self.log.debug("failed to send the %s answer", problem.status)
 
 
 def _child_exit(server: Any, worker: Any) -> None:
@@ -73,11 +121,11 @@ def _metrics_dir(settings: Settings, workers: int) -> Path | None:
 
 def gunicorn_options(*, host: str, port: int, workers: int, threads: int = 4) -> dict[str, Any]:
     """gthread workers: a slow client (no proxy in front, as in the demo) holds a thread, not
-    a whole worker."""
+    a whole worker. Ours (``ProblemWorker``) answers gunicorn's own errors as problem+json."""
     return {
         "bind": f"{host}:{port}",
         "workers": workers,
-        "worker_class": "gthread",
+        "worker_class": "fedlearn.api.server.ProblemWorker",
         "threads": threads,
         "timeout": 30,
         "graceful_timeout": 10,

@@ -269,6 +269,9 @@ class EmbeddedRedis(Startable):
             "--appendonly", "yes",
             "--appendfsync", self.appendfsync,
             "--save", "",  # AOF is the persistence; no RDB snapshots on top of it
+            # Never evict: deltas and streams carry no TTL, and what does (dedupe sets, leases,
+            # revocations) must not vanish early either (docs/OPERATIONS.md, Redis memory).
+            "--maxmemory-policy", "noeviction",
         ]  # fmt: skip
         if self.cluster:
             args += [

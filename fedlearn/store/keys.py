@@ -16,7 +16,10 @@ Key map (shard 3, user "42"):
 ``fl:{s3}:seen:<day>``         set of event ids seen that UTC day (dedupe window)
 ``fl:{s3}:lease``              the owner token of the shard's trainer (PX expiry)
 ``fl:{s3}:commit``             the token of the last commit (makes a retried commit a no-op)
-``fl:{s3}:pred:<id>``          a prediction record awaiting its label (EX expiry)
+``fl:{s3}:preds:42``           hash: prediction id -> record awaiting its label (PX expiry)
+``fl:{s3}:predq:42``           the user's prediction ids by creation time (oldest dropped first)
+``fl:{s3}:rate:events:42``     the user's ingest rate limit (GCRA; also ``rate:rank:42``)
+``fl:{s3}:revoked:42``         when the user was forgotten: older tokens are refused (EX)
 ``fl:{base}:blob:<version>``   an immutable base file (``.flfm`` bytes)
 ``fl:{base}:current``          the current base version id
 ``fl:{base}:history``          list of JSON ``{"version", "meta", "created_at"}``
@@ -119,13 +122,30 @@ def commit_token(shard: int) -> str:
     return f"{PREFIX}:{tag(shard)}:commit"
 
 
-def prediction(shard: int, prediction_id: str) -> str:
-    return f"{PREFIX}:{tag(shard)}:pred:{prediction_id}"
-
-
 def predictions_of(shard: int, user: str) -> str:
-    """The set of a user's pending prediction ids (so forgetting a user can find them)."""
+    """The hash of a user's pending prediction records (id -> record): a lookup names the
+    user, so an id is only ever found among its own user's records."""
     return f"{PREFIX}:{tag(shard)}:preds:{user}"
+
+
+def prediction_order(shard: int, user: str) -> str:
+    """The user's prediction ids scored by creation time: the oldest is dropped first."""
+    return f"{PREFIX}:{tag(shard)}:predq:{user}"
+
+
+RATE_KINDS = ("events", "rank")
+
+
+def rate(shard: int, kind: str, user: str) -> str:
+    """The GCRA state of ``user``'s ``kind`` limit (``events`` or ``rank``)."""
+    if kind not in RATE_KINDS:
+        raise ValueError(f"rate limit kind must be one of {RATE_KINDS}, got {kind!r}")
+    return f"{PREFIX}:{tag(shard)}:rate:{kind}:{user}"
+
+
+def revoked(shard: int, user: str) -> str:
+    """When ``user`` was forgotten (seconds since the epoch): tokens issued before are void."""
+    return f"{PREFIX}:{tag(shard)}:revoked:{user}"
 
 
 # --- global keys (one slot, tag {base}) ------------------------------------------------------

@@ -2,80 +2,179 @@
 
 When the API ranks items it stores what it predicted under a ``prediction_id`` (the client
 sends it back with the click/skip event). The trainer looks the record up when the event
-arrives, so the event log holds the features and the score the user actually saw. Records
-live in the user's shard (the id is joined with the event, which is routed by user) and
-expire on their own: a label that never comes costs nothing.
+arrives, so the event log holds the features and the score the user actually saw.
+
+A record is bound to its user: all of a user's records live in one hash of the user's shard,
+and a lookup names the user, so an event naming another user's ``prediction_id`` finds
+nothing. A user's records are bounded by a quota (a count and a number of bytes): storing a
+new one drops the oldest first, in the same script, so one token cannot grow Redis beyond its
+share however often it ranks. Records also expire on their own: a label that never comes
+costs nothing.
+
+Stored form (orjson): the features every candidate shares (the user and the context) are kept
+once, under ``shared``, and each item keeps only its own: ``{"user", "base_version",
+"created_at", "expires_at", "shared": {...}, "items": {item: {"features": {...}, "score"}}}``.
+Reads hand back each item's whole feature dict again, as it was scored.
 """
 
 from __future__ import annotations
 
+import time
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import orjson
 
 from fedlearn.store import keys
 from fedlearn.store.entries import encode
+from fedlearn.store.errors import StoreError
+from fedlearn.store.scripts import PUT_PREDICTION
 
 MAX_TTL_S = 30 * 24 * 3600
 
 
+class PredictionTooLargeError(StoreError):
+    """One record alone is larger than a user's whole quota; nothing was written."""
+
+    def __init__(self, size: int, max_bytes: int) -> None:
+        self.size = size
+        self.max_bytes = max_bytes
+        super().__init__(
+            f"the prediction record is {size} bytes, more than the {max_bytes} bytes a user may "
+            f"keep; rank fewer candidates or send fewer features per request"
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class PredictionQuota:
+    """How much one user may keep: at most ``max_records`` records of ``max_bytes`` in all."""
+
+    max_records: int
+    max_bytes: int
+
+    def __post_init__(self) -> None:
+        for name in ("max_records", "max_bytes"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise ValueError(f"{name} must be a positive int, got {value!r}")
+
+
+def compact(record: Mapping[str, Any], ttl_s: int) -> dict[str, Any]:
+    """The stored form of a record: the features every item shares kept once, an expiry."""
+    items = record.get("items") or {}
+    samples = [scored["features"] for scored in items.values()]
+    shared = dict(samples[0]) if samples else {}
+    for features in samples[1:]:
+        shared = {k: v for k, v in shared.items() if k in features and features[k] == v}
+    created_at = float(record.get("created_at") or time.time())
+    return {
+        **record,
+        "created_at": created_at,
+        "expires_at": created_at + ttl_s,
+        "shared": shared,
+        "items": {
+            item: {
+                **scored,
+                "features": {k: v for k, v in scored["features"].items() if k not in shared},
+            }
+            for item, scored in items.items()
+        },
+    }
+
+
+def expand(record: dict[str, Any]) -> dict[str, Any]:
+    """The read form: each item's features whole again (its own plus the shared ones)."""
+    shared = record.pop("shared", {})
+    for scored in record["items"].values():
+        scored["features"] = {**scored["features"], **shared}
+    return record
+
+
 class Predictions:
-    """Store and look up prediction records by ``(shard, prediction_id)``."""
+    """Store and look up prediction records by ``(shard, user, prediction_id)``."""
 
     def __init__(self, client: Any, n_shards: int) -> None:
         self._r = client
         self.n_shards = n_shards
+        self._put = client.register_script(PUT_PREDICTION)
+
+    def _check(self, shard: int, user: str) -> None:
+        keys.check_shard(shard, self.n_shards)
+        keys.check_id("user", user)
 
     def put_predictions(
-        self, shard: int, records: Mapping[str, Mapping[str, Any]], ttl_s: int
-    ) -> None:
-        """Store ``records`` (prediction_id -> JSON-able record), each expiring after
-        ``ttl_s`` seconds; one round-trip. Storing an id again replaces its record."""
+        self,
+        shard: int,
+        records: Mapping[str, Mapping[str, Any]],
+        ttl_s: int,
+        *,
+        quota: PredictionQuota,
+    ) -> int:
+        """Store ``records`` (prediction_id -> ``{"user", "base_version", "created_at",
+        "items": {item: {"features", "score"}}}``), each expiring after ``ttl_s`` seconds,
+        dropping each user's oldest records until ``quota`` holds (one script per record).
+
+        Returns how many older records were dropped. Raises :class:`PredictionTooLargeError`
+        when a record alone exceeds ``quota.max_bytes`` (that record is not written).
+        """
         keys.check_shard(shard, self.n_shards)
         if not isinstance(ttl_s, int) or isinstance(ttl_s, bool) or not 1 <= ttl_s <= MAX_TTL_S:
             raise ValueError(f"ttl_s must be an int in 1..{MAX_TTL_S} seconds, got {ttl_s!r}")
-        encoded = []
+        dropped = 0
         for pid, record in records.items():
             keys.check_id("prediction_id", pid)
             if not isinstance(record, Mapping):
                 raise TypeError(f"records[{pid!r}] must be a mapping, got {type(record).__name__}")
-            encoded.append((pid, record.get("user"), encode(record)))
-        if not encoded:
-            return
-        pipe = self._r.pipeline(transaction=False)
-        for pid, user, value in encoded:
-            pipe.set(keys.prediction(shard, pid), value, ex=ttl_s)
-            if isinstance(user, str):  # indexed by user, so forgetting the user finds them
-                pipe.sadd(keys.predictions_of(shard, user), pid)
-                pipe.expire(keys.predictions_of(shard, user), ttl_s)
-        pipe.execute()
+            user = keys.check_id(f"records[{pid!r}]['user']", record.get("user"))
+            if keys.shard_of(user, self.n_shards) != shard:
+                raise ValueError(f"user {user!r} of records[{pid!r}] is not in shard {shard}")
+            status, number = self._put(
+                keys=[keys.predictions_of(shard, user), keys.prediction_order(shard, user)],
+                args=[pid, encode(compact(record, ttl_s)), int(time.time() * 1000),
+                      ttl_s * 1000, quota.max_records, quota.max_bytes],
+            )  # fmt: skip
+            if status in (b"TOO_BIG", "TOO_BIG"):
+                raise PredictionTooLargeError(int(number), quota.max_bytes)
+            dropped += int(number)
+        return dropped
 
     def delete_user(self, shard: int, user: str) -> int:
         """Drop ``user``'s pending prediction records; returns how many existed."""
-        keys.check_shard(shard, self.n_shards)
-        keys.check_id("user", user)
-        index = keys.predictions_of(shard, user)
-        ids = [i.decode() if isinstance(i, bytes) else i for i in self._r.smembers(index)]
-        if not ids:
-            return 0
-        deleted = int(self._r.delete(*(keys.prediction(shard, pid) for pid in ids)))
-        self._r.delete(index)
-        return deleted
+        self._check(shard, user)
+        pipe = self._r.pipeline(transaction=False)
+        pipe.hlen(keys.predictions_of(shard, user))
+        pipe.delete(keys.predictions_of(shard, user), keys.prediction_order(shard, user))
+        count, _ = pipe.execute()
+        return int(count)
 
-    def get_predictions(self, shard: int, ids: Sequence[str]) -> dict[str, dict[str, Any]]:
-        """The records of ``ids`` that exist and have not expired (others are absent)."""
+    def get_predictions(
+        self, shard: int, wanted: Sequence[tuple[str, str]]
+    ) -> dict[str, dict[str, Any]]:
+        """The records of the ``(prediction_id, user)`` pairs that are that user's own and have
+        not expired (others are absent), keyed by prediction id.
+
+        An id named by several users in one call is returned to none of them: the caller
+        keys the answer by id alone, so the owner's record would otherwise reach the others
+        (the owner's event then trains on the event's own features).
+        """
         keys.check_shard(shard, self.n_shards)
-        ids = list(dict.fromkeys(ids))
-        for pid in ids:
+        owners: dict[str, set[str]] = {}
+        for pid, user in wanted:
             keys.check_id("prediction_id", pid)
-        if not ids:
+            keys.check_id("user", user)
+            owners.setdefault(pid, set()).add(user)
+        asked = [(pid, users.pop()) for pid, users in owners.items() if len(users) == 1]
+        if not asked:
             return {}
         pipe = self._r.pipeline(transaction=False)
-        for pid in ids:
-            pipe.get(keys.prediction(shard, pid))
-        return {
-            pid: orjson.loads(raw)
-            for pid, raw in zip(ids, pipe.execute(), strict=True)
-            if raw is not None
-        }
+        for pid, user in asked:
+            pipe.hget(keys.predictions_of(shard, user), pid)
+        now = time.time()
+        found = {}
+        for (pid, user), raw in zip(asked, pipe.execute(), strict=True):
+            record = orjson.loads(raw) if raw is not None else None
+            # the hash expires as a whole, so a record past its own TTL may linger in it
+            if record and record.get("user") == user and record.get("expires_at", 0) > now:
+                found[pid] = expand(record)
+        return found

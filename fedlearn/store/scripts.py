@@ -169,6 +169,57 @@ return {'OK', cur}
 """
 
 
+# KEYS: the user's records hash, the user's order set (same shard tag)
+# ARGV: prediction id, record, now_ms, ttl_ms, max_records, max_bytes
+# -> {"OK", dropped} | {"TOO_BIG", record bytes}
+# Records older than the TTL go first, then the oldest until both quotas hold, so the user's
+# records never exceed max_records and max_bytes (of record bytes) after the call.
+PUT_PREDICTION = """
+local now, ttl = tonumber(ARGV[3]), tonumber(ARGV[4])
+local max_records, max_bytes = tonumber(ARGV[5]), tonumber(ARGV[6])
+if #ARGV[2] > max_bytes then return {'TOO_BIG', #ARGV[2]} end
+local dropped = 0
+local function drop(id)
+  redis.call('HDEL', KEYS[1], id)
+  redis.call('ZREM', KEYS[2], id)
+  dropped = dropped + 1
+end
+for _, id in ipairs(redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', now - ttl)) do drop(id) end
+if redis.call('HEXISTS', KEYS[1], ARGV[1]) == 1 then drop(ARGV[1]); dropped = dropped - 1 end
+local ids = redis.call('ZRANGE', KEYS[2], 0, -1)
+local used = #ARGV[2]
+for _, id in ipairs(ids) do used = used + redis.call('HSTRLEN', KEYS[1], id) end
+local count, oldest = #ids + 1, 1
+while count > max_records or used > max_bytes do
+  used = used - redis.call('HSTRLEN', KEYS[1], ids[oldest])
+  drop(ids[oldest])
+  count, oldest = count - 1, oldest + 1
+end
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+redis.call('ZADD', KEYS[2], now, ARGV[1])
+redis.call('PEXPIRE', KEYS[1], ttl)
+redis.call('PEXPIRE', KEYS[2], ttl)
+return {'OK', dropped}
+"""
+
+# KEYS: the limit's state (a theoretical arrival time, TAT, in ms).
+# ARGV: ms per unit (1000 / rate), burst (units), units asked
+# -> {1, 0} allowed (and counted) | {0, ms to wait} refused (nothing counted)
+# GCRA: a request of n units is allowed when the TAT pushed by n intervals stays within
+# ``burst`` intervals of now. Redis' own clock is used, so every API process agrees.
+RATE_LIMIT = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + tonumber(t[2]) / 1000
+local interval, burst, n = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
+local tat = math.max(tonumber(redis.call('GET', KEYS[1]) or 0), now)
+local new_tat = tat + n * interval
+local wait = new_tat - burst * interval - now
+if wait > 0 then return {0, tostring(wait)} end
+redis.call('SET', KEYS[1], string.format('%.3f', new_tat), 'PX', math.ceil(new_tat - now) + 1)
+return {1, '0'}
+"""
+
+
 @dataclass(frozen=True)
 class Scripts:
     """The scripts registered on one client (``Redis`` or ``RedisCluster``)."""

@@ -275,7 +275,11 @@ class Trainer:
     def _prediction_features(
         self, shard: int, batch: Batch
     ) -> dict[tuple[str, str], dict[str, float]]:
-        ids = [e.event["prediction_id"] for e in batch.entries if e.event.get("prediction_id")]
+        ids = [  # (id, user): a record is found only for its own user's events
+            (e.event["prediction_id"], e.event["user"])
+            for e in batch.entries
+            if e.event.get("prediction_id")
+        ]
         if not ids:
             return {}
         found = {}
