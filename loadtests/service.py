@@ -7,6 +7,7 @@ command), with its data in a folder of our own, so a load test never touches ``.
 
 from __future__ import annotations
 
+import os
 import signal
 import subprocess
 import sys
@@ -23,6 +24,10 @@ from fedlearn.service.runtime import read_runtime
 from fedlearn.store.embedded import free_port
 
 START_TIMEOUT_S = 180.0  # the demo trains its base at the first start: seconds, not minutes
+# A load test measures the service's capacity, so the per-user quotas are off: its Zipf
+# population sends far more per hot user than one person could (the quotas are tested in
+# tests/test_api_gunicorn_quotas.py and tests/test_api_quotas.py). Set in the environment.
+UNLIMITED = {"FEDLEARN_RATE_EVENTS_PER_S": "0", "FEDLEARN_RATE_RANK_PER_S": "0"}
 
 
 class ServiceError(RuntimeError):
@@ -61,7 +66,11 @@ class Service:
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         self._log = self.log_path.open("wb")
         self.proc = subprocess.Popen(
-            self.argv, stdin=subprocess.DEVNULL, stdout=self._log, stderr=subprocess.STDOUT
+            self.argv,
+            stdin=subprocess.DEVNULL,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, **UNLIMITED},
         )
         http = urllib3.PoolManager(retries=False, timeout=2.0)
         deadline = time.monotonic() + timeout
