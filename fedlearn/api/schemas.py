@@ -185,6 +185,7 @@ class UserModel(BaseModel):
     lr: float
     l2: float
     bias_lr: float
+    max_rows: int = Field(description="cap on the delta's rows (least recently used evicted)")
     events_applied: int
     last_event: str | None = Field(description="stream id of the last applied event")
     serve: Literal["clone", "base"]
