@@ -25,6 +25,8 @@ from typing import Any, Literal
 from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict, SettingsError
 
+from fedlearn.model.delta import DEFAULT_MAX_ROWS
+
 ENV_PREFIX = "FEDLEARN_"
 SECRET_KEY_FILE = "secret_key"
 MIN_SECRET_LEN = 16
@@ -98,6 +100,9 @@ class Settings(BaseSettings):
     # The defaults are the ones the offline replay chose on MovieLens (BENCHMARKS.md).
     clone_l2: float = Field(default=0.2, ge=0, description="pull of the delta toward the base")
     clone_bias_lr: float | None = Field(default=0.2, gt=0, description="unset: the clone lr")
+    clone_max_rows: int = Field(
+        default=DEFAULT_MAX_ROWS, ge=1, description="cap on a delta's rows (LRU evicted)"
+    )
     gate_eta: float = Field(default=1.0, gt=0, description="Hedge rate of the clone/base gate")
     gate_decay: float = Field(default=0.95, gt=0, le=1, description="the gate's forgetting")
 
@@ -164,13 +169,14 @@ class Settings(BaseSettings):
         return [key.get_secret_value() for key in self.previous_secret_keys] + [current]
 
     def clone_hyper(self, base_hyper: dict[str, Any]) -> dict[str, float]:
-        """``lr``, ``l2`` and ``bias_lr`` of a clone of a base trained with ``base_hyper``."""
+        """``lr``, ``l2``, ``bias_lr`` and ``max_rows`` of a clone of a base trained with
+        ``base_hyper``."""
         base_lr = base_hyper.get("lr", DEFAULT_BASE_LR)
         if not isinstance(base_lr, int | float) or not base_lr > 0:
             base_lr = DEFAULT_BASE_LR
         lr = float(base_lr) * self.clone_lr_multiple
         bias_lr = lr if self.clone_bias_lr is None else self.clone_bias_lr
-        return {"lr": lr, "l2": self.clone_l2, "bias_lr": bias_lr}
+        return {"lr": lr, "l2": self.clone_l2, "bias_lr": bias_lr, "max_rows": self.clone_max_rows}
 
 
 def _env_name(field: str) -> str:

@@ -133,6 +133,7 @@ def test_a_user_without_a_delta_gets_an_empty_one(admin: Api, store: Store, sett
         "lr": pytest.approx(hyper["lr"]),
         "l2": hyper["l2"],
         "bias_lr": pytest.approx(hyper["bias_lr"]),
+        "max_rows": hyper["max_rows"],
         "events_applied": 0,
         "last_event": None,
         "serve": "clone",

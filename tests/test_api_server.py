@@ -154,7 +154,7 @@ def test_the_secret_key_file_is_generated_once_private_and_read(tmp_path: Path):
 def test_clone_hyper_scales_the_bases_training_rate():
     settings = load_settings(clone_lr_multiple=3.0, clone_l2=0.01, clone_bias_lr=None)
     assert settings.clone_hyper({"lr": 0.02}) == {
-        "lr": pytest.approx(0.06), "l2": 0.01, "bias_lr": pytest.approx(0.06),
+        "lr": pytest.approx(0.06), "l2": 0.01, "bias_lr": pytest.approx(0.06), "max_rows": 4096,
     }  # fmt: skip
     assert settings.clone_hyper({})["lr"] == pytest.approx(0.15)  # a base without an lr
     fixed = load_settings(clone_bias_lr=0.5).clone_hyper({"lr": 0.1})

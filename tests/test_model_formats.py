@@ -73,8 +73,43 @@ def test_base_save_and_load(tmp_path: Path) -> None:
     ],
 )
 def test_base_format_errors_say_what_is_wrong(mutate, message: str) -> None:
+    # Format 1 has no checksum, so each structural check is reached.
     with pytest.raises(ModelFormatError, match=message):
-        Base.from_bytes(mutate(_base().to_bytes()))
+        Base.from_bytes(mutate(base_as_format_1(_base().to_bytes())))
+
+
+def base_as_format_1(blob: bytes) -> bytes:
+    """A format-2 base rewritten as format 1 (no checksum): same layout, reserved word 0."""
+    return blob[:4] + struct.pack("<I", 1) + blob[8:12] + b"\0\0\0\0" + blob[16:]
+
+
+def delta_as_format_1(blob: bytes) -> bytes:
+    """A format-2 delta rewritten as format 1 (no CRC-32 trailer)."""
+    return blob[:4] + struct.pack("<I", 1) + blob[8:-4]
+
+
+def test_format_1_files_are_still_read() -> None:
+    base = _base()
+    old = Base.from_bytes(base_as_format_1(base.to_bytes()))
+    assert old.to_bytes() == base.to_bytes()
+    delta = _trained_delta(base)
+    assert Delta.from_bytes(delta_as_format_1(delta.to_bytes())).to_bytes() == delta.to_bytes()
+
+
+@pytest.mark.parametrize("position", [0, 16, 100, -1])
+def test_a_flipped_bit_fails_the_base_checksum(position: int) -> None:
+    blob = bytearray(_base().to_bytes())
+    blob[12 + 4 + position if position >= 0 else position] ^= 0x10
+    with pytest.raises(ModelFormatError, match="checksum mismatch"):
+        Base.from_bytes(bytes(blob))
+
+
+def test_a_base_with_nan_is_refused() -> None:
+    base = _base()
+    blob = bytearray(base_as_format_1(base.to_bytes()))
+    blob[-4:] = struct.pack("<f", float("nan"))
+    with pytest.raises(ModelFormatError, match="non-finite"):
+        Base.from_bytes(bytes(blob))
 
 
 def test_delta_round_trip_binary_and_json() -> None:
@@ -82,14 +117,16 @@ def test_delta_round_trip_binary_and_json() -> None:
     delta = _trained_delta(base)
     assert "item=new" in delta.names and delta.n_events == 2
     again = Delta.from_bytes(delta.to_bytes())
-    assert again.names == delta.names
+    recency = list(delta.index)  # rows are stored least recently used first
+    assert again.names == recency and list(again.index) == recency
     assert again.n_events == 2 and again.w0 == delta.w0
-    np.testing.assert_array_equal(again.w, delta.w)
-    np.testing.assert_array_equal(again.v, delta.v)
+    w, v = delta.lookup(recency)
+    np.testing.assert_array_equal(again.w, w)
+    np.testing.assert_array_equal(again.v, v)
     assert again.to_bytes() == delta.to_bytes()
     from_json = Delta.from_json(delta.to_json(), base.n_factors)
-    np.testing.assert_array_equal(from_json.v, delta.v)
-    assert from_json.names == delta.names
+    np.testing.assert_array_equal(from_json.v, v)
+    assert from_json.names == recency
 
 
 def test_empty_delta_round_trip() -> None:
@@ -102,8 +139,10 @@ def test_empty_delta_round_trip() -> None:
     [
         (lambda b: b[:20], "shorter than its header"),
         (lambda b: b"FLFM" + b[4:], "not a fedlearn delta"),
-        (lambda b: b[:4] + struct.pack("<I", 2) + b[8:], "not a fedlearn delta"),
+        (lambda b: b[:4] + struct.pack("<I", 3) + b[8:], "format 3 is not supported"),
         (lambda b: b[:-1], "must be"),
+        (lambda b: b[:40] + bytes([b[40] ^ 1]) + b[41:], "checksum mismatch"),
+        (lambda b: b[:8] + struct.pack("<I", 1 << 30) + b[12:], "must be"),
     ],
 )
 def test_delta_format_errors_say_what_is_wrong(mutate, message: str) -> None:

@@ -76,3 +76,58 @@ def test_a_forget_entry_drops_the_users_earlier_events_and_starts_a_new_clone() 
     assert a.last_event == StreamId(6, 0)
     assert a.delta.n_events == 1 and "item=1" not in a.delta.names, "the old clone is gone"
     assert [r["event_id"] for r in expand(out.log)] == ["6-0", "7-0"]
+
+
+def apply(states: dict[str, UserState], entries: list[Entry], **kwargs: object):
+    options = {"item_features": no_catalog, "prediction_features": lambda pid, item: None}
+    return apply_batch(BASE, states, entries, SETTINGS, applied_at=1.0, **{**options, **kwargs})
+
+
+def test_a_clone_that_goes_non_finite_is_reset_to_the_base_counted_and_never_stored() -> None:
+    from prometheus_client import REGISTRY
+
+    def resets() -> float:
+        labels = {"reason": "non_finite"}
+        return REGISTRY.get_sample_value("fedlearn_clone_resets_total", labels) or 0.0
+
+    before = resets()
+    learned = Delta(4)
+    learned.rows_of(["item=1"])
+    learned._w[0] = 0.5
+    states = {"a": UserState(learned), "b": UserState(Delta(4))}
+    # A recorded feature value of NaN cannot come through the API; here it stands for any way
+    # the update might still produce a non-finite number.
+    poisoned = {"user=a": 1.0, "item=1": float("nan")}
+    entries = [
+        entry("1-0", "a", "1", prediction_id="p"),
+        entry("2-0", "b", "2"),
+    ]
+    out = apply(states, entries, prediction_features=lambda pid, item: poisoned)
+    assert out.reset == ["a"]
+    assert resets() == before + 1
+    reset = out.users["a"]
+    assert len(reset.delta) == 0 and reset.delta.w0 == 0.0, "back to the base"
+    assert reset.last_event == StreamId(1, 0), "the event is consumed, not retried forever"
+    assert Delta.from_bytes(reset.delta.to_bytes()).is_finite()
+    assert out.users["b"].delta.is_finite() and len(out.users["b"].delta) > 0
+
+
+def test_a_user_sending_a_new_context_string_with_every_event_keeps_a_bounded_delta() -> None:
+    states = {"a": UserState(Delta(4))}
+    sizes, rows = [], []
+    for batch in range(12):  # 6,000 events, each with a context value never seen before
+        entries = [
+            entry(f"{batch * 500 + i + 1}-0", "a", str(i % 5), context={"q": f"s{batch}-{i}"})
+            for i in range(500)
+        ]
+        out = apply(states, entries)
+        states["a"] = out.users["a"]
+        sizes.append(len(states["a"].delta.to_bytes()))
+        rows.append(len(states["a"].delta))
+    delta = states["a"].delta
+    assert max(rows) == rows[-1] == SETTINGS.max_rows
+    row_bytes = len("q=s11-499\n") + 4 * (1 + 4)  # the longest name, its floats
+    assert max(sizes) <= 40 + SETTINGS.max_rows * row_bytes  # 0.12 MB at k = 4
+    # The newest strings survive, the oldest went back to the base's value.
+    assert "q=s11-499" in delta.index and "q=s0-0" not in delta.index
+    assert "user=a" in delta.index, "a row used by every event is never the least recent"

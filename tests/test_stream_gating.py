@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from fedlearn.model import ModelFormatError
 from fedlearn.stream.gating import Gate, GateSettings, log_loss
 
 SETTINGS = GateSettings(decay=0.9, eta=1.0)
@@ -36,3 +37,22 @@ def test_the_gate_round_trips_through_bytes() -> None:
 @pytest.mark.parametrize(("y", "p"), [(1, 0.0), (0, 1.0)])
 def test_log_loss_is_finite_at_the_edges(y: int, p: float) -> None:
     assert 0 < log_loss(y, p) < 30
+
+
+def test_a_format_1_gate_record_is_still_read() -> None:
+    gate = Gate(1.5, 2.25, 7)
+    assert Gate.from_bytes(gate.to_bytes()[:24]) == gate
+
+
+@pytest.mark.parametrize(
+    ("blob", "message"),
+    [
+        (b"\0" * 10, "is 10 bytes"),
+        (Gate(1.5, 2.25, 7).to_bytes()[:-1] + b"\x00", "checksum mismatch"),
+        (Gate(-1.0, 2.25, 7).to_bytes(), "must be finite and >= 0"),
+        (Gate(float("nan"), 2.25, 7).to_bytes()[:24], "must be finite and >= 0"),
+    ],
+)
+def test_a_malformed_gate_record_says_what_is_wrong(blob: bytes, message: str) -> None:
+    with pytest.raises(ModelFormatError, match=message):
+        Gate.from_bytes(blob)

@@ -12,7 +12,9 @@ from pathlib import Path
 from typing import Any
 
 import orjson
+import pytest
 
+from fedlearn.model import FeatureError, event_features
 from fedlearn.model.vectors import make_vectors
 
 VECTORS = Path(__file__).resolve().parents[1] / "client_js" / "test" / "vectors.json"
@@ -38,3 +40,16 @@ def test_the_committed_vectors_are_what_the_model_computes() -> None:
     fresh = orjson.loads(orjson.dumps(make_vectors()))
     assert_close(committed["cases"], fresh["cases"], "cases")
     assert committed["bases"] == fresh["bases"], "the base files differ: run `fedlearn vectors`"
+    assert committed["refused_contexts"] == fresh["refused_contexts"]
+    assert committed["bounds"] == fresh["bounds"]
+
+
+def test_the_vectors_exercise_the_row_cap_and_the_contexts_both_sides_refuse() -> None:
+    vectors = make_vectors()
+    capped = [c for c in vectors["cases"] if c["max_rows"] < 100]
+    assert capped and all(
+        len(c["expected_delta_after"]["features"]) == c["max_rows"] for c in capped
+    )
+    for context in vectors["refused_contexts"]:
+        with pytest.raises(FeatureError):
+            event_features("u", "1", context)

@@ -275,8 +275,8 @@ export class FedClient {
     /** @type {number | undefined} */
     let prediction;
     if (this.#learnOnDevice && this.#servedDelta()) {
-      const { lr, l2, bias_lr: biasLr = lr } = this.#model;
-      prediction = learnOne(this.#base, this.#delta, features, signal === 'click' ? 1 : 0, { lr, l2, biasLr });
+      const { lr, l2, bias_lr: biasLr = lr, max_rows: maxRows } = this.#model;
+      prediction = learnOne(this.#base, this.#delta, features, signal === 'click' ? 1 : 0, { lr, l2, biasLr, maxRows });
       this.#learned += 1;
     }
     this.#queue.enqueue(event);

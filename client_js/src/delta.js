@@ -1,10 +1,14 @@
 /**
  * A user's delta (clone minus base), kept in an efficient form: a Map name -> row and growable
- * Float64Arrays. Rows only ever grow with the distinct features this user touched, which is
- * what keeps a clone small. Converts from/to the JSON form of docs/CONTRACTS.md:
- * `{w0, features, w, v}` with `v` a list of k-long rows.
+ * Float64Arrays. Rows grow with the distinct features this user touched, up to a cap beyond
+ * which the least recently used rows are evicted (as the server's `fedlearn.model.delta`).
+ * The Map's order is the recency order, least recent first, and so is the JSON form of
+ * docs/CONTRACTS.md: `{w0, features, w, v}` with `v` a list of k-long rows.
  */
 import { invalid } from './errors.js';
+
+/** The server's default cap on a delta's rows (FEDLEARN_CLONE_MAX_ROWS). */
+export const DEFAULT_MAX_ROWS = 4096;
 
 const UTF8 = new TextEncoder();
 
@@ -34,7 +38,7 @@ export class Delta {
   /** @returns {number} the size of this delta in its binary form (FLDL), as the server stores it */
   get byteLength() {
     const names = UTF8.encode(this.names.join('\n')).length + this.size; // each name + "\n"
-    return 36 + Math.ceil(names / 4) * 4 + 4 * this.size * (1 + this.k);
+    return 36 + Math.ceil(names / 4) * 4 + 4 * this.size * (1 + this.k) + 4; // + CRC-32
   }
 
   /**
@@ -58,6 +62,40 @@ export class Delta {
     this.index.set(name, row);
     this.names.push(name);
     return row;
+  }
+
+  /**
+   * Mark a row as used now: it becomes the most recent (the last evicted).
+   * @param {string} name a feature this delta holds
+   */
+  touch(name) {
+    const row = this.index.get(name);
+    if (row === undefined) return;
+    this.index.delete(name);
+    this.index.set(name, row);
+  }
+
+  /**
+   * Drop the least recently used rows beyond `maxRows`; a dropped row reads the base's value.
+   * @param {number} maxRows
+   * @returns {number} how many rows went
+   */
+  evict(maxRows) {
+    const excess = this.size - maxRows;
+    if (excess <= 0) return 0;
+    const { k } = this;
+    const keep = [...this.index].slice(excess);
+    const w = new Float64Array(Math.max(8, keep.length));
+    const v = new Float64Array(w.length * k);
+    keep.forEach(([, row], i) => {
+      w[i] = this.w[row];
+      v.set(this.v.subarray(row * k, row * k + k), i * k);
+    });
+    this.w = w;
+    this.v = v;
+    this.names = keep.map(([name]) => name);
+    this.index = new Map(this.names.map((name, i) => [name, i]));
+    return excess;
   }
 
   /**
@@ -97,14 +135,15 @@ export class Delta {
     return delta;
   }
 
-  /** @returns {{w0: number, features: string[], w: number[], v: number[][]}} the JSON form */
+  /** @returns {{w0: number, features: string[], w: number[], v: number[][]}} the JSON form, rows least recently used first */
   toJSON() {
     const { k } = this;
+    const rows = [...this.index];
     return {
       w0: this.w0,
-      features: this.names.slice(),
-      w: Array.from(this.w.subarray(0, this.size)),
-      v: this.names.map((_, r) => Array.from(this.v.subarray(r * k, r * k + k))),
+      features: rows.map(([name]) => name),
+      w: rows.map(([, r]) => this.w[r]),
+      v: rows.map(([, r]) => Array.from(this.v.subarray(r * k, r * k + k))),
     };
   }
 }

@@ -8,6 +8,10 @@ import { invalid } from './errors.js';
 
 // eslint-disable-next-line no-control-regex
 const CONTROL = /[\u0000-\u001f\u007f-\u009f]/;
+/** Numbers are scaled to about [-1, 1]; beyond this the server refuses them (MAX_FEATURE_VALUE). */
+export const MAX_FEATURE_VALUE = 10;
+/** Context keys that would make the model's own `user=` / `item=` features. */
+const RESERVED = /^(user|item)(=|$)/;
 
 /**
  * Check an id (user or item): a non-empty string of at most 128 characters, no control chars.
@@ -39,8 +43,9 @@ function checkName(field, name) {
 
 /**
  * Check a context: at most 64 entries of name -> string | number | boolean, names of 1..100
- * characters and string values of at most 99, so that "name=value" fits a feature name. These
- * are the server's limits (fedlearn/api/schemas.py): an event outside them would be refused.
+ * characters and string values of at most 99, so that "name=value" fits a feature name, numbers
+ * within MAX_FEATURE_VALUE, and no key that would make a `user=` or `item=` feature. These are
+ * the server's limits (fedlearn/api/schemas.py): an event outside them would be refused.
  * @param {string} field
  * @param {unknown} context
  * @returns {Record<string, string | number | boolean>}
@@ -59,6 +64,12 @@ export function checkContext(field, context) {
     }
     if (!name || name.length > 100 || CONTROL.test(name)) {
       invalid(`${field} name`, name, 'must be 1..100 characters, no control characters');
+    }
+    if (RESERVED.test(name)) {
+      invalid(`${field} name`, name, "is reserved: 'user' and 'item' (alone or before '=') name the model's own features");
+    }
+    if (t === 'number' && Math.abs(value) > MAX_FEATURE_VALUE) {
+      invalid(`${field}[${JSON.stringify(name)}]`, value, `must be within [-${MAX_FEATURE_VALUE}, ${MAX_FEATURE_VALUE}] (scale numbers to about [-1, 1])`);
     }
     if (t === 'string' && (value.length > 99 || CONTROL.test(value))) {
       invalid(`${field}[${JSON.stringify(name)}]`, value, 'must be at most 99 characters, no control characters');

@@ -3,8 +3,9 @@
  * @module fedlearn
  */
 export { FedClient } from './client.js';
-export { Delta } from './delta.js';
+export { crc32 } from './crc32.js';
+export { DEFAULT_MAX_ROWS, Delta } from './delta.js';
 export { FedError } from './errors.js';
-export { eventFeatures } from './features.js';
-export { fnv1a32, learnOne, mulberry32, score, sigmoid, unseenLatent } from './fm.js';
+export { eventFeatures, MAX_FEATURE_VALUE } from './features.js';
+export { fnv1a32, learnOne, MAX_DELTA, MAX_STEP, mulberry32, score, sigmoid, unseenLatent } from './fm.js';
 export { parseBase } from './format.js';

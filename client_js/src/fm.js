@@ -2,9 +2,16 @@
  * The factorization machine of docs/CONTRACTS.md, on a clone = base + delta, in float64.
  * `score` never mutates anything; `learnOne` is one SGD step on the delta, with gradients
  * taken at the old parameters and an L2 pull of the delta toward the base, exactly like the
- * server, so a click reorders the ranking on the device the way it will on the server.
+ * server, so a click reorders the ranking on the device the way it will on the server. The
+ * step is clipped, the delta kept in a box and its rows capped, with the server's bounds.
  */
+import { DEFAULT_MAX_ROWS } from './delta.js';
 import { invalid } from './errors.js';
+
+/** Largest change of one parameter in one step (the server's `fm.MAX_STEP`). */
+export const MAX_STEP = 1;
+/** Bound on every delta parameter (the server's `fm.MAX_DELTA`). */
+export const MAX_DELTA = 16;
 
 /** @typedef {import('./format.js').Base} Base */
 /** @typedef {import('./delta.js').Delta} Delta */
@@ -141,6 +148,15 @@ function forward(w0, { n, k, x, w, v }) {
 }
 
 /**
+ * @param {number} x
+ * @param {number} limit
+ * @returns {number} x clipped to [-limit, limit] (NaN stays NaN)
+ */
+function clip(x, limit) {
+  return x > limit ? limit : x < -limit ? -limit : x;
+}
+
+/**
  * The logistic function, without overflow for large |z|.
  * @param {number} z
  * @returns {number}
@@ -170,31 +186,37 @@ export function score(base, delta, features) {
  * @param {Delta} delta mutated in place (rows are added for features it did not hold)
  * @param {Features} features
  * @param {0 | 1} y
- * @param {{lr: number, l2: number, biasLr?: number}} hyper learning rate, L2 pull toward the
- *   base, and the intercept's own step (River's intercept_lr; `lr` when not given)
+ * @param {{lr: number, l2: number, biasLr?: number, maxRows?: number}} hyper learning rate,
+ *   L2 pull toward the base, the intercept's own step (River's intercept_lr; `lr` when not
+ *   given), and the cap on the delta's rows (least recently used evicted beyond it)
  * @returns {number} the prediction made before learning (progressive validation)
  */
-export function learnOne(base, delta, features, y, { lr, l2, biasLr = lr }) {
+export function learnOne(base, delta, features, y, { lr, l2, biasLr = lr, maxRows = DEFAULT_MAX_ROWS }) {
   if (y !== 0 && y !== 1) invalid('y', y, 'must be 1 (click) or 0 (skip)');
   if (!Number.isFinite(lr) || lr < 0) invalid('lr', lr, 'must be a finite number >= 0');
   if (!Number.isFinite(l2) || l2 < 0) invalid('l2', l2, 'must be a finite number >= 0');
   if (!Number.isFinite(biasLr) || biasLr < 0) invalid('biasLr', biasLr, 'must be a finite number >= 0');
+  if (!Number.isSafeInteger(maxRows) || maxRows < 1) invalid('maxRows', maxRows, 'must be an integer >= 1');
   if (!delta) invalid('delta', delta, 'must be a Delta to learn into');
   const params = gather(base, delta, features);
   const [out, s] = forward(base.w0 + delta.w0, params);
   const p = sigmoid(out);
   const g = p - y;
   const { names, n, k, x, v } = params;
-  delta.w0 -= biasLr * (g + l2 * delta.w0);
+  // d <- d (1 - lr l2) - clip(lr * gradient), then d kept within MAX_DELTA: the server's order.
+  const decay = 1 - lr * l2;
+  delta.w0 = clip(delta.w0 * (1 - biasLr * l2) - clip(biasLr * g, MAX_STEP), MAX_DELTA);
   for (let i = 0; i < n; i++) {
     const r = delta.ensureRow(names[i]); // may reallocate delta.w / delta.v: read them after
+    delta.touch(names[i]); // used now, in the sample's order, as the server's batch does
     const xi = x[i];
-    delta.w[r] -= lr * (g * xi + l2 * delta.w[r]);
+    delta.w[r] = clip(delta.w[r] * decay - clip(lr * g * xi, MAX_STEP), MAX_DELTA);
     for (let f = 0; f < k; f++) {
       const old = v[i * k + f]; // the clone's latent before this step (base + delta)
       const at = r * k + f;
-      delta.v[at] -= lr * (g * xi * (s[f] - old * xi) + l2 * delta.v[at]);
+      delta.v[at] = clip(delta.v[at] * decay - clip(lr * g * xi * (s[f] - old * xi), MAX_STEP), MAX_DELTA);
     }
   }
+  delta.evict(maxRows);
   return p;
 }

@@ -1,12 +1,14 @@
 /**
  * The FLFM base model format (docs/CONTRACTS.md, "Base model file"): a fixed 16-byte preamble,
  * a JSON header, then float32 weights and latents. The arrays are viewed in place, not copied,
- * so a base of a million features costs its download and nothing more.
+ * so a base of a million features costs its download and nothing more. Format 2 carries the
+ * CRC-32 of bytes 16.. at bytes 12..15; format 1 (no checksum) is still read.
  */
+import { crc32 } from './crc32.js';
 import { FedError, invalid, show } from './errors.js';
 
 const MAGIC = [0x46, 0x4c, 0x46, 0x4d]; // "FLFM"
-const FORMAT_VERSION = 1;
+const FORMATS = [1, 2];
 const LITTLE_ENDIAN = new Uint8Array(new Uint16Array([1]).buffer)[0] === 1;
 
 /**
@@ -44,12 +46,19 @@ export function parseBase(data) {
   }
   const view = new DataView(buf);
   const format = view.getUint32(4, true);
-  if (format !== FORMAT_VERSION) {
-    fail('format version', format, `must be ${FORMAT_VERSION}; upgrade the client`);
+  if (!FORMATS.includes(format)) {
+    fail('format version', format, `must be one of ${FORMATS.join(', ')}; upgrade the client`);
   }
   const h = view.getUint32(8, true);
   if (h % 8 !== 0 || 16 + h > bytes.length) {
     fail('header length', h, `must be a multiple of 8 within the ${bytes.length} bytes`);
+  }
+  if (format >= 2) {
+    const stored = view.getUint32(12, true);
+    const actual = crc32(bytes.subarray(16));
+    if (stored !== actual) {
+      fail('checksum', `0x${stored.toString(16)}`, `must be the CRC-32 0x${actual.toString(16)} of bytes 16..; the download is corrupt`);
+    }
   }
   let header;
   try {
@@ -60,7 +69,7 @@ export function parseBase(data) {
   if (header === null || typeof header !== 'object') fail('header', header, 'must be a JSON object');
   const k = header.n_factors;
   const names = header.features;
-  if (header.format !== FORMAT_VERSION) fail('header.format', header.format, `must be ${FORMAT_VERSION}`);
+  if (header.format !== format) fail('header.format', header.format, `must be ${format}, as the preamble`);
   if (typeof header.version !== 'string' || !header.version) {
     fail('header.version', header.version, 'must be a non-empty string');
   }
@@ -88,6 +97,12 @@ export function parseBase(data) {
     index.set(name, row);
   });
   const at = 16 + h;
+  const w = floats(buf, at, n);
+  const v = floats(buf, at + 4 * n, n * k);
+  // The server never publishes a non-finite base; one would turn every score into NaN.
+  if (!w.every(Number.isFinite) || !v.every(Number.isFinite)) {
+    fail('weights', 'NaN or infinity', 'must all be finite numbers');
+  }
   return {
     version: header.version,
     nFactors: k,
@@ -95,8 +110,8 @@ export function parseBase(data) {
     w0: header.w0,
     features: names,
     index,
-    w: floats(buf, at, n),
-    v: floats(buf, at + 4 * n, n * k),
+    w,
+    v,
     initSeed: ((header.init_seed % 2 ** 32) + 2 ** 32) % 2 ** 32,
     initScale: header.init_scale,
     header,

@@ -2,6 +2,7 @@
  * The answer of `GET /v1/users/{user}/model`, checked before any of it is used, and where the
  * base it names lives. Kept apart from the client so the client reads as its verbs.
  */
+import { DEFAULT_MAX_ROWS } from './delta.js';
 import { invalid } from './errors.js';
 
 /** @typedef {import('./format.js').Base} Base */
@@ -15,6 +16,7 @@ import { invalid } from './errors.js';
  * @property {number} lr
  * @property {number} l2
  * @property {number} [bias_lr] the intercept's step (`lr` when absent)
+ * @property {number} [max_rows] the cap on the delta's rows (the server's default when absent)
  * @property {number} events_applied
  * @property {'clone' | 'base'} serve
  * @property {Record<string, number>} [user_features] the user's table features, if the server sends them
@@ -34,6 +36,8 @@ export function checkModel(m) {
   for (const key of ['lr', 'l2', 'bias_lr']) {
     if (!Number.isFinite(m[key]) || m[key] < 0) invalid(`model.${key}`, m[key], 'must be a finite number >= 0');
   }
+  m.max_rows ??= DEFAULT_MAX_ROWS;
+  if (!Number.isSafeInteger(m.max_rows) || m.max_rows < 1) invalid('model.max_rows', m.max_rows, 'must be an integer >= 1');
   m.serve ??= 'clone';
   if (m.serve !== 'clone' && m.serve !== 'base') invalid('model.serve', m.serve, 'must be "clone" or "base"');
   m.events_applied ??= 0;

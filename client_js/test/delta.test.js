@@ -30,9 +30,19 @@ test('fromJSON names the field and value at fault', () => {
   assert.throws(() => Delta.fromJSON({ ...ok, features: ['a', 'a'], w: [1, 1], v: [[1, 2], [1, 2]] }, 2), /delta.features\[1\]/);
 });
 
-test('byteLength is the FLDL size: 36-byte header, names padded to 4, float32 rows', () => {
-  assert.equal(new Delta(4).byteLength, 36);
+test('byteLength is the FLDL size: 36-byte header, names padded to 4, float32 rows, CRC-32', () => {
+  assert.equal(new Delta(4).byteLength, 36 + 4);
   // names "ab\n" + "é\n" = 3 + 3 bytes -> padded to 8; 2 rows x (1 + 4) floats x 4 bytes = 40
   const delta = Delta.fromJSON({ w0: 0, features: ['ab', 'é'], w: [0, 0], v: [[0, 0, 0, 0], [0, 0, 0, 0]] }, 4);
-  assert.equal(delta.byteLength, 36 + 8 + 40);
+  assert.equal(delta.byteLength, 36 + 8 + 40 + 4);
+});
+
+test('rows are kept in recency order and the least recently used are evicted first', () => {
+  const delta = Delta.fromJSON({ w0: 0, features: ['a', 'b', 'c'], w: [1, 2, 3], v: [[1], [2], [3]] }, 1);
+  delta.touch('a');
+  assert.deepEqual(delta.toJSON().features, ['b', 'c', 'a']);
+  assert.equal(delta.evict(2), 1);
+  assert.deepEqual(delta.toJSON(), { w0: 0, features: ['c', 'a'], w: [3, 1], v: [[3], [1]] });
+  assert.equal(delta.evict(2), 0);
+  assert.equal(delta.ensureRow('d'), 2, 'rows grow again after an eviction');
 });

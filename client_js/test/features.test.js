@@ -28,3 +28,12 @@ test('invalid context and features name the field and the value', () => {
   assert.throws(() => eventFeatures('1', '2', {}, { q: 'x'.repeat(100) }), /context\["q"\] must be at most 99 characters/);
   assert.throws(() => eventFeatures('1', '2', { 'a\u0007': 1 }, {}), /item features name must be a feature name of 1..200 characters, no control characters/);
 });
+
+test('context numbers beyond the bound and keys that would make user=/item= features are refused', () => {
+  assert.throws(() => eventFeatures('1', '2', {}, { a: 1e6 }), /context\["a"\] must be within \[-10, 10\].*got 1000000/);
+  assert.deepEqual(eventFeatures('1', '2', {}, { a: 10, b: -10 }), { 'user=1': 1, 'item=2': 1, a: 10, b: -10 });
+  for (const key of ['user', 'item', 'user=victim', 'item=42']) {
+    assert.throws(() => eventFeatures('1', '2', {}, { [key]: 'victim' }), /context name is reserved/, key);
+  }
+  assert.equal(eventFeatures('1', '2', {}, { username: 'x' })['username=x'], 1);
+});

@@ -1,15 +1,18 @@
+import { crc32 } from '../src/crc32.js';
+
 // Test helpers: an independent FLFM writer (from docs/CONTRACTS.md), an in-memory localStorage,
 // a hand-driven clock, and a scripted fetch (the client's own HTTP seam, not a server mock).
 
 /**
  * Write FLFM bytes.
  * @param {{version?: string, k: number, w0?: number, features: string[], w: number[],
- *   v: number[][], initSeed?: number, initScale?: number}} spec
+ *   v: number[][], initSeed?: number, initScale?: number, format?: 1 | 2}} spec format 2 adds
+ *   the CRC-32 of bytes 16.. at bytes 12..15
  * @returns {ArrayBuffer}
  */
-export function buildBase({ version = 'v1', k, w0 = 0, features, w, v, initSeed = 42, initScale = 0.1 }) {
+export function buildBase({ version = 'v1', k, w0 = 0, features, w, v, initSeed = 42, initScale = 0.1, format = 1 }) {
   const header = {
-    format: 1,
+    format,
     version,
     n_factors: k,
     n_features: features.length,
@@ -30,12 +33,13 @@ export function buildBase({ version = 'v1', k, w0 = 0, features, w, v, initSeed 
   const bytes = new Uint8Array(buf);
   bytes.set([0x46, 0x4c, 0x46, 0x4d]);
   const dv = new DataView(buf);
-  dv.setUint32(4, 1, true);
+  dv.setUint32(4, format, true);
   dv.setUint32(8, h, true);
   bytes.set(json, 16);
   let at = 16 + h;
   for (const x of w) (dv.setFloat32(at, x, true), (at += 4));
   for (const row of v) for (const x of row) (dv.setFloat32(at, x, true), (at += 4));
+  if (format === 2) dv.setUint32(12, crc32(bytes.subarray(16)), true);
   return buf;
 }
 

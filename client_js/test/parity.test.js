@@ -3,12 +3,23 @@
 //   fedlearn vectors --out client_js/test/vectors.json
 // Shape: {"bases": {"<name>": "<base64 FLFM>"}, "cases": [{"base", "delta", "lr", "l2", "bias_lr"?,
 // "features", "expected_score", "updates": [{"features", "y", "expected_prediction"}],
-// "expected_delta_after"}]}. FEDLEARN_VECTORS overrides the path.
+// "max_rows", "expected_delta_after"}], "refused_contexts": [{...}]}. FEDLEARN_VECTORS overrides
+// the path.
 import assert from 'node:assert/strict';
 import { existsSync, readFileSync } from 'node:fs';
 import { test } from 'node:test';
 import { fileURLToPath } from 'node:url';
-import { Delta, learnOne, parseBase, score } from '../src/fedlearn.js';
+import {
+  DEFAULT_MAX_ROWS,
+  Delta,
+  eventFeatures,
+  learnOne,
+  MAX_DELTA,
+  MAX_FEATURE_VALUE,
+  MAX_STEP,
+  parseBase,
+  score,
+} from '../src/fedlearn.js';
 
 const path = process.env.FEDLEARN_VECTORS ?? fileURLToPath(new URL('./vectors.json', import.meta.url));
 const TOL = 1e-6;
@@ -56,9 +67,22 @@ test('parity with the Python server (shared vectors)', { skip: missing }, () => 
     const delta = Delta.fromJSON(c.delta, base.nFactors);
     near(score(base, delta, c.features), c.expected_score, `${what} score`);
     (c.updates ?? []).forEach((u, j) => {
-      const p = learnOne(base, delta, u.features, u.y, { lr: c.lr, l2: c.l2, biasLr: c.bias_lr ?? c.lr });
+      const hyper = { lr: c.lr, l2: c.l2, biasLr: c.bias_lr ?? c.lr, maxRows: c.max_rows };
+      const p = learnOne(base, delta, u.features, u.y, hyper);
       near(p, u.expected_prediction, `${what} update ${j} prediction`);
     });
-    if (c.expected_delta_after) sameDelta(delta.toJSON(), c.expected_delta_after, base.nFactors, `${what} delta after`);
+    if (c.expected_delta_after) {
+      sameDelta(delta.toJSON(), c.expected_delta_after, base.nFactors, `${what} delta after`);
+      // Same rows in the same recency order: the next eviction drops the same ones.
+      assert.deepEqual(delta.toJSON().features, c.expected_delta_after.features, `${what} rows in recency order`);
+    }
   });
+  assert.deepEqual(
+    { max_feature_value: MAX_FEATURE_VALUE, max_step: MAX_STEP, max_delta: MAX_DELTA, default_max_rows: DEFAULT_MAX_ROWS },
+    vectors.bounds,
+    'the client applies the server\'s bounds',
+  );
+  for (const context of vectors.refused_contexts ?? []) {
+    assert.throws(() => eventFeatures('u', '1', {}, context), /context/, `refused context ${JSON.stringify(context)}`);
+  }
 });

@@ -13,6 +13,7 @@ from __future__ import annotations
 from typing import Annotated, Any, Literal
 
 from pydantic import (
+    AfterValidator,
     BaseModel,
     BeforeValidator,
     ConfigDict,
@@ -22,6 +23,8 @@ from pydantic import (
     StringConstraints,
     Tag,
 )
+
+from fedlearn.model.features import MAX_FEATURE_VALUE, check_context_key
 
 # C0 and C1 control characters are refused (as fedlearn.data.validate does).
 _NO_CONTROL = r"^[^\x00-\x1f\x7f-\x9f]+$"
@@ -34,13 +37,26 @@ PathId = Annotated[str, StringConstraints(min_length=1, max_length=128, pattern=
 FeatureName = Annotated[str, StringConstraints(min_length=1, max_length=200, pattern=_NO_CONTROL)]
 # A string context value becomes the feature "name=value" (at most 200 characters), so names
 # and string values are bounded to fit it whatever their combination.
-ContextName = Annotated[str, StringConstraints(min_length=1, max_length=100, pattern=_NO_CONTROL)]
+# A context key may not make a "user=..." or "item=..." feature (model/features.py says why);
+# the "not" states it in the published schema, the validator enforces it.
+ContextName = Annotated[
+    str,
+    StringConstraints(min_length=1, max_length=100, pattern=_NO_CONTROL),
+    AfterValidator(check_context_key),
+    Field(json_schema_extra={"not": {"pattern": "^(user|item)(=|$)"}}),
+]
 ContextText = Annotated[str, StringConstraints(max_length=99, pattern=_NO_CONTROL_OR_EMPTY)]
 # Feature values are bounded: a factorization machine squares sums of them, and 1e200 would
 # overflow to inf - inf = NaN. Real values (one-hot 1.0, scaled numbers) are far inside.
 MAX_VALUE = 1e6
 FeatureValue = Annotated[
     float, Field(strict=True, allow_inf_nan=False, ge=-MAX_VALUE, le=MAX_VALUE)
+]
+# A number in a context is a feature value the clone learns from: scaled to about [-1, 1]
+# and refused beyond the model's bound (docs/CONTRACTS.md, "Features").
+ContextNumber = Annotated[
+    float,
+    Field(strict=True, allow_inf_nan=False, ge=-MAX_FEATURE_VALUE, le=MAX_FEATURE_VALUE),
 ]
 
 
@@ -59,7 +75,7 @@ def _context_kind(value: Any) -> str | None:
 # ("must be a string, number or boolean") instead of one per branch.
 ContextValue = Annotated[
     Annotated[bool, Tag("boolean")]
-    | Annotated[FeatureValue, Tag("number")]
+    | Annotated[ContextNumber, Tag("number")]
     | Annotated[ContextText, Tag("string")],
     Discriminator(
         _context_kind,
@@ -169,6 +185,7 @@ class UserModel(BaseModel):
     lr: float
     l2: float
     bias_lr: float
+    max_rows: int = Field(description="cap on the delta's rows (least recently used evicted)")
     events_applied: int
     last_event: str | None = Field(description="stream id of the last applied event")
     serve: Literal["clone", "base"]

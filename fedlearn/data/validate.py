@@ -11,6 +11,8 @@ import math
 from collections.abc import Mapping
 from typing import Any
 
+from fedlearn.model.features import MAX_FEATURE_VALUE, RESERVED_PREFIXES, reserved_context_key
+
 MAX_ID_CHARS = 128
 MAX_FEATURE_CHARS = 200
 SIGNALS = ("click", "skip")
@@ -59,6 +61,17 @@ def check_number(value: Any, field: str) -> float:
     return number
 
 
+def check_feature_value(value: Any, field: str) -> float:
+    """A feature value: a finite number within ``MAX_FEATURE_VALUE`` (CONTRACTS: Features)."""
+    number = check_number(value, field)
+    if abs(number) > MAX_FEATURE_VALUE:
+        raise ValueError(
+            f"{field!r} must be within [-{MAX_FEATURE_VALUE:g}, {MAX_FEATURE_VALUE:g}] (scale "
+            f"numbers to about [-1, 1]), got {show(value)}"
+        )
+    return number
+
+
 def check_signal(value: Any) -> str:
     if value not in SIGNALS:
         raise ValueError(f"'signal' must be 'click' or 'skip', got {show(value)}")
@@ -79,13 +92,13 @@ def check_feature_name(name: Any, field: str = "feature name") -> str:
 
 
 def check_features(value: Any, field: str = "features") -> dict[str, float]:
-    """A catalog feature dict: name -> finite number."""
+    """A catalog feature dict: name -> finite number within ``MAX_FEATURE_VALUE``."""
     if not isinstance(value, Mapping):
         raise ValueError(f"{field!r} must be an object of name -> number, got {show(value)}")
     out: dict[str, float] = {}
     for name, number in value.items():
         check_feature_name(name, f"{field!r} name")
-        out[name] = check_number(number, f"{field}.{name}")
+        out[name] = check_feature_value(number, f"{field}.{name}")
     return out
 
 
@@ -93,7 +106,9 @@ def check_context(value: Any) -> dict[str, ContextValue]:
     """An event context: name -> string | number | bool; ``None`` or absent means empty.
 
     A string value becomes the feature ``name=value``, so that whole name must be a valid
-    feature name too; we check it here rather than let the model reject the event later.
+    feature name too; we check it here rather than let the model reject the event later. For
+    the same reason a name may not make a ``user=`` or ``item=`` feature, and a number must be
+    within the model's bound.
     """
     if value is None:
         return {}
@@ -102,12 +117,18 @@ def check_context(value: Any) -> dict[str, ContextValue]:
     out: dict[str, ContextValue] = {}
     for name, item in value.items():
         check_feature_name(name, "'context' name")
+        if reserved_context_key(name):
+            reserved = " and ".join(repr(prefix) for prefix in RESERVED_PREFIXES)
+            raise ValueError(
+                f"'context' name {show(name)} is reserved: {reserved} (alone or before '=') "
+                "name the model's own features; rename the key"
+            )
         if isinstance(item, str):
             check_feature_name(f"{name}={item}", f"'context.{name}' as a feature")
         elif isinstance(item, bool):
             pass
         elif isinstance(item, int | float):
-            check_number(item, f"context.{name}")
+            check_feature_value(item, f"context.{name}")
         else:
             raise ValueError(
                 f"'context.{name}' must be a string, number or boolean, got {show(item)}"

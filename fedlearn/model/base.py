@@ -8,9 +8,11 @@ also what ``GET /v1/base/{version}`` serves, so the browser reads it with a ``Da
 
 from __future__ import annotations
 
+import math
 import os
 import struct
 import tempfile
+import zlib
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -22,8 +24,9 @@ from fedlearn.model.errors import ModelFormatError
 from fedlearn.model.hashinit import init_latents
 
 MAGIC = b"FLFM"
-FORMAT = 1
+FORMAT = 2  # 2 put a CRC-32 of bytes 16.. into the reserved word; format 1 is still read
 _PREFIX = struct.Struct("<4sIII")
+MAX_FACTORS = 1024  # far above any useful k; only there to refuse a garbled header early
 
 DEFAULT_INIT_SEED = 0
 DEFAULT_INIT_SCALE = 0.1
@@ -158,49 +161,41 @@ class Base:
         }
 
     def to_bytes(self) -> bytes:
+        """The ``.flfm`` bytes (CONTRACTS.md), with the CRC-32 of bytes 16.. at bytes 12..15."""
         header = orjson.dumps(self.header(), option=orjson.OPT_SERIALIZE_NUMPY)
         header += b" " * (-len(header) % 8)
-        prefix = _PREFIX.pack(MAGIC, FORMAT, len(header), 0)
-        return b"".join(
-            (prefix, header, self.w.astype("<f4").tobytes(), self.v.astype("<f4").tobytes())
-        )
+        body = b"".join((header, self.w.astype("<f4").tobytes(), self.v.astype("<f4").tobytes()))
+        return _PREFIX.pack(MAGIC, FORMAT, len(header), zlib.crc32(body)) + body
 
     @classmethod
     def from_bytes(cls, blob: bytes) -> Base:
-        if len(blob) < _PREFIX.size:
-            raise ModelFormatError(f"base is {len(blob)} bytes, shorter than its 16-byte prefix")
-        magic, fmt, header_len, _ = _PREFIX.unpack_from(blob)
-        if magic != MAGIC:
-            raise ModelFormatError(f"not a fedlearn base: magic is {magic!r}, expected {MAGIC!r}")
-        if fmt != FORMAT:
-            raise ModelFormatError(
-                f"base format {fmt} is not supported (this build reads {FORMAT})"
-            )
-        start = _PREFIX.size
-        try:
-            head = orjson.loads(blob[start : start + header_len])
-            n, k = int(head["n_features"]), int(head["n_factors"])
-        except (orjson.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
-            raise ModelFormatError(f"base header does not decode: {exc}") from exc
-        offset = start + header_len
-        expected = offset + 4 * n * (1 + k)
-        if len(blob) != expected:
-            raise ModelFormatError(
-                f"base of {n} features x {k} factors must be {expected} bytes, got {len(blob)}"
-            )
+        """Decode ``.flfm`` bytes (format 1 or 2); :class:`ModelFormatError` if malformed.
+
+        Sizes are checked against ``len(blob)`` before the arrays are touched; the arrays are
+        views of ``blob``, not copies.
+        """
+        blob = bytes(blob)
+        head = _decode_header(blob)
+        n, k = head["n_features"], head["n_factors"]
+        offset = _PREFIX.size + _PREFIX.unpack_from(blob)[2]
         w = np.frombuffer(blob, "<f4", n, offset)
         v = np.frombuffer(blob, "<f4", n * k, offset + 4 * n).reshape(n, k)
-        return cls(
-            head["features"],
-            head["w0"],
-            w,
-            v,
-            version=head["version"],
-            init_seed=head["init_seed"],
-            init_scale=head["init_scale"],
-            hyper=head.get("hyper"),
-            meta=head.get("meta"),
-        )
+        if not (np.isfinite(w).all() and np.isfinite(v).all()):
+            raise ModelFormatError("base holds a non-finite weight or latent (NaN or infinity)")
+        try:
+            return cls(
+                head["features"],
+                head["w0"],
+                w,
+                v,
+                version=head["version"],
+                init_seed=head["init_seed"],
+                init_scale=head["init_scale"],
+                hyper=head.get("hyper"),
+                meta=head.get("meta"),
+            )
+        except (TypeError, ValueError) as exc:
+            raise ModelFormatError(f"base header does not describe a model: {exc}") from exc
 
     def save(self, path: str | os.PathLike[str]) -> Path:
         """Write atomically: a reader never sees half a model."""
@@ -236,3 +231,64 @@ class Base:
 
     def __repr__(self) -> str:
         return f"Base(version={self.version!r}, features={self.n_features}, k={self.n_factors})"
+
+
+def _decode_header(blob: bytes) -> dict[str, Any]:
+    """The checked JSON header of a ``.flfm`` blob: sizes, checksum and field types."""
+    if len(blob) < _PREFIX.size:
+        raise ModelFormatError(f"base is {len(blob)} bytes, shorter than its 16-byte prefix")
+    magic, fmt, header_len, crc = _PREFIX.unpack_from(blob)
+    if magic != MAGIC:
+        raise ModelFormatError(f"not a fedlearn base: magic is {magic!r}, expected {MAGIC!r}")
+    if fmt not in (1, FORMAT):
+        raise ModelFormatError(f"base format {fmt} is not supported (this build reads 1, 2)")
+    start = _PREFIX.size
+    if header_len > len(blob) - start:
+        raise ModelFormatError(
+            f"base header length {header_len} runs past the end of the {len(blob)}-byte blob"
+        )
+    if fmt == FORMAT and crc != zlib.crc32(memoryview(blob)[start:]):
+        raise ModelFormatError(
+            f"base checksum mismatch (stored {crc:#010x}): the file is corrupt or truncated"
+        )
+    try:
+        head = orjson.loads(blob[start : start + header_len])
+    except orjson.JSONDecodeError as exc:
+        raise ModelFormatError(f"base header does not decode: {exc}") from exc
+    if not isinstance(head, dict):
+        raise ModelFormatError(f"base header must be a JSON object, got {type(head).__name__}")
+    _check_fields(head)
+    n, k = head["n_features"], head["n_factors"]
+    expected = start + header_len + 4 * n * (1 + k)
+    if len(blob) != expected:
+        raise ModelFormatError(
+            f"base of {n} features x {k} factors must be {expected} bytes, got {len(blob)}"
+        )
+    return head
+
+
+def _check_fields(head: dict[str, Any]) -> None:
+    """Refuse a header whose fields have the wrong type or range; the message names the field."""
+
+    def whole(name: str, low: int, high: float) -> None:
+        value = head.get(name)
+        if type(value) is not int or not low <= value <= high:
+            raise ModelFormatError(f"base header {name!r} must be an integer in {low}..{high}")
+
+    whole("n_factors", 1, MAX_FACTORS)
+    whole("n_features", 0, math.inf)
+    whole("init_seed", -(1 << 63), 1 << 64)
+    features = head.get("features")
+    if not isinstance(features, list) or len(features) != head["n_features"]:
+        raise ModelFormatError("base header 'features' must list n_features names")
+    if not all(isinstance(name, str) for name in features):
+        raise ModelFormatError("base header 'features' must hold strings only")
+    for name in ("w0", "init_scale"):
+        value = head.get(name)
+        if type(value) not in (int, float) or not math.isfinite(value):
+            raise ModelFormatError(f"base header {name!r} must be a finite number, got {value!r}")
+    if not isinstance(head.get("version"), str):
+        raise ModelFormatError("base header 'version' must be a string")
+    for name in ("hyper", "meta"):
+        if not isinstance(head.get(name) or {}, dict):
+            raise ModelFormatError(f"base header {name!r} must be an object")

@@ -62,6 +62,7 @@ class _Workspace:
             flat_values.extend(x.values())
             lengths.append(len(x))
         self.idx, self.x = _pad(flat_rows, flat_values, np.array(lengths, dtype=np.int64))
+        self.last_use = _last_use(flat_rows, len(row_names))
         self.uid = np.array(uid, dtype=np.int64)
         self.position = np.array(position, dtype=np.int64)
         self.events_of_user = np.array(seen, dtype=np.int64)
@@ -100,6 +101,19 @@ class _Workspace:
             delta._v[drows] = self.delta_rows[wrows, 1:]
             delta.w0 = float(self.dw0[u])
             delta.n_events += int(self.events_of_user[u])
+            # The rows this batch used, oldest use first, become the delta's most recent rows.
+            used = wrows[np.argsort(self.last_use[wrows], kind="stable")]
+            delta.touch(self.row_names[r] for r in used.tolist())
+
+
+def _last_use(flat_rows: list[int], n_rows: int) -> np.ndarray:
+    """For each workspace row, the position of its last use in the flat (event-ordered) list."""
+    last = np.full(n_rows, -1, dtype=np.int64)
+    if flat_rows:
+        backwards = np.asarray(flat_rows, dtype=np.int64)[::-1]
+        rows, first_backwards = np.unique(backwards, return_index=True)
+        last[rows] = len(flat_rows) - 1 - first_backwards
+    return last
 
 
 def _pad(
@@ -126,15 +140,18 @@ def learn_many(
     lr: float,
     l2: float = 0.0,
     bias_lr: float | None = None,
+    max_rows: int | None = None,
 ) -> np.ndarray:
     """Test-then-train ``events`` (``(user, features, label)``) on the users' clones.
 
     Each user's events are applied in their order in ``events``; ``deltas`` is updated in place
     (a user without a delta gets a new one). ``bias_lr`` is the step of the user's own intercept
-    (River's ``intercept_lr``; ``lr`` when not given). Returns the probability predicted for each
-    event before its update, in input order.
+    (River's ``intercept_lr``; ``lr`` when not given). After the batch, a delta longer than
+    ``max_rows`` loses its least recently used rows (``None``: no cap). Every step is clipped
+    and every delta parameter kept within ``fm.MAX_DELTA``. Returns the probability predicted
+    for each event before its update, in input order.
     """
-    return _learn(base, deltas, events, lr, l2, bias_lr, shadow=False)[0]
+    return _learn(base, deltas, events, lr, l2, bias_lr, max_rows, shadow=False)[0]
 
 
 def learn_many_shadow(
@@ -144,13 +161,14 @@ def learn_many_shadow(
     lr: float,
     l2: float = 0.0,
     bias_lr: float | None = None,
+    max_rows: int | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """:func:`learn_many`, also returning what the base alone predicted for each event.
 
     The shadow score costs one more forward pass on rows already gathered, which is why the
     trainer gets it here rather than from a separate ``Clone(base)`` pass.
     """
-    return _learn(base, deltas, events, lr, l2, bias_lr, shadow=True)
+    return _learn(base, deltas, events, lr, l2, bias_lr, max_rows, shadow=True)
 
 
 def _learn(
@@ -160,6 +178,7 @@ def _learn(
     lr: float,
     l2: float,
     bias_lr: float | None,
+    max_rows: int | None,
     *,
     shadow: bool,
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -209,12 +228,17 @@ def _learn(
         step = sums[:, None, :] - xt
         step *= (lr * g)[:, None, None] * x3
         d *= decay
-        d -= step
-        table[idx] = d
-        dw0_all[u] = dw0 * bias_decay - bias_lr * g
+        d -= fm.clip_step(step)
+        table[idx] = fm.bound_delta(d)
+        bias = dw0 * bias_decay
+        bias -= fm.clip_step(bias_lr * g)
+        dw0_all[u] = fm.bound_delta(bias)
         # Padding slots wrote zeros over the padding row; it must stay all zero, and it does,
         # because their x is 0 and the padding row's delta starts at 0.
     ws.store(deltas)
+    if max_rows is not None:
+        for user in ws.users:
+            deltas[user].evict(max_rows)
     predictions = np.empty(len(events))
     predictions[order] = sorted_predictions
     return predictions, base_predictions

@@ -20,11 +20,13 @@ from fedlearn.model.delta import Delta
 class Clone:
     """``base + delta``, trained with SGD at ``lr`` and an L2 pull ``l2`` toward the base.
 
-    ``bias_lr`` is the step of the user's intercept (``lr`` when not given). Predicting reads
+    ``bias_lr`` is the step of the user's intercept (``lr`` when not given); ``max_rows`` caps
+    the delta's rows, least recently used evicted first (``None``: no cap). Steps are clipped
+    and the delta kept in a bounded box (``fm.MAX_STEP``, ``fm.MAX_DELTA``). Predicting reads
     the base and the delta and never writes to either.
     """
 
-    __slots__ = ("base", "bias_lr", "delta", "l2", "lr")
+    __slots__ = ("base", "bias_lr", "delta", "l2", "lr", "max_rows")
 
     def __init__(
         self,
@@ -34,8 +36,11 @@ class Clone:
         lr: float = 0.05,
         l2: float = 0.0,
         bias_lr: float | None = None,
+        max_rows: int | None = None,
     ) -> None:
         bias_lr = lr if bias_lr is None else bias_lr
+        if max_rows is not None and max_rows < 1:
+            raise ValueError(f"max_rows must be at least 1 (or None for no cap), got {max_rows}")
         if lr <= 0 or bias_lr <= 0:
             raise ValueError(f"lr and bias_lr must be positive, got {lr} and {bias_lr}")
         if l2 < 0:
@@ -50,6 +55,7 @@ class Clone:
         self.lr = float(lr)
         self.l2 = float(l2)
         self.bias_lr = float(bias_lr)
+        self.max_rows = max_rows
 
     def predict_proba_many(self, samples: Sequence[Mapping[str, float]]) -> np.ndarray:
         """Click probabilities of many feature dicts (ranking candidates), vectorized."""
@@ -71,7 +77,8 @@ class Clone:
 
         users = {"": self.delta}
         events = [("", x, int(y))]
-        return float(learn_many(self.base, users, events, self.lr, self.l2, self.bias_lr)[0])
+        p = learn_many(self.base, users, events, self.lr, self.l2, self.bias_lr, self.max_rows)
+        return float(p[0])
 
     def __repr__(self) -> str:
         return (

@@ -7,7 +7,9 @@ binary form (``.fldl``, see ``docs/CONTRACTS.md``) is what Redis keeps; the JSON
 
 from __future__ import annotations
 
+import math
 import struct
+import zlib
 from collections.abc import Iterable
 from typing import Any
 
@@ -16,8 +18,14 @@ import numpy as np
 from fedlearn.model.errors import ModelFormatError
 
 MAGIC = b"FLDL"
-FORMAT = 1
+FORMAT = 2  # 2 added the CRC-32 trailer; format 1 (without it) is still read
 _HEAD = struct.Struct("<4sIIIdQI")
+_CRC = struct.Struct("<I")
+MAX_FACTORS = 1024  # far above any useful k; only there to refuse a garbled header early
+# The row cap's default (FEDLEARN_CLONE_MAX_ROWS): a MovieLens-1M user rated at most 2,314
+# films, so a real user's delta (items, genres, a few context values) stays below it, while a
+# user sending a new context string with every event is held to ~0.2 MB at k = 10.
+DEFAULT_MAX_ROWS = 4096
 
 
 class Delta:
@@ -95,48 +103,95 @@ class Delta:
         other._v = self._v.copy()
         return other
 
+    # -- recency and the row cap ----------------------------------------------------------
+
+    def touch(self, names: Iterable[str]) -> None:
+        """Mark ``names`` (rows of this delta) as used now, in this order (the last is newest).
+
+        ``index`` keeps its keys in recency order, least recently used first; that order is
+        what :meth:`evict` drops from and what the binary and JSON forms store.
+        """
+        index = self.index
+        for name in names:
+            index[name] = index.pop(name)
+
+    def evict(self, max_rows: int) -> int:
+        """Drop the least recently used rows beyond ``max_rows``; returns how many went.
+
+        A dropped row is zero delta: the clone falls back to the base's value there.
+        """
+        excess = len(self.names) - max_rows
+        if excess <= 0:
+            return 0
+        keep = list(self.index)[excess:]
+        rows = np.fromiter((self.index[name] for name in keep), np.int64, len(keep))
+        self._w, self._v = self._w[rows], self._v[rows]
+        self.names = keep
+        self.index = {name: row for row, name in enumerate(keep)}
+        return excess
+
+    def _recency_order(self) -> tuple[list[str], np.ndarray]:
+        names = list(self.index)
+        return names, np.fromiter(self.index.values(), np.int64, len(names))
+
+    def is_finite(self) -> bool:
+        """Whether every parameter is a finite number (a clone must never store NaN or inf)."""
+        return bool(
+            math.isfinite(self.w0) and np.isfinite(self.w).all() and np.isfinite(self.v).all()
+        )
+
     # -- formats --------------------------------------------------------------------------
 
     def to_bytes(self) -> bytes:
-        names = "".join(f"{n}\n" for n in self.names).encode("utf-8")
+        """The ``.fldl`` bytes (CONTRACTS.md), rows in recency order, with a CRC-32 trailer."""
+        order, rows = self._recency_order()
+        names = "".join(f"{n}\n" for n in order).encode("utf-8")
         names += b"\0" * (-(_HEAD.size + len(names)) % 4)
         head = _HEAD.pack(
-            MAGIC, FORMAT, len(self.names), self.n_factors, self.w0, self.n_events, len(names)
+            MAGIC, FORMAT, len(order), self.n_factors, self.w0, self.n_events, len(names)
         )
-        return b"".join(
-            (head, names, self.w.astype("<f4").tobytes(), self.v.astype("<f4").tobytes())
+        body = b"".join(
+            (
+                head,
+                names,
+                self._w[rows].astype("<f4").tobytes(),
+                self._v[rows].astype("<f4").tobytes(),
+            )
         )
+        return body + _CRC.pack(zlib.crc32(body))
 
     @classmethod
     def from_bytes(cls, blob: bytes, *, dtype: type = np.float32) -> Delta:
-        if len(blob) < _HEAD.size:
-            raise ModelFormatError(f"delta is {len(blob)} bytes, shorter than its header")
-        magic, fmt, m, k, w0, n_events, names_len = _HEAD.unpack_from(blob)
-        if magic != MAGIC or fmt != FORMAT:
-            raise ModelFormatError(f"not a fedlearn delta (magic {magic!r}, format {fmt})")
+        """Decode ``.fldl`` bytes (format 1 or 2); :class:`ModelFormatError` if malformed.
+
+        Every size is checked against ``len(blob)`` before anything is allocated, so a forged
+        header cannot make this reserve more memory than the blob itself justifies.
+        """
+        blob = bytes(blob)
+        m, k, w0, n_events, names_len = _check_head(blob)
+        names = _decode_names(blob[_HEAD.size : _HEAD.size + names_len], m)
         offset = _HEAD.size + names_len
-        if len(blob) != offset + 4 * m * (1 + k):
-            raise ModelFormatError(
-                f"delta of {m} rows x {k} factors must be {offset + 4 * m * (1 + k)} bytes, "
-                f"got {len(blob)}"
-            )
-        names = blob[_HEAD.size : offset].rstrip(b"\0").decode("utf-8").split("\n")[:m]
+        w = np.frombuffer(blob, "<f4", m, offset)
+        v = np.frombuffer(blob, "<f4", m * k, offset + 4 * m).reshape(m, k)
+        if not (math.isfinite(w0) and np.isfinite(w).all() and np.isfinite(v).all()):
+            raise ModelFormatError("delta holds a non-finite parameter (NaN or infinity)")
         delta = cls(k, dtype=dtype)
         delta.names = names
         delta.index = {name: row for row, name in enumerate(names)}
         delta.w0 = w0
         delta.n_events = n_events
-        delta._w = np.frombuffer(blob, "<f4", m, offset).astype(delta.dtype)
-        delta._v = np.frombuffer(blob, "<f4", m * k, offset + 4 * m).reshape(m, k)
-        delta._v = delta._v.astype(delta.dtype)
+        delta._w = w.astype(delta.dtype)
+        delta._v = v.astype(delta.dtype)
         return delta
 
     def to_json(self) -> dict[str, Any]:
+        """The JSON form, rows in recency order (least recently used first), as the binary."""
+        order, rows = self._recency_order()
         return {
             "w0": self.w0,
-            "features": list(self.names),
-            "w": self.w.astype(np.float64).tolist(),
-            "v": self.v.astype(np.float64).tolist(),
+            "features": order,
+            "w": self._w[rows].astype(np.float64).tolist(),
+            "v": self._v[rows].astype(np.float64).tolist(),
         }
 
     @classmethod
@@ -151,3 +206,49 @@ class Delta:
 
     def __repr__(self) -> str:
         return f"Delta(rows={len(self)}, events={self.n_events}, k={self.n_factors})"
+
+
+def _check_head(blob: bytes) -> tuple[int, int, float, int, int]:
+    """``m, k, w0, n_events, names_len`` of a ``.fldl`` header, checked against the blob."""
+    if len(blob) < _HEAD.size:
+        raise ModelFormatError(f"delta is {len(blob)} bytes, shorter than its header")
+    magic, fmt, m, k, w0, n_events, names_len = _HEAD.unpack_from(blob)
+    if magic != MAGIC:
+        raise ModelFormatError(f"not a fedlearn delta: magic is {magic!r}, expected {MAGIC!r}")
+    if fmt not in (1, FORMAT):
+        raise ModelFormatError(f"delta format {fmt} is not supported (this build reads 1, 2)")
+    if not 1 <= k <= MAX_FACTORS:
+        raise ModelFormatError(f"delta has k = {k} factors, expected 1..{MAX_FACTORS}")
+    trailer = _CRC.size if fmt == FORMAT else 0
+    size = _HEAD.size + names_len + 4 * m * (1 + k) + trailer
+    if len(blob) != size or (_HEAD.size + names_len) % 4:
+        raise ModelFormatError(
+            f"delta of {m} rows x {k} factors with a {names_len}-byte names block must be "
+            f"{size} bytes (names block padded to 4), got {len(blob)}"
+        )
+    if trailer:
+        (stored,) = _CRC.unpack_from(blob, size - trailer)
+        actual = zlib.crc32(memoryview(blob)[: size - trailer])
+        if stored != actual:
+            raise ModelFormatError(
+                f"delta checksum mismatch (stored {stored:#010x}, computed {actual:#010x}): "
+                "the record is corrupt"
+            )
+    return m, k, w0, n_events, names_len
+
+
+def _decode_names(block: bytes, m: int) -> list[str]:
+    """The ``m`` feature names of a names block: ``name\\n`` each, then at most 3 zero bytes."""
+    body = block.rstrip(b"\0")
+    if len(block) - len(body) > 3 or (m and not body.endswith(b"\n")) or (not m and body):
+        raise ModelFormatError("delta names block is not m names each ended by a newline")
+    try:
+        names = body.decode("utf-8").split("\n")[:-1] if m else []
+    except UnicodeDecodeError as exc:
+        raise ModelFormatError(f"delta names are not UTF-8: {exc}") from exc
+    if len(names) != m or len(set(names)) != m or "" in names:
+        raise ModelFormatError(
+            f"delta names block holds {len(names)} names for {m} rows (names must be non-empty "
+            "and unique)"
+        )
+    return names

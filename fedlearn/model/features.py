@@ -10,6 +10,13 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 MAX_FEATURE_NAME = 200
+# Numbers are meant to be scaled to about [-1, 1] (one-hot features are 1). The bound leaves
+# room for outliers and still keeps every score and gradient far from float overflow; values
+# beyond it are refused, not clipped, so a client learns that its scaling is wrong.
+MAX_FEATURE_VALUE = 10.0
+# Features the model names itself: a context key "user" (or "user=x") would make the feature
+# "user=<victim>", which colluding clients could train into the shared base.
+RESERVED_PREFIXES = ("user", "item")
 
 Features = dict[str, float]
 
@@ -31,17 +38,44 @@ def check_feature_name(name: str) -> None:
         raise FeatureError(f"feature name {name!r} contains a control character")
 
 
+def check_feature_value(value: float, field: str) -> float:
+    """``value`` as a float if finite and within ``MAX_FEATURE_VALUE``; else a FeatureError."""
+    number = float(value)
+    if not abs(number) <= MAX_FEATURE_VALUE:  # also refuses NaN
+        raise FeatureError(
+            f"{field} is {number!r}; feature values must be finite and within "
+            f"[-{MAX_FEATURE_VALUE:g}, {MAX_FEATURE_VALUE:g}] (scale numbers to about [-1, 1])"
+        )
+    return number
+
+
+def reserved_context_key(name: str) -> bool:
+    """Whether a context key would make a ``user=`` or ``item=`` feature."""
+    return name.split("=", 1)[0] in RESERVED_PREFIXES
+
+
+def check_context_key(name: str) -> str:
+    """``name`` unless it collides with the model's own ``user``/``item`` features."""
+    if reserved_context_key(name):
+        raise FeatureError(
+            f"context key {name!r} is reserved: 'user' and 'item' (and names starting with "
+            "'user=' or 'item=') are the model's own features; rename the key"
+        )
+    return name
+
+
 def encode_context(context: Mapping[str, object] | None, out: Features) -> Features:
     """Add ``context`` to ``out``: strings one-hot as ``name=value``, numbers as they are."""
     if not context:
         return out
     for name, value in context.items():
+        check_context_key(name)
         if isinstance(value, bool):
             out[name] = 1.0 if value else 0.0
         elif isinstance(value, str):
             out[f"{name}={value}"] = 1.0
         elif isinstance(value, int | float):
-            out[name] = float(value)
+            out[name] = check_feature_value(value, f"context value of {name!r}")
         else:
             raise FeatureError(
                 f"context value of {name!r} must be a string, number or boolean, "

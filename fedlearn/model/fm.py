@@ -11,6 +11,23 @@ from __future__ import annotations
 
 import numpy as np
 
+# Defence in depth against divergence (docs/CONTRACTS.md, "Bounded learning"): whatever the
+# input, one SGD step moves a parameter by at most MAX_STEP and a clone's delta stays within
+# [-MAX_DELTA, MAX_DELTA]. Both are far outside what normal learning reaches (steps of
+# lr x O(1), deltas of a few units), so they change nothing there and River parity holds.
+MAX_STEP = 1.0
+MAX_DELTA = 16.0
+
+
+def clip_step(step: np.ndarray) -> np.ndarray:
+    """Clip an SGD step elementwise to ``[-MAX_STEP, MAX_STEP]``, in place."""
+    return np.clip(step, -MAX_STEP, MAX_STEP, out=step)
+
+
+def bound_delta(delta: np.ndarray) -> np.ndarray:
+    """Keep delta parameters in the box ``[-MAX_DELTA, MAX_DELTA]``, in place."""
+    return np.clip(delta, -MAX_DELTA, MAX_DELTA, out=delta)
+
 
 def sigmoid(z: np.ndarray) -> np.ndarray:
     """The logistic function, without overflow warnings for large ``|z|``."""

@@ -17,10 +17,12 @@ import numpy as np
 
 from fedlearn.model import Base, Delta, event_features
 from fedlearn.model.batch import learn_many_shadow
+from fedlearn.model.delta import DEFAULT_MAX_ROWS
 from fedlearn.store.entries import Entry
 from fedlearn.store.streamid import StreamId
 from fedlearn.stream.gating import Gate, GateSettings
 from fedlearn.stream.ingest import FORGET
+from fedlearn.stream.metrics import CLONE_RESETS
 
 DEFAULT_GATING = GateSettings()
 NEVER = StreamId(0, 0)  # the last_event of a user who has no applied event yet
@@ -31,11 +33,13 @@ PredictionFeatures = Callable[[str, str], Mapping[str, float] | None]
 
 @dataclass(frozen=True, slots=True)
 class CloneSettings:
-    """How clones learn: SGD step, intercept step and L2 pull toward the base."""
+    """How clones learn: SGD step, intercept step, L2 pull toward the base, and the cap on a
+    delta's rows (least recently used rows are evicted beyond it)."""
 
     lr: float
     l2: float
     bias_lr: float
+    max_rows: int = DEFAULT_MAX_ROWS
 
 
 @dataclass(slots=True)
@@ -56,6 +60,7 @@ class AppliedBatch:
     applied: int = 0
     skipped: int = 0
     forgotten: int = 0
+    reset: list[str] = field(default_factory=list)  # users whose clone went non-finite
     labels: np.ndarray = field(default_factory=lambda: np.zeros(0))
     predictions: np.ndarray = field(default_factory=lambda: np.zeros(0))
     base_predictions: np.ndarray = field(default_factory=lambda: np.zeros(0))
@@ -65,6 +70,19 @@ class AppliedBatch:
 def _log_losses(y: np.ndarray, p: np.ndarray) -> np.ndarray:
     p = np.clip(p, 1e-12, 1.0 - 1e-12)
     return -(y * np.log(p) + (1.0 - y) * np.log(1.0 - p))
+
+
+def _reset_non_finite(working: dict[str, Delta], n_factors: int) -> list[str]:
+    """Replace every delta that went non-finite by an empty one (the base), and count it.
+
+    The update clips its steps and bounds the delta, so this should never fire; it is the last
+    line that keeps NaN or infinity out of Redis, the aggregation rounds and the clients.
+    """
+    reset = [user for user, delta in working.items() if not delta.is_finite()]
+    for user in reset:
+        working[user] = Delta(n_factors)
+        CLONE_RESETS.labels(reason="non_finite").inc()
+    return reset
 
 
 def features_of(
@@ -135,7 +153,13 @@ def apply_batch(
     for i, (user, _, _) in enumerate(events):
         positions[i] = seen.get(user, working[user].n_events)
         seen[user] = positions[i] + 1
-    p, base_p = learn_many_shadow(base, working, events, settings.lr, settings.l2, settings.bias_lr)
+    p, base_p = learn_many_shadow(
+        base, working, events, settings.lr, settings.l2, settings.bias_lr, settings.max_rows
+    )
+    out.reset = _reset_non_finite(working, base.n_factors)
+    for user in out.reset:
+        if user in out.users:  # forgotten earlier in this batch: its state holds the old delta
+            out.users[user].delta = working[user]
     labels = np.fromiter((e[2] for e in events), np.float64, len(events))
     clone_losses, base_losses = (
         _log_losses(labels, p).tolist(),
