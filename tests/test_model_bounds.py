@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from pydantic import ValidationError
 
-from fedlearn.api.schemas import Event
+from fedlearn.api.schemas import Event, RankRequest
 from fedlearn.data.validate import check_context
 from fedlearn.model import Base, Clone, Delta, FeatureError, event_features, learn_many
 from fedlearn.model.features import MAX_FEATURE_VALUE
@@ -78,6 +78,19 @@ def test_context_keys_that_would_make_user_or_item_features_are_refused(key: str
         )  # fmt: skip
     # Names that only start with the same letters are ordinary context.
     assert event_features("u", "1", {"username": "x", "items": 2.0})["username=x"] == 1.0
+
+
+def test_item_features_of_a_rank_call_are_bounded_and_cannot_name_user_or_item_rows() -> None:
+    # They are recorded with the prediction and trained on when an event names it.
+    def rank(features: dict[str, float]) -> RankRequest:
+        return RankRequest.model_validate({"items": [{"id": "1", "features": features}]})
+
+    with pytest.raises(ValidationError, match=r"items\.0\.features\.g"):
+        rank({"g": 1e6})
+    for name in ["user=victim", "item=42", "user"]:
+        with pytest.raises(ValidationError, match=r"item feature .* is reserved"):
+            rank({name: 1.0})
+    assert rank({"genre=Drama": 1.0, "year": -MAX_FEATURE_VALUE}).items[0].features
 
 
 def test_the_row_cap_evicts_the_least_recently_used_rows_into_the_base() -> None:

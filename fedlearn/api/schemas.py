@@ -24,7 +24,11 @@ from pydantic import (
     Tag,
 )
 
-from fedlearn.model.features import MAX_FEATURE_VALUE, check_context_key
+from fedlearn.model.features import (
+    MAX_FEATURE_VALUE,
+    check_context_key,
+    check_item_feature_name,
+)
 
 # C0 and C1 control characters are refused (as fedlearn.data.validate does).
 _NO_CONTROL = r"^[^\x00-\x1f\x7f-\x9f]+$"
@@ -46,17 +50,19 @@ ContextName = Annotated[
     Field(json_schema_extra={"not": {"pattern": "^(user|item)(=|$)"}}),
 ]
 ContextText = Annotated[str, StringConstraints(max_length=99, pattern=_NO_CONTROL_OR_EMPTY)]
-# Feature values are bounded: a factorization machine squares sums of them, and 1e200 would
-# overflow to inf - inf = NaN. Real values (one-hot 1.0, scaled numbers) are far inside.
-MAX_VALUE = 1e6
+# A number the clone learns from (a context number, an item's feature value): scaled to about
+# [-1, 1] and refused beyond the model's bound (docs/CONTRACTS.md, "Features"): a factorization
+# machine squares sums of them, so large values make the updates diverge.
 FeatureValue = Annotated[
-    float, Field(strict=True, allow_inf_nan=False, ge=-MAX_VALUE, le=MAX_VALUE)
-]
-# A number in a context is a feature value the clone learns from: scaled to about [-1, 1]
-# and refused beyond the model's bound (docs/CONTRACTS.md, "Features").
-ContextNumber = Annotated[
     float,
     Field(strict=True, allow_inf_nan=False, ge=-MAX_FEATURE_VALUE, le=MAX_FEATURE_VALUE),
+]
+# An item feature given in a rank call may not name a user= or item= row (another user's own
+# row, trained on when the event names the prediction).
+ItemFeatureName = Annotated[
+    FeatureName,
+    AfterValidator(check_item_feature_name),
+    Field(json_schema_extra={"not": {"pattern": "^(user|item)(=|$)"}}),
 ]
 
 
@@ -75,7 +81,7 @@ def _context_kind(value: Any) -> str | None:
 # ("must be a string, number or boolean") instead of one per branch.
 ContextValue = Annotated[
     Annotated[bool, Tag("boolean")]
-    | Annotated[ContextNumber, Tag("number")]
+    | Annotated[FeatureValue, Tag("number")]
     | Annotated[ContextText, Tag("string")],
     Discriminator(
         _context_kind,
@@ -84,7 +90,7 @@ ContextValue = Annotated[
     ),
 ]
 Context = Annotated[dict[ContextName, ContextValue], Field(max_length=64)]
-Features = Annotated[dict[FeatureName, FeatureValue], Field(max_length=256)]
+Features = Annotated[dict[ItemFeatureName, FeatureValue], Field(max_length=256)]
 
 
 def _whole(value: Any) -> Any:

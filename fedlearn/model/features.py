@@ -54,14 +54,24 @@ def reserved_context_key(name: str) -> bool:
     return name.split("=", 1)[0] in RESERVED_PREFIXES
 
 
-def check_context_key(name: str) -> str:
-    """``name`` unless it collides with the model's own ``user``/``item`` features."""
+def _unreserved(name: str, what: str) -> str:
     if reserved_context_key(name):
         raise FeatureError(
-            f"context key {name!r} is reserved: 'user' and 'item' (and names starting with "
-            "'user=' or 'item=') are the model's own features; rename the key"
+            f"{what} {name!r} is reserved: 'user' and 'item' (and names starting with "
+            "'user=' or 'item=') are the model's own features; rename it"
         )
     return name
+
+
+def check_context_key(name: str) -> str:
+    """``name`` unless it collides with the model's own ``user``/``item`` features."""
+    return _unreserved(name, "context key")
+
+
+def check_item_feature_name(name: str) -> str:
+    """``name`` unless it is another user's or item's own row (``user=victim``): a caller's
+    item features are recorded and trained on, and must not reach rows that are not theirs."""
+    return _unreserved(name, "item feature")
 
 
 def encode_context(context: Mapping[str, object] | None, out: Features) -> Features:
