@@ -181,6 +181,12 @@ class EmbeddedRedis(Startable):
     def running(self) -> bool:
         return self._proc is not None and self._proc.poll() is None
 
+    @property
+    def exit_code(self) -> int | None:
+        """How the server ended (negative: killed by that signal); None while it runs or
+        when it was stopped through :meth:`stop`/:meth:`kill`."""
+        return self._proc.poll() if self._proc is not None else None
+
     # --- lifecycle -----------------------------------------------------------------------
 
     def start(self) -> EmbeddedRedis:

@@ -17,6 +17,7 @@ Key map (shard 3, user "42"):
 ``fl:{s3}:lease``              the owner token of the shard's trainer (PX expiry)
 ``fl:{s3}:commit``             the token of the last commit (makes a retried commit a no-op)
 ``fl:{s3}:pred:<id>``          a prediction record awaiting its label (EX expiry)
+``fl:{s3}:dead``               dead letters: entries and records set aside, with the reason
 ``fl:{base}:blob:<version>``   an immutable base file (``.flfm`` bytes)
 ``fl:{base}:current``          the current base version id
 ``fl:{base}:history``          list of JSON ``{"version", "meta", "created_at"}``
@@ -117,6 +118,11 @@ def lease(shard: int) -> str:
 
 def commit_token(shard: int) -> str:
     return f"{PREFIX}:{tag(shard)}:commit"
+
+
+def dead_letters(shard: int) -> str:
+    """The shard's dead-letter stream (``store.deadletters``)."""
+    return f"{PREFIX}:{tag(shard)}:dead"
 
 
 def prediction(shard: int, prediction_id: str) -> str:

@@ -37,6 +37,11 @@ FRESHNESS = Histogram(
     "From the event's acceptance (its stream id) to its commit into the user's delta",
     buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
 )
+DEAD_LETTERS = Counter(
+    "fedlearn_dead_letters",
+    "Entries and stored records set aside to the dead-letter stream, by reason",
+    ["reason"],
+)
 OWNED_SHARDS = Gauge("fedlearn_trainer_owned_shards", "Shards this trainer owns")
 LOG_LOSS = Counter(
     "fedlearn_progressive_log_loss_sum",
