@@ -12,6 +12,7 @@ stops the API first (no new events), then the workers (they finish their batch),
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import os
 import signal
@@ -65,11 +66,25 @@ class Part:
     env: dict[str, str] = field(default_factory=dict)
 
     def start(self, base_env: dict[str, str]) -> None:
+        # A process group of its own, so that what it leaves behind can be found (below).
         self.proc = subprocess.Popen(
-            self.argv, env={**base_env, **self.env}, stdin=subprocess.DEVNULL
-        )
+            self.argv, env={**base_env, **self.env}, stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )  # fmt: skip
         self.started_at = time.monotonic()
         self.restart_at = None
+
+    def kill_leftovers(self) -> None:
+        """SIGKILL what is left of a dead part's process group.
+
+        A SIGKILLed gunicorn master leaves its workers behind: they drain their connections
+        for up to the graceful timeout while holding the listening socket, so the restarted
+        master could not bind the port. Nothing they hold is lost: events are in Redis once
+        acknowledged, and a client resends what got no answer.
+        """
+        if self.proc is not None:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(self.proc.pid, signal.SIGKILL)
 
     def crashed(self, now: float) -> float:
         """Note a crash; returns the delay before the restart (doubling, reset when healthy)."""
@@ -93,6 +108,7 @@ class Part:
         except subprocess.TimeoutExpired:
             self.proc.kill()
             self.proc.wait()
+        self.kill_leftovers()
 
 
 def _pid_alive(pid: int) -> bool:
@@ -234,6 +250,7 @@ class Supervisor:
                 if part.alive() or self.stopping.is_set():
                     continue
                 if part.restart_at is None:
+                    part.kill_leftovers()
                     code = part.proc.returncode if part.proc else None
                     delay = part.crashed(now)
                     ran = now - part.started_at

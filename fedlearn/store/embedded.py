@@ -23,6 +23,8 @@ import weakref
 from pathlib import Path
 
 import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
 from fedlearn.lifecycle import Startable
 from fedlearn.store.errors import EmbeddedRedisError, RedisNotFoundError
@@ -298,7 +300,12 @@ class EmbeddedRedis(Startable):
     def _wait_ready(self) -> None:
         assert self._proc is not None
         deadline = time.monotonic() + self.start_timeout
-        probe = redis.Redis(host=HOST, port=self.port, socket_connect_timeout=1, socket_timeout=1)
+        # No retries in the probe (redis-py retries by default, for seconds): this loop polls,
+        # and must notice at once when the server exited (a port taken, a bad AOF).
+        probe = redis.Redis(
+            host=HOST, port=self.port, socket_connect_timeout=1, socket_timeout=1,
+            retry=Retry(NoBackoff(), 0),
+        )  # fmt: skip
         try:
             while True:
                 if self._proc.poll() is not None:

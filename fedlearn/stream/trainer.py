@@ -151,7 +151,7 @@ class Trainer:
         idle = self.config.idle_sleep_s
         outage_since: float | None = None
         drainer = self._start_drainer(stop)
-        clean = False
+        clean = redis_gone = False
         try:
             while not stop.is_set():
                 now = time.monotonic()
@@ -183,13 +183,16 @@ class Trainer:
                     stop.wait(idle)
                     idle = min(2 * idle, self.config.idle_sleep_max_s)
             clean = True
+        except RedisUnreachableError:
+            redis_gone = True
+            raise
         finally:
             stop.set()  # on an error too: the drainer waits on it
             if drainer is not None:
                 drainer.join(DRAINER_JOIN_S)
                 if drainer.is_alive():
                     log.warning("the event log thread did not stop within %.0f s", DRAINER_JOIN_S)
-            self.shutdown(clean=clean)
+            self.shutdown(clean=clean, redis_gone=redis_gone)
 
     def _ride_out(self, exc: redis.RedisError, since: float | None) -> float:
         """Wait out a short Redis outage (a restart), or raise when it lasts too long.
@@ -228,13 +231,15 @@ class Trainer:
         thread.start()
         return thread
 
-    def shutdown(self, *, clean: bool = True) -> None:
+    def shutdown(self, *, clean: bool = True, redis_gone: bool = False) -> None:
         """Drain the event log of owned shards and release their leases.
 
         After a failure (``clean=False``) this is best effort and bounded: when Redis does not
         answer, nothing more is tried (the leases lapse by themselves within their TTL), and
         an error here never hides the one that stopped the trainer.
         """
+        if redis_gone:
+            return  # already said, and every call would wait out the client's retries
         if not clean:
             try:
                 self.store.ping()
