@@ -20,6 +20,7 @@ import orjson
 import urllib3
 
 from fedlearn.config import Settings, settings_env
+from fedlearn.model import Base
 from fedlearn.store import Store
 
 
@@ -117,6 +118,13 @@ class Service:
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait()
+
+
+def publish_base(redis_url: str, n_shards: int, base: Base) -> None:
+    """Publish ``base`` (generation 0) and make it the current version."""
+    with Store.from_url(redis_url, n_shards) as store:
+        store.bases.put_base(base.version, base.to_bytes(), {"generation": 0})
+        store.bases.set_current(base.version)
 
 
 def events_for(users: list[str], n: int, seed: int) -> list[dict]:

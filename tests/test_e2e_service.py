@@ -15,10 +15,10 @@ import pytest
 from fedlearn.api import issue_token
 from fedlearn.config import load_settings
 from fedlearn.model import Base
-from fedlearn.store import EmbeddedRedis, Store
+from fedlearn.store import EmbeddedRedis
 from fedlearn.store.embedded import free_port
 from fedlearn.stream.eventlog import read_log
-from tests.live import Api, Service, applied_per_user, events_for, wait_for
+from tests.live import Api, Service, applied_per_user, events_for, publish_base, wait_for
 
 N_SHARDS = 4
 SECRET = "e2e-secret-key-0123456789abcdef"
@@ -41,9 +41,7 @@ def service(redis_always: EmbeddedRedis, tmp_path: Path) -> Iterator[Service]:
         data_dir=tmp_path / "data",
         api_port=free_port(),
     )
-    with Store.from_url(redis_always.url, N_SHARDS) as store:
-        store.bases.put_base(BASE.version, BASE.to_bytes(), {"generation": 0})
-        store.bases.set_current(BASE.version)
+    publish_base(redis_always.url, N_SHARDS, BASE)
     logs = tmp_path / "logs"
     logs.mkdir()
     running = Service(settings, logs)

@@ -41,6 +41,7 @@ from tests.live import (
     children,
     events_for,
     pid_alive,
+    publish_base,
     wait_for,
     wait_healthy,
 )
@@ -100,9 +101,7 @@ def up(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Up]:
         settings = load_settings(
             redis_url=redis_url, secret_key=SECRET, n_shards=N_SHARDS, data_dir=folder / "data"
         )
-        with Store.from_url(redis_url, N_SHARDS) as store:
-            store.bases.put_base(BASE.version, BASE.to_bytes(), {"generation": 0})
-            store.bases.set_current(BASE.version)
+        publish_base(redis_url, N_SHARDS, BASE)
         url = f"http://127.0.0.1:{port}"
         wait_healthy(url, proc, folder / "up.out", timeout=60)
         api = Api(url, issue_token(settings, admin=True).token, timeout=5.0)
@@ -244,9 +243,7 @@ def test_a_trainer_without_redis_exits_non_zero_instead_of_hanging(tmp_path: Pat
         settings = load_settings(
             redis_url=server.url, secret_key=SECRET, n_shards=N_SHARDS, data_dir=tmp_path / "d"
         )
-        with Store.from_url(server.url, N_SHARDS) as store:
-            store.bases.put_base(BASE.version, BASE.to_bytes(), {"generation": 0})
-            store.bases.set_current(BASE.version)
+        publish_base(server.url, N_SHARDS, BASE)
         logs = tmp_path / "logs"
         logs.mkdir()
         service = Service(settings, logs)
