@@ -13,6 +13,7 @@ non-zero instead of hanging. Loopback only, bounded in time and in events.
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -107,12 +108,16 @@ def up(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Up]:
         api = Api(url, issue_token(settings, admin=True).token, timeout=5.0)
         yield Up(proc, folder, settings, api)
     finally:
+        parts = children(proc.pid)  # the API, the trainer and redis-server
         proc.send_signal(signal.SIGTERM)
         try:
             proc.wait(60)
         except subprocess.TimeoutExpired:
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
+    # After all the faults, SIGTERM still stops everything cleanly.
+    assert proc.returncode == 0, (folder / "up.out").read_text(errors="replace")[-3000:]
+    assert not [pid for pid in parts if pid_alive(pid)], parts
 
 
 def applied_once(up: Up, probe: str, event_id: str, n: int) -> bool:
@@ -211,6 +216,8 @@ def test_poison_entries_and_an_unreadable_delta_are_set_aside(up: Up) -> None:
         # An unreadable record is served as the base, not as a 500.
         model = up.api.call("GET", f"/v1/users/{user}/model")
         assert model.status == 200 and model.json()["serve"] == "base", model.data[:300]
+        exposition = up.api.call("GET", "/metrics").data.decode()
+        assert re.search(r"^fedlearn_unreadable_records_total [1-9]", exposition, re.M)
         store.client.xadd(keys.stream(shard), {"e": b"\xff not an event"})
         store.client.xadd(keys.stream(shard), {"e": orjson.dumps({"user": user, "item": []})})
     events = [
