@@ -56,6 +56,9 @@ class Settings(BaseSettings):
         description="redis://host:port/0 of a Redis or a cluster node; unset: embedded Redis",
     )
     data_dir: Path = Field(default=Path(".fedlearn"), description="local state folder")
+    redis_appendfsync: Literal["always", "everysec", "no"] = Field(
+        default="everysec", description="the embedded Redis' AOF fsync ('always': lose nothing)"
+    )
     n_shards: int = Field(default=8, ge=1, le=16384)
 
     # --- auth ----------------------------------------------------------------------------
@@ -92,6 +95,11 @@ class Settings(BaseSettings):
     prediction_max_bytes_per_user: int = Field(default=8 << 20, ge=1024)
     prediction_ttl_s: int = Field(default=3600, ge=1, le=30 * 24 * 3600)
     base_cache_size: int = Field(default=4, ge=1, description="bases kept decoded per process")
+
+    # --- the trainers -------------------------------------------------------------------
+    trainer_lease_ttl_ms: int = Field(
+        default=5000, ge=1000, le=600_000, description="a dead trainer's shards move after this"
+    )
 
     # --- the clones' online learning -----------------------------------------------------
     clone_lr_multiple: float = Field(

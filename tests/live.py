@@ -1,5 +1,6 @@
 """Helpers for tests that run the service as real processes: an HTTP client, and the API and
-trainers started with the same commands an operator uses (``fedlearn api``/``worker``)."""
+trainers started with the same commands an operator uses (``fedlearn api``/``worker``), events
+to send, a producer that streams them while something fails, and what the store applied."""
 
 from __future__ import annotations
 
@@ -7,24 +8,29 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
+from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import orjson
 import urllib3
 
 from fedlearn.config import Settings, settings_env
+from fedlearn.model import Base
+from fedlearn.store import Store
 
 
 class Api:
     """A tiny HTTP client: JSON in, urllib3 responses out."""
 
-    def __init__(self, url: str, token: str | None = None) -> None:
+    def __init__(self, url: str, token: str | None = None, *, timeout: float = 30.0) -> None:
         self.url = url
         self.token = token
-        self.http = urllib3.PoolManager(retries=False, timeout=30.0)
+        self.http = urllib3.PoolManager(retries=False, timeout=timeout)
 
     def call(
         self,
@@ -112,3 +118,101 @@ class Service:
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait()
+
+
+def publish_base(redis_url: str, n_shards: int, base: Base) -> None:
+    """Publish ``base`` (generation 0) and make it the current version."""
+    with Store.from_url(redis_url, n_shards) as store:
+        store.bases.put_base(base.version, base.to_bytes(), {"generation": 0})
+        store.bases.set_current(base.version)
+
+
+def events_for(users: list[str], n: int, seed: int) -> list[dict]:
+    """``n`` events of random ``users`` (ids ``ev-<seed>-<i>``: distinct seeds never collide)."""
+    rng = np.random.default_rng(seed)
+    return [
+        {
+            "event_id": f"ev-{seed}-{i}",
+            "user": users[int(rng.integers(len(users)))],
+            "item": str(int(rng.integers(40))),
+            "signal": "click" if rng.random() < 0.4 else "skip",
+            "ts": 1.7e9 + i,
+            "context": {"hour": str(int(rng.integers(24)))},
+        }
+        for i in range(n)
+    ]
+
+
+def applied_per_user(settings: Settings, users: set[str]) -> Counter:
+    """Events applied per user, from the ``events`` field of their stored delta records."""
+    assert settings.redis_url is not None
+    with Store.from_url(settings.redis_url, settings.n_shards) as store:
+        counts: Counter = Counter()
+        for user in users:
+            record = store.deltas.get(store.shard_of(user), user)
+            counts[user] = record.events if record else 0
+        return counts
+
+
+class Producer(threading.Thread):
+    """Streams events to ``POST /v1/events`` in batches, as a client would: a batch that did
+    not get a 202 (refused connection, 503 while Redis restarts) is sent again, same event
+    ids, until it does (the service's de-duplication makes that safe). Bounded: a batch that
+    gets no 202 for ``give_up_s`` stops the producer with ``error`` set."""
+
+    def __init__(
+        self, api: Api, events: list[dict], *, batch: int = 200, pause_s: float = 0.0,
+        give_up_s: float = 60.0,
+    ) -> None:  # fmt: skip
+        super().__init__(name="producer", daemon=True)
+        self.api, self.events, self.batch = api, events, batch
+        self.pause_s, self.give_up_s = pause_s, give_up_s
+        self.sent = 0  # events of batches answered 202
+        self.retries = 0
+        self.error: str | None = None
+
+    def run(self) -> None:
+        for start in range(0, len(self.events), self.batch):
+            chunk = self.events[start : start + self.batch]
+            deadline = time.monotonic() + self.give_up_s
+            while not self._post(chunk):
+                if time.monotonic() > deadline:
+                    self.error = f"no 202 for the batch at {start} in {self.give_up_s} s"
+                    return
+                self.retries += 1
+                time.sleep(0.05)
+            self.sent += len(chunk)
+            time.sleep(self.pause_s)
+
+    def _post(self, chunk: list[dict]) -> bool:
+        try:
+            return self.api.call("POST", "/v1/events", {"events": chunk}).status == 202
+        except urllib3.exceptions.HTTPError:
+            return False
+
+
+def children(pid: int) -> dict[int, str]:
+    """The live child processes of ``pid`` and their command lines (from /proc)."""
+    found = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode().strip()
+        except OSError:
+            continue
+        # the state and ppid follow the parenthesised command name, which may hold spaces
+        state, ppid = stat.rsplit(")", 1)[1].split()[:2]
+        if int(ppid) == pid and state != "Z":
+            found[int(entry.name)] = cmdline
+    return found
+
+
+def pid_alive(pid: int) -> bool:
+    """True while ``pid`` exists and is not a zombie."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"

@@ -10,16 +10,15 @@ from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 from fedlearn.api import issue_token
-from fedlearn.config import Settings, load_settings
+from fedlearn.config import load_settings
 from fedlearn.model import Base
-from fedlearn.store import EmbeddedRedis, Store
+from fedlearn.store import EmbeddedRedis
 from fedlearn.store.embedded import free_port
 from fedlearn.stream.eventlog import read_log
-from tests.live import Api, Service, wait_for
+from tests.live import Api, Service, applied_per_user, events_for, publish_base, wait_for
 
 N_SHARDS = 4
 SECRET = "e2e-secret-key-0123456789abcdef"
@@ -42,9 +41,7 @@ def service(redis_always: EmbeddedRedis, tmp_path: Path) -> Iterator[Service]:
         data_dir=tmp_path / "data",
         api_port=free_port(),
     )
-    with Store.from_url(redis_always.url, N_SHARDS) as store:
-        store.bases.put_base(BASE.version, BASE.to_bytes(), {"generation": 0})
-        store.bases.set_current(BASE.version)
+    publish_base(redis_always.url, N_SHARDS, BASE)
     logs = tmp_path / "logs"
     logs.mkdir()
     running = Service(settings, logs)
@@ -58,21 +55,6 @@ def admin(service: Service, api: Api) -> Api:
     return Api(api.url, issue_token(service.settings, admin=True).token)
 
 
-def events_for(users: list[str], n: int, seed: int) -> list[dict]:
-    rng = np.random.default_rng(seed)
-    return [
-        {
-            "event_id": f"ev-{seed}-{i}",
-            "user": users[int(rng.integers(len(users)))],
-            "item": str(int(rng.integers(40))),
-            "signal": "click" if rng.random() < 0.4 else "skip",
-            "ts": 1.7e9 + i,
-            "context": {"hour": str(int(rng.integers(24)))},
-        }
-        for i in range(n)
-    ]
-
-
 def post_all(api: Api, events: list[dict], batch: int = 200) -> int:
     accepted = 0
     for start in range(0, len(events), batch):
@@ -80,15 +62,6 @@ def post_all(api: Api, events: list[dict], batch: int = 200) -> int:
         assert response.status == 202, response.data[:300]
         accepted += response.json()["accepted"]
     return accepted
-
-
-def applied_per_user(settings: Settings, users: set[str]) -> Counter:
-    with Store.from_url(settings.redis_url, N_SHARDS) as store:
-        counts = Counter()
-        for user in users:
-            record = store.deltas.get(store.shard_of(user), user)
-            counts[user] = record.events if record else 0
-        return counts
 
 
 def test_a_session_sees_its_signals_in_the_next_model_fetch(service: Service) -> None:

@@ -5,11 +5,15 @@ The clone is the *current* base plus the user's stored delta. A delta from anoth
 the current base and is served as empty: the user starts over from the new base, as the
 trainers do. The base is decoded once per version and kept; the current pointer and the delta
 are read from the store on every request, so a client always gets what was last published and
-what the trainers last wrote.
+what the trainers last wrote. A stored record that cannot be read is served as the base (with
+a warning and ``fedlearn_unreadable_records_total``), never as a 500: the trainer dead-letters
+it and restarts the clone at the user's next event.
 """
 
 from __future__ import annotations
 
+import logging
+import struct
 import time
 import uuid
 from collections.abc import Mapping
@@ -17,14 +21,21 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+from flask import current_app
 
+from fedlearn.api.context import EXTENSION
 from fedlearn.api.quotas import prediction_quota
 from fedlearn.api.schemas import RankRequest
 from fedlearn.config import Settings
 from fedlearn.model import Base, Clone, Delta, event_features
+from fedlearn.model.errors import ModelFormatError
 from fedlearn.store import DeltaRecord, Store
 from fedlearn.stream.bases import BaseCache, NoBaseError
 from fedlearn.stream.gating import Gate
+
+log = logging.getLogger(__name__)
+# struct.error: the gate's format raised it before it had a ModelFormatError of its own.
+UNREADABLE = (ModelFormatError, struct.error)
 
 
 @dataclass(frozen=True)
@@ -74,11 +85,21 @@ def load_clone(store: Store, bases: BaseCache, user: str, *, gate_eta: float) ->
     base = current_base(store, bases)
     record = store.deltas.get(store.shard_of(user), user)
     if record is not None:
-        delta = Delta.from_bytes(record.delta)
-        if delta_applies(record, delta, base, bases):
+        try:
+            delta = Delta.from_bytes(record.delta)
             serve = Gate.from_bytes(record.gate).serve(gate_eta)
+        except UNREADABLE as exc:
+            _unreadable(user, exc)
+            return UserClone(user, base, Delta(base.n_factors), None, "base")
+        if delta_applies(record, delta, base, bases):
             return UserClone(user, base, delta, record, serve)
     return UserClone(user, base, Delta(base.n_factors), None)
+
+
+def _unreadable(user: str, exc: Exception) -> None:
+    log.warning("user %r: the stored delta record is unreadable (%s); serving the base", user, exc)
+    if EXTENSION in current_app.extensions:  # counted where the app keeps its metrics
+        current_app.extensions[EXTENSION].metrics.unreadable_records.inc()
 
 
 def model_json(clone: UserClone, settings: Settings, base_url: str) -> dict[str, Any]:

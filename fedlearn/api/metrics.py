@@ -65,6 +65,12 @@ class Metrics:
             registry=self.registry,
         )
 
+        self.unreadable_records = Counter(
+            "fedlearn_unreadable_records",
+            "Users' stored delta records that could not be read (the base was served)",
+            registry=self.registry,
+        )
+
     def observe_request(self, route: str, method: str, status: int, seconds: float) -> None:
         self.requests.labels(route, method, str(status)).inc()
         self.latency.labels(route, method).observe(seconds)

@@ -20,6 +20,7 @@ COMMANDS: dict[str, str] = {
     "aggregate": "fedlearn.cli.aggregate:aggregate",
     "base": "fedlearn.cli.base:base",
     "bench": "fedlearn.cli.bench:bench",
+    "dead-letters": "fedlearn.cli.deadletters:dead_letters",
 }
 
 

@@ -10,7 +10,7 @@ import click
 
 from fedlearn.cli.common import fail_with_config_errors
 from fedlearn.config import Settings, load_settings
-from fedlearn.service.supervisor import AlreadyRunningError, Supervisor
+from fedlearn.service.supervisor import AlreadyRunningError, RedisLostError, Supervisor
 from fedlearn.store import Store
 
 
@@ -82,6 +82,8 @@ def up(
         click.echo(f"trainers     {trainers}{celery}")
         click.echo("press Ctrl-C to stop")
         supervisor.watch()
+    except RedisLostError as exc:
+        raise click.ClickException(f"{exc}; stopping the service") from None
     finally:
         click.echo("stopping ...")
         supervisor.stop()

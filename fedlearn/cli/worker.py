@@ -1,9 +1,15 @@
-"""``fedlearn worker``: a stream trainer process."""
+"""``fedlearn worker``: a stream trainer process.
+
+It fails fast: any error the trainer cannot handle ends the process with status 1 and one
+line saying why (its supervisor, ``fedlearn up`` or the container runtime, restarts it; the
+new process redoes the pending entries, so nothing is lost or applied twice).
+"""
 
 from __future__ import annotations
 
 import logging
 import signal
+import sys
 import threading
 from pathlib import Path
 
@@ -45,6 +51,7 @@ def worker(
 ) -> None:
     """Train users' clones from the shard streams (owns a fair share of the shards)."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    log = logging.getLogger("fedlearn.worker")
     settings = service_settings()
     store = Store.from_url(
         require_redis_url(settings),
@@ -61,13 +68,22 @@ def worker(
     def clone_settings(base: Base) -> CloneSettings:
         return CloneSettings(**settings.clone_hyper(base.hyper))
 
-    log = EventLogWriter(store, eventlog or settings.data_dir / "eventlog")
-    trainer = Trainer(
-        store, clone_settings, TrainerConfig(name=name, batch_size=batch_size), eventlog=log
+    writer = EventLogWriter(store, eventlog or settings.data_dir / "eventlog")
+    config = TrainerConfig(
+        name=name, batch_size=batch_size, lease_ttl_ms=settings.trainer_lease_ttl_ms
     )
+    trainer = Trainer(store, clone_settings, config, eventlog=writer)
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
     click.echo(f"trainer {trainer.owner} started on {settings.n_shards} shards")
-    trainer.run(stop)
+    try:
+        trainer.run(stop)
+    except Exception as exc:
+        log.error(
+            "trainer %s failed after applying %d events: %s: %s; exiting with status 1",
+            trainer.owner, trainer.applied_total, type(exc).__name__, exc,
+        )  # fmt: skip
+        log.info("where it failed", exc_info=exc)
+        sys.exit(1)
     click.echo(f"trainer {trainer.owner} stopped after applying {trainer.applied_total} events")

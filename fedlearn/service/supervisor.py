@@ -2,12 +2,17 @@
 
 Each part runs as its own process, started with the same commands an operator would run by
 hand (``fedlearn api``, ``fedlearn worker``, ``celery ...``), so what ``up`` runs is what
-docker-compose runs. A part that dies is restarted (with a growing delay); Ctrl-C or SIGTERM
+docker-compose runs. A part that dies is logged with its exit status and restarted, after a
+delay that doubles with each crash and resets once the part has run healthy for a while (a
+crash loop backs off, a rare crash is healed at once). The embedded Redis is supervised too:
+if it dies it is restarted on the same port with the same data (its AOF), and if it cannot
+be, ``watch`` raises ``RedisLostError`` and ``up`` exits with that message. Ctrl-C or SIGTERM
 stops the API first (no new events), then the workers (they finish their batch), then Redis.
 """
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import os
 import signal
@@ -20,13 +25,32 @@ from pathlib import Path
 
 from fedlearn.config import Settings, ensure_secret_key
 from fedlearn.service.runtime import clear_runtime, read_runtime, write_runtime
-from fedlearn.store import EmbeddedRedis
+from fedlearn.store import EmbeddedRedis, EmbeddedRedisError
 
 STOP_TIMEOUT_S = 20.0
+WATCH_EVERY_S = 0.25
+FIRST_DELAY_S = 0.5  # the first restart after a healthy run: quick, the service is down
+MAX_DELAY_S = 30.0
+HEALTHY_AFTER_S = 60.0  # a part that ran this long has its restart delay reset
+REDIS_START_ATTEMPTS = 3
 
 
 class AlreadyRunningError(RuntimeError):
     pass
+
+
+class RedisLostError(RuntimeError):
+    """The embedded Redis died and could not be started again."""
+
+
+def describe_exit(code: int | None) -> str:
+    """``"status 1"`` or ``"signal SIGKILL"`` (Popen's negative return codes)."""
+    if code is not None and code < 0:
+        try:
+            return f"signal {signal.Signals(-code).name}"
+        except ValueError:
+            return f"signal {-code}"
+    return f"status {code}"
 
 
 @dataclass
@@ -36,15 +60,40 @@ class Part:
     name: str
     argv: list[str]
     proc: subprocess.Popen[bytes] | None = None
-    restarts: int = 0
+    restarts: int = 0  # crashes in a row (reset after a healthy run)
     started_at: float = 0.0
+    restart_at: float | None = None  # when a dead part is due to start again
     env: dict[str, str] = field(default_factory=dict)
 
     def start(self, base_env: dict[str, str]) -> None:
+        # A process group of its own, so that what it leaves behind can be found (below).
         self.proc = subprocess.Popen(
-            self.argv, env={**base_env, **self.env}, stdin=subprocess.DEVNULL
-        )
+            self.argv, env={**base_env, **self.env}, stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )  # fmt: skip
         self.started_at = time.monotonic()
+        self.restart_at = None
+
+    def kill_leftovers(self) -> None:
+        """SIGKILL what is left of a dead part's process group.
+
+        A SIGKILLed gunicorn master leaves its workers behind: they drain their connections
+        for up to the graceful timeout while holding the listening socket, so the restarted
+        master could not bind the port. Nothing they hold is lost: events are in Redis once
+        acknowledged, and a client resends what got no answer.
+        """
+        if self.proc is not None:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(self.proc.pid, signal.SIGKILL)
+
+    def crashed(self, now: float) -> float:
+        """Note a crash; returns the delay before the restart (doubling, reset when healthy)."""
+        if now - self.started_at >= HEALTHY_AFTER_S:
+            self.restarts = 0
+        delay = min(MAX_DELAY_S, FIRST_DELAY_S * 2.0**self.restarts)
+        self.restarts += 1
+        self.restart_at = now + delay
+        return delay
 
     def alive(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
@@ -59,6 +108,7 @@ class Part:
         except subprocess.TimeoutExpired:
             self.proc.kill()
             self.proc.wait()
+        self.kill_leftovers()
 
 
 def _pid_alive(pid: int) -> bool:
@@ -114,12 +164,15 @@ class Supervisor:
         if self.redis_url:
             return self.redis_url
         previous = read_runtime(self.data_dir) or {}
-        self.redis = EmbeddedRedis(self.data_dir / "redis", port=int(previous.get("redis_port", 0)))
+        fsync = self.settings.redis_appendfsync
+        self.redis = EmbeddedRedis(
+            self.data_dir / "redis", port=int(previous.get("redis_port", 0)), appendfsync=fsync
+        )
         try:
             self.redis.start()
         except Exception:
             # The old port may be taken now; any free one will do, the data is in the folder.
-            self.redis = EmbeddedRedis(self.data_dir / "redis", port=0)
+            self.redis = EmbeddedRedis(self.data_dir / "redis", port=0, appendfsync=fsync)
             self.redis.start()
         self.redis_url = self.redis.url
         return self.redis_url
@@ -185,19 +238,49 @@ class Supervisor:
     # -- run and stop -----------------------------------------------------------------------
 
     def watch(self) -> None:
-        """Restart parts that die, until :meth:`stop` is called."""
+        """Restart parts (and the embedded Redis) that die, until :meth:`stop` is called.
+
+        Raises ``RedisLostError`` when the embedded Redis died and cannot be started again.
+        """
         env = self.env()
-        while not self.stopping.wait(0.5):
+        while not self.stopping.wait(WATCH_EVERY_S):
+            self.heal_redis()
+            now = time.monotonic()
             for part in self.parts:
                 if part.alive() or self.stopping.is_set():
                     continue
-                delay = min(30.0, 2.0**part.restarts)
-                if time.monotonic() - part.started_at < delay:
-                    continue
-                code = part.proc.returncode if part.proc else None
-                self.say(f"{part.name} exited with status {code}; restarting it")
-                part.restarts += 1
-                part.start(env)
+                if part.restart_at is None:
+                    part.kill_leftovers()
+                    code = part.proc.returncode if part.proc else None
+                    delay = part.crashed(now)
+                    ran = now - part.started_at
+                    self.say(
+                        f"{part.name} (pid {part.proc.pid if part.proc else '?'}) exited with "
+                        f"{describe_exit(code)} after {ran:.1f} s; restarting it in {delay:.1f} s"
+                    )
+                if now >= (part.restart_at or 0.0):
+                    part.start(env)
+                    self.say(f"{part.name} restarted (pid {part.proc.pid if part.proc else '?'})")
+
+    def heal_redis(self) -> None:
+        """Start the embedded Redis again (same port, same AOF) if it died."""
+        if self.redis is None or self.redis.running or self.stopping.is_set():
+            return
+        code, port = self.redis.exit_code, self.redis.port
+        self.say(f"redis-server on port {port} exited with {describe_exit(code)}; restarting it")
+        for attempt in range(1, REDIS_START_ATTEMPTS + 1):
+            try:
+                self.redis.start()
+            except EmbeddedRedisError as exc:
+                if attempt == REDIS_START_ATTEMPTS:
+                    raise RedisLostError(
+                        f"redis-server on port {port} died ({describe_exit(code)}) and could not "
+                        f"be restarted in {attempt} attempts: {exc}"
+                    ) from exc
+                time.sleep(FIRST_DELAY_S * attempt)
+            else:
+                self.say(f"redis-server restarted on port {port} (pid {self.redis.pid})")
+                return
 
     def stop(self) -> None:
         self.stopping.set()

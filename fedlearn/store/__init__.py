@@ -7,6 +7,7 @@ from __future__ import annotations
 from fedlearn.store.bases import BaseInfo
 from fedlearn.store.commit import CommitResult
 from fedlearn.store.connection import connect
+from fedlearn.store.deadletters import DeadLetter
 from fedlearn.store.deltas import DeltaRecord
 from fedlearn.store.embedded import EmbeddedRedis, find_binary
 from fedlearn.store.entries import Batch, Entry, Rejected
@@ -32,6 +33,7 @@ __all__ = [
     "BaseInfo",
     "Batch",
     "CommitResult",
+    "DeadLetter",
     "DeltaRecord",
     "EmbeddedRedis",
     "EmbeddedRedisError",

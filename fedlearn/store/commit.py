@@ -1,11 +1,11 @@
 """Arguments and answers of the commit script (``scripts.COMMIT_BATCH``).
 
 A commit is what makes the trainer exactly-once: the users' deltas, their ``last_event``, the
-acknowledgement of the batch and the applied-log tail are written by one Lua script, so a
-crash leaves either all of it or none of it. The script refuses to write when the caller's
-lease is gone (fencing) or when a user's ``last_event`` would not move forward (an event
-applied twice). A random token per call makes a resent commit (redis-py retries after a lost
-reply) a no-op instead of a false "stale" alarm.
+acknowledgement of the batch, the applied-log tail and the batch's dead letters are written by
+one Lua script, so a crash leaves either all of it or none of it. The script refuses to write
+when the caller's lease is gone (fencing) or when a user's ``last_event`` would not move
+forward (an event applied twice). A random token per call makes a resent commit (redis-py
+retries after a lost reply) a no-op instead of a false "stale" alarm.
 
 Everything is validated here, before any I/O.
 """
@@ -19,7 +19,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from fedlearn.store import keys
+from fedlearn.store import deadletters, keys
 from fedlearn.store.entries import encode
 from fedlearn.store.errors import LeaseLostError, StaleCommitError, StoreError
 from fedlearn.store.streamid import StreamId
@@ -78,6 +78,7 @@ def commit_args(
     generation: int,
     events: Mapping[str, int] | None,
     gates: Mapping[str, bytes] | None = None,
+    dead_letters: Sequence[deadletters.DeadLetter] = (),
 ) -> CommitArgs:
     """KEYS and ARGV of one commit, validated."""
     keys.check_id("owner", owner)
@@ -86,8 +87,8 @@ def commit_args(
         raise ValueError(f"generation must be an int >= 0, got {generation!r}")
     ids = [i if isinstance(i, str) and _PLAIN_ID.fullmatch(i) else str(StreamId.parse(i))
            for i in entry_ids]  # fmt: skip
-    if not ids and not deltas:
-        raise ValueError("commit_batch needs entry_ids or deltas, got neither")
+    if not ids and not deltas and not dead_letters:
+        raise ValueError("commit_batch needs entry_ids or deltas (or dead_letters), got none")
     missing = [u for u in deltas if u not in last_ids]
     if missing:
         raise ValueError(
@@ -116,10 +117,12 @@ def commit_args(
         commit_keys.append(keys.delta(shard, user))
         gate = bytes((gates or {}).get(user, b""))
         per_user += [user, bytes(blob), str(StreamId.parse(last_ids[user])), n_events, gate]
+    commit_keys.append(keys.dead_letters(shard))
     logs = [encode(entry) for entry in log_entries]
+    dead = [value for letter in dead_letters for value in letter.args()]
     args = [
         owner, group, uuid.uuid4().hex, base, generation, len(deltas), len(ids), len(logs),
-        *per_user, *ids, *logs,
+        *per_user, *ids, *logs, deadletters.MAXLEN, *dead,
     ]  # fmt: skip
     return CommitArgs(commit_keys, args, len(deltas), len(logs))
 

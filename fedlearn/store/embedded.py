@@ -23,6 +23,8 @@ import weakref
 from pathlib import Path
 
 import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
 from fedlearn.lifecycle import Startable
 from fedlearn.store.errors import EmbeddedRedisError, RedisNotFoundError
@@ -181,6 +183,12 @@ class EmbeddedRedis(Startable):
     def running(self) -> bool:
         return self._proc is not None and self._proc.poll() is None
 
+    @property
+    def exit_code(self) -> int | None:
+        """How the server ended (negative: killed by that signal); None while it runs or
+        when it was stopped through :meth:`stop`/:meth:`kill`."""
+        return self._proc.poll() if self._proc is not None else None
+
     # --- lifecycle -----------------------------------------------------------------------
 
     def start(self) -> EmbeddedRedis:
@@ -295,7 +303,12 @@ class EmbeddedRedis(Startable):
     def _wait_ready(self) -> None:
         assert self._proc is not None
         deadline = time.monotonic() + self.start_timeout
-        probe = redis.Redis(host=HOST, port=self.port, socket_connect_timeout=1, socket_timeout=1)
+        # No retries in the probe (redis-py retries by default, for seconds): this loop polls,
+        # and must notice at once when the server exited (a port taken, a bad AOF).
+        probe = redis.Redis(
+            host=HOST, port=self.port, socket_connect_timeout=1, socket_timeout=1,
+            retry=Retry(NoBackoff(), 0),
+        )  # fmt: skip
         try:
             while True:
                 if self._proc.poll() is not None:

@@ -2,8 +2,10 @@
 
 An entry holds one field, ``e``, with the event as orjson bytes; only this module encodes and
 decodes it. An entry that cannot be decoded (deleted meanwhile, or written by something else)
-is not raised on, which would wedge its shard forever: it comes back as ``Rejected`` and the
-trainer acknowledges it with the rest of the batch.
+is not raised on, which would wedge its shard forever: it comes back as ``Rejected`` (with its
+raw payload) and the trainer dead-letters and acknowledges it with the rest of the batch.
+``screen_events`` does the same for a shard stream's entries that decode but are no event the
+trainer can apply (the API validated them; something else may have written to the stream).
 """
 
 from __future__ import annotations
@@ -13,6 +15,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
+
+from fedlearn.data.validate import check_context
+from fedlearn.store.keys import check_id
 
 FIELD = b"e"
 DELETED = "entry was deleted from the stream"
@@ -38,10 +43,11 @@ class Entry:
 
 @dataclass(frozen=True, slots=True)
 class Rejected:
-    """An entry that holds no decodable event; ``reason`` says why."""
+    """An entry that holds no decodable event; ``reason`` says why, ``raw`` is its payload."""
 
     id: str
     reason: str
+    raw: bytes = b""
 
 
 @dataclass(slots=True)
@@ -77,10 +83,49 @@ def _decode(entry_id: bytes | str, payload: bytes | None, why_missing: str) -> E
     try:
         event = orjson.loads(payload)
     except orjson.JSONDecodeError as exc:
-        return Rejected(sid, f"field 'e' is not JSON: {exc}")
+        return Rejected(sid, f"field 'e' is not JSON: {exc}", payload)
     if not isinstance(event, dict):
-        return Rejected(sid, f"field 'e' is JSON {type(event).__name__}, not an object")
+        return Rejected(sid, f"field 'e' is JSON {type(event).__name__}, not an object", payload)
     return Entry(sid, event)
+
+
+def event_problem(event: Mapping[str, Any]) -> str | None:
+    """Why a shard stream's entry is no event the trainer can apply, or None when it is one
+    (an event or a ``forget`` entry, as CONTRACTS.md defines them)."""
+    try:
+        check_id("user", event.get("user"))
+        if event.get("type") == "forget":
+            return None
+        if "type" in event:
+            return f"unknown entry type {event['type']!r}"
+        check_id("item", event.get("item"))
+        if event.get("prediction_id") is not None:
+            check_id("prediction_id", event["prediction_id"])
+    except (TypeError, ValueError) as exc:
+        return str(exc)
+    if event.get("signal") not in ("click", "skip"):
+        return f"signal must be 'click' or 'skip', got {event.get('signal')!r}"
+    try:
+        # The model's own rules (bounds, reserved keys): an entry the API accepted under older
+        # rules must be set aside here, not raise inside the batch and stop the trainer.
+        check_context(event.get("context"))
+    except ValueError as exc:
+        return str(exc)
+    return None
+
+
+def screen_events(batch: Batch) -> Batch:
+    """``batch`` with the entries that are no applicable event moved to ``rejected``."""
+    kept = []
+    for entry in batch.entries:
+        problem = event_problem(entry.event)
+        if problem is None:
+            kept.append(entry)
+        else:
+            reason = f"invalid event: {problem}"
+            batch.rejected.append(Rejected(entry.id, reason, encode(entry.event)))
+    batch.entries = kept
+    return batch
 
 
 def _batch(items: list[Entry | Rejected]) -> Batch:

@@ -20,6 +20,7 @@ Key map (shard 3, user "42"):
 ``fl:{s3}:predq:42``           the user's prediction ids by creation time (oldest dropped first)
 ``fl:{s3}:rate:events:42``     the user's ingest rate limit (GCRA; also ``rate:rank:42``)
 ``fl:{s3}:revoked:42``         when the user was forgotten: older tokens are refused (EX)
+``fl:{s3}:dead``               dead letters: entries and records set aside, with the reason
 ``fl:{base}:blob:<version>``   an immutable base file (``.flfm`` bytes)
 ``fl:{base}:current``          the current base version id
 ``fl:{base}:history``          list of JSON ``{"version", "meta", "created_at"}``
@@ -120,6 +121,11 @@ def lease(shard: int) -> str:
 
 def commit_token(shard: int) -> str:
     return f"{PREFIX}:{tag(shard)}:commit"
+
+
+def dead_letters(shard: int) -> str:
+    """The shard's dead-letter stream (``store.deadletters``)."""
+    return f"{PREFIX}:{tag(shard)}:dead"
 
 
 def predictions_of(shard: int, user: str) -> str:

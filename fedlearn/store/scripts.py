@@ -41,9 +41,11 @@ redis.call('EXPIRE', KEYS[2], ARGV[2])
 return {'OK', #fresh, dups}
 """
 
-# KEYS: lease, stream, applied log, users set, commit token, then one delta key per user
+# KEYS: lease, stream, applied log, users set, commit token, then one delta key per user,
+#       then the dead-letter stream
 # ARGV: owner, group, token, base, generation, n_users, n_ids, n_log,
-#       then (user, delta, last_event, events, gate) per user, then entry ids, then log payloads
+#       then (user, delta, last_event, events, gate) per user, then entry ids, then log payloads,
+#       then the dead-letter maxlen and (kind, reason, entry_id, user, raw, at) per dead letter
 # -> {"OK", acked} | {"DUP"} | {"LEASE", holder or nil} | {"STALE", user, stored, new}
 COMMIT_BATCH = """
 local function cmp_num(a, b)
@@ -87,6 +89,12 @@ for s = first_id, first_log - 1, 500 do
 end
 for i = first_log, first_log + n_log - 1 do
   redis.call('XADD', KEYS[3], '*', 'e', ARGV[i])
+end
+local first_dead = first_log + n_log
+for i = first_dead + 1, #ARGV, 6 do
+  redis.call('XADD', KEYS[6 + n_users], 'MAXLEN', '~', ARGV[first_dead], '*',
+             'kind', ARGV[i], 'reason', ARGV[i + 1], 'entry_id', ARGV[i + 2],
+             'user', ARGV[i + 3], 'raw', ARGV[i + 4], 'at', ARGV[i + 5])
 end
 redis.call('SET', KEYS[5], ARGV[3])
 return {'OK', acked}

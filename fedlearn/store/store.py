@@ -16,6 +16,7 @@ kind of state:
 - ``store.members``      heartbeats of the live trainers, for a fair share of shards
 - ``store.rounds``       aggregation rounds: lock, records, users' snapshots and archives
 - ``store.telemetry``    trainers' metric snapshots and per-shard stream statistics
+- ``store.dead_letters`` entries and records the trainers set aside, with the reason
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from fedlearn.store.applied import AppliedLog
 from fedlearn.store.bases import Bases
 from fedlearn.store.catalog import Catalog
 from fedlearn.store.connection import Client, connect
+from fedlearn.store.deadletters import DeadLetters
 from fedlearn.store.deltas import Deltas
 from fedlearn.store.leases import Leases
 from fedlearn.store.members import Members
@@ -79,6 +81,7 @@ class Store:
         self.members = Members(client)
         self.rounds = Rounds(client, n_shards)
         self.telemetry = Telemetry(client, n_shards, group=group)
+        self.dead_letters = DeadLetters(client, n_shards)
 
     @classmethod
     def from_url(cls, url: str, n_shards: int, **options: Any) -> Store:

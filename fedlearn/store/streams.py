@@ -23,6 +23,7 @@ import redis
 
 from fedlearn.store import keys
 from fedlearn.store.commit import CommitResult, commit_args, read_reply
+from fedlearn.store.deadletters import DeadLetter
 from fedlearn.store.entries import Batch, decode_id, encode, parse_flat, parse_read
 from fedlearn.store.errors import StreamFullError
 from fedlearn.store.scripts import Scripts
@@ -199,6 +200,7 @@ class Streams:
         generation: int,
         events: Mapping[str, int] | None = None,
         gates: Mapping[str, bytes] | None = None,
+        dead_letters: Sequence[DeadLetter] = (),
     ) -> CommitResult:
         """Atomically write the users' deltas, acknowledge ``entry_ids`` and append
         ``log_entries`` to the shard's applied log, if and only if ``owner`` holds the lease.
@@ -207,6 +209,7 @@ class Streams:
         applied to that delta (required for every user in ``deltas``). ``events`` (user ->
         events applied) defaults to the count in each delta's header; ``gates`` (user ->
         bytes) is the user's serving-gate state (``stream.gating``), kept beside the delta.
+        ``dead_letters`` go to the shard's dead-letter stream (``store.deadletters``).
         Raises
         ``LeaseLostError`` or ``StaleCommitError`` with nothing written. Resending the same
         call (a retry after a lost reply) is a no-op.
@@ -215,7 +218,7 @@ class Streams:
         built = commit_args(
             shard, self.n_shards, owner=owner, group=self.group, deltas=deltas, last_ids=last_ids,
             entry_ids=entry_ids, log_entries=log_entries, base=base, generation=generation,
-            events=events, gates=gates,
+            events=events, gates=gates, dead_letters=dead_letters,
         )  # fmt: skip
         reply = self._scripts.commit_batch(keys=built.keys, args=built.args)
         return read_reply(shard, owner, built, reply)

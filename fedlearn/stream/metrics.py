@@ -42,6 +42,11 @@ CLONE_RESETS = Counter(
     "Clones reset to the base instead of being stored (reason: non_finite)",
     ["reason"],
 )
+DEAD_LETTERS = Counter(
+    "fedlearn_dead_letters",
+    "Entries and stored records set aside to the dead-letter stream, by reason",
+    ["reason"],
+)
 OWNED_SHARDS = Gauge("fedlearn_trainer_owned_shards", "Shards this trainer owns")
 LOG_LOSS = Counter(
     "fedlearn_progressive_log_loss_sum",

@@ -6,21 +6,34 @@ then commit deltas + acknowledgement + applied log in one atomic script that als
 lease (fencing). Users' deltas stay in memory while the shard is owned (Redis is written
 through and stays the truth a new owner reloads from). SIGTERM sets ``stop``: the current
 batch is finished and committed, the event log drained, the leases released.
+
+Failures are loud and short: any unexpected error sets ``stop`` (so the event log thread ends
+too) and propagates, and ``fedlearn worker`` exits non-zero for its supervisor to restart it.
+Shutdown is bounded: when Redis does not answer, the leases are left to lapse. A poison entry
+(a payload that is no event) or a user whose stored delta or gate cannot be read is not an
+error of the trainer: it goes to the shard's dead-letter stream in the batch's own commit, with
+its reason, and the user's other events go on (an unreadable delta restarts from the base).
 """
 
 from __future__ import annotations
 
 import logging
+import struct
 import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 import numpy as np
+import redis
 
 from fedlearn.model import Base, Delta
+from fedlearn.model.errors import ModelFormatError
 from fedlearn.store import Batch, LeaseLostError, StaleCommitError, Store, new_owner_token
+from fedlearn.store.deadletters import DeadLetter
+from fedlearn.store.entries import screen_events
 from fedlearn.stream import metrics
 from fedlearn.stream.apply import (
     DEFAULT_GATING,
@@ -36,6 +49,17 @@ from fedlearn.stream.gating import Gate, GateSettings
 from fedlearn.stream.telemetry import Publisher
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+# What a stored record that cannot be decoded raises. struct.error: the gate's format raised it
+# before it had a ModelFormatError of its own.
+UNREADABLE = (ModelFormatError, struct.error)
+DRAINER_JOIN_S = 5.0  # an fsync or a Redis call in flight; never wait forever for it
+OUTAGE_POLL_S = 0.2
+
+
+class RedisUnreachableError(redis.ConnectionError):
+    """Redis did not answer for longer than the trainer's ``redis_outage_s``."""
 
 
 @dataclass(frozen=True)
@@ -51,6 +75,9 @@ class TrainerConfig:
     max_cached_users: int = 200_000
     eventlog_every_s: float = 1.0
     trim_every_s: float = 5.0
+    # A Redis restart (seconds) is ridden out, keeping the leases (their TTL is longer);
+    # beyond this the trainer stops with an error and its supervisor restarts it.
+    redis_outage_s: float = 3.0
     gating: GateSettings = DEFAULT_GATING
 
 
@@ -60,6 +87,8 @@ class _Shard:
 
     users: OrderedDict[str, UserState] = field(default_factory=OrderedDict)
     recovering: bool = True  # pending entries of a previous owner come first
+    # Users whose stored record could not be read, set aside with the next commit.
+    dead: list[DeadLetter] = field(default_factory=list)
 
 
 class Trainer:
@@ -120,34 +149,72 @@ class Trainer:
         heartbeat_every = self.config.lease_ttl_ms / 3000
         last_beat = last_trim = -float("inf")
         idle = self.config.idle_sleep_s
+        outage_since: float | None = None
         drainer = self._start_drainer(stop)
+        clean = redis_gone = False
         try:
             while not stop.is_set():
                 now = time.monotonic()
-                if now - last_beat >= heartbeat_every:
-                    self.ownership.maintain()
-                    metrics.OWNED_SHARDS.set(len(self.ownership.owned))
-                    last_beat = now
-                self.telemetry.maybe_publish(now)
                 try:
+                    if now - last_beat >= heartbeat_every:
+                        self.ownership.maintain()
+                        metrics.OWNED_SHARDS.set(len(self.ownership.owned))
+                        last_beat = now
+                    self.telemetry.maybe_publish(now)
                     applied = self.step()
+                    if now - last_trim >= self.config.trim_every_s:
+                        for shard in list(self.shards):
+                            self.store.streams.trim_acked(shard)
+                        last_trim = now
                 except NoBaseError as exc:
                     log.warning("%s", exc)
                     stop.wait(1.0)
                     continue
-                if now - last_trim >= self.config.trim_every_s:
-                    for shard in list(self.shards):
-                        self.store.streams.trim_acked(shard)
-                    last_trim = now
+                except (redis.ConnectionError, redis.TimeoutError) as exc:
+                    outage_since = self._ride_out(exc, outage_since)
+                    stop.wait(OUTAGE_POLL_S)
+                    continue
+                if outage_since is not None:
+                    log.info("Redis answers again after %.1f s", time.monotonic() - outage_since)
+                    outage_since = None
                 if applied:
                     idle = self.config.idle_sleep_s
                 else:
                     stop.wait(idle)
                     idle = min(2 * idle, self.config.idle_sleep_max_s)
+            clean = True
+        except RedisUnreachableError:
+            redis_gone = True
+            raise
         finally:
+            stop.set()  # on an error too: the drainer waits on it
             if drainer is not None:
-                drainer.join()
-            self.shutdown()
+                drainer.join(DRAINER_JOIN_S)
+                if drainer.is_alive():
+                    log.warning("the event log thread did not stop within %.0f s", DRAINER_JOIN_S)
+            self.shutdown(clean=clean, redis_gone=redis_gone)
+
+    def _ride_out(self, exc: redis.RedisError, since: float | None) -> float:
+        """Wait out a short Redis outage (a restart), or raise when it lasts too long.
+
+        After a failed call nobody knows whether the last commit was written, so every owned
+        shard forgets its users (they are reloaded from Redis, the truth) and redoes its
+        pending entries first: nothing is lost and nothing is applied twice.
+        """
+        now = time.monotonic()
+        if since is None:
+            log.warning("Redis does not answer (%s); retrying for %.0f s", exc,
+                        self.config.redis_outage_s)  # fmt: skip
+            since = now
+        for state in self.shards.values():
+            state.users.clear()
+            state.dead.clear()
+            state.recovering = True
+        if now - since >= self.config.redis_outage_s:
+            raise RedisUnreachableError(
+                f"Redis did not answer for {now - since:.1f} s (last error: {exc})"
+            ) from exc
+        return since
 
     def _start_drainer(self, stop: threading.Event) -> threading.Thread | None:
         if self.eventlog is None:
@@ -164,12 +231,34 @@ class Trainer:
         thread.start()
         return thread
 
-    def shutdown(self) -> None:
-        """Drain the event log of owned shards and release their leases."""
-        if self.eventlog:
-            self.drain_eventlog()
-        self.ownership.release_all()
-        self.telemetry.withdraw()
+    def shutdown(self, *, clean: bool = True, redis_gone: bool = False) -> None:
+        """Drain the event log of owned shards and release their leases.
+
+        After a failure (``clean=False``) this is best effort and bounded: when Redis does not
+        answer, nothing more is tried (the leases lapse by themselves within their TTL), and
+        an error here never hides the one that stopped the trainer.
+        """
+        if redis_gone:
+            return  # already said, and every call would wait out the client's retries
+        if not clean:
+            try:
+                self.store.ping()
+            except redis.RedisError as exc:
+                log.warning(
+                    "Redis does not answer (%s); leaving the leases to lapse within %d ms",
+                    exc,
+                    self.config.lease_ttl_ms,
+                )
+                return
+        try:
+            if self.eventlog:
+                self.drain_eventlog()
+            self.ownership.release_all()
+            self.telemetry.withdraw()
+        except Exception:
+            if clean:
+                raise
+            log.exception("cleaning up after the failure failed too")
 
     def drain_eventlog(self) -> int:
         assert self.eventlog is not None
@@ -196,7 +285,7 @@ class Trainer:
             batch = self.store.streams.read_batch(shard, self.owner, count=size, block_ms=0)
         if not len(batch):
             return 0
-        return self.process(shard, batch, base)
+        return self.process(shard, screen_events(batch), base)
 
     def process(self, shard: int, batch: Batch, base: Base) -> int:
         """Apply and commit one batch of ``shard``; returns the events applied."""
@@ -217,6 +306,7 @@ class Trainer:
             applied_at=time.time(),
             gating=self.config.gating,
         )
+        dead = [DeadLetter.of_rejected(r) for r in batch.rejected] + state.dead
         try:
             self.store.streams.commit_batch(
                 shard,
@@ -229,6 +319,7 @@ class Trainer:
                 base=base.version,
                 generation=generation,
                 gates={u: s.gate.to_bytes() for u, s in result.users.items()},
+                dead_letters=dead,
             )
         except LeaseLostError:
             log.warning(
@@ -239,8 +330,13 @@ class Trainer:
         except StaleCommitError as exc:
             log.warning("shard %d: %s; reloading its users from Redis", shard, exc)
             state.users.clear()
+            state.dead.clear()  # reloading the users finds them again
             state.recovering = True
             return 0
+        state.dead.clear()
+        for letter in dead:
+            log.warning("shard %d: dead-lettered %s", shard, letter.describe())
+            metrics.DEAD_LETTERS.labels(reason=letter.kind).inc()
         for user, user_state in result.users.items():
             state.users[user] = user_state
             state.users.move_to_end(user)
@@ -260,17 +356,34 @@ class Trainer:
         records = self.store.deltas.get_many(shard, missing)
         for user in missing:
             record = records.get(user)
-            gate = Gate.from_bytes(record.gate if record else None)
             if record is None:
                 state.users[user] = UserState(Delta(base.n_factors), NEVER)
-            elif record.generation != generation:
+                continue
+            gate = self._read(state, record.user, "unreadable_gate", record.gate, Gate.from_bytes)
+            if record.generation != generation:
                 # A monthly retrain started a new generation: the clone restarts from the new
                 # base (the old delta was archived by the job), but its place in the stream
                 # is kept so that nothing is applied twice.
-                state.users[user] = UserState(Delta(base.n_factors), record.last_event, gate)
+                delta = None
             else:
-                delta = Delta.from_bytes(record.delta)
-                state.users[user] = UserState(delta, record.last_event, gate)
+                delta = self._read(
+                    state, record.user, "unreadable_delta", record.delta, Delta.from_bytes
+                )
+            state.users[user] = UserState(
+                delta or Delta(base.n_factors), record.last_event, gate or Gate()
+            )
+
+    @staticmethod
+    def _read(
+        state: _Shard, user: str, kind: str, blob: bytes, parse: Callable[[bytes], T]
+    ) -> T | None:
+        """``parse(blob)``, or None with a dead letter when the stored record is unreadable
+        (the user then restarts that part from scratch; their place in the stream is kept)."""
+        try:
+            return parse(blob)
+        except UNREADABLE as exc:
+            state.dead.append(DeadLetter(kind=kind, reason=str(exc), user=user, raw=bytes(blob)))
+            return None
 
     def _prediction_features(
         self, shard: int, batch: Batch
