@@ -22,6 +22,7 @@ from fedlearn.api.parsing import read_json, validate
 from fedlearn.api.routing import ApiBlueprint, Reply
 from fedlearn.api.schemas import BaseVersion, PositiveWhole
 from fedlearn.store import UnknownVersionError
+from fedlearn.store.rounds import RoundStatus
 
 bp = ApiBlueprint("aggregations", __name__, tag="admin")
 
@@ -52,10 +53,7 @@ class Aggregation(BaseModel):
     model_config = ConfigDict(extra="allow")
 
     id: str
-    status: Literal[
-        "queued", "running", "publishing", "published", "done",
-        "skipped", "failed", "abandoned", "rejected",
-    ]  # fmt: skip
+    status: RoundStatus
     created_at: float
     base: str | None = Field(default=None, description="the version the round started from")
     new_version: str | None = Field(default=None, description="the version it publishes")
