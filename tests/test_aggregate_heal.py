@@ -44,7 +44,8 @@ def started_round(store: Store, *, attempt: int = 1) -> str:
 def test_a_round_with_a_stale_heartbeat_is_abandoned_and_retried(store: Store) -> None:
     rounds = rounds_of(store)
     dead = started_round(store)
-    assert heal_rounds(store, rounds, stale_s=STALE_S).abandoned == []  # still fresh
+    fresh = heal_rounds(store, rounds, stale_s=STALE_S)
+    assert fresh.abandoned == [] and 0 < (fresh.recheck_s or 0) <= STALE_S  # watched
     time.sleep(STALE_S + 0.1)
     healed = heal_rounds(store, rounds, stale_s=STALE_S, by="test")
     assert healed.abandoned == [dead] and len(healed.retries) == 1

@@ -114,15 +114,18 @@ def on_round_error(failed_task_id: str, round_id: str) -> None:
 
 
 @app.task(base=StoreTask, bind=True, name=HEAL, **_RETRY)
-def heal(self: StoreTask) -> dict[str, list[str]]:
+def heal(self: StoreTask, follow: bool = False) -> dict[str, list[str]]:
     """Abandon rounds whose heartbeat stopped, finish those only their promotion was left of,
-    and start the retries."""
+    and start the retries. With ``follow``, look again when a round alive now would be stale
+    (until no round is open): a worker's own watch, for when beat does not run."""
     config = AggregationConfig.from_settings(self.settings)
     healed = heal_rounds(
         self.store, self.rounds, stale_s=config.stale_s, by=self.request.hostname or "heal"
     )
     for retry in healed.retries:
         start_round.delay(retry)
+    if follow and healed.recheck_s is not None:
+        heal.apply_async(kwargs={"follow": True}, countdown=healed.recheck_s + 0.5)
     return {"abandoned": healed.abandoned, "retries": healed.retries,
             "finished": healed.finished}  # fmt: skip
 
@@ -130,11 +133,9 @@ def heal(self: StoreTask) -> dict[str, list[str]]:
 @worker_ready.connect
 def _heal_at_start(sender: Any, **_: Any) -> None:
     """A worker that starts (maybe restarted after its predecessor was killed mid-round)
-    looks for dead rounds now, and once more when a round that just lost its worker has gone
-    stale: it may be the only worker, and beat may not run."""
-    config = AggregationConfig.from_settings(app.conf.fedlearn_settings)
-    heal.apply_async()
-    heal.apply_async(countdown=config.stale_s + 1)
+    looks for dead rounds now and follows the open ones until they end or go stale: it may
+    be the only worker, and beat may not run."""
+    heal.apply_async(kwargs={"follow": True})
 
 
 @app.task(base=StoreTask, bind=True, name=MONTHLY)

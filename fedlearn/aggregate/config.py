@@ -82,7 +82,7 @@ class AggregationConfig:
     buckets: int = 8
     monthly_crontab: str = "0 3 1 * *"
     monthly_eventlog_dir: str | None = None
-    max_delta_rows: int = 10_000
+    max_delta_rows: int = 4096  # the clones' row cap (Settings.clone_max_rows) when unset
     max_delta_bytes: int = 8 << 20
     max_user_norm: float = 1000.0
     max_row_norm: float = 100.0

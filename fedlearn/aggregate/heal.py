@@ -28,11 +28,13 @@ MAX_ATTEMPTS = 3
 @dataclass
 class Healed:
     """What one pass did: rounds abandoned, retry rounds created (to be started), rounds
-    finished (their base was current, only the promotion was left)."""
+    finished (their base was current, only the promotion was left); and ``recheck_s``, in how
+    many seconds a round still alive now would be stale (``None``: no open round to watch)."""
 
     abandoned: list[str] = field(default_factory=list)
     retries: list[str] = field(default_factory=list)
     finished: list[str] = field(default_factory=list)
+    recheck_s: float | None = None
 
 
 def heartbeat_age(record: dict[str, Any], now: float) -> float:
@@ -55,6 +57,7 @@ def heal_rounds(store: Store, rounds: Rounds, *, stale_s: float, by: str = "") -
             continue  # waits for a worker and holds nothing up
         age = heartbeat_age(record, now)
         if age < stale_s:
+            healed.recheck_s = min(healed.recheck_s or stale_s, stale_s - age)
             continue
         new_version = record.get("new_version")
         if status == RoundStatus.PUBLISHING and store.bases.current_version() == new_version:
