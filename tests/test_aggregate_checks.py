@@ -9,7 +9,13 @@ import io
 import numpy as np
 import pytest
 
-from fedlearn.aggregate.checks import USERS_KEPT, CandidateRefused, Rejections, check_candidate
+from fedlearn.aggregate.checks import (
+    USERS_KEPT,
+    CandidateRefused,
+    Rejections,
+    check_candidate,
+    is_finite,
+)
 from fedlearn.aggregate.config import AggregationConfig
 from fedlearn.aggregate.mapper import map_shard
 from fedlearn.aggregate.rounds import user_changes
@@ -47,10 +53,6 @@ def publish_base(store: Store) -> Base:
     store.bases.put_base("1", base.to_bytes(), {})
     store.bases.set_current("1")
     return base
-
-
-def finite(base: Base) -> bool:
-    return bool(np.isfinite(base.w0) and np.isfinite(base.w).all() and np.isfinite(base.v).all())
 
 
 def test_clipping_never_passes_nan_or_inf_on() -> None:
@@ -98,7 +100,7 @@ def test_a_poisoned_round_rejects_each_bad_user_with_its_reason(store: Store) ->
     # a delta format that refuses to decode NaN reports it unreadable: rejected either way
     assert "nan" in named.get("non_finite", []) + named["unreadable"]
     new = Base.from_bytes(store.bases.get_base(result["version"]))
-    assert finite(new) and np.abs(new.w).max() < 1.0
+    assert is_finite(new) and np.abs(new.w).max() < 1.0
     # a rejected user did not contribute: its snapshot stays, so it is judged again next time
     rounds = rounds_of(store)
     for user in poison:

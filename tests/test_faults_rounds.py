@@ -27,6 +27,7 @@ from typing import Any
 import numpy as np
 import pytest
 
+from fedlearn.aggregate.checks import is_finite
 from fedlearn.aggregate.synthetic import write_deltas
 from fedlearn.api import issue_token
 from fedlearn.config import load_settings
@@ -132,10 +133,6 @@ def synthetic(n: int, *, seed: int) -> dict[str, Delta]:
     return out
 
 
-def finite(base: Base) -> bool:
-    return bool(np.isfinite(base.w0) and np.isfinite(base.w).all() and np.isfinite(base.v).all())
-
-
 def test_a_round_whose_worker_is_killed_heals_and_no_event_is_lost(
     up: Callable[[Mapping[str, Delta]], Live],
 ) -> None:
@@ -168,7 +165,7 @@ def test_a_round_whose_worker_is_killed_heals_and_no_event_is_lost(
     abandoned = live.round(dead)
     assert abandoned["status"] == "abandoned" and "no heartbeat" in abandoned["error"]
     assert record["retry_of"] == dead and record["result"]["users"] >= 40_000
-    assert finite(Base.from_bytes(live.store.bases.get_base(record["result"]["version"])))
+    assert is_finite(Base.from_bytes(live.store.bases.get_base(record["result"]["version"])))
     assert live.store.rounds.lock_holder() is None
     expected = Counter(e["user"] for e in events)
     wait_for(
@@ -207,7 +204,7 @@ def test_a_poisoned_round_rejects_the_poison_and_everyone_else_is_served(
     assert result["users"] == len(users)
     assert live.store.bases.current_version() == result["version"] != "1"
     new = Base.from_bytes(live.store.bases.get_base(result["version"]))
-    assert finite(new) and np.abs(new.w).max() < 10
+    assert is_finite(new) and np.abs(new.w).max() < 10
     assert live.api.call("GET", "/readyz", token="").status == 200
     for user in users[:5]:
         client = Api(live.api.url, issue_token(settings, user).token)

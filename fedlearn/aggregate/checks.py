@@ -60,6 +60,11 @@ class Rejections:
         return {"counts": dict(self.counts), "users": {r: list(u) for r, u in self.users.items()}}
 
 
+def is_finite(model: Base | Delta) -> bool:
+    """Whether every parameter of a base or delta is a finite number."""
+    return bool(np.isfinite(model.w0) and np.isfinite(model.w).all() and np.isfinite(model.v).all())
+
+
 def record_problem(blob: bytes, *, max_bytes: int) -> str | None:
     """Why a stored delta record cannot count before decoding it (``None``: go on). Checked
     first so an enormous record is never decoded."""
@@ -70,7 +75,7 @@ def delta_problem(delta: Delta, *, max_rows: int) -> str | None:
     """Why a decoded delta (or snapshot) cannot count, ``None`` if it can."""
     if len(delta) > max_rows:
         return "oversized"
-    if not (np.isfinite(delta.w0) and np.isfinite(delta.w).all() and np.isfinite(delta.v).all()):
+    if not is_finite(delta):
         return "non_finite"
     return None
 
@@ -93,8 +98,7 @@ def check_candidate(base: Base, *, max_row_norm: float, max_features: int) -> di
     it was judged on (for the round's record)."""
     w = base.w.astype(np.float64)
     v = base.v.astype(np.float64).reshape(base.n_features, base.n_factors)
-    finite = bool(np.isfinite(base.w0) and np.isfinite(w).all() and np.isfinite(v).all())
-    if not finite:
+    if not is_finite(base):
         bad = int((~np.isfinite(w)).sum() + (~np.isfinite(v)).any(axis=1).sum())
         raise CandidateRefused(
             f"candidate base {base.version} has non-finite parameters (w0={base.w0}, {bad} "

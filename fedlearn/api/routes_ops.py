@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import numpy as np
 import orjson
 from flask import Response, current_app
 
+from fedlearn.aggregate.checks import is_finite
 from fedlearn.api.context import api_context
 from fedlearn.api.errors import Unavailable
 from fedlearn.api.openapi import build_document
@@ -67,8 +67,7 @@ def _unservable(version: str) -> str | None:
         base = ctx.bases.get(version)
     except Exception as exc:  # unreadable bytes, a pointer to nothing, Redis gone: not ready
         return f"{type(exc).__name__}: {exc}"
-    finite = np.isfinite(base.w0) and np.isfinite(base.w).all() and np.isfinite(base.v).all()
-    if not finite:
+    if not is_finite(base):
         return "it holds non-finite parameters"
     ctx.cache[key] = True
     return None
