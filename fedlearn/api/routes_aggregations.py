@@ -38,7 +38,8 @@ class AggregationRequest(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True)
 
     strategy: Strategy | None = None
-    min_users: PositiveWhole | None = None
+    # bounded: the round's record stores its config as JSON, whose integers are 64-bit
+    min_users: Annotated[PositiveWhole, Field(le=1_000_000_000)] | None = None
 
 
 class AggregationStarted(BaseModel):
