@@ -14,13 +14,13 @@ from urllib.parse import quote
 
 import orjson
 from flask import Response, request, url_for
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 
 from fedlearn.api.context import api_context
 from fedlearn.api.errors import NotFound, Problem, Unavailable, ValidationFailed
 from fedlearn.api.parsing import read_json, validate
 from fedlearn.api.routing import ApiBlueprint, Reply
-from fedlearn.api.schemas import BaseVersion, PositiveWhole
+from fedlearn.api.schemas import BaseVersion, _whole
 from fedlearn.store import UnknownVersionError
 from fedlearn.store.rounds import RoundStatus
 
@@ -29,6 +29,9 @@ bp = ApiBlueprint("aggregations", __name__, tag="admin")
 CELERY = "celery"  # key of the Celery app in the context's cache
 
 RoundId = Annotated[str, Field(pattern=r"^[A-Za-z0-9._-]{1,64}$")]
+# PositiveWhole with an upper bound (constraints before the validator, so the OpenAPI schema
+# shows it): the round's record stores its config as JSON, whose integers are 64-bit.
+RoundUsers = Annotated[int, Field(strict=True, ge=1, le=10**9), BeforeValidator(_whole)]
 Strategy = Literal["fedavg", "fedavgm", "trimmed_mean", "median"]
 
 
@@ -38,8 +41,7 @@ class AggregationRequest(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True)
 
     strategy: Strategy | None = None
-    # bounded: the round's record stores its config as JSON, whose integers are 64-bit
-    min_users: Annotated[PositiveWhole, Field(le=1_000_000_000)] | None = None
+    min_users: RoundUsers | None = None
 
 
 class AggregationStarted(BaseModel):
