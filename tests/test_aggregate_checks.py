@@ -27,6 +27,7 @@ from fedlearn.aggregate.run import (
     run_round_inline,
 )
 from fedlearn.aggregate.synthetic import write_deltas
+from fedlearn.cli.aggregate import describe
 from fedlearn.model import Base, Delta
 from fedlearn.model.block import RowTable
 from fedlearn.store import Store
@@ -93,6 +94,7 @@ def test_a_poisoned_round_rejects_each_bad_user_with_its_reason(store: Store) ->
     assert record["status"] == "done", record.get("error")
     result = record["result"]
     assert result["users"] == len(honest)
+    assert "; rejected: 1 " in describe(record)  # what `fedlearn aggregate` prints
     named = result["rejected"]["users"]
     assert sum(result["rejected"]["counts"].values()) == 4
     assert named["norm"] == ["huge"] and named["oversized"] == ["wide"]
