@@ -127,6 +127,30 @@ class Settings(BaseSettings):
     aggregation_trim_beta: float = Field(default=0.1, ge=0, lt=0.5)
     aggregation_lock_ttl_s: int = Field(default=900, ge=1)
     aggregation_buckets: int = Field(default=8, ge=1)
+    aggregation_max_delta_bytes: int = Field(
+        default=8 << 20, ge=64, description="a user's larger delta record is rejected"
+    )
+    aggregation_max_user_norm: float = Field(
+        default=1000.0,
+        gt=0,
+        allow_inf_nan=False,
+        description="a user's change above this norm is rejected",
+    )
+    aggregation_max_row_norm: float = Field(
+        default=100.0,
+        gt=0,
+        allow_inf_nan=False,
+        description="a candidate base with a larger row is not published",
+    )
+    aggregation_max_base_features: int = Field(default=2_000_000, ge=1)
+    aggregation_stale_s: float = Field(
+        default=30.0,
+        gt=0,
+        allow_inf_nan=False,
+        description="a round without heartbeat this long is retried",
+    )
+    aggregation_task_time_limit_s: int = Field(default=600, ge=10)
+    monthly_time_limit_s: int = Field(default=3000, ge=10)
     monthly_crontab: str = Field(default="0 3 1 * *", description="empty: no monthly retrain")
     monthly_eventlog_dir: Path | None = Field(default=None, description="unset: DATA_DIR/eventlog")
 

@@ -106,3 +106,22 @@ def test_only_admins_may(store: Store, redis_url: str) -> None:
             assert reply.status_code == 403, path
         reply = c.get("/v1/aggregations/r1", headers={"Authorization": f"Bearer {admin}"})
         assert reply.status_code == 404
+
+
+def test_readyz_is_503_when_the_current_base_cannot_serve(
+    client: FlaskClient, store: Store
+) -> None:
+    assert client.get("/readyz").status_code == 200
+    good = Base.fresh(["item=a"], 2, version="1")
+    w = good.w.copy()
+    w[0] = float("nan")  # what an unchecked round used to publish
+    store.bases.put_base("2", Base(good.features, 0.0, w, good.v, version="2").to_bytes(), {})
+    store.bases.set_current("2")
+    answer = client.get("/readyz")
+    assert answer.status_code == 503 and answer.mimetype == "application/problem+json"
+    assert "current base '2' cannot be served" in answer.get_json()["detail"]
+    store.bases.put_base("3", b"FLFM-truncated", {})  # bytes that do not load
+    store.bases.set_current("3")
+    assert "base '3'" in client.get("/readyz").get_json()["detail"]
+    store.bases.rollback("1")
+    assert client.get("/readyz").status_code == 200

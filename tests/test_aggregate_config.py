@@ -12,7 +12,7 @@ from celery.schedules import crontab
 from fedlearn.aggregate.config import AggregationConfig, parse_crontab
 from fedlearn.aggregate.strategies import FedAvgM, TrimmedMean
 from fedlearn.config import load_settings
-from workers.celery_app import MONTHLY, START_ROUND, beat_schedule, celery_config
+from workers.celery_app import HEAL, MONTHLY, START_ROUND, beat_schedule, celery_config
 
 
 def test_settings_fill_the_fields_they_have_and_defaults_the_rest() -> None:
@@ -54,7 +54,10 @@ def test_the_beat_schedule_follows_the_config() -> None:
     monthly = schedule["monthly-retrain"]
     assert monthly["task"] == MONTHLY
     assert monthly["schedule"] == crontab(minute="30", hour="2", day_of_month="1")
-    assert beat_schedule(AggregationConfig(every_min=0, monthly_crontab=" ")) == {}
+    # with rounds and retraining off, the watchdog of dead rounds still runs
+    quiet = beat_schedule(AggregationConfig(every_min=0, monthly_crontab=" ", stale_s=12))
+    assert list(quiet) == ["heal-rounds"] and quiet["heal-rounds"]["task"] == HEAL
+    assert quiet["heal-rounds"]["schedule"] == timedelta(seconds=4)
     assert parse_crontab("0 3 1 * *")["day_of_month"] == "1"
 
 
@@ -65,3 +68,17 @@ def test_celery_uses_the_services_redis_for_broker_and_results(tmp_path: object)
     assert config["task_acks_late"] and config["task_reject_on_worker_lost"]
     assert config["worker_prefetch_multiplier"] == 1
     assert "aggregation-round" in config["beat_schedule"]
+
+
+def test_time_limits_and_visibility_timeout_are_consistent(tmp_path: object) -> None:
+    settings = load_settings(
+        redis_url="redis://127.0.0.1:1/0", data_dir=str(tmp_path),
+        aggregation_task_time_limit_s=120, monthly_time_limit_s=900,
+    )  # fmt: skip
+    config = celery_config(settings)
+    assert config["task_soft_time_limit"] < config["task_time_limit"] == 120
+    monthly = config["task_annotations"][MONTHLY]
+    assert monthly["soft_time_limit"] < monthly["time_limit"] == 900
+    # a task still running within its hard limit is never handed to a second worker
+    for options in ("broker_transport_options", "result_backend_transport_options"):
+        assert config[options]["visibility_timeout"] > 900

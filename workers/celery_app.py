@@ -9,6 +9,16 @@ module does not connect anywhere. Broker and result backend are the service's Re
 Tasks are acknowledged late and re-queued when their worker dies (every task of a round is
 safe to run twice); one task is prefetched at a time, so the shards of a round spread over the
 workers instead of queueing behind one.
+
+Time limits, consistent by construction: a round's task has a hard limit of
+``aggregation_task_time_limit_s`` (its soft limit, 90 % of it, ends it with an error its round
+records), the monthly retrain ``monthly_time_limit_s``; the broker's visibility timeout is
+longer than the longest hard limit, so a task still running is never handed out a second
+time. A task whose worker was SIGKILLed therefore waits that long to be redelivered, and
+its round's lock would wait ``lock_ttl_s``: instead the ``heal`` task (on the beat schedule
+every ``stale_s / 3`` s, and at every worker start) abandons a round whose heartbeat is
+``stale_s`` old, releases its lock and retries it. (Time limits need the prefork pool, which
+``fedlearn up`` runs; the solo pool does not enforce them.)
 """
 
 from __future__ import annotations
@@ -27,11 +37,21 @@ from workers.metrics import install as install_metrics
 TASKS = ["workers.tasks"]
 START_ROUND = "fedlearn.aggregate.start"
 MONTHLY = "fedlearn.base.monthly"
+HEAL = "fedlearn.aggregate.heal"
+VISIBILITY_MARGIN_S = 300  # the visibility timeout's lead over the longest hard time limit
 
 
 def beat_schedule(config: AggregationConfig) -> dict[str, dict[str, Any]]:
-    """Rounds every ``every_min`` minutes and the monthly retrain, each unless turned off."""
-    schedule: dict[str, dict[str, Any]] = {}
+    """Rounds every ``every_min`` minutes and the monthly retrain, each unless turned off;
+    the watchdog of dead rounds always."""
+    schedule: dict[str, dict[str, Any]] = {
+        # finds rounds whose worker died, long before their lock or messages would expire
+        "heal-rounds": {
+            "task": HEAL,
+            "schedule": timedelta(seconds=config.watch_s),
+            "options": {"expires": config.watch_s},
+        }
+    }
     if config.every_min > 0:
         schedule["aggregation-round"] = {
             "task": START_ROUND,
@@ -47,6 +67,15 @@ def beat_schedule(config: AggregationConfig) -> dict[str, dict[str, Any]]:
     return schedule
 
 
+def _soft(hard_s: int) -> int:
+    return max(1, hard_s * 9 // 10)
+
+
+def visibility_timeout(config: AggregationConfig) -> int:
+    """The broker's visibility timeout: the longest hard time limit plus a margin."""
+    return max(config.task_time_limit_s, config.monthly_time_limit_s) + VISIBILITY_MARGIN_S
+
+
 def celery_config(settings: Settings) -> dict[str, Any]:
     """Celery's settings for ``settings``' Redis and aggregation config."""
     url = require_redis_url(settings)
@@ -59,6 +88,14 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "accept_content": ["json"],
         "task_acks_late": True,
         "task_reject_on_worker_lost": True,
+        "task_time_limit": config.task_time_limit_s,
+        "task_soft_time_limit": _soft(config.task_time_limit_s),
+        "task_annotations": {
+            MONTHLY: {
+                "time_limit": config.monthly_time_limit_s,
+                "soft_time_limit": _soft(config.monthly_time_limit_s),
+            }
+        },
         "worker_prefetch_multiplier": 1,
         "task_track_started": True,
         "result_expires": 7 * 24 * 3600,
@@ -67,10 +104,11 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "broker_connection_retry_on_startup": True,
         # a failing map task calls the round's errback itself, not only through the chord
         "task_allow_error_cb_on_chord_header": True,
-        # a task whose worker died unseen is handed out again after this long; rounds are
-        # safe to re-run, and the lock expires first, so the next round is not held up
-        "broker_transport_options": {"visibility_timeout": max(3600, 2 * config.lock_ttl_s)},
-        "result_backend_transport_options": {"visibility_timeout": 3600},
+        # a task whose worker died unseen is handed out again after this long: longer than
+        # any task may run (else a running task would run twice at once); rounds do not
+        # wait for it, the heal task retries them
+        "broker_transport_options": {"visibility_timeout": visibility_timeout(config)},
+        "result_backend_transport_options": {"visibility_timeout": visibility_timeout(config)},
         "beat_schedule": beat_schedule(config),
         "fedlearn_settings": settings,
     }

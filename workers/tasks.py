@@ -3,6 +3,8 @@
 A round is ``start`` -> chord(``map_shard`` per shard) -> ``reduce`` -> ``promote``; any
 failure calls ``on_round_error``, which records it and releases the lock. Every task may run
 twice (redelivery after a worker died, a duplicate message) without counting anything twice.
+Each renews its round's heartbeat while it works; ``heal`` (beat, and at worker start)
+abandons and retries a round whose heartbeat stopped.
 """
 
 from __future__ import annotations
@@ -11,15 +13,18 @@ from typing import Any
 
 import redis
 from celery import Task, chord
+from celery.signals import worker_ready
 
 from fedlearn.aggregate import run
 from fedlearn.aggregate.config import AggregationConfig
+from fedlearn.aggregate.heal import heal_rounds
+from fedlearn.aggregate.heartbeat import beating
 from fedlearn.aggregate.mapper import map_shard as map_shard_step
 from fedlearn.aggregate.monthly import retrain_from_eventlog
 from fedlearn.config import Settings
 from fedlearn.store import Store
 from fedlearn.store.rounds import Rounds
-from workers.celery_app import MONTHLY, START_ROUND, app
+from workers.celery_app import HEAL, MONTHLY, START_ROUND, app
 
 _RETRY = {
     "autoretry_for": (redis.ConnectionError, redis.TimeoutError),
@@ -64,29 +69,35 @@ def start_round(
     if round_id is None:
         config = AggregationConfig.from_settings(self.settings, **(overrides or {}))
         round_id = run.create_round(self.rounds, config, trigger="beat")
-    if run.begin_round(self.store, self.rounds, round_id):
-        maps = [map_shard.si(round_id, shard) for shard in range(self.store.n_shards)]
-        workflow = chord(maps, reduce_round.si(round_id)) | promote_round.si(round_id)
-        workflow.on_error(on_round_error.s(round_id))
-        workflow.apply_async()
+    with beating(self.rounds, round_id):
+        if run.begin_round(self.store, self.rounds, round_id):
+            maps = [map_shard.si(round_id, shard) for shard in range(self.store.n_shards)]
+            workflow = chord(maps, reduce_round.si(round_id)) | promote_round.si(round_id)
+            workflow.on_error(on_round_error.s(round_id))
+            workflow.apply_async()
     return round_id
 
 
 @app.task(base=StoreTask, bind=True, name="fedlearn.aggregate.map_shard", **_RETRY)
 def map_shard(self: StoreTask, round_id: str, shard: int) -> dict[str, Any]:
-    return map_shard_step(
-        self.store, self.rounds, round_id, shard, worker=self.request.hostname or ""
-    )
+    with beating(self.rounds, round_id):
+        return map_shard_step(
+            self.store, self.rounds, round_id, shard, worker=self.request.hostname or ""
+        )
 
 
 @app.task(base=StoreTask, bind=True, name="fedlearn.aggregate.reduce", **_RETRY)
 def reduce_round(self: StoreTask, round_id: str) -> dict[str, Any]:
-    return run.reduce_round(self.store, self.rounds, round_id, worker=self.request.hostname or "")
+    with beating(self.rounds, round_id):
+        return run.reduce_round(
+            self.store, self.rounds, round_id, worker=self.request.hostname or ""
+        )
 
 
 @app.task(base=StoreTask, bind=True, name="fedlearn.aggregate.promote", **_RETRY)
 def promote_round(self: StoreTask, round_id: str) -> str:
-    return run.promote_round(self.store, self.rounds, round_id)["status"]
+    with beating(self.rounds, round_id):
+        return run.promote_round(self.store, self.rounds, round_id)["status"]
 
 
 @app.task(base=StoreTask, name="fedlearn.aggregate.on_error")
@@ -100,6 +111,31 @@ def on_round_error(failed_task_id: str, round_id: str) -> None:
         else (f"task {failed_task_id} failed; see the worker logs")
     )
     run.fail_round(on_round_error.store, on_round_error.rounds, round_id, why)
+
+
+@app.task(base=StoreTask, bind=True, name=HEAL, **_RETRY)
+def heal(self: StoreTask, follow: bool = False) -> dict[str, list[str]]:
+    """Abandon rounds whose heartbeat stopped, finish those only their promotion was left of,
+    and start the retries. With ``follow``, look again when a round alive now would be stale
+    (until no round is open): a worker's own watch, for when beat does not run."""
+    config = AggregationConfig.from_settings(self.settings)
+    healed = heal_rounds(
+        self.store, self.rounds, stale_s=config.stale_s, by=self.request.hostname or "heal"
+    )
+    for retry in healed.retries:
+        start_round.delay(retry)
+    if follow and healed.recheck_s is not None:
+        heal.apply_async(kwargs={"follow": True}, countdown=healed.recheck_s + 0.5)
+    return {"abandoned": healed.abandoned, "retries": healed.retries,
+            "finished": healed.finished}  # fmt: skip
+
+
+@worker_ready.connect
+def _heal_at_start(sender: Any, **_: Any) -> None:
+    """A worker that starts (maybe restarted after its predecessor was killed mid-round)
+    looks for dead rounds now and follows the open ones until they end or go stale: it may
+    be the only worker, and beat may not run."""
+    heal.apply_async(kwargs={"follow": True})
 
 
 @app.task(base=StoreTask, bind=True, name=MONTHLY)

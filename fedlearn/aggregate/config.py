@@ -29,6 +29,14 @@ SETTING_OF = {
     "trim_beta": "aggregation_trim_beta",
     "lock_ttl_s": "aggregation_lock_ttl_s",
     "buckets": "aggregation_buckets",
+    "max_delta_rows": "clone_max_rows",
+    "max_delta_bytes": "aggregation_max_delta_bytes",
+    "max_user_norm": "aggregation_max_user_norm",
+    "max_row_norm": "aggregation_max_row_norm",
+    "max_base_features": "aggregation_max_base_features",
+    "stale_s": "aggregation_stale_s",
+    "task_time_limit_s": "aggregation_task_time_limit_s",
+    "monthly_time_limit_s": "monthly_time_limit_s",
     "monthly_crontab": "monthly_crontab",
     "monthly_eventlog_dir": "monthly_eventlog_dir",
 }
@@ -49,6 +57,15 @@ class AggregationConfig:
         ``buckets``: rows are split in this many groups that the reducer aggregates one at a time,
         which bounds its memory for the median and trimmed mean. ``every_min = 0`` turns the
         scheduled rounds off, an empty ``monthly_crontab`` the monthly retraining.
+
+    What a round accepts (``checks``): a user's record of more than ``max_delta_bytes`` or
+    ``max_delta_rows`` rows (the clones' own row cap), or whose change is non-finite or of
+    norm above ``max_user_norm``, is rejected; a candidate base with a non-finite parameter, a
+    row (or intercept) of norm above ``max_row_norm`` or more than ``max_base_features`` rows
+    is not published. How rounds heal (``heal``): a round's tasks renew its heartbeat every
+    ``stale_s / 6`` s; a round whose heartbeat is ``stale_s`` old is abandoned and retried,
+    checked every ``stale_s / 3`` s. ``task_time_limit_s`` is the hard time limit of a
+    round's task, ``monthly_time_limit_s`` the monthly retrain's.
     """
 
     every_min: int = 60
@@ -65,6 +82,14 @@ class AggregationConfig:
     buckets: int = 8
     monthly_crontab: str = "0 3 1 * *"
     monthly_eventlog_dir: str | None = None
+    max_delta_rows: int = 4096  # the clones' row cap (Settings.clone_max_rows) when unset
+    max_delta_bytes: int = 8 << 20
+    max_user_norm: float = 1000.0
+    max_row_norm: float = 100.0
+    max_base_features: int = 2_000_000
+    stale_s: float = 30.0
+    task_time_limit_s: int = 600
+    monthly_time_limit_s: int = 3000
 
     def __post_init__(self) -> None:
         if self.strategy not in STRATEGIES:
@@ -77,10 +102,16 @@ class AggregationConfig:
             raise ValueError(f"clip_norm must be finite, got {self.clip_norm}")
         for name, low in (("every_min", 0), ("min_users", 1), ("min_row_users", 1),
                           ("max_weight", 1),
-                          ("lock_ttl_s", 1), ("buckets", 1)):  # fmt: skip
+                          ("lock_ttl_s", 1), ("buckets", 1), ("max_delta_rows", 1),
+                          ("max_delta_bytes", 64), ("max_base_features", 1),
+                          ("task_time_limit_s", 10), ("monthly_time_limit_s", 10)):  # fmt: skip
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < low:
                 raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
+        for name in ("max_user_norm", "max_row_norm", "stale_s"):
+            value = getattr(self, name)
+            if not (isinstance(value, int | float) and math.isfinite(value) and value > 0):
+                raise ValueError(f"{name} must be a finite number > 0, got {value!r}")
         if self.noise_multiplier > 0:
             if not STRATEGIES[self.strategy].supports_noise:
                 raise ValueError(
@@ -103,11 +134,22 @@ class AggregationConfig:
         values: dict[str, Any] = {}
         for f in fields(cls):
             setting = SETTING_OF[f.name]
-            if hasattr(settings, setting):
+            if getattr(settings, setting, None) is not None:  # None: "no cap", ours stays
                 value = getattr(settings, setting)
                 values[f.name] = str(value) if f.name == "monthly_eventlog_dir" and value else value
         values.update(overrides)
         return cls(**values)
+
+    @property
+    def heartbeat_s(self) -> float:
+        """How often a round's working task renews its heartbeat: six beats per ``stale_s``,
+        so a round is declared dead only after missing several."""
+        return self.stale_s / 6
+
+    @property
+    def watch_s(self) -> float:
+        """How often the beat schedule looks for dead rounds."""
+        return self.stale_s / 3
 
     def make_strategy(self) -> Strategy:
         params: dict[str, Any] = {}

@@ -18,6 +18,7 @@ from typing import Any
 
 import orjson
 
+from fedlearn.aggregate.checks import Rejections, delta_problem, record_problem
 from fedlearn.aggregate.config import AggregationConfig
 from fedlearn.aggregate.partials import PartialBuilder
 from fedlearn.aggregate.rounds import user_changes
@@ -46,6 +47,35 @@ def _chunks(users: Iterable[str], size: int) -> Iterator[list[str]]:
         yield chunk
 
 
+def _snapshot(blob: bytes | None, generation: int) -> Snapshot | None:
+    """The user's snapshot of this generation, if it has one; raises ``ModelFormatError``
+    or ``ValueError`` when it does not decode."""
+    if blob is None:
+        return None
+    snap = Snapshot.from_bytes(blob)
+    return snap if snap.generation == generation else None
+
+
+def _read(
+    blob: bytes, snap: Snapshot | None, config: AggregationConfig
+) -> tuple[Delta, Delta | None] | str:
+    """The user's delta and snapshot delta, or the reason (``checks.REASONS``) they cannot
+    count. The size is judged before decoding, so an enormous record is never decoded."""
+    problem = record_problem(blob, max_bytes=config.max_delta_bytes)
+    if problem:
+        return problem
+    try:
+        delta = Delta.from_bytes(blob)
+        old = Delta.from_bytes(snap.delta) if snap is not None else None
+    except (ModelFormatError, ValueError):
+        return "unreadable"
+    for d in (delta, old):
+        problem = delta_problem(d, max_rows=config.max_delta_rows) if d is not None else None
+        if problem:
+            return problem
+    return delta, old
+
+
 def map_shard(
     store: Store, rounds: Rounds, round_id: str, shard: int, *, worker: str = ""
 ) -> dict[str, Any]:
@@ -69,47 +99,55 @@ def map_shard(
     builder = PartialBuilder(k, needs_values=strategy.needs_values)
     attempt = uuid.uuid4().hex[:12]
     started = time.perf_counter()
-    stale = corrupt = 0
+    stale = 0
+    rejections = Rejections()
     for users in _chunks(store.deltas.users(shard), CHUNK):
         records = store.deltas.get_many(shard, users)
         snapshots = rounds.snapshots(shard, list(records))
         pairs: list[tuple[Delta, Delta | None, int]] = []
         candidates: dict[str, bytes] = {}
+        names: list[str] = []
         for user, rec in records.items():
             if rec.generation != generation:
                 stale += 1  # an old generation's clone: it restarts, it does not contribute
                 continue
             try:
-                snap = Snapshot.from_bytes(snapshots[user]) if user in snapshots else None
-                if snap is not None and snap.generation != generation:
-                    snap = None
+                snap = _snapshot(snapshots.get(user), generation)
+            except (ModelFormatError, ValueError):
+                snap, read = None, "unreadable"  # garbage never counts, not even as a base
+            else:
                 if snap is not None and snap.last_event >= rec.last_event:
                     continue  # nothing learned since the last contribution
-                delta = Delta.from_bytes(rec.delta)
-                old = Delta.from_bytes(snap.delta) if snap is not None else None
-            except (ModelFormatError, ValueError) as exc:
-                # one unreadable record must not stop every round: count it, log it, go on
-                corrupt += 1
-                log.warning("shard %d, user %r: skipped, unreadable delta: %s", shard, user, exc)
+                read = _read(rec.delta, snap, config)
+            if isinstance(read, str):
+                # one bad record must not stop every round: reject it with its reason, go on
+                rejections.add(read, user)
+                log.warning("shard %d, user %r: contribution rejected (%s)", shard, user, read)
                 continue
+            delta, old = read
             if delta.n_factors != k or (old is not None and old.n_factors != k):
                 stale += 1
                 continue
             pairs.append((delta, old, rec.events - (snap.events if snap else 0)))
+            names.append(user)
             candidates[user] = Snapshot(
                 generation, rec.last_event, rec.events, rec.delta
             ).to_bytes()
         if pairs:
             changes = user_changes(
-                pairs, k, builder.table, clip_norm=config.clip_norm, max_weight=config.max_weight
-            )
+                pairs, k, builder.table, clip_norm=config.clip_norm,
+                max_weight=config.max_weight, max_norm=config.max_user_norm,
+            )  # fmt: skip
+            for i, reason in changes.rejected.items():
+                rejections.add(reason, names[i])
+                candidates.pop(names[i])  # its snapshot stays: it has not contributed
             builder.add(changes)
             rounds.write_candidates(shard, round_id, attempt, candidates)
     meta = {
         "shard": shard,
         **builder.meta(),
         "stale": stale,
-        "corrupt": corrupt,
+        "rejected": rejections.to_json(),
         "worker": worker,
         "attempt": attempt,
         "seconds": round(time.perf_counter() - started, 4),

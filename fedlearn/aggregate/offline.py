@@ -39,7 +39,7 @@ def aggregate_deltas(
     if pairs:
         builder.add(
             user_changes(pairs, k, builder.table, clip_norm=config.clip_norm,
-                         max_weight=config.max_weight)
+                         max_weight=config.max_weight, max_norm=config.max_user_norm)
         )  # fmt: skip
     summary: dict[str, Any] = {"users": builder.users, "events": builder.events}
     if builder.users < config.min_users:

@@ -4,7 +4,8 @@ and a rule's update applied to the base (partial results per shard: ``partials``
 Map: a user's change is its current delta minus its snapshot (the delta it had when it last
 contributed), row by row over the union of their rows, plus the change of its intercept. Only
 rows whose change is not zero count as touched. The whole change (intercept, weights and
-latents together) is scaled down to ``clip_norm`` in L2 norm, and the user's weight is its
+latents together) is scaled down to ``clip_norm`` in L2 norm (a change that is non-finite or
+beyond ``max_norm`` is rejected instead, see ``checks``), and the user's weight is its
 events since the snapshot, capped at ``max_weight``. A shard's partial result is split into
 ``buckets`` by a hash of the row name, so the reducer can aggregate one bucket of rows at a
 time: every shard's bucket ``b`` holds the same rows' contributions.
@@ -23,6 +24,7 @@ from typing import Any
 
 import numpy as np
 
+from fedlearn.aggregate.checks import norm_problems
 from fedlearn.aggregate.strategies import INTERCEPT, RowUpdate
 from fedlearn.model import Base, Delta
 from fedlearn.model.block import RowTable
@@ -35,7 +37,8 @@ class Changes:
     """The clipped changes of the users of one chunk who changed anything.
 
     Entry ``e`` is user ``user[e]``'s change of row ``row[e]`` (a row of the caller's table).
-    ``norm`` is each user's norm *before* clipping; ``weight`` its capped events.
+    ``norm`` is each user's norm *before* clipping; ``weight`` its capped events. Users
+    whose change is non-finite or larger than ``max_norm`` are not among them: ``rejected``.
     """
 
     user: np.ndarray
@@ -46,6 +49,7 @@ class Changes:
     events: np.ndarray
     norm: np.ndarray
     index: np.ndarray  # position of each kept user in the caller's list
+    rejected: dict[int, str]  # position in the caller's list -> reason (``checks.REASONS``)
 
     @property
     def n_users(self) -> int:
@@ -73,6 +77,7 @@ def user_changes(
     *,
     clip_norm: float | None,
     max_weight: int,
+    max_norm: float = np.inf,
 ) -> Changes:
     """The clipped changes of ``pairs`` (current delta, snapshot or None, events since).
 
@@ -103,8 +108,11 @@ def user_changes(
     keys, sw, sv = keys[moved], sw[moved], sv[moved]
     e_user, e_row = keys // n_rows, keys % n_rows
     sq = np.bincount(e_user, weights=sw * sw + (sv * sv).sum(axis=1), minlength=n)
-    active = np.flatnonzero(np.bincount(e_user, minlength=n) > 0)
     norm = np.sqrt(sq)
+    # Judged before clipping: clipping a NaN or infinite change would pass NaN on.
+    problem = norm_problems(norm, max_norm=max_norm)
+    rejected = np.flatnonzero(problem != "")
+    active = np.flatnonzero((np.bincount(e_user, minlength=n) > 0) & (problem == ""))
     scale = np.ones(n)
     if clip_norm is not None:
         big = norm > clip_norm
@@ -113,6 +121,8 @@ def user_changes(
     weight = np.minimum(events, max_weight).astype(np.float64)
     compact = np.full(n, -1, dtype=np.int64)
     compact[active] = np.arange(len(active))
+    keep = compact[e_user] >= 0
+    e_user, e_row, sw, sv = e_user[keep], e_row[keep], sw[keep], sv[keep]
     return Changes(
         user=compact[e_user],
         row=e_row,
@@ -122,6 +132,7 @@ def user_changes(
         events=events[active],
         norm=norm[active],
         index=active,
+        rejected={int(i): str(problem[i]) for i in rejected},
     )
 
 

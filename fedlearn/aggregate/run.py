@@ -1,12 +1,15 @@
 """The steps of a round against the store, each safe to run twice: begin, (map per shard, in
 ``mapper``), reduce, promote; and ``run_round_inline``, all of them in this process.
 
-States of a round: ``queued`` -> ``running`` (holds the lock) -> ``publishing`` -> ``published``
--> ``done`` (snapshots promoted, lock released); or ``rejected`` (another round held the lock),
-``skipped`` (too few users: nothing published, changes wait), ``failed``, ``abandoned`` (its
-worker died; the next round cleans up after it). Snapshots advance only after the base version
-is published, so a round that dies at any point before leaves the base and the snapshots as
-they were, and the next round includes everything.
+States of a round (``store.rounds.RoundStatus``, whose ``TRANSITIONS`` allow each move):
+``queued`` -> ``running`` (holds the lock) -> ``publishing`` -> ``published`` -> ``done``
+(snapshots promoted, lock released); or ``rejected`` (another round held the lock),
+``skipped`` (too few users: nothing published, changes wait), ``failed`` (also: the candidate
+base failed its checks, ``checks.check_candidate``; the current base stays), ``abandoned``
+(its worker died: ``heal`` found its heartbeat stale, or the next round found it unfinished).
+Snapshots advance only after the base version is published, so a round that dies at any
+point before leaves the base and the snapshots as they were, and the next round includes
+everything.
 """
 
 from __future__ import annotations
@@ -17,7 +20,9 @@ from typing import Any
 
 import numpy as np
 
+from fedlearn.aggregate.checks import CandidateRefused, Rejections, check_candidate
 from fedlearn.aggregate.config import AggregationConfig
+from fedlearn.aggregate.heartbeat import beating
 from fedlearn.aggregate.mapper import map_shard
 from fedlearn.aggregate.partials import (
     merge_bucket,
@@ -46,11 +51,19 @@ def new_round_id() -> str:
 
 
 def create_round(
-    rounds: Rounds, config: AggregationConfig, *, round_id: str | None = None, trigger: str = ""
+    rounds: Rounds,
+    config: AggregationConfig,
+    *,
+    round_id: str | None = None,
+    trigger: str = "",
+    attempt: int = 1,
+    retry_of: str | None = None,
 ) -> str:
-    """Record a ``queued`` round with the config it will run with; returns its id."""
+    """Record a ``queued`` round with the config it will run with; returns its id.
+    ``attempt`` > 1 and ``retry_of`` mark the retry of an abandoned round (``heal``)."""
     round_id = round_id or new_round_id()
-    if not rounds.create(round_id, config=config.to_json(), trigger=trigger):
+    extra = {"attempt": attempt, "retry_of": retry_of} if retry_of else {}
+    if not rounds.create(round_id, config=config.to_json(), trigger=trigger, **extra):
         raise ValueError(f"round id {round_id!r} is already taken; pick another")
     return round_id
 
@@ -87,7 +100,7 @@ def begin_round(store: Store, rounds: Rounds, round_id: str) -> bool:
     moved, _ = rounds.transition(
         round_id, "running", allowed=["queued"], base=version, n_factors=base.n_factors,
         generation=int(base.meta.get("generation", 0)), shards=store.n_shards,
-        started_at=time.time(),
+        started_at=time.time(), heartbeat_at=rounds.clock(),
     )  # fmt: skip
     return moved
 
@@ -108,15 +121,17 @@ def finish_open_rounds(store: Store, rounds: Rounds, current: str) -> None:
             abandon_round(store, rounds, other, f"found unfinished ({status}) by round {current}")
 
 
-def abandon_round(store: Store, rounds: Rounds, round_id: str, reason: str) -> None:
-    """Give up on a round that will not finish: forget its partials and candidates."""
+def abandon_round(store: Store, rounds: Rounds, round_id: str, reason: str) -> bool:
+    """Give up on a round that will not finish: forget its partials and candidates. True if
+    this call abandoned it (False: it had moved on, or was abandoned already)."""
     moved, _ = rounds.transition(
-        round_id, "abandoned", allowed=["running", "publishing"], error=reason,
+        round_id, "abandoned", allowed=["queued", "running", "publishing"], error=reason,
         finished_at=time.time(),
     )  # fmt: skip
     if moved:
         for shard in range(store.n_shards):
             rounds.discard(shard, round_id)
+    return moved
 
 
 def fail_round(store: Store, rounds: Rounds, round_id: str, error: str) -> None:
@@ -130,12 +145,20 @@ def fail_round(store: Store, rounds: Rounds, round_id: str, error: str) -> None:
     rounds.release_lock(round_id)
 
 
-def _skip(
-    store: Store, rounds: Rounds, round_id: str, summary: dict[str, Any], reason: str
+def _end_unpublished(
+    store: Store,
+    rounds: Rounds,
+    round_id: str,
+    summary: dict[str, Any],
+    status: str,
+    reason: str,
 ) -> dict[str, Any]:
-    summary = {**summary, "status": "skipped", "reason": reason}
+    """End a running round without publishing (``skipped``, or ``failed`` when its candidate
+    was refused): forget its partials, free the lock; the current base stays."""
+    summary = {**summary, "status": status, "reason": reason}
+    error = {"error": reason} if status == "failed" else {}
     rounds.transition(
-        round_id, "skipped", allowed=["running"], result=summary, finished_at=time.time()
+        round_id, status, allowed=["running"], result=summary, finished_at=time.time(), **error
     )
     for shard in range(store.n_shards):
         rounds.discard(shard, round_id)
@@ -195,10 +218,11 @@ def reduce_round(
         "min_row_users": config.min_row_users,
         "reducer": worker,
         "shards": {str(m["shard"]): _shard_note(m) for m in metas},  # type: ignore[index]
+        "rejected": _rejections(metas),  # type: ignore[arg-type]
     }
     if users < config.min_users:
-        return _skip(
-            store, rounds, round_id, summary,
+        return _end_unpublished(
+            store, rounds, round_id, summary, "skipped",
             f"{users} user(s) contributed, fewer than min_users={config.min_users}; their "
             f"changes wait for the next round",
         )  # fmt: skip
@@ -239,6 +263,14 @@ def reduce_round(
     )
     meta = {**base.meta, "generation": record["generation"], "parent": version, "round": summary}
     new_base = apply_update(base, applied, version=new_version, meta=meta)
+    try:
+        summary["candidate"] = check_candidate(
+            new_base, max_row_norm=config.max_row_norm, max_features=config.max_base_features
+        )
+    except CandidateRefused as exc:
+        return _end_unpublished(
+            store, rounds, round_id, summary, "failed", f"{exc}; base {version} stays current"
+        )
     if new_state is not None:
         rounds.put_momentum(new_version, update_to_bytes(new_state))
     moved, was = rounds.transition(
@@ -252,6 +284,14 @@ def reduce_round(
     except VersionExistsError as exc:
         return _publish_failed(store, rounds, round_id, str(exc))
     return _finish_publishing(store, rounds, {**record, "new_version": new_version}, summary)
+
+
+def _rejections(metas: list[dict[str, Any]]) -> dict[str, Any]:
+    """The shards' rejected contributions, counted per reason (and a few users named)."""
+    total = Rejections()
+    for meta in metas:
+        total.merge(meta.get("rejected", {}))
+    return total.to_json()
 
 
 def _shard_note(meta: dict[str, Any]) -> dict[str, Any]:
@@ -315,9 +355,10 @@ def run_round_inline(
     setups and ``fedlearn aggregate --inline``. Returns the round's final record."""
     rounds = rounds_of(store)
     round_id = create_round(rounds, config, round_id=round_id, trigger=trigger)
-    if begin_round(store, rounds, round_id):
-        for shard in range(store.n_shards):
-            map_shard(store, rounds, round_id, shard, worker="inline")
-        reduce_round(store, rounds, round_id, worker="inline")
-        promote_round(store, rounds, round_id)
+    with beating(rounds, round_id):
+        if begin_round(store, rounds, round_id):
+            for shard in range(store.n_shards):
+                map_shard(store, rounds, round_id, shard, worker="inline")
+            reduce_round(store, rounds, round_id, worker="inline")
+            promote_round(store, rounds, round_id)
     return rounds.get(round_id) or {}

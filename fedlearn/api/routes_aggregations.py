@@ -14,20 +14,24 @@ from urllib.parse import quote
 
 import orjson
 from flask import Response, request, url_for
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 
 from fedlearn.api.context import api_context
 from fedlearn.api.errors import NotFound, Problem, Unavailable, ValidationFailed
 from fedlearn.api.parsing import read_json, validate
 from fedlearn.api.routing import ApiBlueprint, Reply
-from fedlearn.api.schemas import BaseVersion, PositiveWhole
+from fedlearn.api.schemas import BaseVersion, _whole
 from fedlearn.store import UnknownVersionError
+from fedlearn.store.rounds import RoundStatus
 
 bp = ApiBlueprint("aggregations", __name__, tag="admin")
 
 CELERY = "celery"  # key of the Celery app in the context's cache
 
 RoundId = Annotated[str, Field(pattern=r"^[A-Za-z0-9._-]{1,64}$")]
+# PositiveWhole with an upper bound (constraints before the validator, so the OpenAPI schema
+# shows it): the round's record stores its config as JSON, whose integers are 64-bit.
+RoundUsers = Annotated[int, Field(strict=True, ge=1, le=10**9), BeforeValidator(_whole)]
 Strategy = Literal["fedavg", "fedavgm", "trimmed_mean", "median"]
 
 
@@ -37,7 +41,7 @@ class AggregationRequest(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True)
 
     strategy: Strategy | None = None
-    min_users: PositiveWhole | None = None
+    min_users: RoundUsers | None = None
 
 
 class AggregationStarted(BaseModel):
@@ -52,10 +56,7 @@ class Aggregation(BaseModel):
     model_config = ConfigDict(extra="allow")
 
     id: str
-    status: Literal[
-        "queued", "running", "publishing", "published", "done",
-        "skipped", "failed", "abandoned", "rejected",
-    ]  # fmt: skip
+    status: RoundStatus
     created_at: float
     base: str | None = Field(default=None, description="the version the round started from")
     new_version: str | None = Field(default=None, description="the version it publishes")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import orjson
 from flask import Response, current_app
 
+from fedlearn.aggregate.checks import is_finite
 from fedlearn.api.context import api_context
 from fedlearn.api.errors import Unavailable
 from fedlearn.api.openapi import build_document
@@ -30,7 +31,8 @@ def healthz() -> Response:
 
 
 @bp.operation(
-    "GET", "/readyz", summary="Redis answers and a current base exists", auth="none",
+    "GET", "/readyz", summary="Redis answers and the current base loads and is finite",
+    auth="none",
     replies={200: Reply("ready to serve", Ready)}, errors=(503,),
 )  # fmt: skip
 def readyz() -> Response:
@@ -45,7 +47,30 @@ def readyz() -> Response:
             "no base model is published yet: train one with `fedlearn train-base DIR "
             "--publish` or start the service with `fedlearn up --demo`"
         )
+    problem = _unservable(version)
+    if problem:
+        raise Unavailable(
+            f"the current base {version!r} cannot be served: {problem}; roll back to a good "
+            f"version with POST /v1/base/rollback or `fedlearn base list`"
+        )
     return _json({"status": "ready", "base_version": version, "n_shards": ctx.store.n_shards})
+
+
+def _unservable(version: str) -> str | None:
+    """Why base ``version`` cannot serve (it does not load, or holds a non-finite number),
+    ``None`` if it can. Versions are immutable, so a good verdict is kept per version."""
+    ctx = api_context()
+    key = f"servable:{version}"
+    if ctx.cache.get(key):
+        return None
+    try:
+        base = ctx.bases.get(version)
+    except Exception as exc:  # unreadable bytes, a pointer to nothing, Redis gone: not ready
+        return f"{type(exc).__name__}: {exc}"
+    if not is_finite(base):
+        return "it holds non-finite parameters"
+    ctx.cache[key] = True
+    return None
 
 
 @bp.operation(

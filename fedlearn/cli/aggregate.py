@@ -16,6 +16,13 @@ from fedlearn.cli.common import fail_with_config_errors
 from fedlearn.store.rounds import TERMINAL
 
 
+def _rejected(result: dict[str, Any]) -> str:
+    counts = (result.get("rejected") or {}).get("counts") or {}
+    if not counts:
+        return ""
+    return "; rejected: " + ", ".join(f"{n} {reason}" for reason, n in sorted(counts.items()))
+
+
 def describe(record: dict[str, Any]) -> str:
     """One round's outcome in a sentence or two."""
     status, result = record["status"], record.get("result") or {}
@@ -34,6 +41,7 @@ def describe(record: dict[str, Any]) -> str:
             f"{result.get('users', 0):,} users and {result.get('events', 0):,} events; "
             f"{strategy.get('name')}, {clip_text}, noise multiplier {noise}; "
             f"{result.get('rows_updated', 0):,} rows updated ({result.get('new_rows', 0):,} new)"
+            f"{_rejected(result)}"
         )
     if status == "skipped":
         return f"{head}: {result.get('reason', '')}"
