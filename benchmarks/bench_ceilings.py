@@ -21,7 +21,7 @@ import orjson
 import redis
 from procs import bare_api, load
 
-from fedlearn.store import EmbeddedRedis
+from fedlearn.devtools import EmbeddedRedis
 
 EVENT_BATCH = 50
 

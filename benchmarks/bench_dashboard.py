@@ -28,11 +28,12 @@ from fedlearn.aggregate.config import AggregationConfig
 from fedlearn.aggregate.run import run_round_inline
 from fedlearn.api import create_app, issue_token, routes_dashboard
 from fedlearn.config import load_settings
+from fedlearn.devtools import EmbeddedRedis
 from fedlearn.model import Base
-from fedlearn.store import EmbeddedRedis, Store, keys
-from fedlearn.stream.apply import CloneSettings
-from fedlearn.stream.telemetry import Publisher
-from fedlearn.stream.trainer import Trainer, TrainerConfig
+from fedlearn.store import Store, keys
+from fedlearn.trainer.apply import CloneSettings
+from fedlearn.trainer.publisher import Publisher
+from fedlearn.trainer.trainer import Trainer, TrainerConfig
 
 N_SHARDS = 16
 N_ITEMS = 2000

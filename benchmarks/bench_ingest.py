@@ -35,8 +35,9 @@ from procs import SECRET, load, our_api, trainer
 
 from fedlearn.api.auth import issue_token
 from fedlearn.config import load_settings
+from fedlearn.devtools import EmbeddedRedis
 from fedlearn.model import Base
-from fedlearn.store import EmbeddedRedis, Store
+from fedlearn.store import Store
 from fedlearn.store.catalog import Catalog
 
 N_SHARDS = 8

@@ -1,7 +1,7 @@
 """Aggregation rounds at scale: 25k, 50k and 100k synthetic users on 8 shards, 2 Celery workers.
 
 Each user's delta (20..50 rows, k = 10, ~1.5 KB) is written straight to Redis through the
-store's commit script; then one round runs on two ``celery -A workers.celery_app worker``
+store's commit script; then one round runs on two ``celery -A fedlearn.jobs.app worker``
 processes (solo pool). Measured: the round's wall time (start task sent -> snapshots promoted),
 the map and reduce times, which worker mapped which shard, the peak RSS of each worker process
 during the round (sampled every 20 ms with psutil) and Redis's memory before and after.
@@ -31,10 +31,11 @@ from fedlearn.aggregate.mapper import map_shard
 from fedlearn.aggregate.run import begin_round, create_round, fail_round, rounds_of
 from fedlearn.aggregate.synthetic import random_deltas, write_deltas
 from fedlearn.config import load_settings
+from fedlearn.devtools import EmbeddedRedis
+from fedlearn.jobs.app import START_ROUND, make_celery
 from fedlearn.model import Base
-from fedlearn.store import EmbeddedRedis, Store
+from fedlearn.store import Store
 from fedlearn.store.rounds import TERMINAL
-from workers.celery_app import START_ROUND, make_celery
 
 REPO = Path(__file__).resolve().parents[1]
 HEADING = "## Aggregation rounds (issue 4)"
@@ -71,7 +72,7 @@ def start_workers(url: str, data_dir: Path, log_dir: Path) -> dict[str, subproce
     for name in ("w1", "w2"):
         with (log_dir / f"{name}.log").open("wb") as out:
             procs[name] = subprocess.Popen(
-                [sys.executable, "-m", "celery", "-A", "workers.celery_app", "worker",
+                [sys.executable, "-m", "celery", "-A", "fedlearn.jobs.app", "worker",
                  "--pool=solo", "-n", f"{name}@%h", "--without-gossip", "--without-mingle",
                  "-l", "warning"],
                 cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT,

@@ -28,9 +28,10 @@ import numpy as np
 import urllib3
 from prometheus_client.parser import text_string_to_metric_families
 
+from fedlearn.devtools import EmbeddedRedis
+from fedlearn.devtools.embedded import free_port
 from fedlearn.model import Base
-from fedlearn.store import EmbeddedRedis, Store
-from fedlearn.store.embedded import free_port
+from fedlearn.store import Store
 from fedlearn.store.telemetry import Telemetry
 
 SHARDS_PER_TRAINER = 4

@@ -30,12 +30,13 @@ from typing import Any
 import numpy as np
 
 from fedlearn.data.synthetic import SyntheticConfig, generate
+from fedlearn.devtools import EmbeddedRedis
 from fedlearn.model import Base
-from fedlearn.store import EmbeddedRedis, Store, keys
+from fedlearn.store import Store, keys
 from fedlearn.store.catalog import Catalog
-from fedlearn.stream.apply import CloneSettings
-from fedlearn.stream.eventlog import EventLogWriter
-from fedlearn.stream.trainer import Trainer, TrainerConfig
+from fedlearn.trainer.apply import CloneSettings
+from fedlearn.trainer.eventlog import EventLogWriter
+from fedlearn.trainer.trainer import Trainer, TrainerConfig
 
 N_SHARDS = 8
 N_USERS = 5000
@@ -47,14 +48,14 @@ CLONE = CloneSettings(lr=0.1, l2=0.0, bias_lr=0.1)
 STAGES = (
     ("read (XREADGROUP/claim + parse)", "store/streams.py", "read_batch"),
     ("read (XREADGROUP/claim + parse)", "store/streams.py", "claim"),
-    ("load users' deltas", "stream/trainer.py", "_load_users"),
+    ("load users' deltas", "trainer/trainer.py", "_load_users"),
     ("catalog features", "store/catalog.py", "features"),
-    ("apply_batch (features, learn_many, shadow)", "stream/apply.py", "apply_batch"),
+    ("apply_batch (features, learn_many, shadow)", "trainer/apply.py", "apply_batch"),
     ("  of which learn_many_shadow (the FM math)", "model/batch.py", "learn_many_shadow"),
-    ("  of which features_of (event -> features)", "stream/apply.py", "features_of"),
+    ("  of which features_of (event -> features)", "trainer/apply.py", "features_of"),
     ("serialize deltas (to_bytes)", "model/delta.py", "to_bytes"),
     ("commit script (validate + Redis)", "store/streams.py", "commit_batch"),
-    ("metrics (_observe)", "stream/trainer.py", "_observe"),
+    ("metrics (_observe)", "trainer/trainer.py", "_observe"),
 )
 
 

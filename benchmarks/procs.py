@@ -25,7 +25,7 @@ from typing import Any
 import orjson
 import urllib3
 
-from fedlearn.store.embedded import free_port
+from fedlearn.devtools.embedded import free_port
 
 HERE = Path(__file__).resolve().parent
 SECRET = "bench-secret-key-0123456789abcdef"

@@ -24,7 +24,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from fedlearn.store import EmbeddedRedis
+from fedlearn.devtools import EmbeddedRedis
 
 SECTIONS = ("ceilings", "http", "trainer", "update", "round")
 N_SHARDS = 8
@@ -174,8 +174,8 @@ class Suite:
         import bench_round
 
         from fedlearn.config import load_settings
+        from fedlearn.jobs.app import make_celery
         from fedlearn.store import Store
-        from workers.celery_app import make_celery
 
         (folder / "round").mkdir(exist_ok=True)
         workers = bench_round.start_workers(url, folder / "round", folder / "round")

@@ -20,8 +20,8 @@ from typing import IO, Any
 import psutil
 import urllib3
 
-from fedlearn.service.runtime import read_runtime
-from fedlearn.store.embedded import free_port
+from fedlearn.devtools.embedded import free_port
+from fedlearn.devtools.runtime import read_runtime
 
 START_TIMEOUT_S = 180.0  # the demo trains its base at the first start: seconds, not minutes
 # A load test measures the service's capacity, and its Zipf population sends far more per hot

@@ -14,7 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from fedlearn.store import EmbeddedRedis, Store
+from fedlearn.devtools import EmbeddedRedis
+from fedlearn.store import Store
 
 # shared/ sits beside the repository (here and in CI's fresh clone); the variable overrides.
 _BESIDE_REPO = Path(__file__).resolve().parents[2] / "shared" / "data" / "ml-latest-small"

@@ -20,8 +20,8 @@ from fedlearn.aggregate.config import AggregationConfig
 from fedlearn.aggregate.run import run_round_inline
 from fedlearn.aggregate.synthetic import write_deltas
 from fedlearn.data.synthetic import SyntheticConfig, generate
-from fedlearn.evaluate.metrics import roc_auc
 from fedlearn.model import Base, Clone, Delta, TrainConfig, event_features, learn_many, train_base
+from fedlearn.model.metrics import roc_auc
 from fedlearn.store import Store
 
 K = 4

@@ -1,4 +1,4 @@
-"""Rounds on real Celery workers: two ``celery -A workers.celery_app worker`` processes against
+"""Rounds on real Celery workers: two ``celery -A fedlearn.jobs.app worker`` processes against
 a real redis-server (their own, so that the per-test cleanup cannot drop Celery's bindings).
 
 End to end, the published base equals the hand-computed aggregate; duplicated tasks count
@@ -28,10 +28,11 @@ from fedlearn.aggregate.config import AggregationConfig
 from fedlearn.aggregate.run import begin_round, create_round, rounds_of
 from fedlearn.aggregate.synthetic import write_deltas
 from fedlearn.config import load_settings
+from fedlearn.devtools import EmbeddedRedis
+from fedlearn.jobs.app import MONTHLY, START_ROUND, make_celery
 from fedlearn.model import Base, Delta
-from fedlearn.store import EmbeddedRedis, Store
+from fedlearn.store import Store
 from fedlearn.store.rounds import TERMINAL
-from workers.celery_app import MONTHLY, START_ROUND, make_celery
 
 REPO = Path(__file__).resolve().parents[1]
 N_SHARDS = 4
@@ -67,7 +68,7 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Cel
                 procs.append(
                     subprocess.Popen(
                         [
-                            sys.executable, "-m", "celery", "-A", "workers.celery_app", "worker",
+                            sys.executable, "-m", "celery", "-A", "fedlearn.jobs.app", "worker",
                             "--pool=solo", "-n", f"{name}@%h", "--without-gossip",
                             "--without-mingle", "-l", "info",
                         ],

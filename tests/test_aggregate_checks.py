@@ -9,6 +9,7 @@ import io
 import numpy as np
 import pytest
 
+from fedlearn.aggregate.changes import user_changes
 from fedlearn.aggregate.checks import (
     USERS_KEPT,
     CandidateRefused,
@@ -18,7 +19,6 @@ from fedlearn.aggregate.checks import (
 )
 from fedlearn.aggregate.config import AggregationConfig
 from fedlearn.aggregate.mapper import map_shard
-from fedlearn.aggregate.rounds import user_changes
 from fedlearn.aggregate.run import (
     begin_round,
     create_round,

@@ -12,7 +12,7 @@ from celery.schedules import crontab
 from fedlearn.aggregate.config import AggregationConfig, parse_crontab
 from fedlearn.aggregate.strategies import FedAvgM, TrimmedMean
 from fedlearn.config import load_settings
-from workers.celery_app import HEAL, MONTHLY, START_ROUND, beat_schedule, celery_config
+from fedlearn.jobs.app import HEAL, MONTHLY, START_ROUND, beat_schedule, celery_config
 
 
 def test_settings_fill_the_fields_they_have_and_defaults_the_rest() -> None:

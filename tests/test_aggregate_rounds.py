@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from fedlearn.aggregate.changes import apply_update, next_version, norm_summary, user_changes
 from fedlearn.aggregate.partials import (
     PartialBuilder,
     merge_bucket,
@@ -12,7 +13,6 @@ from fedlearn.aggregate.partials import (
     update_from_bytes,
     update_to_bytes,
 )
-from fedlearn.aggregate.rounds import apply_update, next_version, norm_summary, user_changes
 from fedlearn.aggregate.snapshots import Snapshot
 from fedlearn.aggregate.strategies import INTERCEPT, FedAvg, RowUpdate
 from fedlearn.model import Base, Delta

@@ -15,9 +15,9 @@ import urllib3
 
 from fedlearn.api import issue_token
 from fedlearn.config import load_settings
+from fedlearn.devtools.embedded import free_port
 from fedlearn.model import Base
 from fedlearn.store import Store
-from fedlearn.store.embedded import free_port
 from tests.live import Api, Service
 
 SECRET = "gunicorn-quota-secret-0123456789"

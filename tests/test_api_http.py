@@ -18,13 +18,14 @@ import urllib3
 
 from fedlearn.api import issue_token
 from fedlearn.config import Settings, load_settings, settings_env
+from fedlearn.devtools import EmbeddedRedis
+from fedlearn.devtools.embedded import free_port
 from fedlearn.model import Base, Clone, Delta
-from fedlearn.store import EmbeddedRedis, Store
+from fedlearn.model.gating import Gate
+from fedlearn.store import Store
 from fedlearn.store.catalog import Catalog
-from fedlearn.store.embedded import free_port
-from fedlearn.stream.apply import CloneSettings
-from fedlearn.stream.gating import Gate
-from fedlearn.stream.trainer import Trainer
+from fedlearn.trainer.apply import CloneSettings
+from fedlearn.trainer.trainer import Trainer
 from tests.live import Api, wait_healthy
 
 SECRET = "test-secret-key-0123456789abcdef"

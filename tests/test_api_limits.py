@@ -14,8 +14,9 @@ import urllib3
 from fedlearn.api import create_app
 from fedlearn.api.server import ThreadedServer
 from fedlearn.config import Settings, load_settings
+from fedlearn.devtools import EmbeddedRedis
 from fedlearn.model import Base
-from fedlearn.store import EmbeddedRedis, Store, connect, shard_of
+from fedlearn.store import Store, connect, shard_of
 
 N_SHARDS = 2
 MAXLEN = 5

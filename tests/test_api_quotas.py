@@ -17,9 +17,9 @@ from fedlearn.api.server import ThreadedServer
 from fedlearn.config import Settings, load_settings
 from fedlearn.model import Base
 from fedlearn.store import Store
-from fedlearn.stream.apply import CloneSettings
-from fedlearn.stream.eventlog import EventLogWriter, read_log
-from fedlearn.stream.trainer import Trainer, TrainerConfig
+from fedlearn.trainer.apply import CloneSettings
+from fedlearn.trainer.eventlog import EventLogWriter, read_log
+from fedlearn.trainer.trainer import Trainer, TrainerConfig
 from tests.live import Api
 
 SECRET = "quota-test-secret-0123456789"

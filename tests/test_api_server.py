@@ -26,7 +26,7 @@ from fedlearn.config import (
     read_secret_key,
     settings_env,
 )
-from fedlearn.store.embedded import free_port
+from fedlearn.devtools.embedded import free_port
 from tests.live import wait_healthy
 
 HTTP = urllib3.PoolManager(retries=False, timeout=5.0)

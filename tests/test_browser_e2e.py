@@ -30,7 +30,7 @@ import orjson
 import pytest
 import urllib3
 
-from fedlearn.store.embedded import free_port
+from fedlearn.devtools.embedded import free_port
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "client_js" / "test" / "e2e" / "demo.mjs"

@@ -2,7 +2,7 @@
 with ``REDIS_URL`` pointing at one cluster node.
 
 Two API processes (``fedlearn api``, gunicorn), three trainers (``fedlearn worker``) and two
-Celery workers (``celery -A workers.celery_app worker``). Events for many users go through
+Celery workers (``celery -A fedlearn.jobs.app worker``). Events for many users go through
 both APIs; one trainer is killed with SIGKILL mid-stream. Every accepted event must be applied
 exactly once (in total and per user), the shards must spread over the trainers as they join
 and leave, and an aggregation round started with ``POST /v1/aggregations`` must publish a base
@@ -28,10 +28,11 @@ import urllib3
 
 from fedlearn.api import issue_token
 from fedlearn.config import Settings, load_settings
+from fedlearn.devtools import EmbeddedRedis
+from fedlearn.devtools.cluster import EmbeddedCluster
+from fedlearn.devtools.embedded import free_port
 from fedlearn.model import Base
-from fedlearn.store import EmbeddedRedis, Store
-from fedlearn.store.cluster import EmbeddedCluster
-from fedlearn.store.embedded import free_port
+from fedlearn.store import Store
 from fedlearn.store.telemetry import Telemetry
 from tests.live import Api, Service, wait_for
 
@@ -77,7 +78,7 @@ def start_celery(service: Service, name: str) -> None:
     with (service.logs / f"{name}.log").open("ab") as out:
         service.procs[name] = subprocess.Popen(
             [
-                sys.executable, "-m", "celery", "-A", "workers.celery_app", "worker",
+                sys.executable, "-m", "celery", "-A", "fedlearn.jobs.app", "worker",
                 "--pool=solo", "-n", f"{name}@%h", "--without-gossip", "--without-mingle",
                 "-l", "info",
             ],

@@ -30,7 +30,7 @@ SERVICES: dict[str, dict[str, Any]] = COMPOSE["services"]
 OURS = {name: s for name, s in SERVICES.items() if s.get("image") == "fedlearn:local"}
 FEDLEARN = sorted(n for n, s in OURS.items() if s["command"][0] == "fedlearn")
 CELERY = sorted(n for n, s in OURS.items() if s["command"][0] == "celery")
-CELERY_APP = "workers.celery_app"
+CELERY_APP = "fedlearn.jobs.app"
 # Variables read by the libraries we run, as their documentation names them.
 LIBRARY_VARIABLES = {
     "CELERY_BROKER_URL",  # Celery: overrides broker_url (celery.app.utils.Settings)
@@ -98,8 +98,8 @@ def test_celery_commands_parse(name: str, tmp_path: Path) -> None:
     )  # fmt: skip
     assert done.returncode == 0, (
         f"{name}: `celery -A {app} {sub} {' '.join(args)}` does not parse:\n"
-        f"{done.stderr[-1500:]}\n(for --metrics-port: workers/celery_app.py must call "
-        f"workers.metrics.install(app))"
+        f"{done.stderr[-1500:]}\n(for --metrics-port: fedlearn/jobs/app.py must call "
+        f"fedlearn.telemetry.jobs.install(app))"
     )
 
 

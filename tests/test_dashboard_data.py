@@ -16,9 +16,9 @@ from fedlearn.api import create_app, issue_token, routes_dashboard
 from fedlearn.config import Settings, load_settings
 from fedlearn.model import Base
 from fedlearn.store import Store
-from fedlearn.stream.apply import CloneSettings
-from fedlearn.stream.telemetry import Publisher
-from fedlearn.stream.trainer import Trainer, TrainerConfig
+from fedlearn.trainer.apply import CloneSettings
+from fedlearn.trainer.publisher import Publisher
+from fedlearn.trainer.trainer import Trainer, TrainerConfig
 
 SECRET = "dashboard-test-secret-0123456789"
 BASE = Base.fresh([f"item={i}" for i in range(30)], 4, version="1")

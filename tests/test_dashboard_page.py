@@ -34,9 +34,9 @@ from fedlearn.api.server import ThreadedServer
 from fedlearn.config import load_settings
 from fedlearn.model import Base
 from fedlearn.store import Store
-from fedlearn.stream.apply import CloneSettings
-from fedlearn.stream.telemetry import Publisher
-from fedlearn.stream.trainer import Trainer, TrainerConfig
+from fedlearn.trainer.apply import CloneSettings
+from fedlearn.trainer.publisher import Publisher
+from fedlearn.trainer.trainer import Trainer, TrainerConfig
 from tests.test_dashboard_data import dashboard_app
 
 ROOT = Path(__file__).resolve().parents[1]

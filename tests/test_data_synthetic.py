@@ -11,7 +11,7 @@ from click.testing import CliRunner
 from fedlearn.cli import main
 from fedlearn.data import Dataset
 from fedlearn.data.synthetic import SyntheticConfig, SyntheticLog, generate, write_synthetic
-from fedlearn.evaluate.metrics import roc_auc
+from fedlearn.model.metrics import roc_auc
 
 SMALL = SyntheticConfig(n_users=300, n_items=80, events_per_user=20, seed=7)
 

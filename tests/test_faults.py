@@ -29,11 +29,12 @@ import redis
 
 from fedlearn.api import issue_token
 from fedlearn.config import Settings, load_settings
+from fedlearn.devtools import EmbeddedRedis
+from fedlearn.devtools.embedded import free_port
+from fedlearn.devtools.runtime import read_runtime
 from fedlearn.model import Base
-from fedlearn.service.runtime import read_runtime
-from fedlearn.store import EmbeddedRedis, Store, keys
-from fedlearn.store.embedded import free_port
-from fedlearn.stream.eventlog import read_log
+from fedlearn.store import Store, keys
+from fedlearn.trainer.eventlog import read_log
 from tests.live import (
     Api,
     Producer,

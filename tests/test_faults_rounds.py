@@ -31,11 +31,12 @@ from fedlearn.aggregate.checks import is_finite
 from fedlearn.aggregate.synthetic import write_deltas
 from fedlearn.api import issue_token
 from fedlearn.config import load_settings
+from fedlearn.devtools import EmbeddedRedis
+from fedlearn.devtools.embedded import free_port
 from fedlearn.model import Base, Delta
-from fedlearn.store import EmbeddedRedis, Store
-from fedlearn.store.embedded import free_port
+from fedlearn.store import Store
 from fedlearn.store.rounds import TERMINAL
-from fedlearn.stream.eventlog import read_log
+from fedlearn.trainer.eventlog import read_log
 from tests.live import Api, Service, wait_for
 from tests.test_e2e_service import applied_per_user, events_for, post_all
 
@@ -59,7 +60,7 @@ class Live:
         log = self.service.logs / f"{name}.log"
         with log.open("ab") as out:
             self.service.procs[name] = subprocess.Popen(
-                [sys.executable, "-m", "celery", "-A", "workers.celery_app", "worker",
+                [sys.executable, "-m", "celery", "-A", "fedlearn.jobs.app", "worker",
                  "--pool=solo", "-n", f"{name}@%h", "--without-gossip", "--without-mingle",
                  "-l", "info"],
                 cwd=REPO, env=self.service.env, stdout=out, stderr=subprocess.STDOUT,

@@ -27,8 +27,8 @@ from fedlearn.config import Settings, load_settings
 from fedlearn.model import Base
 from fedlearn.store import Store
 from fedlearn.store.catalog import Catalog
-from fedlearn.stream.apply import CloneSettings
-from fedlearn.stream.trainer import Trainer, TrainerConfig
+from fedlearn.trainer.apply import CloneSettings
+from fedlearn.trainer.trainer import Trainer, TrainerConfig
 
 pytestmark = pytest.mark.timeout(120)
 

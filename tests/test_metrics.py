@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from fedlearn.evaluate.metrics import StreamingMetrics, group_auc, log_loss, roc_auc
+from fedlearn.model.metrics import StreamingMetrics, group_auc, log_loss, roc_auc
 
 
 def pairwise_auc(y: np.ndarray, p: np.ndarray) -> float:

@@ -18,19 +18,20 @@ from prometheus_client.parser import text_string_to_metric_families
 from fedlearn.aggregate.config import AggregationConfig
 from fedlearn.aggregate.run import run_round_inline
 from fedlearn.aggregate.synthetic import random_deltas, write_deltas
+from fedlearn.devtools import EmbeddedRedis
+from fedlearn.devtools.embedded import free_port
 from fedlearn.model import Base
-from fedlearn.store import EmbeddedRedis, Store
-from fedlearn.store.embedded import free_port
+from fedlearn.store import Store
 
 REPO = Path(__file__).resolve().parents[1]
 N_SHARDS = 4
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(120)]
 
-# The Celery app with the metrics installed (a no-op once workers/celery_app.py does it).
+# The Celery app with the metrics installed (a no-op once fedlearn/jobs/app.py does it).
 APP_MODULE = """
-from workers.celery_app import app
-from workers.metrics import MetricsServer, install
+from fedlearn.jobs.app import app
+from fedlearn.telemetry.jobs import MetricsServer, install
 
 if MetricsServer not in app.steps["worker"]:
     install(app)

@@ -10,12 +10,12 @@ import pytest
 from prometheus_client import REGISTRY
 
 from fedlearn.model import Base
+from fedlearn.model.gating import Gate
 from fedlearn.store import Store
 from fedlearn.store.telemetry import Telemetry
-from fedlearn.stream.apply import CloneSettings
-from fedlearn.stream.gating import Gate
-from fedlearn.stream.telemetry import Publisher, histogram_quantile, summarize
-from fedlearn.stream.trainer import Trainer, TrainerConfig
+from fedlearn.trainer.apply import CloneSettings
+from fedlearn.trainer.publisher import Publisher, histogram_quantile, summarize
+from fedlearn.trainer.trainer import Trainer, TrainerConfig
 
 N_USERS = 40
 EVENTS_PER_USER = 12

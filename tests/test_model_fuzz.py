@@ -20,7 +20,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from fedlearn.model import Base, Clone, Delta, ModelFormatError
-from fedlearn.stream.gating import Gate
+from fedlearn.model.gating import Gate
 from tests.test_model_formats import base_as_format_1, delta_as_format_1
 
 # Bytes allocated per input byte that a parse may use (Python objects for the names in the

@@ -4,7 +4,7 @@ let a retried batch be applied twice. Growth is bounded by the per-user quotas i
 
 from __future__ import annotations
 
-from fedlearn.store import EmbeddedRedis
+from fedlearn.devtools import EmbeddedRedis
 
 
 def test_the_embedded_redis_never_evicts(redis_server: EmbeddedRedis):

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from fedlearn.config import load_settings
-from fedlearn.service.supervisor import (
+from fedlearn.devtools.supervisor import (
     FIRST_DELAY_S,
     HEALTHY_AFTER_S,
     MAX_DELAY_S,

@@ -8,8 +8,8 @@ import pytest
 from redis.cluster import RedisCluster
 from redis.crc import key_slot
 
+from fedlearn.devtools.cluster import EmbeddedCluster
 from fedlearn.store import Store, StreamFullError, keys, shard_of
-from fedlearn.store.cluster import EmbeddedCluster
 from fedlearn.store.predictions import PredictionQuota
 
 N_SHARDS = 8

@@ -1,2 +1,3 @@
-"""Process entry points that ``pip install .`` ships: the Celery app (``workers.celery_app``)
-and its tasks (``workers.tasks``). The logic they run lives in ``fedlearn``."""
+"""The process entry point that ``pip install .`` ships for Celery: ``workers.celery_app``
+(``celery -A workers.celery_app worker|beat``). The app and its tasks live in
+:mod:`fedlearn.jobs`."""

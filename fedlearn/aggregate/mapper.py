@@ -18,10 +18,10 @@ from typing import Any
 
 import orjson
 
+from fedlearn.aggregate.changes import user_changes
 from fedlearn.aggregate.checks import Rejections, delta_problem, record_problem
 from fedlearn.aggregate.config import AggregationConfig
 from fedlearn.aggregate.partials import PartialBuilder
-from fedlearn.aggregate.rounds import user_changes
 from fedlearn.aggregate.snapshots import Snapshot
 from fedlearn.model import Delta, ModelFormatError
 from fedlearn.store import Store

@@ -12,9 +12,9 @@ from typing import Any
 
 import numpy as np
 
+from fedlearn.aggregate.changes import apply_update, norm_summary, user_changes
 from fedlearn.aggregate.config import AggregationConfig
 from fedlearn.aggregate.partials import PartialBuilder
-from fedlearn.aggregate.rounds import apply_update, norm_summary, user_changes
 from fedlearn.aggregate.strategies import INTERCEPT, RowUpdate
 from fedlearn.model import Base, Delta
 

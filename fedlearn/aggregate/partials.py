@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from fedlearn.aggregate.rounds import Changes
+from fedlearn.aggregate.changes import Changes
 from fedlearn.aggregate.strategies import RowSums, RowUpdate, RowValues
 from fedlearn.model.block import RowTable
 

@@ -20,6 +20,7 @@ from typing import Any
 
 import numpy as np
 
+from fedlearn.aggregate.changes import apply_update, next_version, norm_summary
 from fedlearn.aggregate.checks import CandidateRefused, Rejections, check_candidate
 from fedlearn.aggregate.config import AggregationConfig
 from fedlearn.aggregate.heartbeat import beating
@@ -30,7 +31,6 @@ from fedlearn.aggregate.partials import (
     update_from_bytes,
     update_to_bytes,
 )
-from fedlearn.aggregate.rounds import apply_update, next_version, norm_summary
 from fedlearn.aggregate.strategies import INTERCEPT, RowUpdate
 from fedlearn.model import Base
 from fedlearn.store import Store, VersionConflictError, VersionExistsError

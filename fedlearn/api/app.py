@@ -27,13 +27,13 @@ from fedlearn.api import (
 )
 from fedlearn.api.context import EXTENSION, ApiContext, BlobCache
 from fedlearn.api.errors import Unavailable
-from fedlearn.api.metrics import UNMATCHED, Metrics
 from fedlearn.config import ConfigError, Settings, load_settings
+from fedlearn.serving.bases import BaseCache, NoBaseError
 from fedlearn.store import Store
 from fedlearn.store.ratelimit import RateLimiter
 from fedlearn.store.revocations import Revocations
 from fedlearn.store.telemetry import StoreCollector, Telemetry
-from fedlearn.stream.bases import BaseCache, NoBaseError
+from fedlearn.telemetry.api import UNMATCHED, Metrics
 
 BLUEPRINTS = (
     routes_models,

@@ -9,12 +9,12 @@ from typing import Any
 
 from flask import current_app
 
-from fedlearn.api.metrics import Metrics
 from fedlearn.config import Settings
+from fedlearn.serving.bases import BaseCache
 from fedlearn.store import Store
 from fedlearn.store.ratelimit import RateLimiter
 from fedlearn.store.revocations import Revocations
-from fedlearn.stream.bases import BaseCache
+from fedlearn.telemetry.api import Metrics
 
 EXTENSION = "fedlearn"
 

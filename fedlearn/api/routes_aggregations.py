@@ -114,7 +114,7 @@ def _celery() -> Any:
     ctx = api_context()
     app = ctx.cache.get(CELERY)
     if app is None:
-        from workers.celery_app import make_celery
+        from fedlearn.jobs.app import make_celery
 
         settings = ctx.settings
         if settings.redis_url is None:
@@ -163,7 +163,7 @@ def start_aggregation() -> Response:
             str(exc), errors=[{"field": "(body)", "message": str(exc)}]
         ) from None
     round_id = create_round(rounds, config, trigger="api")
-    from workers.celery_app import START_ROUND
+    from fedlearn.jobs.app import START_ROUND
 
     try:
         _celery().send_task(START_ROUND, args=[round_id])

@@ -1,7 +1,7 @@
 """The operations dashboard: a static page (``/dashboard``) and its admin data endpoint.
 
 ``GET /v1/dashboard/data`` gathers, in O(shards + trainers + rounds) and never O(users), what
-an operator watches: the trainers' published snapshots merged (``stream.telemetry``), every
+an operator watches: the trainers' published snapshots merged (``trainer.publisher``), every
 shard's stream length and lag, the tail of the base history with each round and monthly
 retrain, and the latest rounds. The page polls it and keeps its own rolling time series, so
 the server keeps no history and the page updates without reloading.
@@ -27,7 +27,7 @@ from fedlearn.api.errors import NotFound
 from fedlearn.api.routing import ApiBlueprint, Reply
 from fedlearn.store.bases import BaseInfo
 from fedlearn.store.telemetry import RoundRow, Telemetry
-from fedlearn.stream.telemetry import summarize
+from fedlearn.trainer.publisher import summarize
 
 STATIC = Path(__file__).resolve().parent / "static"
 PAGE = "dashboard.html"

@@ -23,7 +23,7 @@ from fedlearn.api.parsing import read_json, validate
 from fedlearn.api.quotas import enforce_rate
 from fedlearn.api.routing import ApiBlueprint, Reply, principal
 from fedlearn.api.schemas import EventBatch, EventsAccepted
-from fedlearn.stream.ingest import ingest
+from fedlearn.serving.ingest import ingest
 
 bp = ApiBlueprint("events", __name__, tag="events")
 

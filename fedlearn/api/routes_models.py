@@ -14,13 +14,13 @@ from typing import Any
 import orjson
 from flask import Response, request, url_for
 
-from fedlearn.api.clones import load_clone, model_json
 from fedlearn.api.context import api_context
 from fedlearn.api.errors import NotFound
 from fedlearn.api.routing import ApiBlueprint, Reply
 from fedlearn.api.schemas import BaseRef, Catalog, ItemsQuery, UserModel
+from fedlearn.serving.clones import load_clone, model_json
+from fedlearn.serving.ingest import forget_entry
 from fedlearn.store import UnknownVersionError
-from fedlearn.stream.ingest import forget_entry
 
 bp = ApiBlueprint("models", __name__, tag="models")
 

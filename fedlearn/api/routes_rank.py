@@ -11,13 +11,13 @@ from __future__ import annotations
 import orjson
 from flask import Response, request
 
-from fedlearn.api.clones import rank
 from fedlearn.api.context import api_context
 from fedlearn.api.errors import PayloadTooLarge, ValidationFailed
 from fedlearn.api.parsing import read_json, validate
 from fedlearn.api.quotas import enforce_rank_size, enforce_rate
 from fedlearn.api.routing import ApiBlueprint, Reply, principal
 from fedlearn.api.schemas import RankRequest, RankResponse
+from fedlearn.serving.clones import rank
 from fedlearn.store.predictions import PredictionTooLargeError
 
 bp = ApiBlueprint("rank", __name__, tag="rank")

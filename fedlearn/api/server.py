@@ -26,7 +26,7 @@ from werkzeug.serving import BaseWSGIServer, make_server
 
 from fedlearn.api.errors import PROBLEM_JSON, Problem
 from fedlearn.config import Settings, load_settings
-from fedlearn.lifecycle import Startable
+from fedlearn.devtools.lifecycle import Startable
 
 log = logging.getLogger(__name__)
 
@@ -163,7 +163,7 @@ def run_gunicorn(
         options["child_exit"] = _child_exit
     embedded = None
     if settings.redis_url is None:
-        from fedlearn.store import EmbeddedRedis
+        from fedlearn.devtools import EmbeddedRedis
 
         embedded = EmbeddedRedis(settings.data_dir / "redis").start()
         settings = settings.model_copy(update={"redis_url": embedded.url})

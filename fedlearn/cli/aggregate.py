@@ -1,6 +1,6 @@
 """``fedlearn aggregate``: run an aggregation round now, and wait for its result.
 
-The round runs on the Celery workers (``celery -A workers.celery_app worker``), like the
+The round runs on the Celery workers (``celery -A fedlearn.jobs.app worker``), like the
 scheduled ones; ``--inline`` runs it in this process instead (one machine, no workers).
 """
 
@@ -72,7 +72,7 @@ def aggregate(
     """Run an aggregation round now: fold users' changes into a new base version."""
     from fedlearn.aggregate.config import AggregationConfig
     from fedlearn.aggregate.run import create_round, rounds_of, run_round_inline
-    from fedlearn.service.runtime import require_redis_url, service_settings
+    from fedlearn.devtools.runtime import require_redis_url, service_settings
     from fedlearn.store import Store
 
     settings = service_settings()
@@ -96,7 +96,7 @@ def aggregate(
                 f"round {holder} is running (one round runs at a time); wait for it, or follow "
                 f"it with GET /v1/aggregations/{holder}"
             )
-        from workers.celery_app import START_ROUND, make_celery
+        from fedlearn.jobs.app import START_ROUND, make_celery
 
         round_id = create_round(rounds, config, trigger="cli")
         make_celery(settings).send_task(START_ROUND, args=[round_id])
@@ -119,7 +119,7 @@ def _wait(rounds: Any, round_id: str, timeout: float) -> dict[str, Any]:
             return record
         if time.monotonic() > deadline:
             hint = (
-                "no Celery worker took it: start one with `celery -A workers.celery_app worker`"
+                "no Celery worker took it: start one with `celery -A fedlearn.jobs.app worker`"
                 if record["status"] == "queued"
                 else "it is still working"
             )

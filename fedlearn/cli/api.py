@@ -5,7 +5,7 @@ from __future__ import annotations
 import click
 
 from fedlearn.cli.common import fail_with_config_errors
-from fedlearn.service.runtime import service_settings
+from fedlearn.devtools.runtime import service_settings
 
 
 @click.command()

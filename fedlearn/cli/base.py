@@ -16,7 +16,7 @@ if TYPE_CHECKING:
 
 
 def _store() -> tuple[Settings, Store]:
-    from fedlearn.service.runtime import require_redis_url, service_settings
+    from fedlearn.devtools.runtime import require_redis_url, service_settings
     from fedlearn.store import Store
 
     settings = service_settings()

@@ -30,7 +30,7 @@ RAW_SHOWN = 60  # characters of the raw record in the table (--json shows it who
 @fail_with_config_errors
 def dead_letters(shard: int | None, limit: int, as_json: bool) -> None:
     """List dead letters (poison entries, unreadable deltas and gates) with their reason."""
-    from fedlearn.service.runtime import require_redis_url, service_settings
+    from fedlearn.devtools.runtime import require_redis_url, service_settings
     from fedlearn.store import Store
 
     settings = service_settings()

@@ -10,7 +10,7 @@ import click
 
 from fedlearn.cli.common import fail_with_config_errors
 from fedlearn.config import Settings, load_settings
-from fedlearn.service.supervisor import AlreadyRunningError, RedisLostError, Supervisor
+from fedlearn.devtools.supervisor import AlreadyRunningError, RedisLostError, Supervisor
 from fedlearn.store import Store
 
 
@@ -63,7 +63,7 @@ def up(
     with Store.from_url(redis_url, settings.n_shards) as store:
         if store.bases.current_version() is None:
             if demo:
-                from fedlearn.service.demo import install_demo
+                from fedlearn.devtools.demo import install_demo
 
                 install_demo(store, progress=lambda msg: click.echo(f"demo         {msg}"))
             else:

@@ -16,12 +16,12 @@ from pathlib import Path
 import click
 
 from fedlearn.cli.common import fail_with_config_errors
+from fedlearn.devtools.runtime import require_redis_url, service_settings
 from fedlearn.model import Base
-from fedlearn.service.runtime import require_redis_url, service_settings
 from fedlearn.store import Store
-from fedlearn.stream.apply import CloneSettings
-from fedlearn.stream.eventlog import EventLogWriter
-from fedlearn.stream.trainer import Trainer, TrainerConfig
+from fedlearn.trainer.apply import CloneSettings
+from fedlearn.trainer.eventlog import EventLogWriter
+from fedlearn.trainer.trainer import Trainer, TrainerConfig
 
 
 @click.command()

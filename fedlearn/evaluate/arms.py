@@ -18,8 +18,8 @@ import numpy as np
 
 from fedlearn.model import Base, Clone, Delta, learn_many
 from fedlearn.model.batch import learn_many_shadow
+from fedlearn.model.gating import Gate, GateSettings, log_loss
 from fedlearn.model.hashinit import init_latents
-from fedlearn.stream.gating import Gate, GateSettings, log_loss
 
 LabelledEvent = tuple[str, Mapping[str, float], int]
 
@@ -146,7 +146,7 @@ class AggregatedClonesArm(ClonesArm):
 class GatedClonesArm(AggregatedClonesArm):
     """Aggregated clones, each user served the clone or the base by the user's gate.
 
-    The gate is the service's (``fedlearn.stream.gating``): Hedge over the discounted log
+    The gate is the service's (``fedlearn.model.gating``): Hedge over the discounted log
     losses of the clone and of the base (scored in shadow on every event). The arm returns the
     served predictions and keeps both experts' predictions in ``clone_predictions`` and
     ``base_predictions``, so the replay can compare the gate with the better of the two per

@@ -34,9 +34,9 @@ from fedlearn.evaluate.arms import (
     GlobalArm,
     LabelledEvent,
 )
-from fedlearn.evaluate.metrics import StreamingMetrics, group_auc, roc_auc
 from fedlearn.model import Base, TrainConfig, event_features, select_l2, train_base
-from fedlearn.stream.gating import GateSettings
+from fedlearn.model.gating import GateSettings
+from fedlearn.model.metrics import StreamingMetrics, group_auc, roc_auc
 
 OUR_ARMS = ("frozen", "global", "clones", "clones-agg", "clones-gated")
 RIVER_ARMS = ("river-frozen", "river-global", "river-clones", "river-clones-fedavg")

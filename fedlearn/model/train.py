@@ -122,7 +122,7 @@ def _predict(p: _Params, idx: np.ndarray, x: np.ndarray, chunk: int = 65536) -> 
 
 
 def _auc(y: np.ndarray, p: np.ndarray) -> float:
-    from fedlearn.evaluate.metrics import roc_auc
+    from fedlearn.model.metrics import roc_auc
 
     return float(roc_auc(y, p))
 

@@ -1,6 +1,6 @@
 """All of fedlearn's Redis traffic: keys and shards, base versions, user deltas, the shard
-streams and their exactly-once commit, leases, the applied-event log, and an embedded
-redis-server. Start from ``Store``; see ``store.py`` for the map."""
+streams and their exactly-once commit, leases, the applied-event log. Start from ``Store``;
+see ``store.py`` for the map."""
 
 from __future__ import annotations
 
@@ -9,7 +9,6 @@ from fedlearn.store.commit import CommitResult
 from fedlearn.store.connection import connect
 from fedlearn.store.deadletters import DeadLetter
 from fedlearn.store.deltas import DeltaRecord
-from fedlearn.store.embedded import EmbeddedRedis, find_binary
 from fedlearn.store.entries import Batch, Entry, Rejected
 from fedlearn.store.errors import (
     EmbeddedRedisError,
@@ -35,7 +34,6 @@ __all__ = [
     "CommitResult",
     "DeadLetter",
     "DeltaRecord",
-    "EmbeddedRedis",
     "EmbeddedRedisError",
     "Entry",
     "LeaseLostError",
@@ -52,7 +50,6 @@ __all__ = [
     "already_applied",
     "compare_ids",
     "connect",
-    "find_binary",
     "new_owner_token",
     "shard_of",
 ]

@@ -29,7 +29,7 @@ class DeltaRecord:
     base: str
     generation: int
     events: int
-    gate: bytes = b""  # the serving gate's state (``fedlearn.stream.gating.Gate``)
+    gate: bytes = b""  # the serving gate's state (``fedlearn.model.gating.Gate``)
 
 
 def _record(user: str, raw: Sequence[bytes | None]) -> DeltaRecord | None:

@@ -1,7 +1,7 @@
 """What the store can tell an operator, read in O(shards + trainers + rounds), never O(users).
 
 - Trainers' snapshots: each trainer publishes a small JSON summary of its own metrics every few
-  seconds (``fedlearn.stream.telemetry``) under a key with a TTL, so the API, which cannot
+  seconds (``fedlearn.trainer.publisher``) under a key with a TTL, so the API, which cannot
   scrape the trainers, can show them; a trainer that dies simply stops refreshing its key.
 - Per-shard stream state: length, pending entries, unread entries and the age of the oldest
   unread one (the trainers' lag), the lease holder and the number of users with a delta.

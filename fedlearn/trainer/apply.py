@@ -18,11 +18,11 @@ import numpy as np
 from fedlearn.model import Base, Delta, event_features
 from fedlearn.model.batch import learn_many_shadow
 from fedlearn.model.delta import DEFAULT_MAX_ROWS
+from fedlearn.model.gating import Gate, GateSettings
+from fedlearn.serving.ingest import FORGET
 from fedlearn.store.entries import Entry
 from fedlearn.store.streamid import StreamId
-from fedlearn.stream.gating import Gate, GateSettings
-from fedlearn.stream.ingest import FORGET
-from fedlearn.stream.metrics import CLONE_RESETS
+from fedlearn.telemetry.trainer import CLONE_RESETS
 
 DEFAULT_GATING = GateSettings()
 NEVER = StreamId(0, 0)  # the last_event of a user who has no applied event yet

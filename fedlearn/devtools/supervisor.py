@@ -24,8 +24,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from fedlearn.config import Settings, ensure_secret_key
-from fedlearn.service.runtime import clear_runtime, read_runtime, write_runtime
-from fedlearn.store import EmbeddedRedis, EmbeddedRedisError
+from fedlearn.devtools import EmbeddedRedis
+from fedlearn.devtools.runtime import clear_runtime, read_runtime, write_runtime
+from fedlearn.store import EmbeddedRedisError
 
 STOP_TIMEOUT_S = 20.0
 WATCH_EVERY_S = 0.25
@@ -140,7 +141,7 @@ class Supervisor:
         self.api_workers = api_workers
         # Celery runs when its app is installed (it is, from `pip install .`); off for tests.
         self.celery = (
-            importlib.util.find_spec("workers.celery_app") is not None if celery is None else celery
+            importlib.util.find_spec("fedlearn.jobs.app") is not None if celery is None else celery
         )
         self.say = say
         self.data_dir = Path(settings.data_dir).resolve()
@@ -190,7 +191,7 @@ class Supervisor:
             for i in range(self.trainers)
         ]
         if self.celery:
-            celery = [sys.executable, "-m", "celery", "-A", "workers.celery_app"]
+            celery = [sys.executable, "-m", "celery", "-A", "fedlearn.jobs.app"]
             parts.append(
                 Part(
                     "celery-worker", [*celery, "worker", "--concurrency", "2", "--loglevel", "INFO"]

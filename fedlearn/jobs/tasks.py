@@ -22,9 +22,9 @@ from fedlearn.aggregate.heartbeat import beating
 from fedlearn.aggregate.mapper import map_shard as map_shard_step
 from fedlearn.aggregate.monthly import retrain_from_eventlog
 from fedlearn.config import Settings
+from fedlearn.jobs.app import HEAL, MONTHLY, START_ROUND, app
 from fedlearn.store import Store
 from fedlearn.store.rounds import Rounds
-from workers.celery_app import HEAL, MONTHLY, START_ROUND, app
 
 _RETRY = {
     "autoretry_for": (redis.ConnectionError, redis.TimeoutError),

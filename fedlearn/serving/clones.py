@@ -29,9 +29,9 @@ from fedlearn.api.schemas import RankRequest
 from fedlearn.config import Settings
 from fedlearn.model import Base, Clone, Delta, event_features
 from fedlearn.model.errors import ModelFormatError
+from fedlearn.model.gating import Gate
+from fedlearn.serving.bases import BaseCache, NoBaseError
 from fedlearn.store import DeltaRecord, Store
-from fedlearn.stream.bases import BaseCache, NoBaseError
-from fedlearn.stream.gating import Gate
 
 log = logging.getLogger(__name__)
 # struct.error: the gate's format raised it before it had a ModelFormatError of its own.

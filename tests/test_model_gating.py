@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from fedlearn.model import ModelFormatError
-from fedlearn.stream.gating import Gate, GateSettings, log_loss
+from fedlearn.model.gating import Gate, GateSettings, log_loss
 
 SETTINGS = GateSettings(decay=0.9, eta=1.0)
 

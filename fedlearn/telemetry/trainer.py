@@ -13,7 +13,7 @@ import time
 import numpy as np
 from prometheus_client import Counter, Gauge, Histogram
 
-from fedlearn.evaluate.metrics import roc_auc
+from fedlearn.model.metrics import roc_auc
 
 FIRST_EVENTS = 5  # "a user's first events": the cold start that aggregation should help
 AUC_WINDOW = 20_000

@@ -26,7 +26,7 @@ import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from fedlearn.lifecycle import Startable
+from fedlearn.devtools.lifecycle import Startable
 from fedlearn.store.errors import EmbeddedRedisError, RedisNotFoundError
 
 HOST = "127.0.0.1"

@@ -2,7 +2,7 @@
 
 The API cannot scrape the trainers (they may run anywhere, behind no address it knows), but
 it shares their Redis. So every few seconds each trainer writes a small summary of its
-Prometheus metrics (``fedlearn.stream.metrics``) under a key with a TTL
+Prometheus metrics (``fedlearn.telemetry.trainer``) under a key with a TTL
 (``store.telemetry``): counts, the progressive log loss and AUC of the clones and of the base
 in shadow, freshness histogram buckets, its shards, and how many of its users the serving
 gate gives the base. A snapshot holds counts, never per-user lists, so reading all of them is
@@ -27,10 +27,10 @@ from typing import TYPE_CHECKING, Any
 from prometheus_client import Gauge
 
 from fedlearn.store.telemetry import DEFAULT_TTL_S, Telemetry
-from fedlearn.stream import metrics
+from fedlearn.telemetry import trainer as metrics
 
 if TYPE_CHECKING:
-    from fedlearn.stream.trainer import Trainer
+    from fedlearn.trainer.trainer import Trainer
 
 SNAPSHOT_FORMAT = 1
 GATE_USERS = Gauge(

@@ -31,11 +31,13 @@ import redis
 
 from fedlearn.model import Base, Delta
 from fedlearn.model.errors import ModelFormatError
+from fedlearn.model.gating import Gate, GateSettings
+from fedlearn.serving.bases import BaseCache, NoBaseError
 from fedlearn.store import Batch, LeaseLostError, StaleCommitError, Store, new_owner_token
 from fedlearn.store.deadletters import DeadLetter
 from fedlearn.store.entries import screen_events
-from fedlearn.stream import metrics
-from fedlearn.stream.apply import (
+from fedlearn.telemetry import trainer as metrics
+from fedlearn.trainer.apply import (
     DEFAULT_GATING,
     NEVER,
     AppliedBatch,
@@ -43,10 +45,8 @@ from fedlearn.stream.apply import (
     UserState,
     apply_batch,
 )
-from fedlearn.stream.bases import BaseCache, NoBaseError
-from fedlearn.stream.eventlog import EventLogWriter
-from fedlearn.stream.gating import Gate, GateSettings
-from fedlearn.stream.telemetry import Publisher
+from fedlearn.trainer.eventlog import EventLogWriter
+from fedlearn.trainer.publisher import Publisher
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -106,7 +106,7 @@ class Trainer:
         *,
         eventlog: EventLogWriter | None = None,
     ) -> None:
-        from fedlearn.stream.ownership import Ownership
+        from fedlearn.trainer.ownership import Ownership
 
         self.store = store
         self.clone = clone

@@ -11,15 +11,9 @@ import time
 import pytest
 import redis
 
-from fedlearn.store import (
-    EmbeddedRedis,
-    EmbeddedRedisError,
-    RedisNotFoundError,
-    Store,
-    connect,
-    find_binary,
-)
-from fedlearn.store.embedded import free_port, server_version
+from fedlearn.devtools import EmbeddedRedis, find_binary
+from fedlearn.devtools.embedded import free_port, server_version
+from fedlearn.store import EmbeddedRedisError, RedisNotFoundError, Store, connect
 
 
 def test_finds_a_redis_server_of_at_least_6_2():
@@ -147,7 +141,7 @@ def test_the_server_dies_with_the_process_that_started_it(tmp_path):
     """A killed test run (or service) leaves no orphan redis-server behind."""
     code = (
         "import sys, time\n"
-        "from fedlearn.store import EmbeddedRedis\n"
+        "from fedlearn.devtools import EmbeddedRedis\n"
         "server = EmbeddedRedis(sys.argv[1]).start()\n"
         "print(server.pid, flush=True)\n"
         "time.sleep(60)\n"

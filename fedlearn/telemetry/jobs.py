@@ -1,4 +1,4 @@
-"""``/metrics`` on a Celery worker: ``celery -A workers.celery_app worker --metrics-port 9102``.
+"""``/metrics`` on a Celery worker: ``celery -A fedlearn.jobs.app worker --metrics-port 9102``.
 
 ``install(app)`` adds the ``--metrics-port`` and ``--metrics-host`` options to ``celery
 worker`` and a bootstep that serves Prometheus metrics from the worker's *main* process:

@@ -15,8 +15,8 @@ from pathlib import Path
 
 import redis
 
-from fedlearn.lifecycle import Startable
-from fedlearn.store.embedded import HOST, EmbeddedRedis, find_binary
+from fedlearn.devtools.embedded import HOST, EmbeddedRedis, find_binary
+from fedlearn.devtools.lifecycle import Startable
 from fedlearn.store.errors import EmbeddedRedisError
 
 

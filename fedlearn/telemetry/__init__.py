@@ -1,0 +1,1 @@
+"""Telemetry: metric definitions per process kind, the store collector, the dashboard summary."""

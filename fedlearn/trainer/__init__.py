@@ -1,0 +1,2 @@
+"""The stream trainer: shard ownership, applying batches exactly once, the event log writer
+and the telemetry publisher."""
