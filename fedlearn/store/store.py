@@ -21,7 +21,6 @@ kind of state:
 
 from __future__ import annotations
 
-from types import TracebackType
 from typing import Any
 
 from redis.cluster import RedisCluster
@@ -117,12 +116,7 @@ class Store:
     def __enter__(self) -> Store:
         return self
 
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    def __exit__(self, *exc_info: object) -> None:
         self.close()
 
     def __repr__(self) -> str:
