@@ -26,7 +26,7 @@ from fedlearn.config import Settings
 from fedlearn.model import Base, Clone, Delta, event_features
 from fedlearn.model.errors import ModelFormatError
 from fedlearn.model.gating import Gate
-from fedlearn.serving.bases import BaseCache, NoBaseError
+from fedlearn.serving.base_cache import BaseCache, NoBaseError
 from fedlearn.store import DeltaRecord, Store
 from fedlearn.store.predictions import PredictionQuota
 

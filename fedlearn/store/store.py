@@ -28,10 +28,10 @@ from redis.cluster import RedisCluster
 from fedlearn.store import keys
 from fedlearn.store.applied import AppliedLog
 from fedlearn.store.bases import Bases
-from fedlearn.store.catalog import Catalog
 from fedlearn.store.connection import Client, connect
 from fedlearn.store.deadletters import DeadLetters
 from fedlearn.store.deltas import Deltas
+from fedlearn.store.items import Catalog
 from fedlearn.store.leases import Leases
 from fedlearn.store.members import Members
 from fedlearn.store.predictions import Predictions
