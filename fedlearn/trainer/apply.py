@@ -57,7 +57,7 @@ class AppliedBatch:
     """What to commit: new deltas and last ids of the touched users, and the applied log."""
 
     users: dict[str, UserState] = field(default_factory=dict)
-    log: dict[str, Any] = field(default_factory=dict)  # columns; see eventlog.expand
+    log: dict[str, Any] = field(default_factory=dict)  # columns; see data.eventlog.expand
     applied: int = 0
     skipped: int = 0
     forgotten: int = 0
