@@ -134,7 +134,11 @@ def log_loss_one(y: int, p: float, eps: float = TRAIN_LOSS_EPS) -> float:
 
 def log_loss(y: Any, p: Any, eps: float = LOG_LOSS_EPS) -> float:
     """Mean binary cross-entropy; probabilities are clipped to [eps, 1-eps] so a confident
-    mistake costs a lot but not infinity. ``nan`` for no events."""
+    mistake costs a lot but not infinity. ``nan`` for no events.
+
+    The reported metric: inputs are validated, and ``log1p`` keeps precision near p = 0. It is
+    not the mean of :func:`log_losses` on purpose: either change would move published figures.
+    """
     labels = _labels(y)
     probs = np.clip(_scores(p, len(labels), probabilities=True), eps, 1.0 - eps)
     if len(labels) == 0:
