@@ -136,17 +136,9 @@ class Telemetry:
             if isinstance(unread, list) and unread:
                 accepted_ms = StreamId.parse(_text(unread[0][0])).ms
                 lag_seconds = max(0.0, (now_ms - accepted_ms) / 1000.0)
-            stats.append(
-                ShardStats(
-                    shard=shard,
-                    length=length,
-                    pending=pending,
-                    lag_events=lag_events,
-                    lag_seconds=lag_seconds,
-                    users=users,
-                    holder=_text(holder) if isinstance(holder, bytes | str) else None,
-                )
-            )
+            holder = _text(holder) if isinstance(holder, bytes | str) else None
+            # The locals carry the fields' names, in the fields' order.
+            stats.append(ShardStats(shard, length, pending, lag_events, lag_seconds, users, holder))
         return stats
 
     def _group(self, groups: Any) -> dict[str, Any] | None:
