@@ -192,7 +192,7 @@ def _summary(result: ReplayResult) -> str:
     show_default=True,
     callback=number_list,
     help="Choose the base's L2 from these on its validation tail, as train-base does "
-    f"('' = {_DEFAULTS.train.l2_w:g}).",
+    f"('' = {number_text([_DEFAULTS.train.l2_w])}).",
 )
 @positive_option(
     "--river-lr",

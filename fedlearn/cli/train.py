@@ -51,7 +51,8 @@ NO_GRID_L2 = default_of(TrainConfig, "l2_w")
     default=DEFAULT_L2_GRID,
     show_default=True,
     callback=number_list,
-    help=f"L2 values to choose from on the validation tail ('' for the default {NO_GRID_L2:g}).",
+    help="L2 values to choose from on the validation tail "
+    f"('' for the default {number_text([NO_GRID_L2])}).",
 )
 @fraction_option(
     "--valid-fraction",
