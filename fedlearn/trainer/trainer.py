@@ -29,6 +29,7 @@ from typing import TypeVar
 import numpy as np
 import redis
 
+from fedlearn.config import setting_default
 from fedlearn.model import Base, Delta
 from fedlearn.model.errors import ModelFormatError
 from fedlearn.model.gating import Gate, GateSettings
@@ -64,11 +65,13 @@ class RedisUnreachableError(redis.ConnectionError):
 
 @dataclass(frozen=True)
 class TrainerConfig:
-    """How a trainer works; every field has a ``FEDLEARN_TRAINER_*`` setting."""
+    """How a trainer works. ``fedlearn worker`` fills ``lease_ttl_ms`` and ``gating`` from the
+    settings (whose defaults these are) and ``name``/``batch_size`` from its options; the rest
+    are the trainer's own pacing."""
 
     name: str = "trainer"
     batch_size: int = 1000
-    lease_ttl_ms: int = 10_000
+    lease_ttl_ms: int = setting_default("trainer_lease_ttl_ms")
     idle_sleep_s: float = 0.005
     idle_sleep_max_s: float = 0.04
     base_refresh_s: float = 1.0
