@@ -38,7 +38,7 @@ from fedlearn.config import load_settings
 from fedlearn.devtools import EmbeddedRedis
 from fedlearn.model import Base
 from fedlearn.store import Store
-from fedlearn.store.catalog import Catalog
+from fedlearn.store.items import Catalog
 from fedlearn.telemetry.summary import histogram_quantile, per_bucket
 
 N_SHARDS = 8

@@ -33,7 +33,7 @@ from fedlearn.data.synthetic import SyntheticConfig, generate
 from fedlearn.devtools import EmbeddedRedis
 from fedlearn.model import Base
 from fedlearn.store import Store, keys
-from fedlearn.store.catalog import Catalog
+from fedlearn.store.items import Catalog
 from fedlearn.trainer.apply import CloneSettings
 from fedlearn.trainer.eventlog import EventLogWriter
 from fedlearn.trainer.trainer import Trainer, TrainerConfig
@@ -49,7 +49,7 @@ STAGES = (
     ("read (XREADGROUP/claim + parse)", "store/streams.py", "read_batch"),
     ("read (XREADGROUP/claim + parse)", "store/streams.py", "claim"),
     ("load users' deltas", "trainer/trainer.py", "_load_users"),
-    ("catalog features", "store/catalog.py", "features"),
+    ("catalog features", "store/items.py", "features"),
     ("apply_batch (features, learn_many, shadow)", "trainer/apply.py", "apply_batch"),
     ("  of which learn_many_shadow (the FM math)", "model/batch.py", "learn_many_shadow"),
     ("  of which features_of (event -> features)", "trainer/apply.py", "features_of"),

@@ -23,7 +23,7 @@ from fedlearn.devtools.embedded import free_port
 from fedlearn.model import Base, Clone, Delta
 from fedlearn.model.gating import Gate
 from fedlearn.store import Store
-from fedlearn.store.catalog import Catalog
+from fedlearn.store.items import Catalog
 from fedlearn.trainer.apply import CloneSettings
 from fedlearn.trainer.trainer import Trainer
 from tests.live import Api, wait_healthy

@@ -15,10 +15,11 @@ import pytest
 from fedlearn.api import create_app, issue_token
 from fedlearn.api.server import ThreadedServer
 from fedlearn.config import Settings, load_settings
+from fedlearn.data.eventlog import read_log
 from fedlearn.model import Base
 from fedlearn.store import Store
 from fedlearn.trainer.apply import CloneSettings
-from fedlearn.trainer.eventlog import EventLogWriter, read_log
+from fedlearn.trainer.eventlog import EventLogWriter
 from fedlearn.trainer.trainer import Trainer, TrainerConfig
 from tests.live import Api
 

@@ -55,16 +55,13 @@ def test_events_are_hashable_despite_a_dict_context() -> None:
 
 
 def test_missing_event_id_is_filled_with_stem_and_line(tmp_path: Path) -> None:
-    path = _write_lines(
-        tmp_path / "day1.jsonl",
-        [
-            '{"user": 42, "item": 318, "signal": "click", "ts": 1}',
-            "",
-            '{"event_id": "", "user": "a", "item": "b", "signal": "skip", "ts": 2.5}',
-            '{"event_id": "x", "user": "a", "item": "b", "signal": "skip", "ts": 3}',
-        ],
-    )
-    events = list(read_events(path))
+    lines = [
+        '{"user": 42, "item": 318, "signal": "click", "ts": 1}',
+        "",
+        '{"event_id": "", "user": "a", "item": "b", "signal": "skip", "ts": 2.5}',
+        '{"event_id": "x", "user": "a", "item": "b", "signal": "skip", "ts": 3}',
+    ]
+    events = list(read_events(_write_lines(tmp_path / "day1.jsonl", lines)))
     assert [e.event_id for e in events] == ["day1:1", "day1:3", "x"]
     # Integer ids are read as their decimal string; ts is a float; context defaults to {}.
     assert (events[0].user, events[0].item, events[0].ts, events[0].context) == (
@@ -76,15 +73,12 @@ def test_missing_event_id_is_filled_with_stem_and_line(tmp_path: Path) -> None:
 
 
 def test_csv_ids_count_the_header_as_line_one(tmp_path: Path) -> None:
-    path = _write_lines(
-        tmp_path / "log.csv",
-        [
-            "user,item,signal,ts,context",
-            '42,318,click,964982703,"{""hour"": ""21""}"',
-            "7,1,skip,964982704.5,",
-        ],
-    )
-    events = list(read_events(path))
+    lines = [
+        "user,item,signal,ts,context",
+        '42,318,click,964982703,"{""hour"": ""21""}"',
+        "7,1,skip,964982704.5,",
+    ]
+    events = list(read_events(_write_lines(tmp_path / "log.csv", lines)))
     assert [e.event_id for e in events] == ["log:2", "log:3"]
     assert events[0].context == {"hour": "21"}
     assert events[1].context == {}

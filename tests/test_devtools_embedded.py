@@ -13,7 +13,8 @@ import redis
 
 from fedlearn.devtools import EmbeddedRedis, find_binary
 from fedlearn.devtools.embedded import free_port, server_version
-from fedlearn.store import EmbeddedRedisError, RedisNotFoundError, Store, connect
+from fedlearn.devtools.errors import EmbeddedRedisError, RedisNotFoundError
+from fedlearn.store import Store, connect
 
 
 def test_finds_a_redis_server_of_at_least_6_2():

@@ -14,10 +14,10 @@ import pytest
 
 from fedlearn.api import issue_token
 from fedlearn.config import load_settings
+from fedlearn.data.eventlog import read_log
 from fedlearn.devtools import EmbeddedRedis
 from fedlearn.devtools.embedded import free_port
 from fedlearn.model import Base
-from fedlearn.trainer.eventlog import read_log
 from tests.live import Api, Service, applied_per_user, events_for, publish_base, wait_for
 
 N_SHARDS = 4

@@ -29,12 +29,12 @@ import redis
 
 from fedlearn.api import issue_token
 from fedlearn.config import Settings, load_settings
+from fedlearn.data.eventlog import read_log
 from fedlearn.devtools import EmbeddedRedis
 from fedlearn.devtools.embedded import free_port
 from fedlearn.devtools.runtime import read_runtime
 from fedlearn.model import Base
 from fedlearn.store import Store, keys
-from fedlearn.trainer.eventlog import read_log
 from tests.live import (
     Api,
     Producer,

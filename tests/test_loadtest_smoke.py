@@ -26,7 +26,7 @@ from fedlearn.api.server import ThreadedServer
 from fedlearn.config import Settings, load_settings
 from fedlearn.model import Base
 from fedlearn.store import Store
-from fedlearn.store.catalog import Catalog
+from fedlearn.store.items import Catalog
 from fedlearn.trainer.apply import CloneSettings
 from fedlearn.trainer.trainer import Trainer, TrainerConfig
 

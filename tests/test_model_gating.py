@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 
 from fedlearn.model import ModelFormatError
-from fedlearn.model.gating import Gate, GateSettings, log_loss
+from fedlearn.model.gating import Gate, GateSettings
+from fedlearn.model.metrics import log_loss_one as log_loss
 
 SETTINGS = GateSettings(decay=0.9, eta=1.0)
 

@@ -7,11 +7,13 @@ import struct
 import pytest
 
 from fedlearn.store import (
+    Batch,
     LeaseLostError,
     StaleCommitError,
     Store,
     StreamId,
     already_applied,
+    keys,
     shard_of,
 )
 from fedlearn.store.commit import commit_args
@@ -37,6 +39,14 @@ def fill(store: Store, per_user: dict[str, int]) -> None:
         for i in range(n)
     ]
     store.streams.append_events(SHARD, evs)
+
+
+def one_user_batch(store: Store, events: int, owner: str = "t") -> tuple[str, Batch]:
+    """One user's ``events`` in the shard's stream, read by ``owner`` under its lease."""
+    (user,) = users_of(SHARD, 1)
+    fill(store, {user: events})
+    assert store.leases.acquire(SHARD, owner, 30_000)
+    return user, store.streams.read_batch(SHARD, owner, block_ms=0)
 
 
 def apply(store: Store, batch, owner: str, known: dict[str, int] | None = None):
@@ -81,11 +91,8 @@ def test_commit_writes_deltas_acks_and_logs(store: Store):
 
 
 def test_a_trainer_that_lost_its_lease_cannot_commit(store: Store):
-    (a,) = users_of(SHARD, 1)
-    fill(store, {a: 3})
-    assert store.leases.acquire(SHARD, "old", 30_000)
-    batch = store.streams.read_batch(SHARD, "old", block_ms=0)
-    store.client.delete("fl:{s2}:lease")  # the lease expired while "old" was paused
+    a, batch = one_user_batch(store, 3, "old")
+    store.client.delete(keys.lease(SHARD))  # the lease expired while "old" was paused
     assert store.leases.acquire(SHARD, "new", 30_000)
 
     with pytest.raises(LeaseLostError) as info:
@@ -104,7 +111,7 @@ def test_a_trainer_that_lost_its_lease_cannot_commit(store: Store):
     assert store.deltas.get(SHARD, a).events == 3
     assert store.applied.length(SHARD) == 3
 
-    store.client.delete("fl:{s2}:lease")
+    store.client.delete(keys.lease(SHARD))
     with pytest.raises(LeaseLostError, match="held by nobody"):
         apply(store, claimed, "new")
 
@@ -134,10 +141,7 @@ def test_a_stale_user_refuses_the_whole_commit(store: Store):
 
 
 def test_a_resent_commit_is_a_no_op(store: Store):
-    (a,) = users_of(SHARD, 1)
-    fill(store, {a: 1})
-    assert store.leases.acquire(SHARD, "t", 30_000)
-    batch = store.streams.read_batch(SHARD, "t", block_ms=0)
+    a, batch = one_user_batch(store, 1)
     built = commit_args(
         SHARD, store.n_shards, owner="t", group="trainers", deltas={a: fldl(1)},
         last_ids={a: batch.ids[0]}, entry_ids=batch.ids, log_entries=[{"e": 1}],
@@ -151,10 +155,7 @@ def test_a_resent_commit_is_a_no_op(store: Store):
 
 
 def test_redelivered_entries_are_skipped_by_id(store: Store):
-    (a,) = users_of(SHARD, 1)
-    fill(store, {a: 3})
-    assert store.leases.acquire(SHARD, "t", 30_000)
-    batch = store.streams.read_batch(SHARD, "t", block_ms=0)
+    a, batch = one_user_batch(store, 3)
     # the first two were applied by an earlier commit that also recorded last_event ...
     store.streams.commit_batch(
         SHARD, owner="t", deltas={a: fldl(2)}, last_ids={a: batch.ids[1]},

@@ -13,11 +13,12 @@ from click.testing import CliRunner
 from prometheus_client import REGISTRY
 
 from fedlearn.cli import main
+from fedlearn.data.eventlog import read_log
 from fedlearn.devtools import EmbeddedRedis
 from fedlearn.model import Base, Delta, event_features, learn_many
 from fedlearn.store import Store, keys
 from fedlearn.trainer.apply import CloneSettings
-from fedlearn.trainer.eventlog import EventLogWriter, read_log
+from fedlearn.trainer.eventlog import EventLogWriter
 from fedlearn.trainer.trainer import RedisUnreachableError, Trainer, TrainerConfig
 
 CLONE = CloneSettings(lr=0.05, l2=0.01, bias_lr=0.1)

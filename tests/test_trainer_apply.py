@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
+from fedlearn.data.eventlog import expand
 from fedlearn.model import Base, Clone, Delta, event_features
 from fedlearn.store.entries import Entry
 from fedlearn.store.streamid import StreamId
 from fedlearn.trainer.apply import NEVER, CloneSettings, UserState, apply_batch, features_of
-from fedlearn.trainer.eventlog import expand
 
 BASE = Base.fresh([f"item={i}" for i in range(5)] + ["genre=Drama"], 4, version="b1")
 SETTINGS = CloneSettings(lr=0.1, l2=0.0, bias_lr=0.1)

@@ -1,7 +1,7 @@
 """Monthly retraining: a new base trained in batch on the durable event log, a new generation.
 
 Aggregation folds users' changes into the base between retrains; once a month the base is
-trained again from everything users did (``fedlearn.trainer.eventlog``: each record carries the
+trained again from everything users did (``fedlearn.data.eventlog``: each record carries the
 features the event was trained on and its signal). The new base starts generation ``g + 1``:
 trainers and the API treat deltas of another generation as empty, so every clone restarts
 from it. The old deltas are copied to archive keys under their generation (not deleted), and
@@ -22,9 +22,9 @@ from typing import Any
 from fedlearn.aggregate.changes import next_version
 from fedlearn.aggregate.run import RoundError, finish_open_rounds, rounds_of
 from fedlearn.aggregate.snapshots import Snapshot
+from fedlearn.data.eventlog import read_log
 from fedlearn.model import Base, TrainConfig, train_base
 from fedlearn.store import Store
-from fedlearn.trainer.eventlog import read_log
 
 Sample = tuple[dict[str, float], int]
 DEFAULT_LOCK_TTL_S = 3600

@@ -28,7 +28,7 @@ from fedlearn.api import (
 from fedlearn.api.context import EXTENSION, ApiContext, BlobCache
 from fedlearn.api.errors import Unavailable
 from fedlearn.config import ConfigError, Settings, load_settings
-from fedlearn.serving.bases import BaseCache, NoBaseError
+from fedlearn.serving.base_cache import BaseCache, NoBaseError
 from fedlearn.store import Store
 from fedlearn.store.ratelimit import RateLimiter
 from fedlearn.store.revocations import Revocations

@@ -10,7 +10,7 @@ from typing import Any
 from flask import current_app
 
 from fedlearn.config import Settings
-from fedlearn.serving.bases import BaseCache
+from fedlearn.serving.base_cache import BaseCache
 from fedlearn.store import Store
 from fedlearn.store.ratelimit import RateLimiter
 from fedlearn.store.revocations import Revocations

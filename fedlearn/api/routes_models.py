@@ -52,7 +52,10 @@ def get_model(user: str) -> Response:
     """Everything a client needs to score locally: fetch ``base_url`` once per version, add
     the delta. ``serve`` says whether to use the clone or the plain base."""
     ctx = api_context()
-    clone = load_clone(ctx.store, ctx.bases, user, gate_eta=ctx.settings.gate_eta)
+    clone = load_clone(
+        ctx.store, ctx.bases, user,
+        gate_eta=ctx.settings.gate_eta, on_unreadable=ctx.metrics.unreadable_records.inc,
+    )  # fmt: skip
     base_url = url_for("models.get_base", version=clone.base.version)
     return _json(model_json(clone, ctx.settings, base_url))
 

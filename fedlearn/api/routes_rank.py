@@ -14,7 +14,7 @@ from flask import Response, request
 from fedlearn.api.context import api_context
 from fedlearn.api.errors import PayloadTooLarge, ValidationFailed
 from fedlearn.api.parsing import read_json, validate
-from fedlearn.api.quotas import enforce_rank_size, enforce_rate
+from fedlearn.api.quotas import enforce_rank_size, enforce_rate, prediction_quota
 from fedlearn.api.routing import ApiBlueprint, Reply, principal
 from fedlearn.api.schemas import RankRequest, RankResponse
 from fedlearn.serving.clones import rank
@@ -50,7 +50,12 @@ def rank_items(user: str) -> Response:
     enforce_rank_size(ctx.settings, body)
     enforce_rate(ctx, principal(), "rank")
     try:
-        answer = rank(ctx.store, ctx.bases, ctx.settings, user, body)
+        answer = rank(
+            ctx.store, ctx.bases, ctx.settings, user,
+            [(item.id, item.features) for item in body.items],
+            context=body.context, k=body.k, quota=prediction_quota(ctx.settings),
+            on_unreadable=ctx.metrics.unreadable_records.inc,
+        )  # fmt: skip
     except PredictionTooLargeError as exc:
         raise PayloadTooLarge(
             f"{exc} (FEDLEARN_PREDICTION_MAX_BYTES_PER_USER); nothing was stored"

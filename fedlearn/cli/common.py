@@ -28,9 +28,10 @@ def fail_with_config_errors(func: F) -> F:
             # multiprocess folder before anything imports prometheus_client (the store does).
             import redis
 
+            from fedlearn.devtools.errors import DevtoolsError
             from fedlearn.store import StoreError
 
-            if isinstance(exc, ConfigError | StoreError):
+            if isinstance(exc, ConfigError | StoreError | DevtoolsError):
                 raise click.ClickException(str(exc)) from None
             if isinstance(exc, redis.ConnectionError):
                 raise click.ClickException(

@@ -197,35 +197,25 @@ def _ml1m_user(fields: Fields) -> Row:
     return str(_int(fields[0], "UserID")), features
 
 
+def _layout(
+    name: str,
+    encoding: str,
+    files: tuple[FileSpec, FileSpec, FileSpec | None],
+    rating_names: tuple[str, str, str, str],
+    parse_item: Callable[[Fields], Row],
+    parse_user: Callable[[Fields], Row] | None,
+) -> Layout:
+    ratings, items, users = files
+    parse_rating = _rating_row(rating_names, ratings)
+    return Layout(name, encoding, ratings, items, users, parse_rating, parse_item, parse_user)
+
+
+# Each release's names for the rating columns (the errors quote them).
 LAYOUTS: tuple[Layout, ...] = (
-    Layout(
-        name="ml-latest",
-        encoding="utf-8",
-        ratings=LATEST_RATINGS,
-        items=LATEST_ITEMS,
-        users=None,
-        parse_rating=_rating_row(("userId", "movieId", "rating", "timestamp"), LATEST_RATINGS),
-        parse_item=_latest_item,
-        parse_user=None,
-    ),
-    Layout(
-        name="ml-100k",
-        encoding="latin-1",
-        ratings=ML100K_RATINGS,
-        items=ML100K_ITEMS,
-        users=ML100K_USERS,
-        parse_rating=_rating_row(("user id", "item id", "rating", "timestamp"), ML100K_RATINGS),
-        parse_item=_ml100k_item,
-        parse_user=_ml100k_user,
-    ),
-    Layout(
-        name="ml-1m",
-        encoding="latin-1",
-        ratings=ML1M_RATINGS,
-        items=ML1M_ITEMS,
-        users=ML1M_USERS,
-        parse_rating=_rating_row(("UserID", "MovieID", "Rating", "Timestamp"), ML1M_RATINGS),
-        parse_item=_ml1m_item,
-        parse_user=_ml1m_user,
-    ),
-)
+    _layout("ml-latest", "utf-8", (LATEST_RATINGS, LATEST_ITEMS, None),
+            ("userId", "movieId", "rating", "timestamp"), _latest_item, None),
+    _layout("ml-100k", "latin-1", (ML100K_RATINGS, ML100K_ITEMS, ML100K_USERS),
+            ("user id", "item id", "rating", "timestamp"), _ml100k_item, _ml100k_user),
+    _layout("ml-1m", "latin-1", (ML1M_RATINGS, ML1M_ITEMS, ML1M_USERS),
+            ("UserID", "MovieID", "Rating", "Timestamp"), _ml1m_item, _ml1m_user),
+)  # fmt: skip

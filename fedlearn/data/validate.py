@@ -42,12 +42,17 @@ def check_id(value: Any, field: str) -> str:
         value = str(value)
     if not isinstance(value, str):
         raise ValueError(f"{field!r} must be a string (or an integer), got {show(value)}")
-    if not value or len(value) > MAX_ID_CHARS:
+    return _check_text(value, repr(field), MAX_ID_CHARS)
+
+
+def _check_text(value: str, label: str, max_chars: int) -> str:
+    """``value`` is 1 to ``max_chars`` printable characters; ``label`` names it in errors."""
+    if not value or len(value) > max_chars:
         raise ValueError(
-            f"{field!r} must be 1 to {MAX_ID_CHARS} characters, got {len(value)}: {show(value)}"
+            f"{label} must be 1 to {max_chars} characters, got {len(value)}: {show(value)}"
         )
     if not value.isprintable():
-        raise ValueError(f"{field!r} must be printable (no control characters), got {show(value)}")
+        raise ValueError(f"{label} must be printable (no control characters), got {show(value)}")
     return value
 
 
@@ -82,13 +87,7 @@ def check_feature_name(name: Any, field: str = "feature name") -> str:
     """A feature name: 1..200 printable characters (CONTRACTS: Features)."""
     if not isinstance(name, str):
         raise ValueError(f"{field} must be a string, got {show(name)}")
-    if not name or len(name) > MAX_FEATURE_CHARS:
-        raise ValueError(
-            f"{field} must be 1 to {MAX_FEATURE_CHARS} characters, got {len(name)}: {show(name)}"
-        )
-    if not name.isprintable():
-        raise ValueError(f"{field} must be printable (no control characters), got {show(name)}")
-    return name
+    return _check_text(name, field, MAX_FEATURE_CHARS)
 
 
 def check_features(value: Any, field: str = "features") -> dict[str, float]:

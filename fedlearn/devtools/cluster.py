@@ -16,8 +16,8 @@ from pathlib import Path
 import redis
 
 from fedlearn.devtools.embedded import HOST, EmbeddedRedis, find_binary
+from fedlearn.devtools.errors import EmbeddedRedisError
 from fedlearn.devtools.lifecycle import Startable
-from fedlearn.store.errors import EmbeddedRedisError
 
 
 class EmbeddedCluster(Startable):

@@ -13,7 +13,7 @@ from typing import Any
 from fedlearn.data.synthetic import SyntheticConfig, SyntheticLog, generate
 from fedlearn.model import Base, TrainConfig, event_features, train_base
 from fedlearn.store import Store
-from fedlearn.store.catalog import Catalog
+from fedlearn.store.items import Catalog
 
 GENRES = ("Drama", "Comedy", "Sci-Fi", "Thriller", "Romance", "Animation", "Documentary", "Horror")
 _FIRST = ("The", "A", "Last", "Midnight", "Silent", "Golden", "Broken", "Electric")

@@ -26,8 +26,8 @@ import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
+from fedlearn.devtools.errors import EmbeddedRedisError, RedisNotFoundError
 from fedlearn.devtools.lifecycle import Startable
-from fedlearn.store.errors import EmbeddedRedisError, RedisNotFoundError
 
 HOST = "127.0.0.1"
 CLUSTER_BUS_OFFSET = 10000  # Redis 6.2 puts the cluster bus at port + 10000 (no cluster-port)

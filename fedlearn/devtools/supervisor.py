@@ -25,8 +25,8 @@ from pathlib import Path
 
 from fedlearn.config import Settings, ensure_secret_key
 from fedlearn.devtools import EmbeddedRedis
+from fedlearn.devtools.errors import EmbeddedRedisError
 from fedlearn.devtools.runtime import clear_runtime, read_runtime, write_runtime
-from fedlearn.store import EmbeddedRedisError
 
 STOP_TIMEOUT_S = 20.0
 WATCH_EVERY_S = 0.25

@@ -18,8 +18,9 @@ import numpy as np
 
 from fedlearn.model import Base, Clone, Delta, learn_many
 from fedlearn.model.batch import learn_many_shadow
-from fedlearn.model.gating import Gate, GateSettings, log_loss
+from fedlearn.model.gating import Gate, GateSettings
 from fedlearn.model.hashinit import init_latents
+from fedlearn.model.metrics import log_loss_one
 
 LabelledEvent = tuple[str, Mapping[str, float], int]
 
@@ -172,7 +173,7 @@ class GatedClonesArm(AggregatedClonesArm):
         for i, ((user, _, y), pc, pb) in enumerate(zip(block, clone, base, strict=True)):
             gate = self.gates.setdefault(user, Gate())
             served[i] = pc if gate.serve(self.gating.eta) == "clone" else pb
-            gate.update(log_loss(y, pc), log_loss(y, pb), self.gating.decay)
+            gate.update(log_loss_one(y, pc), log_loss_one(y, pb), self.gating.decay)
         self.clone_predictions.append(clone)
         self.base_predictions.append(base)
         self._fold(before, users)

@@ -37,7 +37,7 @@ from fedlearn.evaluate.arms import (
 )
 from fedlearn.model import Base, TrainConfig, event_features, select_l2, train_base
 from fedlearn.model.gating import GateSettings
-from fedlearn.model.metrics import StreamingMetrics, group_auc, roc_auc
+from fedlearn.model.metrics import StreamingMetrics, group_auc, log_losses, roc_auc
 
 OUR_ARMS = ("frozen", "global", "clones", "clones-agg", "clones-gated")
 RIVER_ARMS = ("river-frozen", "river-global", "river-clones", "river-clones-fedavg")
@@ -277,9 +277,7 @@ def _make_arms(name: str, base: Base | None, river_base: Any, config: ReplayConf
 
 
 def _per_user_log_loss(users: np.ndarray, y: np.ndarray, p: np.ndarray) -> np.ndarray:
-    p = np.clip(p, 1e-12, 1 - 1e-12)
-    losses = -(y * np.log(p) + (1 - y) * np.log(1 - p))
-    return np.bincount(users, weights=losses) / np.maximum(np.bincount(users), 1)
+    return np.bincount(users, weights=log_losses(y, p)) / np.maximum(np.bincount(users), 1)
 
 
 def _gate_regret(arm: GatedClonesArm, users: np.ndarray, y: np.ndarray, served: np.ndarray):

@@ -208,6 +208,16 @@ class Delta:
         return f"Delta(rows={len(self)}, events={self.n_events}, k={self.n_factors})"
 
 
+def events_of(blob: bytes) -> int:
+    """The events count in a ``.fldl`` header, without decoding the rows (the store reads it
+    from every delta it commits); :class:`ModelFormatError` if ``blob`` is not a delta."""
+    if len(blob) < _HEAD.size or blob[:4] != MAGIC:
+        raise ModelFormatError(
+            f"not a .fldl delta (starts with {bytes(blob[:8])!r}, {len(blob)} bytes)"
+        )
+    return int(_HEAD.unpack_from(blob)[5])
+
+
 def _check_head(blob: bytes) -> tuple[int, int, float, int, int]:
     """``m, k, w0, n_events, names_len`` of a ``.fldl`` header, checked against the blob."""
     if len(blob) < _HEAD.size:

@@ -51,9 +51,3 @@ def data_gradients(
     gx = g[:, None] * x
     grad_v = gx[:, :, None] * (s[:, None, :] - v * x[:, :, None])
     return gx, grad_v
-
-
-def log_loss(p: np.ndarray, y: np.ndarray, eps: float = 1e-12) -> float:
-    """Mean binary log loss of probabilities ``p`` against labels ``y``."""
-    p = np.clip(p, eps, 1.0 - eps)
-    return float(-np.mean(y * np.log(p) + (1.0 - y) * np.log(1.0 - p)))

@@ -78,8 +78,3 @@ class Gate:
 class GateSettings:
     decay: float = 0.95
     eta: float = 1.0
-
-
-def log_loss(y: int, p: float, eps: float = 1e-12) -> float:
-    p = min(max(p, eps), 1.0 - eps)
-    return -math.log(p) if y else -math.log(1.0 - p)

@@ -20,6 +20,7 @@ from fedlearn.model import fm
 from fedlearn.model.base import Base
 from fedlearn.model.block import RowTable, encode
 from fedlearn.model.hashinit import init_latents
+from fedlearn.model.metrics import log_losses
 
 Sample = tuple[dict[str, float], int]
 
@@ -146,10 +147,10 @@ def _fit(
             b = order[start : start + config.batch_size]
             _step(params, idx[b], x[b], y[b], config)
         record: dict[str, float] = {"epoch": epoch}
-        record["train_log_loss"] = fm.log_loss(_predict(params, idx, x), y)
+        record["train_log_loss"] = float(np.mean(log_losses(y, _predict(params, idx, x))))
         if valid is not None:
             vp = _predict(params, valid[0], valid[1])
-            record["valid_log_loss"] = fm.log_loss(vp, valid[2])
+            record["valid_log_loss"] = float(np.mean(log_losses(valid[2], vp)))
             record["valid_auc"] = _auc(valid[2], vp)
         history.append(record)
         if progress:

@@ -16,26 +16,25 @@ import logging
 import struct
 import time
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from flask import current_app
 
-from fedlearn.api.context import EXTENSION
-from fedlearn.api.quotas import prediction_quota
-from fedlearn.api.schemas import RankRequest
 from fedlearn.config import Settings
 from fedlearn.model import Base, Clone, Delta, event_features
 from fedlearn.model.errors import ModelFormatError
 from fedlearn.model.gating import Gate
-from fedlearn.serving.bases import BaseCache, NoBaseError
+from fedlearn.serving.base_cache import BaseCache, NoBaseError
 from fedlearn.store import DeltaRecord, Store
+from fedlearn.store.predictions import PredictionQuota
 
 log = logging.getLogger(__name__)
 # struct.error: the gate's format raised it before it had a ModelFormatError of its own.
 UNREADABLE = (ModelFormatError, struct.error)
+# A candidate of a rank call: its id and its features (None: the catalog's, if any).
+Candidate = tuple[str, Mapping[str, float] | None]
 
 
 @dataclass(frozen=True)
@@ -80,8 +79,18 @@ def current_base(store: Store, bases: BaseCache) -> Base:
     return bases.get(version)
 
 
-def load_clone(store: Store, bases: BaseCache, user: str, *, gate_eta: float) -> UserClone:
-    """The user's clone on the current base (``NoBaseError`` before any base exists)."""
+def load_clone(
+    store: Store,
+    bases: BaseCache,
+    user: str,
+    *,
+    gate_eta: float,
+    on_unreadable: Callable[[], None] | None = None,
+) -> UserClone:
+    """The user's clone on the current base (``NoBaseError`` before any base exists).
+
+    ``on_unreadable`` is called when the stored record cannot be read (the API counts it).
+    """
     base = current_base(store, bases)
     record = store.deltas.get(store.shard_of(user), user)
     if record is not None:
@@ -89,17 +98,15 @@ def load_clone(store: Store, bases: BaseCache, user: str, *, gate_eta: float) ->
             delta = Delta.from_bytes(record.delta)
             serve = Gate.from_bytes(record.gate).serve(gate_eta)
         except UNREADABLE as exc:
-            _unreadable(user, exc)
+            log.warning(
+                "user %r: the stored delta record is unreadable (%s); serving the base", user, exc
+            )
+            if on_unreadable is not None:
+                on_unreadable()
             return UserClone(user, base, Delta(base.n_factors), None, "base")
         if delta_applies(record, delta, base, bases):
             return UserClone(user, base, delta, record, serve)
     return UserClone(user, base, Delta(base.n_factors), None)
-
-
-def _unreadable(user: str, exc: Exception) -> None:
-    log.warning("user %r: the stored delta record is unreadable (%s); serving the base", user, exc)
-    if EXTENSION in current_app.extensions:  # counted where the app keeps its metrics
-        current_app.extensions[EXTENSION].metrics.unreadable_records.inc()
 
 
 def model_json(clone: UserClone, settings: Settings, base_url: str) -> dict[str, Any]:
@@ -116,12 +123,14 @@ def model_json(clone: UserClone, settings: Settings, base_url: str) -> dict[str,
     }
 
 
-def item_features(store: Store, request: RankRequest) -> dict[str, Mapping[str, float] | None]:
+def item_features(
+    store: Store, candidates: Sequence[Candidate]
+) -> dict[str, Mapping[str, float] | None]:
     """Features per candidate (first listing of an id wins): the request's, else the catalog's."""
     given: dict[str, Mapping[str, float] | None] = {}
-    for item in request.items:
-        if item.id not in given:
-            given[item.id] = item.features
+    for item, features in candidates:
+        if item not in given:
+            given[item] = features
     missing = [item for item, features in given.items() if features is None]
     if missing:
         given.update(store.catalog.features(missing))
@@ -129,23 +138,34 @@ def item_features(store: Store, request: RankRequest) -> dict[str, Mapping[str, 
 
 
 def rank(
-    store: Store, bases: BaseCache, settings: Settings, user: str, request: RankRequest
+    store: Store,
+    bases: BaseCache,
+    settings: Settings,
+    user: str,
+    candidates: Sequence[Candidate],
+    *,
+    context: Mapping[str, Any] | None,
+    k: int | None,
+    quota: PredictionQuota,
+    on_unreadable: Callable[[], None] | None = None,
 ) -> dict[str, Any]:
-    """Score the candidates with what the user is served, best first; record what was seen.
+    """Score the candidates with what the user is served, best first (the ``k`` best, if
+    given); record what was seen.
 
     The features of every candidate are stored under a new ``prediction_id`` for
-    ``prediction_ttl_s``: an event naming it trains on exactly what was scored here.
+    ``prediction_ttl_s``, within the user's ``quota``: an event naming it trains on exactly
+    what was scored here.
     """
-    clone = load_clone(store, bases, user, gate_eta=settings.gate_eta)
-    per_item = item_features(store, request)
+    clone = load_clone(store, bases, user, gate_eta=settings.gate_eta, on_unreadable=on_unreadable)
+    per_item = item_features(store, candidates)
     ids = list(per_item)
-    context = request.context or None
+    context = context or None
     samples = [event_features(user, item, context, per_item[item]) for item in ids]
     hyper = settings.clone_hyper(clone.base.hyper)
     scores = Clone(clone.base, clone.served_delta, **hyper).predict_proba_many(samples)
     order = np.argsort(-scores, kind="stable")
-    if request.k is not None:
-        order = order[: request.k]
+    if k is not None:
+        order = order[:k]
     prediction_id = uuid.uuid4().hex
     record = {
         "user": user,
@@ -158,7 +178,7 @@ def rank(
     }
     store.predictions.put_predictions(
         store.shard_of(user), {prediction_id: record}, settings.prediction_ttl_s,
-        quota=prediction_quota(settings),
+        quota=quota,
     )  # fmt: skip
     return {
         "user": user,

@@ -11,9 +11,7 @@ from fedlearn.store.deadletters import DeadLetter
 from fedlearn.store.deltas import DeltaRecord
 from fedlearn.store.entries import Batch, Entry, Rejected
 from fedlearn.store.errors import (
-    EmbeddedRedisError,
     LeaseLostError,
-    RedisNotFoundError,
     StaleCommitError,
     StoreError,
     StreamFullError,
@@ -34,10 +32,8 @@ __all__ = [
     "CommitResult",
     "DeadLetter",
     "DeltaRecord",
-    "EmbeddedRedisError",
     "Entry",
     "LeaseLostError",
-    "RedisNotFoundError",
     "Rejected",
     "StaleCommitError",
     "Store",

@@ -13,20 +13,18 @@ Everything is validated here, before any I/O.
 from __future__ import annotations
 
 import re
-import struct
 import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from fedlearn.model.delta import events_of
+from fedlearn.model.errors import ModelFormatError
 from fedlearn.store import deadletters, keys
 from fedlearn.store.entries import encode
 from fedlearn.store.errors import LeaseLostError, StaleCommitError, StoreError
 from fedlearn.store.streamid import StreamId
 
-DELTA_MAGIC = b"FLDL"
-_EVENTS = struct.Struct("<Q")  # bytes 24..31 of a .fldl: events applied to the delta
-_EVENTS_AT = 24
 # The ids a batch read from Redis look like this; checking them with one regex (rather than
 # parsing each) keeps validation off the trainer's profile. Anything else is parsed in full.
 _PLAIN_ID = re.compile(r"\d{1,19}-\d{1,19}")
@@ -55,13 +53,10 @@ def delta_events(user: str, blob: bytes) -> int:
     """The events count in a ``.fldl`` header (CONTRACTS.md), checking that it is one."""
     if not isinstance(blob, bytes | bytearray | memoryview):
         raise TypeError(f"deltas[{user!r}] must be bytes (.fldl), got {type(blob).__name__}")
-    blob = bytes(blob)
-    if len(blob) < _EVENTS_AT + _EVENTS.size or blob[:4] != DELTA_MAGIC:
-        raise ValueError(
-            f"deltas[{user!r}] is not a .fldl delta (starts with {blob[:8]!r}, "
-            f"{len(blob)} bytes); serialize it with Delta.to_bytes()"
-        )
-    return int(_EVENTS.unpack_from(blob, _EVENTS_AT)[0])
+    try:
+        return events_of(bytes(blob))
+    except ModelFormatError as exc:
+        raise ValueError(f"deltas[{user!r}] is {exc}; serialize it with Delta.to_bytes()") from None
 
 
 def commit_args(

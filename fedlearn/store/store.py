@@ -21,7 +21,6 @@ kind of state:
 
 from __future__ import annotations
 
-from types import TracebackType
 from typing import Any
 
 from redis.cluster import RedisCluster
@@ -29,10 +28,10 @@ from redis.cluster import RedisCluster
 from fedlearn.store import keys
 from fedlearn.store.applied import AppliedLog
 from fedlearn.store.bases import Bases
-from fedlearn.store.catalog import Catalog
 from fedlearn.store.connection import Client, connect
 from fedlearn.store.deadletters import DeadLetters
 from fedlearn.store.deltas import Deltas
+from fedlearn.store.items import Catalog
 from fedlearn.store.leases import Leases
 from fedlearn.store.members import Members
 from fedlearn.store.predictions import Predictions
@@ -117,12 +116,7 @@ class Store:
     def __enter__(self) -> Store:
         return self
 
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    def __exit__(self, *exc_info: object) -> None:
         self.close()
 
     def __repr__(self) -> str:

@@ -13,7 +13,7 @@ import time
 import numpy as np
 from prometheus_client import Counter, Gauge, Histogram
 
-from fedlearn.model.metrics import roc_auc
+from fedlearn.model.metrics import log_losses, roc_auc
 
 FIRST_EVENTS = 5  # "a user's first events": the cold start that aggregation should help
 AUC_WINDOW = 20_000
@@ -94,11 +94,6 @@ class _Window:
 _windows = {"all": _Window(AUC_WINDOW), "first": _Window(AUC_WINDOW)}
 
 
-def _log_loss(y: np.ndarray, p: np.ndarray) -> np.ndarray:
-    p = np.clip(p, 1e-12, 1 - 1e-12)
-    return -(y * np.log(p) + (1 - y) * np.log(1 - p))
-
-
 def observe_progressive(
     labels: np.ndarray, clone: np.ndarray, base: np.ndarray, positions: np.ndarray
 ) -> None:
@@ -110,7 +105,7 @@ def observe_progressive(
             continue
         y = labels[mask]
         for model, p in (("clone", clone[mask]), ("base", base[mask])):
-            LOG_LOSS.labels(model, events).inc(float(_log_loss(y, p).sum()))
+            LOG_LOSS.labels(model, events).inc(float(log_losses(y, p).sum()))
             SCORED.labels(model, events).inc(int(mask.sum()))
         window = _windows[events]
         window.extend(np.column_stack([y, clone[mask], base[mask]]))

@@ -19,6 +19,7 @@ from fedlearn.model import Base, Delta, event_features
 from fedlearn.model.batch import learn_many_shadow
 from fedlearn.model.delta import DEFAULT_MAX_ROWS
 from fedlearn.model.gating import Gate, GateSettings
+from fedlearn.model.metrics import log_losses
 from fedlearn.serving.ingest import FORGET
 from fedlearn.store.entries import Entry
 from fedlearn.store.streamid import StreamId
@@ -56,7 +57,7 @@ class AppliedBatch:
     """What to commit: new deltas and last ids of the touched users, and the applied log."""
 
     users: dict[str, UserState] = field(default_factory=dict)
-    log: dict[str, Any] = field(default_factory=dict)  # columns; see eventlog.expand
+    log: dict[str, Any] = field(default_factory=dict)  # columns; see data.eventlog.expand
     applied: int = 0
     skipped: int = 0
     forgotten: int = 0
@@ -65,11 +66,6 @@ class AppliedBatch:
     predictions: np.ndarray = field(default_factory=lambda: np.zeros(0))
     base_predictions: np.ndarray = field(default_factory=lambda: np.zeros(0))
     positions: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
-
-
-def _log_losses(y: np.ndarray, p: np.ndarray) -> np.ndarray:
-    p = np.clip(p, 1e-12, 1.0 - 1e-12)
-    return -(y * np.log(p) + (1.0 - y) * np.log(1.0 - p))
 
 
 def _reset_non_finite(working: dict[str, Delta], n_factors: int) -> list[str]:
@@ -162,8 +158,8 @@ def apply_batch(
             out.users[user].delta = working[user]
     labels = np.fromiter((e[2] for e in events), np.float64, len(events))
     clone_losses, base_losses = (
-        _log_losses(labels, p).tolist(),
-        _log_losses(labels, base_p).tolist(),
+        log_losses(labels, p).tolist(),
+        log_losses(labels, base_p).tolist(),
     )
     for (_, _, sid), (user, _, _), clone_loss, base_loss in zip(
         kept, events, clone_losses, base_losses, strict=True

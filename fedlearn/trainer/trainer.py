@@ -33,7 +33,7 @@ from fedlearn.config import setting_default
 from fedlearn.model import Base, Delta
 from fedlearn.model.errors import ModelFormatError
 from fedlearn.model.gating import Gate, GateSettings
-from fedlearn.serving.bases import BaseCache, NoBaseError
+from fedlearn.serving.base_cache import BaseCache, NoBaseError
 from fedlearn.store import Batch, LeaseLostError, StaleCommitError, Store, new_owner_token
 from fedlearn.store.deadletters import DeadLetter
 from fedlearn.store.entries import screen_events

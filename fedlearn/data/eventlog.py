@@ -1,0 +1,118 @@
+"""The event log's format: JSON Lines files partitioned by shard and by UTC day.
+
+``<root>/shard=NNN/<YYYY-MM-DD>.jsonl``, one line per applied event (docs/CONTRACTS.md): the
+event as sent, plus what the trainer saw (see :func:`expand`) and ``log_id``, the id of its
+batch in the shard's applied stream. The trainer's writer (``fedlearn.trainer.eventlog``)
+appends to these files; monthly training and ``fedlearn replay`` read them with
+:func:`read_log`. This module knows the files, not Redis.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+PARTITION = "shard={shard:03d}"
+
+
+def shard_dir(root: Path, shard: int) -> Path:
+    """The folder of ``shard``'s files under ``root``."""
+    return root / PARTITION.format(shard=shard)
+
+
+def day_of(timestamp: float) -> str:
+    """The file stem of an event applied at ``timestamp`` (its UTC day)."""
+    return time.strftime("%Y-%m-%d", time.gmtime(timestamp))
+
+
+def expand(batch: dict[str, Any]) -> Iterator[dict[str, Any]]:
+    """One record per event of an applied batch: the event as sent, plus what the trainer saw
+    (``features``, where they came from, the clone's and the base's prediction before
+    learning, the base version, the stream id and when it was applied)."""
+    columns = zip(
+        batch["events"],
+        batch["stream_id"],
+        batch["features"],
+        batch["features_from"],
+        batch["prediction"],
+        batch["base_prediction"],
+        strict=True,
+    )
+    for event, stream_id, features, source, prediction, base_prediction in columns:
+        yield {
+            **event,
+            "stream_id": stream_id,
+            "features": features,
+            "features_from": source,
+            "prediction": prediction,
+            "base_prediction": base_prediction,
+            "base_version": batch["base_version"],
+            "applied_at": batch["applied_at"],
+        }
+
+
+def append_lines(folder: Path, by_day: dict[str, list[bytes]]) -> None:
+    """Append each day's encoded lines to its file in ``folder``, fsynced before returning
+    (the caller trims the applied stream only after this)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for day, lines in sorted(by_day.items()):
+        with (folder / f"{day}.jsonl").open("ab") as fh:
+            fh.write(b"\n".join(lines) + b"\n")
+            fh.flush()
+            os.fsync(fh.fileno())
+
+
+def last_log_id(folder: Path) -> str | None:
+    """The ``log_id`` of the last complete line in ``folder``'s files (None: no line yet),
+    cutting off a torn last line a crash left."""
+    files = sorted(folder.glob("*.jsonl")) if folder.exists() else []
+    for path in reversed(files):
+        line = _repair_and_read_last(path)
+        if line is not None:
+            return str(orjson.loads(line)["log_id"])
+    return None
+
+
+def _repair_and_read_last(path: Path) -> bytes | None:
+    """The last complete line of ``path``, cutting off a torn last line left by a crash.
+
+    The cut matters: the next append would otherwise glue a new line to the torn one.
+    """
+    with path.open("r+b") as fh:
+        size = fh.seek(0, os.SEEK_END)
+        chunk = 1 << 16
+        while True:
+            start = max(0, size - chunk)
+            fh.seek(start)
+            data = fh.read(size - start)
+            cut = data.rfind(b"\n")
+            if cut < 0 and start > 0:
+                chunk *= 2
+                continue
+            if start + cut + 1 != size:
+                fh.truncate(start + cut + 1)
+            lines = data[: cut + 1].rstrip(b"\n").rsplit(b"\n", 1)
+            if lines[-1].strip() and (start == 0 or len(lines) == 2):
+                return lines[-1]
+            if start == 0:
+                return None
+            chunk *= 2
+
+
+def read_log(root: str | os.PathLike[str]) -> Iterator[dict[str, Any]]:
+    """Every record of an event log folder, shard by shard, each shard in apply order."""
+    for folder in sorted(Path(root).glob("shard=*")):
+        for path in sorted(folder.glob("*.jsonl")):
+            yield from _records(path)
+
+
+def _records(path: Path) -> Iterable[dict[str, Any]]:
+    with path.open("rb") as fh:
+        for line in fh:
+            if line.strip():
+                yield orjson.loads(line)
