@@ -56,16 +56,25 @@ def movielens_stream() -> tuple[str, list[LabelledEvent]]:
     return "MovieLens ml-latest-small", log.events
 
 
-def synthetic_stream() -> tuple[str, list[LabelledEvent]]:
+def synthetic_stream(
+    n_users: int = 2000,
+    n_items: int = 1000,
+    events_per_user: int = 50,
+    source: str = "synthetic (2,000 users, 100,000 events, seed 0)",
+) -> tuple[str, list[LabelledEvent]]:
+    """``(source, events)`` of a synthetic log (seed 0); the defaults are the benchmark's."""
     from fedlearn.data.synthetic import SyntheticConfig, generate
 
-    log = generate(SyntheticConfig(n_users=2000, n_items=1000, events_per_user=50, seed=0))
+    config = SyntheticConfig(
+        n_users=n_users, n_items=n_items, events_per_user=events_per_user, seed=0
+    )
+    log = generate(config)
     items = log.items()
     events = [
         (e.user, event_features(e.user, e.item, e.context, items[e.item]), e.label)
         for e in log.events()
     ]
-    return "synthetic (2,000 users, 100,000 events, seed 0)", events
+    return source, events
 
 
 def _replay(base: Any, live: Sequence[LabelledEvent], batch: int) -> tuple[float, dict]:
