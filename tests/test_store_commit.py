@@ -39,6 +39,14 @@ def fill(store: Store, per_user: dict[str, int]) -> None:
     store.streams.append_events(SHARD, evs)
 
 
+def read_leased(store: Store, per_user: dict[str, int], owner: str = "t"):
+    """What a trainer starts from: ``per_user`` events in the shard's stream, the shard's
+    lease held by ``owner``, and the batch it read."""
+    fill(store, per_user)
+    assert store.leases.acquire(SHARD, owner, 30_000)
+    return store.streams.read_batch(SHARD, owner, block_ms=0)
+
+
 def apply(store: Store, batch, owner: str, known: dict[str, int] | None = None):
     """What a trainer does: skip applied entries, count events per user, commit."""
     users = sorted({e.event["user"] for e in batch})
@@ -62,9 +70,7 @@ def apply(store: Store, batch, owner: str, known: dict[str, int] | None = None):
 
 def test_commit_writes_deltas_acks_and_logs(store: Store):
     a, b = users_of(SHARD, 2)
-    fill(store, {a: 2, b: 1})
-    assert store.leases.acquire(SHARD, "t1", 30_000)
-    batch = store.streams.read_batch(SHARD, "t1", block_ms=0)
+    batch = read_leased(store, {a: 2, b: 1}, "t1")
     result = apply(store, batch, "t1")
     assert (result.users, result.acked, result.logged, result.replayed) == (2, 3, 3, False)
 
@@ -82,9 +88,7 @@ def test_commit_writes_deltas_acks_and_logs(store: Store):
 
 def test_a_trainer_that_lost_its_lease_cannot_commit(store: Store):
     (a,) = users_of(SHARD, 1)
-    fill(store, {a: 3})
-    assert store.leases.acquire(SHARD, "old", 30_000)
-    batch = store.streams.read_batch(SHARD, "old", block_ms=0)
+    batch = read_leased(store, {a: 3}, "old")
     store.client.delete("fl:{s2}:lease")  # the lease expired while "old" was paused
     assert store.leases.acquire(SHARD, "new", 30_000)
 
@@ -111,9 +115,7 @@ def test_a_trainer_that_lost_its_lease_cannot_commit(store: Store):
 
 def test_a_stale_user_refuses_the_whole_commit(store: Store):
     a, b = users_of(SHARD, 2)
-    fill(store, {a: 2})
-    assert store.leases.acquire(SHARD, "t", 30_000)
-    first = store.streams.read_batch(SHARD, "t", block_ms=0)
+    first = read_leased(store, {a: 2})
     apply(store, first, "t")
     fill(store, {b: 1})
     second = store.streams.read_batch(SHARD, "t", block_ms=0)
@@ -135,9 +137,7 @@ def test_a_stale_user_refuses_the_whole_commit(store: Store):
 
 def test_a_resent_commit_is_a_no_op(store: Store):
     (a,) = users_of(SHARD, 1)
-    fill(store, {a: 1})
-    assert store.leases.acquire(SHARD, "t", 30_000)
-    batch = store.streams.read_batch(SHARD, "t", block_ms=0)
+    batch = read_leased(store, {a: 1})
     built = commit_args(
         SHARD, store.n_shards, owner="t", group="trainers", deltas={a: fldl(1)},
         last_ids={a: batch.ids[0]}, entry_ids=batch.ids, log_entries=[{"e": 1}],
@@ -152,9 +152,7 @@ def test_a_resent_commit_is_a_no_op(store: Store):
 
 def test_redelivered_entries_are_skipped_by_id(store: Store):
     (a,) = users_of(SHARD, 1)
-    fill(store, {a: 3})
-    assert store.leases.acquire(SHARD, "t", 30_000)
-    batch = store.streams.read_batch(SHARD, "t", block_ms=0)
+    batch = read_leased(store, {a: 3})
     # the first two were applied by an earlier commit that also recorded last_event ...
     store.streams.commit_batch(
         SHARD, owner="t", deltas={a: fldl(2)}, last_ids={a: batch.ids[1]},
