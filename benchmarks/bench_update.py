@@ -85,6 +85,20 @@ def _replay(base: Any, live: Sequence[LabelledEvent], batch: int) -> tuple[float
     return time.perf_counter() - started, deltas
 
 
+def _speed(events: int, seconds: float) -> dict[str, float]:
+    return {"events": events, "seconds": seconds, "events_per_s": events / seconds}
+
+
+def _bytes(sizes: Sequence[int]) -> dict[str, float]:
+    """Mean, median and p99 of the per-user model sizes: the same figures for both sides."""
+    arr = np.array(sizes)
+    return {
+        "bytes_mean": float(arr.mean()),
+        "bytes_p50": float(np.percentile(arr, 50)),
+        "bytes_p99": float(np.percentile(arr, 99)),
+    }
+
+
 def ours(
     train: Sequence[LabelledEvent], live: Sequence[LabelledEvent], batch: int, repeat: int
 ) -> dict:
@@ -94,16 +108,8 @@ def ours(
     # ``repeat`` passes, each from empty deltas, as for River.
     _replay(base, live, batch)
     seconds, deltas = min((_replay(base, live, batch) for _ in range(repeat)), key=lambda r: r[0])
-    sizes = np.array([len(d.to_bytes()) for d in deltas.values()])
-    return {
-        "events": len(live),
-        "seconds": seconds,
-        "events_per_s": len(live) / seconds,
-        "users": len(deltas),
-        "bytes_mean": float(sizes.mean()),
-        "bytes_p50": float(np.percentile(sizes, 50)),
-        "bytes_p99": float(np.percentile(sizes, 99)),
-    }
+    sizes = [len(d.to_bytes()) for d in deltas.values()]
+    return {**_speed(len(live), seconds), "users": len(deltas), **_bytes(sizes)}
 
 
 def _river_pass(base: Any, stream: Sequence[LabelledEvent]) -> float:
@@ -138,16 +144,7 @@ def river(
         for _, x, y in by_user[user]:
             clone.learn_one(x, bool(y))
         sizes.append(len(pickle.dumps(clone)))
-    arr = np.array(sizes)
-    return {
-        "events": len(stream),
-        "seconds": seconds,
-        "events_per_s": len(stream) / seconds,
-        "users_measured": len(users),
-        "bytes_mean": float(arr.mean()),
-        "bytes_p50": float(np.percentile(arr, 50)),
-        "bytes_p99": float(np.percentile(arr, 99)),
-    }
+    return {**_speed(len(stream), seconds), "users_measured": len(users), **_bytes(sizes)}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
