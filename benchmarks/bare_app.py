@@ -16,13 +16,15 @@ code costs. The streams are trimmed (MAXLEN ~) so a long run does not fill the m
 from __future__ import annotations
 
 import argparse
+import functools
 import os
 import zlib
 
 import orjson
 import redis
 from flask import Flask, Response, request
-from gunicorn.app.base import BaseApplication
+
+from fedlearn.api.server import EmbeddedGunicorn
 
 BLOB_KEY = "bare:blob"
 BLOB = os.urandom(1024).hex().encode()  # 2,048 bytes
@@ -61,20 +63,6 @@ def create_app(redis_url: str) -> Flask:
     return app
 
 
-class _Server(BaseApplication):  # type: ignore[misc]
-    def __init__(self, redis_url: str, options: dict[str, object]) -> None:
-        self._redis_url = redis_url
-        self._options = options
-        super().__init__()
-
-    def load_config(self) -> None:
-        for key, value in self._options.items():
-            self.cfg.set(key, value)
-
-    def load(self) -> Flask:
-        return create_app(self._redis_url)  # in each worker: its own connection
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--port", type=int, required=True)
@@ -89,7 +77,8 @@ def main() -> None:
         "loglevel": "warning",
         "proc_name": "bare-app",
     }
-    _Server(args.redis_url, options).run()
+    # create_app runs in each worker, after the fork: its own Redis connection.
+    EmbeddedGunicorn(functools.partial(create_app, args.redis_url), options).run()
 
 
 if __name__ == "__main__":

@@ -12,16 +12,13 @@
 from __future__ import annotations
 
 import argparse
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
 import orjson
 import redis
-from procs import bare_api, load
-
-from fedlearn.devtools import EmbeddedRedis
+from procs import bare_api, load, print_on_fresh_redis
 
 EVENT_BATCH = 50
 
@@ -144,15 +141,9 @@ def main() -> None:
     parser.add_argument("--connections", type=int, default=50)
     parser.add_argument("--events", type=int, default=200_000)
     args = parser.parse_args()
-    with tempfile.TemporaryDirectory() as tmp, EmbeddedRedis(Path(tmp) / "redis") as server:
-        result = measure(
-            server.url,
-            Path(tmp),
-            connections=args.connections,
-            seconds=args.seconds,
-            n_events=args.events,
-        )
-    print(orjson.dumps(result, option=orjson.OPT_INDENT_2).decode())
+    print_on_fresh_redis(
+        measure, connections=args.connections, seconds=args.seconds, n_events=args.events
+    )
 
 
 if __name__ == "__main__":

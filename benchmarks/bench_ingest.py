@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import re
-import tempfile
 import threading
 import time
 from pathlib import Path
@@ -31,11 +30,10 @@ from typing import Any
 import numpy as np
 import orjson
 import urllib3
-from procs import SECRET, load, our_api, trainer
+from procs import SECRET, load, our_api, print_on_fresh_redis, trainer
 
 from fedlearn.api.auth import issue_token
 from fedlearn.config import load_settings
-from fedlearn.devtools import EmbeddedRedis
 from fedlearn.model import Base
 from fedlearn.store import Store
 from fedlearn.store.items import Catalog
@@ -294,16 +292,13 @@ def main() -> None:
     parser.add_argument("--fetch-events", type=int, default=30)
     parser.add_argument("--fresh-rate", type=float, default=5000.0, help="events/s")
     args = parser.parse_args()
-    with tempfile.TemporaryDirectory() as tmp, EmbeddedRedis(Path(tmp) / "redis") as server:
-        result = measure(
-            server.url,
-            Path(tmp),
-            connections=args.connections,
-            seconds=args.seconds,
-            fetch_events=args.fetch_events,
-            fresh_rate=args.fresh_rate,
-        )
-    print(orjson.dumps(result, option=orjson.OPT_INDENT_2).decode())
+    print_on_fresh_redis(
+        measure,
+        connections=args.connections,
+        seconds=args.seconds,
+        fetch_events=args.fetch_events,
+        fresh_rate=args.fresh_rate,
+    )
 
 
 if __name__ == "__main__":

@@ -56,16 +56,25 @@ def movielens_stream() -> tuple[str, list[LabelledEvent]]:
     return "MovieLens ml-latest-small", log.events
 
 
-def synthetic_stream() -> tuple[str, list[LabelledEvent]]:
+def synthetic_stream(
+    n_users: int = 2000,
+    n_items: int = 1000,
+    events_per_user: int = 50,
+    source: str = "synthetic (2,000 users, 100,000 events, seed 0)",
+) -> tuple[str, list[LabelledEvent]]:
+    """``(source, events)`` of a synthetic log (seed 0); the defaults are the benchmark's."""
     from fedlearn.data.synthetic import SyntheticConfig, generate
 
-    log = generate(SyntheticConfig(n_users=2000, n_items=1000, events_per_user=50, seed=0))
+    config = SyntheticConfig(
+        n_users=n_users, n_items=n_items, events_per_user=events_per_user, seed=0
+    )
+    log = generate(config)
     items = log.items()
     events = [
         (e.user, event_features(e.user, e.item, e.context, items[e.item]), e.label)
         for e in log.events()
     ]
-    return "synthetic (2,000 users, 100,000 events, seed 0)", events
+    return source, events
 
 
 def _replay(base: Any, live: Sequence[LabelledEvent], batch: int) -> tuple[float, dict]:
@@ -74,6 +83,20 @@ def _replay(base: Any, live: Sequence[LabelledEvent], batch: int) -> tuple[float
     for start in range(0, len(live), batch):
         learn_many(base, deltas, live[start : start + batch], LR, L2, BIAS_LR)
     return time.perf_counter() - started, deltas
+
+
+def _speed(events: int, seconds: float) -> dict[str, float]:
+    return {"events": events, "seconds": seconds, "events_per_s": events / seconds}
+
+
+def _bytes(sizes: Sequence[int]) -> dict[str, float]:
+    """Mean, median and p99 of the per-user model sizes: the same figures for both sides."""
+    arr = np.array(sizes)
+    return {
+        "bytes_mean": float(arr.mean()),
+        "bytes_p50": float(np.percentile(arr, 50)),
+        "bytes_p99": float(np.percentile(arr, 99)),
+    }
 
 
 def ours(
@@ -85,16 +108,8 @@ def ours(
     # ``repeat`` passes, each from empty deltas, as for River.
     _replay(base, live, batch)
     seconds, deltas = min((_replay(base, live, batch) for _ in range(repeat)), key=lambda r: r[0])
-    sizes = np.array([len(d.to_bytes()) for d in deltas.values()])
-    return {
-        "events": len(live),
-        "seconds": seconds,
-        "events_per_s": len(live) / seconds,
-        "users": len(deltas),
-        "bytes_mean": float(sizes.mean()),
-        "bytes_p50": float(np.percentile(sizes, 50)),
-        "bytes_p99": float(np.percentile(sizes, 99)),
-    }
+    sizes = [len(d.to_bytes()) for d in deltas.values()]
+    return {**_speed(len(live), seconds), "users": len(deltas), **_bytes(sizes)}
 
 
 def _river_pass(base: Any, stream: Sequence[LabelledEvent]) -> float:
@@ -129,16 +144,7 @@ def river(
         for _, x, y in by_user[user]:
             clone.learn_one(x, bool(y))
         sizes.append(len(pickle.dumps(clone)))
-    arr = np.array(sizes)
-    return {
-        "events": len(stream),
-        "seconds": seconds,
-        "events_per_s": len(stream) / seconds,
-        "users_measured": len(users),
-        "bytes_mean": float(arr.mean()),
-        "bytes_p50": float(np.percentile(arr, 50)),
-        "bytes_p99": float(np.percentile(arr, 99)),
-    }
+    return {**_speed(len(stream), seconds), "users_measured": len(users), **_bytes(sizes)}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -18,13 +18,14 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import orjson
 import urllib3
 
+from fedlearn.devtools import EmbeddedRedis
 from fedlearn.devtools.embedded import free_port
 
 HERE = Path(__file__).resolve().parent
@@ -164,3 +165,11 @@ def load(spec: dict[str, Any], folder: Path) -> dict[str, Any]:
     if done.returncode != 0:
         raise ProcError(f"http_load.py failed ({done.returncode}): {done.stderr.decode()[-2000:]}")
     return orjson.loads(done.stdout.splitlines()[-1])
+
+
+def print_on_fresh_redis(measure: Callable[..., dict[str, Any]], **options: Any) -> None:
+    """Print, as JSON, ``measure(redis_url, folder, **options)`` run against a new embedded
+    Redis in a temporary folder: what a benchmark script does when run on its own."""
+    with tempfile.TemporaryDirectory() as tmp, EmbeddedRedis(Path(tmp) / "redis") as server:
+        result = measure(server.url, Path(tmp), **options)
+    print(orjson.dumps(result, option=orjson.OPT_INDENT_2).decode())

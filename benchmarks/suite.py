@@ -204,16 +204,12 @@ class Suite:
 
 def tiny_stream() -> tuple[str, list[tuple[str, dict[str, float], int]]]:
     """A 1,000-event synthetic stream for smoke runs."""
-    from fedlearn.data.synthetic import SyntheticConfig, generate
-    from fedlearn.model import event_features
+    import bench_update
 
-    log = generate(SyntheticConfig(n_users=50, n_items=40, events_per_user=20, seed=0))
-    items = log.items()
-    events = [
-        (e.user, event_features(e.user, e.item, e.context, items[e.item]), e.label)
-        for e in log.events()
-    ]
-    return "synthetic, tiny (50 users, 1,000 events)", events
+    return bench_update.synthetic_stream(
+        n_users=50, n_items=40, events_per_user=20,
+        source="synthetic, tiny (50 users, 1,000 events)",
+    )  # fmt: skip
 
 
 def machine() -> dict[str, Any]:

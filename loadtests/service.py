@@ -21,6 +21,7 @@ import psutil
 import urllib3
 
 from fedlearn.devtools.embedded import free_port
+from fedlearn.devtools.lifecycle import Startable
 from fedlearn.devtools.runtime import read_runtime
 
 START_TIMEOUT_S = 180.0  # the demo trains its base at the first start: seconds, not minutes
@@ -35,7 +36,7 @@ class ServiceError(RuntimeError):
     pass
 
 
-class Service:
+class Service(Startable):
     """``fedlearn up --demo`` with its data in ``data_dir`` (a context manager)."""
 
     def __init__(
@@ -126,12 +127,6 @@ class Service:
         except OSError:
             return "(no log)"
         return "\n".join(text.splitlines()[-lines:])
-
-    def __enter__(self) -> Service:
-        return self.start()
-
-    def __exit__(self, *_exc: object) -> None:
-        self.stop()
 
 
 def part_of(proc: psutil.Process) -> str:

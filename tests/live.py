@@ -11,7 +11,7 @@ import sys
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -74,6 +74,23 @@ def wait_healthy(url: str, proc: subprocess.Popen[bytes], log: Path, timeout: fl
             return False
 
     wait_for(healthy, timeout, f"{url}/healthz to answer")
+
+
+def start_server(
+    argv: list[str], env: dict[str, str], log: Path, url: str, **popen: Any
+) -> subprocess.Popen[bytes]:
+    """Start the server ``argv`` (stdout and stderr into ``log``) and wait until ``url``
+    answers ``/healthz``; the caller stops it. One that never gets healthy is killed here, so
+    a failed start leaves no process behind."""
+    with log.open("wb") as out:
+        proc = subprocess.Popen(argv, env=env, stdout=out, stderr=out, **popen)
+    try:
+        wait_healthy(url, proc, log)
+    except BaseException:
+        proc.kill()
+        proc.wait()
+        raise
+    return proc
 
 
 class Service:
@@ -143,7 +160,7 @@ def events_for(users: list[str], n: int, seed: int) -> list[dict]:
     ]
 
 
-def applied_per_user(settings: Settings, users: set[str]) -> Counter:
+def applied_per_user(settings: Settings, users: Iterable[str]) -> Counter:
     """Events applied per user, from the ``events`` field of their stored delta records."""
     assert settings.redis_url is not None
     with Store.from_url(settings.redis_url, settings.n_shards) as store:

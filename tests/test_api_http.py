@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import os
 import re
-import subprocess
 import sys
 import time
 from collections.abc import Iterator
@@ -26,7 +25,7 @@ from fedlearn.store import Store
 from fedlearn.store.items import Catalog
 from fedlearn.trainer.apply import CloneSettings
 from fedlearn.trainer.trainer import Trainer
-from tests.live import Api, wait_healthy
+from tests.live import Api, start_server
 
 SECRET = "test-secret-key-0123456789abcdef"
 N_SHARDS = 4
@@ -60,13 +59,9 @@ def server(settings: Settings, tmp_path_factory: pytest.TempPathFactory) -> Iter
     env = {**os.environ, **settings_env(settings)}
     env["PROMETHEUS_MULTIPROC_DIR"] = str(tmp_path_factory.mktemp("prometheus"))
     log = Path(tmp_path_factory.mktemp("gunicorn")) / "gunicorn.log"
-    with log.open("wb") as out:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "fedlearn.api.server"], env=env, stdout=out, stderr=out
-        )
     url = f"http://127.0.0.1:{settings.api_port}"
+    proc = start_server([sys.executable, "-m", "fedlearn.api.server"], env, log, url)
     try:
-        wait_healthy(url, proc, log)
         yield url
     finally:
         proc.terminate()

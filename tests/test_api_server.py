@@ -7,7 +7,6 @@ from __future__ import annotations
 import os
 import signal
 import stat
-import subprocess
 import sys
 from pathlib import Path
 
@@ -27,7 +26,7 @@ from fedlearn.config import (
     settings_env,
 )
 from fedlearn.devtools.embedded import free_port
-from tests.live import wait_healthy
+from tests.live import start_server
 
 HTTP = urllib3.PoolManager(retries=False, timeout=5.0)
 SECRET = "server-test-secret-0123456789"
@@ -51,13 +50,9 @@ def test_the_server_starts_an_embedded_redis_without_redis_url(tmp_path: Path):
         FEDLEARN_API_WORKERS="2",
     )  # fmt: skip
     log = tmp_path / "server.log"
-    with log.open("wb") as out:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "fedlearn.api.server"], env=env, stdout=out, stderr=out
-        )
     url = f"http://127.0.0.1:{port}"
+    proc = start_server([sys.executable, "-m", "fedlearn.api.server"], env, log, url)
     try:
-        wait_healthy(url, proc, log)
         ready = HTTP.request("GET", url + "/readyz")
         assert ready.status == 503  # Redis answers; no base is published yet
         assert "no base model" in ready.json()["detail"]
@@ -73,15 +68,11 @@ def test_gunicorn_serves_the_wsgi_module(tmp_path: Path, redis_url: str):
     port = free_port()
     env = clean_env(REDIS_URL=redis_url, FEDLEARN_SECRET_KEY=SECRET, FEDLEARN_N_SHARDS="4")
     log = tmp_path / "gunicorn.log"
-    with log.open("wb") as out:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "gunicorn", "--workers", "1", "--bind",
-             f"127.0.0.1:{port}", "fedlearn.api.wsgi:app"],
-            env=env, stdout=out, stderr=out, cwd=tmp_path,
-        )  # fmt: skip
     url = f"http://127.0.0.1:{port}"
+    argv = [sys.executable, "-m", "gunicorn", "--workers", "1", "--bind", f"127.0.0.1:{port}",
+            "fedlearn.api.wsgi:app"]  # fmt: skip
+    proc = start_server(argv, env, log, url, cwd=tmp_path)
     try:
-        wait_healthy(url, proc, log)
         assert HTTP.request("GET", url + "/v1/users/alice/model").status == 401
     finally:
         proc.terminate()

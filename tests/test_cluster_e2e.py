@@ -22,7 +22,6 @@ from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 
-import numpy as np
 import pytest
 import urllib3
 
@@ -33,7 +32,7 @@ from fedlearn.devtools.cluster import EmbeddedCluster
 from fedlearn.devtools.embedded import free_port
 from fedlearn.model import Base
 from fedlearn.store import Store
-from tests.live import Api, Service, wait_for
+from tests.live import Api, Service, applied_per_user, events_for, wait_for
 
 N_SHARDS = 8
 N_USERS = 300
@@ -99,29 +98,6 @@ def spread_over(settings: Settings, names: set[str]) -> bool:
     return set(owners) == names and max(counts.values()) <= share
 
 
-def applied_per_user(settings: Settings, users: list[str]) -> Counter:
-    with Store.from_url(settings.redis_url, N_SHARDS) as store:
-        counts: Counter = Counter()
-        for user in users:
-            record = store.deltas.get(store.shard_of(user), user)
-            counts[user] = record.events if record else 0
-        return counts
-
-
-def make_events(users: list[str]) -> list[dict]:
-    rng = np.random.default_rng(11)
-    return [
-        {
-            "event_id": f"ev-{i}",
-            "user": users[int(rng.integers(len(users)))],
-            "item": str(int(rng.integers(40))),
-            "signal": "click" if rng.random() < 0.4 else "skip",
-            "ts": 1.7e9 + i,
-        }
-        for i in range(EVENTS)
-    ]
-
-
 def test_the_service_scales_out_on_a_redis_cluster(service: Service) -> None:
     settings = service.settings
     admin = issue_token(settings, admin=True).token
@@ -140,7 +116,7 @@ def test_the_service_scales_out_on_a_redis_cluster(service: Service) -> None:
         start_celery(service, name)
 
     users = [f"user-{i}" for i in range(N_USERS)]
-    events = make_events(users)
+    events = events_for(users, EVENTS, seed=11)
     accepted = Counter()
     for i, start in enumerate(range(0, EVENTS, 200)):
         batch = events[start : start + 200]

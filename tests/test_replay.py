@@ -138,25 +138,26 @@ def test_missing_folder(tmp_path: Path) -> None:
     assert "nope: no such folder; make one with `fedlearn datasets" in result.output
 
 
-def test_empty_log(tmp_path: Path, synthetic_dir: Path) -> None:
-    empty = tmp_path / "empty"
-    empty.mkdir()
+def with_events(synthetic_dir: Path, folder: Path, events: bytes) -> Path:
+    """``folder``: the synthetic dataset's catalog and manifest with ``events`` as its log."""
+    folder.mkdir()
     for name in ("items.jsonl", "dataset.json"):
-        (empty / name).write_bytes((synthetic_dir / name).read_bytes())
-    (empty / "events.jsonl").write_bytes(b"")
+        (folder / name).write_bytes((synthetic_dir / name).read_bytes())
+    (folder / "events.jsonl").write_bytes(events)
+    return folder
+
+
+def test_empty_log(tmp_path: Path, synthetic_dir: Path) -> None:
+    empty = with_events(synthetic_dir, tmp_path / "empty", b"")
     result = CliRunner().invoke(main, ["replay", str(empty)])
     assert result.exit_code == 1
     assert "events.jsonl: holds no events; there is nothing to replay" in result.output
 
 
 def test_a_bad_event_row_is_reported_with_its_line(tmp_path: Path, synthetic_dir: Path) -> None:
-    bad = tmp_path / "bad"
-    bad.mkdir()
-    for name in ("items.jsonl", "dataset.json"):
-        (bad / name).write_bytes((synthetic_dir / name).read_bytes())
     lines = (synthetic_dir / "events.jsonl").read_bytes().splitlines(keepends=True)[:5]
     lines[2] = lines[2].replace(b'"click"', b'"clik"').replace(b'"skip"', b'"clik"')
-    (bad / "events.jsonl").write_bytes(b"".join(lines))
+    bad = with_events(synthetic_dir, tmp_path / "bad", b"".join(lines))
     result = CliRunner().invoke(main, ["replay", str(bad)])
     assert result.exit_code == 1
     assert "events.jsonl line 3:" in result.output and "clik" in result.output

@@ -41,12 +41,18 @@ def fill(store: Store, per_user: dict[str, int]) -> None:
     store.streams.append_events(SHARD, evs)
 
 
+def read_leased(store: Store, per_user: dict[str, int], owner: str = "t") -> Batch:
+    """What a trainer starts from: ``per_user`` events in the shard's stream, the shard's
+    lease held by ``owner``, and the batch it read."""
+    fill(store, per_user)
+    assert store.leases.acquire(SHARD, owner, 30_000)
+    return store.streams.read_batch(SHARD, owner, block_ms=0)
+
+
 def one_user_batch(store: Store, events: int, owner: str = "t") -> tuple[str, Batch]:
     """One user's ``events`` in the shard's stream, read by ``owner`` under its lease."""
     (user,) = users_of(SHARD, 1)
-    fill(store, {user: events})
-    assert store.leases.acquire(SHARD, owner, 30_000)
-    return user, store.streams.read_batch(SHARD, owner, block_ms=0)
+    return user, read_leased(store, {user: events}, owner)
 
 
 def apply(store: Store, batch, owner: str, known: dict[str, int] | None = None):
@@ -72,9 +78,7 @@ def apply(store: Store, batch, owner: str, known: dict[str, int] | None = None):
 
 def test_commit_writes_deltas_acks_and_logs(store: Store):
     a, b = users_of(SHARD, 2)
-    fill(store, {a: 2, b: 1})
-    assert store.leases.acquire(SHARD, "t1", 30_000)
-    batch = store.streams.read_batch(SHARD, "t1", block_ms=0)
+    batch = read_leased(store, {a: 2, b: 1}, "t1")
     result = apply(store, batch, "t1")
     assert (result.users, result.acked, result.logged, result.replayed) == (2, 3, 3, False)
 
@@ -118,9 +122,7 @@ def test_a_trainer_that_lost_its_lease_cannot_commit(store: Store):
 
 def test_a_stale_user_refuses_the_whole_commit(store: Store):
     a, b = users_of(SHARD, 2)
-    fill(store, {a: 2})
-    assert store.leases.acquire(SHARD, "t", 30_000)
-    first = store.streams.read_batch(SHARD, "t", block_ms=0)
+    first = read_leased(store, {a: 2})
     apply(store, first, "t")
     fill(store, {b: 1})
     second = store.streams.read_batch(SHARD, "t", block_ms=0)

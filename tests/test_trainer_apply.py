@@ -21,6 +21,16 @@ def no_catalog(_item: str) -> None:
     return None
 
 
+def apply(states: dict[str, UserState], entries: list[Entry], **kwargs: object):
+    """``apply_batch`` with no catalog and no stored predictions, unless ``kwargs`` say so."""
+    options = {
+        "item_features": no_catalog,
+        "prediction_features": lambda pid, item: None,
+        "applied_at": 1.0,
+    }
+    return apply_batch(BASE, states, entries, SETTINGS, **{**options, **kwargs})
+
+
 def test_an_event_naming_its_prediction_trains_on_the_features_prediction_saw() -> None:
     recorded = {"user=a": 1.0, "item=1": 1.0, "genre=Drama": 1.0, "hour=9": 1.0}
     event = {"user": "a", "item": "1", "prediction_id": "p1", "context": {"hour": "21"}}
@@ -34,15 +44,7 @@ def test_an_event_naming_its_prediction_trains_on_the_features_prediction_saw() 
 def test_entries_already_applied_are_skipped_and_the_rest_logged_with_predictions() -> None:
     states = {"a": UserState(Delta(4), StreamId(5, 0)), "b": UserState(Delta(4), NEVER)}
     entries = [entry("4-0", "a", "1"), entry("6-0", "a", "2", "skip"), entry("7-0", "b", "3")]
-    out = apply_batch(
-        BASE,
-        states,
-        entries,
-        SETTINGS,
-        item_features=no_catalog,
-        prediction_features=lambda pid, item: None,
-        applied_at=2.0,
-    )
+    out = apply(states, entries, applied_at=2.0)
     assert (out.applied, out.skipped) == (2, 1)
     records = list(expand(out.log))
     assert [r["event_id"] for r in records] == ["6-0", "7-0"]
@@ -62,25 +64,12 @@ def test_a_forget_entry_drops_the_users_earlier_events_and_starts_a_new_clone() 
     states = {"a": UserState(learned, StreamId(1, 0)), "b": UserState(Delta(4), NEVER)}
     forget = Entry("5-0", {"event_id": "f", "user": "a", "type": "forget", "ts": 1.0})
     entries = [entry("4-0", "a", "1"), forget, entry("6-0", "a", "2"), entry("7-0", "b", "3")]
-    out = apply_batch(
-        BASE,
-        states,
-        entries,
-        SETTINGS,
-        item_features=no_catalog,
-        prediction_features=lambda pid, item: None,
-        applied_at=2.0,
-    )
+    out = apply(states, entries, applied_at=2.0)
     assert (out.applied, out.forgotten) == (2, 2)
     a = out.users["a"]
     assert a.last_event == StreamId(6, 0)
     assert a.delta.n_events == 1 and "item=1" not in a.delta.names, "the old clone is gone"
     assert [r["event_id"] for r in expand(out.log)] == ["6-0", "7-0"]
-
-
-def apply(states: dict[str, UserState], entries: list[Entry], **kwargs: object):
-    options = {"item_features": no_catalog, "prediction_features": lambda pid, item: None}
-    return apply_batch(BASE, states, entries, SETTINGS, applied_at=1.0, **{**options, **kwargs})
 
 
 def test_a_clone_that_goes_non_finite_is_reset_to_the_base_counted_and_never_stored() -> None:

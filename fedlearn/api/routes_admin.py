@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import orjson
 from flask import Response
 
 from fedlearn.api.auth import issue_token
 from fedlearn.api.context import api_context
 from fedlearn.api.errors import Unavailable, ValidationFailed
-from fedlearn.api.routing import ApiBlueprint, Reply
+from fedlearn.api.routing import ApiBlueprint, Reply, json_response
 from fedlearn.api.schemas import AdminTokenRequest, TokenRequest, TokenResponse
 from fedlearn.config import ConfigError
 
@@ -44,6 +43,4 @@ def create_token(body: TokenRequest) -> Response:
         "sub": issued.sub,
         "role": issued.role,
     }
-    response = Response(orjson.dumps(answer), status=201, mimetype="application/json")
-    response.headers["Cache-Control"] = "no-store"
-    return response
+    return json_response(answer, status=201)

@@ -12,8 +12,6 @@ batch is safe.
 
 from __future__ import annotations
 
-from typing import Any
-
 import orjson
 from flask import Response, request
 
@@ -21,18 +19,11 @@ from fedlearn.api.context import api_context
 from fedlearn.api.errors import Forbidden, Problem, TooManyRequests, ValidationFailed
 from fedlearn.api.parsing import read_json, validate
 from fedlearn.api.quotas import enforce_rate
-from fedlearn.api.routing import ApiBlueprint, Reply, principal
+from fedlearn.api.routing import ApiBlueprint, Reply, list_length, principal
 from fedlearn.api.schemas import EventBatch, EventsAccepted
 from fedlearn.serving.ingest import ingest
 
 bp = ApiBlueprint("events", __name__, tag="events")
-
-
-def _count(raw: Any) -> int:
-    """How many events a body claims to carry (0 when it is not even shaped like a batch)."""
-    if isinstance(raw, dict) and isinstance(raw.get("events"), list):
-        return len(raw["events"])
-    return 0
 
 
 @bp.operation(
@@ -51,7 +42,7 @@ def post_events() -> Response:
     metrics = ctx.metrics
     limit = ctx.settings.max_events_per_request
     raw = read_json(request)
-    n = _count(raw)
+    n = list_length(raw, "events")
     if n > limit:
         metrics.events_rejected.labels("too_many").inc(n)
         raise ValidationFailed(

@@ -9,14 +9,11 @@ body, for clients that do not follow redirects); it is never cached.
 
 from __future__ import annotations
 
-from typing import Any
-
-import orjson
 from flask import Response, request, url_for
 
 from fedlearn.api.context import api_context
 from fedlearn.api.errors import NotFound
-from fedlearn.api.routing import ApiBlueprint, Reply
+from fedlearn.api.routing import ApiBlueprint, Reply, json_response
 from fedlearn.api.schemas import BaseRef, Catalog, ItemsQuery, UserModel
 from fedlearn.serving.clones import load_clone, model_json
 from fedlearn.serving.ingest import forget_entry
@@ -26,12 +23,6 @@ bp = ApiBlueprint("models", __name__, tag="models")
 
 IMMUTABLE = "public, max-age=31536000, immutable"
 FLFM = "application/octet-stream"
-
-
-def _json(data: Any, status: int = 200) -> Response:
-    response = Response(orjson.dumps(data), status=status, mimetype="application/json")
-    response.headers["Cache-Control"] = "no-store"
-    return response
 
 
 def _empty(status: int) -> Response:
@@ -57,7 +48,7 @@ def get_model(user: str) -> Response:
         gate_eta=ctx.settings.gate_eta, on_unreadable=ctx.metrics.unreadable_records.inc,
     )  # fmt: skip
     base_url = url_for("models.get_base", version=clone.base.version)
-    return _json(model_json(clone, ctx.settings, base_url))
+    return json_response(model_json(clone, ctx.settings, base_url))
 
 
 @bp.operation(
@@ -118,7 +109,7 @@ def get_current_base() -> Response:
             "--publish` or start the service with `fedlearn up --demo`"
         )
     url = url_for("models.get_base", version=version)
-    response = _json({"version": version, "url": url}, status=307)
+    response = json_response({"version": version, "url": url}, status=307)
     response.headers["Location"] = url
     return response
 
@@ -168,4 +159,4 @@ def get_base(version: str) -> Response:
 def list_items(query: ItemsQuery) -> Response:
     ctx = api_context()
     items, _ = ctx.store.catalog.page(query.limit)
-    return _json({"items": items[: query.limit]})
+    return json_response({"items": items[: query.limit]})

@@ -9,16 +9,10 @@ from fedlearn.aggregate.checks import is_finite
 from fedlearn.api.context import api_context
 from fedlearn.api.errors import Unavailable
 from fedlearn.api.openapi import build_document
-from fedlearn.api.routing import ApiBlueprint, Reply
+from fedlearn.api.routing import ApiBlueprint, Reply, json_response
 from fedlearn.api.schemas import Health, Ready
 
 bp = ApiBlueprint("ops", __name__, tag="ops")
-
-
-def _json(data: object) -> Response:
-    response = Response(orjson.dumps(data), mimetype="application/json")
-    response.headers["Cache-Control"] = "no-store"
-    return response
 
 
 @bp.operation(
@@ -27,7 +21,7 @@ def _json(data: object) -> Response:
 )  # fmt: skip
 def healthz() -> Response:
     """Answers without touching Redis: a liveness probe must not fail because Redis does."""
-    return _json({"status": "ok"})
+    return json_response({"status": "ok"})
 
 
 @bp.operation(
@@ -53,7 +47,9 @@ def readyz() -> Response:
             f"the current base {version!r} cannot be served: {problem}; roll back to a good "
             f"version with POST /v1/base/rollback or `fedlearn base list`"
         )
-    return _json({"status": "ready", "base_version": version, "n_shards": ctx.store.n_shards})
+    return json_response(
+        {"status": "ready", "base_version": version, "n_shards": ctx.store.n_shards}
+    )
 
 
 def _unservable(version: str) -> str | None:

@@ -8,14 +8,13 @@ a call may ask for at most ``max_rank_cells`` feature cells (413).
 
 from __future__ import annotations
 
-import orjson
 from flask import Response, request
 
 from fedlearn.api.context import api_context
 from fedlearn.api.errors import PayloadTooLarge, ValidationFailed
 from fedlearn.api.parsing import read_json, validate
 from fedlearn.api.quotas import enforce_rank_size, enforce_rate, prediction_quota
-from fedlearn.api.routing import ApiBlueprint, Reply, principal
+from fedlearn.api.routing import ApiBlueprint, Reply, json_response, list_length, principal
 from fedlearn.api.schemas import RankRequest, RankResponse
 from fedlearn.serving.clones import rank
 from fedlearn.store.predictions import PredictionTooLargeError
@@ -39,8 +38,8 @@ def rank_items(user: str) -> Response:
     ctx = api_context()
     raw = read_json(request)
     limit = ctx.settings.max_rank_items
-    if isinstance(raw, dict) and isinstance(raw.get("items"), list) and len(raw["items"]) > limit:
-        n = len(raw["items"])
+    n = list_length(raw, "items")
+    if n > limit:
         raise ValidationFailed(
             f"{n} candidates sent, at most {limit} are ranked per request "
             f"(FEDLEARN_MAX_RANK_ITEMS); send fewer",
@@ -60,6 +59,4 @@ def rank_items(user: str) -> Response:
         raise PayloadTooLarge(
             f"{exc} (FEDLEARN_PREDICTION_MAX_BYTES_PER_USER); nothing was stored"
         ) from None
-    response = Response(orjson.dumps(answer), mimetype="application/json")
-    response.headers["Cache-Control"] = "no-store"
-    return response
+    return json_response(answer)

@@ -17,7 +17,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from flask import Blueprint, current_app, g, request
+import orjson
+from flask import Blueprint, Response, current_app, g, request
 from pydantic import BaseModel
 
 from fedlearn.api.auth import (
@@ -154,3 +155,19 @@ class ApiBlueprint(Blueprint):
 def principal() -> Principal:
     """The caller of the current request (set by the route wrapper)."""
     return g.principal
+
+
+def json_response(data: Any, status: int = 200) -> Response:
+    """``data`` as a JSON answer marked ``no-store``: our JSON answers are per caller or
+    change from one call to the next, so no cache may keep them (only the base bytes may)."""
+    response = Response(orjson.dumps(data), status=status, mimetype="application/json")
+    response.headers["Cache-Control"] = "no-store"
+    return response
+
+
+def list_length(raw: Any, field: str) -> int:
+    """How many items ``raw[field]`` claims to hold, read before validation so that an
+    oversized list is refused without validating every item (0 when it is not even a list)."""
+    if isinstance(raw, dict) and isinstance(raw.get(field), list):
+        return len(raw[field])
+    return 0

@@ -9,10 +9,12 @@ are several workers (so ``/metrics`` sums every worker). Each worker then builds
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import sys
 import threading
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -33,11 +35,13 @@ log = logging.getLogger(__name__)
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 
 
-class _Gunicorn(BaseApplication):  # type: ignore[misc]
-    """gunicorn's documented way to embed it: options in, our app factory per worker."""
+class EmbeddedGunicorn(BaseApplication):  # type: ignore[misc]
+    """gunicorn's documented way to embed it: options in, ``load_app()`` called in each
+    worker, after the fork (so each worker opens its own connections). Also the bare
+    benchmark app's server (benchmarks/bare_app.py), so both run under the same gunicorn."""
 
-    def __init__(self, settings: Settings, options: dict[str, Any]) -> None:
-        self._settings = settings
+    def __init__(self, load_app: Callable[[], Flask], options: dict[str, Any]) -> None:
+        self._load_app = load_app
         self._options = options
         super().__init__()
 
@@ -47,9 +51,13 @@ class _Gunicorn(BaseApplication):  # type: ignore[misc]
                 self.cfg.set(key, value)
 
     def load(self) -> Flask:
-        from fedlearn.api.app import create_app  # in the worker, after the fork
+        return self._load_app()
 
-        return create_app(self._settings)
+
+def _worker_app(settings: Settings) -> Flask:
+    from fedlearn.api.app import create_app  # in the worker, after the fork
+
+    return create_app(settings)
 
 
 def gunicorn_problem(exc: BaseException) -> Problem | None:
@@ -169,7 +177,7 @@ def run_gunicorn(
         settings = settings.model_copy(update={"redis_url": embedded.url})
         log.info("started embedded Redis at %s (data in %s)", embedded.url, embedded.data_dir)
     try:
-        _Gunicorn(settings, options).run()
+        EmbeddedGunicorn(functools.partial(_worker_app, settings), options).run()
     finally:
         if embedded is not None:
             embedded.stop()
