@@ -276,7 +276,7 @@ def test_rows_moved_by_a_single_user_are_not_published(store: Store) -> None:
 
 @pytest.mark.parametrize("strategy", ["fedavg", "fedavgm", "trimmed_mean", "median"])
 def test_the_offline_round_matches_the_service(store: Store, strategy: str) -> None:
-    from fedlearn.aggregate.offline import aggregate_deltas
+    from fedlearn.aggregate.fold import fold_pairs
     from fedlearn.aggregate.synthetic import random_deltas
 
     base = publish_base(store)
@@ -285,7 +285,7 @@ def test_the_offline_round_matches_the_service(store: Store, strategy: str) -> N
     config = CONFIG.with_(strategy=strategy, clip_norm=0.5, max_weight=20)
     run_round_inline(store, config)
     served = current(store)
-    offline, _, summary = aggregate_deltas(
+    offline, _, summary = fold_pairs(
         base, [(d, None, d.n_events) for d in deltas.values()], config, version="2"
     )
     assert offline is not None and summary["users"] == 30

@@ -23,6 +23,7 @@ import numpy as np
 from fedlearn.aggregate.changes import apply_update, next_version, norm_summary
 from fedlearn.aggregate.checks import CandidateRefused, Rejections, check_candidate
 from fedlearn.aggregate.config import AggregationConfig
+from fedlearn.aggregate.fold import fold_rows
 from fedlearn.aggregate.heartbeat import beating
 from fedlearn.aggregate.mapper import map_shard
 from fedlearn.aggregate.partials import (
@@ -31,7 +32,7 @@ from fedlearn.aggregate.partials import (
     update_from_bytes,
     update_to_bytes,
 )
-from fedlearn.aggregate.strategies import INTERCEPT, RowUpdate
+from fedlearn.aggregate.strategies import INTERCEPT
 from fedlearn.model import Base
 from fedlearn.store import Store, VersionConflictError, VersionExistsError
 from fedlearn.store.rounds import Rounds
@@ -228,28 +229,24 @@ def reduce_round(
         )  # fmt: skip
     base = Base.from_bytes(store.bases.get_base(version))
     strategy = config.make_strategy()
-    rng = np.random.default_rng()  # DP noise must not be predictable: fresh OS entropy
-    parts = []
-    for b in range(config.buckets):
-        blobs = [rounds.partial_field(s, round_id, f"b{b}") or b"" for s in shards]
-        rows = merge_bucket(
-            blobs, k, needs_values=strategy.needs_values,
-            max_weight=float(config.max_weight), clip_norm=config.clip_norm,
-        )  # fmt: skip
-        parts.append(strategy.aggregate(rows, rng))
-    average = RowUpdate.concat(parts, k)
-    private = (average.count < config.min_row_users) & np.array(
-        [n != INTERCEPT for n in average.names], dtype=bool
-    )
-    average = RowUpdate(
-        [n for n, hide in zip(average.names, private, strict=True) if not hide],
-        average.w[~private], average.v[~private], average.count[~private],
-    )  # fmt: skip
     state = None
     if strategy.stateful:
         blob = rounds.get_momentum(version)
         state = update_from_bytes(blob, k) if blob is not None else None
-    applied, new_state = strategy.step(average, state)
+    buckets = (
+        merge_bucket(
+            [rounds.partial_field(s, round_id, f"b{b}") or b"" for s in shards], k,
+            needs_values=strategy.needs_values, max_weight=float(config.max_weight),
+            clip_norm=config.clip_norm,
+        )
+        for b in range(config.buckets)
+    )  # fmt: skip
+    # DP noise must not be predictable: fresh OS entropy
+    folded = fold_rows(
+        buckets, k, strategy, min_row_users=config.min_row_users, state=state,
+        rng=np.random.default_rng(),
+    )  # fmt: skip
+    applied, new_state = folded.step, folded.state
     norms = np.concatenate(
         [norms_of(rounds.partial_field(s, round_id, "norms") or b"") for s in shards]
     )
@@ -257,7 +254,7 @@ def reduce_round(
     summary.update(
         version=new_version,
         rows_updated=len(applied.names),
-        rows_withheld=int(private.sum()),
+        rows_withheld=folded.rows_withheld,
         new_rows=sum(1 for n in applied.names if n != INTERCEPT and n not in base.index),
         **norm_summary(norms, config.clip_norm),
     )
