@@ -25,6 +25,7 @@ from typing import Any, Literal
 from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict, SettingsError
 
+from fedlearn.aggregate.strategies import StrategyName  # the registry: the one list
 from fedlearn.model.delta import DEFAULT_MAX_ROWS
 
 ENV_PREFIX = "FEDLEARN_"
@@ -116,7 +117,7 @@ class Settings(BaseSettings):
 
     # --- federated aggregation (fedlearn/aggregate/config.py reads these) ----------------
     aggregation_every_min: int = Field(default=60, ge=0, description="0 turns scheduled rounds off")
-    aggregation_strategy: Literal["fedavg", "fedavgm", "trimmed_mean", "median"] = "fedavg"
+    aggregation_strategy: StrategyName = "fedavg"
     aggregation_clip_norm: float = Field(default=5.0, ge=0, description="0: no clipping")
     aggregation_noise_multiplier: float = Field(default=0.0, ge=0)
     aggregation_min_users: int = Field(default=2, ge=1)

@@ -16,6 +16,7 @@ import orjson
 from flask import Response, request, url_for
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 
+from fedlearn.aggregate.strategies import StrategyName
 from fedlearn.api.context import api_context
 from fedlearn.api.errors import NotFound, Problem, Unavailable, ValidationFailed
 from fedlearn.api.parsing import read_json, validate
@@ -32,7 +33,6 @@ RoundId = Annotated[str, Field(pattern=r"^[A-Za-z0-9._-]{1,64}$")]
 # PositiveWhole with an upper bound (constraints before the validator, so the OpenAPI schema
 # shows it): the round's record stores its config as JSON, whose integers are 64-bit.
 RoundUsers = Annotated[int, Field(strict=True, ge=1, le=10**9), BeforeValidator(_whole)]
-Strategy = Literal["fedavg", "fedavgm", "trimmed_mean", "median"]
 
 
 class AggregationRequest(BaseModel):
@@ -40,7 +40,7 @@ class AggregationRequest(BaseModel):
 
     model_config = ConfigDict(extra="forbid", strict=True)
 
-    strategy: Strategy | None = None
+    strategy: StrategyName | None = None
     min_users: RoundUsers | None = None
 
 
