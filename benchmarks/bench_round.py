@@ -28,6 +28,7 @@ import psutil
 
 from fedlearn.aggregate.config import AggregationConfig
 from fedlearn.aggregate.mapper import map_shard
+from fedlearn.aggregate.round import TERMINAL, RoundStatus
 from fedlearn.aggregate.run import begin_round, create_round, fail_round, rounds_of
 from fedlearn.aggregate.synthetic import random_deltas, write_deltas
 from fedlearn.config import load_settings
@@ -35,7 +36,6 @@ from fedlearn.devtools import EmbeddedRedis
 from fedlearn.jobs.app import START_ROUND, make_celery
 from fedlearn.model import Base
 from fedlearn.store import Store
-from fedlearn.store.rounds import TERMINAL
 
 REPO = Path(__file__).resolve().parents[1]
 HEADING = "## Aggregation rounds (issue 4)"
@@ -114,7 +114,7 @@ def one_size(
         times.append(time.perf_counter() - t0)
         peaks.append(sampler.stop())
         records.append(record)
-        if record["status"] != "done":
+        if record["status"] != RoundStatus.DONE:
             raise SystemExit(f"round {round_id} ended {record['status']}: {record.get('error')}")
     redis_after = int(store.client.info("memory")["used_memory"])
     inline_ms = map_alone(store, config)

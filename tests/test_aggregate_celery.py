@@ -25,6 +25,7 @@ import pytest
 from celery import Celery, chord
 
 from fedlearn.aggregate.config import AggregationConfig
+from fedlearn.aggregate.round import TERMINAL
 from fedlearn.aggregate.run import begin_round, create_round, rounds_of
 from fedlearn.aggregate.synthetic import write_deltas
 from fedlearn.config import load_settings
@@ -32,7 +33,6 @@ from fedlearn.devtools import EmbeddedRedis
 from fedlearn.jobs.app import MONTHLY, START_ROUND, make_celery
 from fedlearn.model import Base, Delta
 from fedlearn.store import Store
-from fedlearn.store.rounds import TERMINAL
 
 REPO = Path(__file__).resolve().parents[1]
 N_SHARDS = 4

@@ -23,6 +23,7 @@ import numpy as np
 from fedlearn.aggregate.changes import UserPair, apply_update, norm_summary, user_changes
 from fedlearn.aggregate.config import AggregationConfig
 from fedlearn.aggregate.partials import PartialBuilder
+from fedlearn.aggregate.round import RoundStatus
 from fedlearn.aggregate.strategies import INTERCEPT, RowSums, RowUpdate, RowValues, Strategy
 from fedlearn.model import Base
 
@@ -102,7 +103,7 @@ def fold_pairs(
         )  # fmt: skip
     summary: dict[str, Any] = {"users": builder.users, "events": builder.events}
     if builder.users < config.min_users:
-        return None, state, {**summary, "status": "skipped"}
+        return None, state, {**summary, "status": RoundStatus.SKIPPED}
     rows = builder.rows(max_weight=float(config.max_weight), clip_norm=config.clip_norm)
     folded = fold_rows(
         [rows], k, strategy, min_row_users=config.min_row_users, state=state,
@@ -110,7 +111,7 @@ def fold_pairs(
         total_weight=None if per_row else builder.weight,
     )  # fmt: skip
     summary.update(
-        status="published", rows_updated=len(folded.step.names),
+        status=RoundStatus.PUBLISHED, rows_updated=len(folded.step.names),
         rows_withheld=folded.rows_withheld, **norm_summary(builder.norms, config.clip_norm),
     )  # fmt: skip
     new = apply_update(base, folded.step, version=version, meta={**base.meta, "round": summary})

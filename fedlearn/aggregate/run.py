@@ -32,6 +32,7 @@ from fedlearn.aggregate.partials import (
     update_from_bytes,
     update_to_bytes,
 )
+from fedlearn.aggregate.round import RoundStatus, move
 from fedlearn.aggregate.strategies import INTERCEPT
 from fedlearn.model import Base
 from fedlearn.store import Store, VersionConflictError, VersionExistsError
@@ -80,14 +81,18 @@ def begin_round(store: Store, rounds: Rounds, round_id: str) -> bool:
     record = rounds.get(round_id)
     if record is None:
         raise LookupError(f"round {round_id!r} does not exist; create it first")
-    if record["status"] != "queued":
-        return record["status"] == "running"
+    if record["status"] != RoundStatus.QUEUED:
+        return record["status"] == RoundStatus.RUNNING
     if not rounds.acquire_lock(round_id, _ttl_ms(record)):
         holder = rounds.lock_holder()
-        rounds.transition(
-            round_id, "rejected", allowed=["queued"], finished_at=time.time(),
+        move(
+            rounds,
+            round_id,
+            RoundStatus.REJECTED,
+            allowed=[RoundStatus.QUEUED],
+            finished_at=time.time(),
             error=f"round {holder!r} is running; one round runs at a time, retry after it",
-        )  # fmt: skip
+        )
         return False
     try:
         finish_open_rounds(store, rounds, round_id)
@@ -98,11 +103,18 @@ def begin_round(store: Store, rounds: Rounds, round_id: str) -> bool:
     except Exception as exc:
         fail_round(store, rounds, round_id, str(exc))
         raise
-    moved, _ = rounds.transition(
-        round_id, "running", allowed=["queued"], base=version, n_factors=base.n_factors,
-        generation=int(base.meta.get("generation", 0)), shards=store.n_shards,
-        started_at=time.time(), heartbeat_at=rounds.clock(),
-    )  # fmt: skip
+    moved, _ = move(
+        rounds,
+        round_id,
+        RoundStatus.RUNNING,
+        allowed=[RoundStatus.QUEUED],
+        base=version,
+        n_factors=base.n_factors,
+        generation=int(base.meta.get("generation", 0)),
+        shards=store.n_shards,
+        started_at=time.time(),
+        heartbeat_at=rounds.clock(),
+    )
     return moved
 
 
@@ -113,22 +125,21 @@ def finish_open_rounds(store: Store, rounds: Rounds, current: str) -> None:
             continue
         record = rounds.get(other)
         status = record["status"] if record else None
-        if status == "publishing" and store.bases.current_version() == record.get("new_version"):
-            rounds.transition(other, "published", allowed=["publishing"])
-            status = "published"
-        if status == "published":
+        if status == RoundStatus.PUBLISHING and store.bases.current_version() == record.get(
+            "new_version"
+        ):
+            move(rounds, other, RoundStatus.PUBLISHED, allowed=[RoundStatus.PUBLISHING])
+            status = RoundStatus.PUBLISHED
+        if status == RoundStatus.PUBLISHED:
             promote_round(store, rounds, other, release=False)
-        elif status in ("running", "publishing"):
+        elif status in (RoundStatus.RUNNING, RoundStatus.PUBLISHING):
             abandon_round(store, rounds, other, f"found unfinished ({status}) by round {current}")
 
 
 def abandon_round(store: Store, rounds: Rounds, round_id: str, reason: str) -> bool:
     """Give up on a round that will not finish: forget its partials and candidates. True if
     this call abandoned it (False: it had moved on, or was abandoned already)."""
-    moved, _ = rounds.transition(
-        round_id, "abandoned", allowed=["queued", "running", "publishing"], error=reason,
-        finished_at=time.time(),
-    )  # fmt: skip
+    moved, _ = move(rounds, round_id, RoundStatus.ABANDONED, error=reason, finished_at=time.time())
     if moved:
         for shard in range(store.n_shards):
             rounds.discard(shard, round_id)
@@ -137,8 +148,13 @@ def abandon_round(store: Store, rounds: Rounds, round_id: str, reason: str) -> b
 
 def fail_round(store: Store, rounds: Rounds, round_id: str, error: str) -> None:
     """Record a failure; a round that may have published is left to the next round."""
-    moved, _ = rounds.transition(
-        round_id, "failed", allowed=["queued", "running"], error=error, finished_at=time.time()
+    moved, _ = move(
+        rounds,
+        round_id,
+        RoundStatus.FAILED,
+        allowed=[RoundStatus.QUEUED, RoundStatus.RUNNING],
+        error=error,
+        finished_at=time.time(),
     )
     if moved:
         for shard in range(store.n_shards):
@@ -157,9 +173,15 @@ def _end_unpublished(
     """End a running round without publishing (``skipped``, or ``failed`` when its candidate
     was refused): forget its partials, free the lock; the current base stays."""
     summary = {**summary, "status": status, "reason": reason}
-    error = {"error": reason} if status == "failed" else {}
-    rounds.transition(
-        round_id, status, allowed=["running"], result=summary, finished_at=time.time(), **error
+    error = {"error": reason} if status == RoundStatus.FAILED else {}
+    move(
+        rounds,
+        round_id,
+        status,
+        allowed=[RoundStatus.RUNNING],
+        result=summary,
+        finished_at=time.time(),
+        **error,
     )
     for shard in range(store.n_shards):
         rounds.discard(shard, round_id)
@@ -177,11 +199,11 @@ def reduce_round(
     if record is None:
         raise LookupError(f"round {round_id!r} does not exist")
     status = record["status"]
-    if status in ("published", "done", "skipped"):
+    if status in (RoundStatus.PUBLISHED, RoundStatus.DONE, RoundStatus.SKIPPED):
         return record.get("result", {})
-    if status == "publishing":
+    if status == RoundStatus.PUBLISHING:
         return _finish_publishing(store, rounds, record)
-    if status != "running":
+    if status != RoundStatus.RUNNING:
         raise RoundError(f"round {round_id} is {status}: {record.get('error', '')}")
     config = AggregationConfig.from_json(record["config"])
     if not rounds.renew_lock(round_id, _ttl_ms(record)):
@@ -223,7 +245,7 @@ def reduce_round(
     }
     if users < config.min_users:
         return _end_unpublished(
-            store, rounds, round_id, summary, "skipped",
+            store, rounds, round_id, summary, RoundStatus.SKIPPED,
             f"{users} user(s) contributed, fewer than min_users={config.min_users}; their "
             f"changes wait for the next round",
         )  # fmt: skip
@@ -266,12 +288,21 @@ def reduce_round(
         )
     except CandidateRefused as exc:
         return _end_unpublished(
-            store, rounds, round_id, summary, "failed", f"{exc}; base {version} stays current"
+            store,
+            rounds,
+            round_id,
+            summary,
+            RoundStatus.FAILED,
+            f"{exc}; base {version} stays current",
         )
     if new_state is not None:
         rounds.put_momentum(new_version, update_to_bytes(new_state))
-    moved, was = rounds.transition(
-        round_id, "publishing", allowed=["running"], new_version=new_version
+    moved, was = move(
+        rounds,
+        round_id,
+        RoundStatus.PUBLISHING,
+        allowed=[RoundStatus.RUNNING],
+        new_version=new_version,
     )
     if not moved:
         raise RoundError(f"round {round_id} became {was} while reducing; nothing published")
@@ -296,8 +327,13 @@ def _shard_note(meta: dict[str, Any]) -> dict[str, Any]:
 
 
 def _publish_failed(store: Store, rounds: Rounds, round_id: str, error: str) -> dict[str, Any]:
-    rounds.transition(
-        round_id, "failed", allowed=["publishing"], error=error, finished_at=time.time()
+    move(
+        rounds,
+        round_id,
+        RoundStatus.FAILED,
+        allowed=[RoundStatus.PUBLISHING],
+        error=error,
+        finished_at=time.time(),
     )
     for shard in range(store.n_shards):
         rounds.discard(shard, round_id)
@@ -318,8 +354,13 @@ def _finish_publishing(
     except VersionConflictError as exc:
         if exc.actual != new_version:
             return _publish_failed(store, rounds, round_id, str(exc))
-    rounds.transition(
-        round_id, "published", allowed=["publishing"], result=summary, published_at=time.time()
+    move(
+        rounds,
+        round_id,
+        RoundStatus.PUBLISHED,
+        allowed=[RoundStatus.PUBLISHING],
+        result=summary,
+        published_at=time.time(),
     )
     return summary
 
@@ -332,13 +373,18 @@ def promote_round(
     record = rounds.get(round_id)
     if record is None:
         raise LookupError(f"round {round_id!r} does not exist")
-    if record["status"] == "published":
+    if record["status"] == RoundStatus.PUBLISHED:
         promoted = 0
         for shard in range(store.n_shards):
             promoted += rounds.promote(shard, round_id)
             rounds.drop_partial(shard, round_id)
-        rounds.transition(
-            round_id, "done", allowed=["published"], promoted=promoted, finished_at=time.time()
+        move(
+            rounds,
+            round_id,
+            RoundStatus.DONE,
+            allowed=[RoundStatus.PUBLISHED],
+            promoted=promoted,
+            finished_at=time.time(),
         )
     if release:
         rounds.release_lock(round_id)

@@ -16,6 +16,7 @@ import orjson
 from flask import Response, request, url_for
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 
+from fedlearn.aggregate.round import RoundStatus, move
 from fedlearn.aggregate.strategies import StrategyName
 from fedlearn.api.context import api_context
 from fedlearn.api.errors import NotFound, Problem, Unavailable, ValidationFailed
@@ -23,7 +24,6 @@ from fedlearn.api.parsing import read_json, validate
 from fedlearn.api.routing import ApiBlueprint, Reply
 from fedlearn.api.schemas import BaseVersion, _whole
 from fedlearn.store import UnknownVersionError
-from fedlearn.store.rounds import RoundStatus
 
 bp = ApiBlueprint("aggregations", __name__, tag="admin")
 
@@ -168,10 +168,16 @@ def start_aggregation() -> Response:
     try:
         _celery().send_task(START_ROUND, args=[round_id])
     except Exception as exc:  # kombu's OperationalError and friends: the broker is down
-        rounds.transition(round_id, "failed", allowed=["queued"], error=f"not sent: {exc}")
+        move(
+            rounds,
+            round_id,
+            RoundStatus.FAILED,
+            allowed=[RoundStatus.QUEUED],
+            error=f"not sent: {exc}",
+        )
         raise Unavailable(f"could not hand the round to the workers' broker: {exc}") from None
     url = url_for("aggregations.get_aggregation", round_id=round_id)
-    response = _json({"id": round_id, "status": "queued", "url": url}, status=202)
+    response = _json({"id": round_id, "status": RoundStatus.QUEUED, "url": url}, status=202)
     response.headers["Location"] = url
     return response
 

@@ -25,7 +25,6 @@ from __future__ import annotations
 import re
 import time
 from collections.abc import Iterable, Mapping, Sequence
-from enum import StrEnum
 from typing import Any
 
 import orjson
@@ -38,29 +37,6 @@ CANDIDATE_TTL_S = 7 * 24 * 3600  # a crashed attempt's leftovers disappear by th
 MOMENTUM_TTL_S = 90 * 24 * 3600
 
 
-class RoundStatus(StrEnum):
-    """The states of a round. ``TRANSITIONS`` below is the one place that says which status
-    may follow which; ``Rounds.transition`` refuses any other move."""
-
-    QUEUED = "queued"
-    RUNNING = "running"  # holds the lock; its tasks renew ``heartbeat_at`` while they work
-    PUBLISHING = "publishing"
-    PUBLISHED = "published"
-    DONE = "done"
-    SKIPPED = "skipped"
-    FAILED = "failed"
-    ABANDONED = "abandoned"
-    REJECTED = "rejected"
-
-
-_S = RoundStatus
-TRANSITIONS: dict[RoundStatus, frozenset[RoundStatus]] = {
-    _S.QUEUED: frozenset({_S.RUNNING, _S.REJECTED, _S.FAILED, _S.ABANDONED}),
-    _S.RUNNING: frozenset({_S.PUBLISHING, _S.SKIPPED, _S.FAILED, _S.ABANDONED}),
-    _S.PUBLISHING: frozenset({_S.PUBLISHED, _S.FAILED, _S.ABANDONED}),
-    _S.PUBLISHED: frozenset({_S.DONE}),
-}
-TERMINAL = frozenset(s for s in RoundStatus if not TRANSITIONS.get(s))
 _ROUND_ID = re.compile(r"[A-Za-z0-9._-]{1,64}")
 
 # KEYS: record, index, open.  ARGV: round id, created_at, then field/value pairs -> 1 | 0
@@ -239,24 +215,17 @@ class Rounds:
         return record
 
     def transition(
-        self, round_id: str, to: str, *, allowed: Iterable[str] = (), **fields: Any
+        self, round_id: str, to: str, *, allowed: Iterable[str], terminal: bool, **fields: Any
     ) -> tuple[bool, str | None]:
-        """Move the round to status ``to`` (setting ``fields``) if its status is one of
-        ``allowed`` (default: every status ``TRANSITIONS`` lets move to ``to``). Returns
-        (moved, the status before)."""
+        """Set status ``to`` (and ``fields``) if the status is one of ``allowed``, atomically;
+        a ``terminal`` status also closes the round. Which moves are legal is the caller's
+        (``aggregate.round.move``). Returns (moved, the status before; ``None``: no round)."""
         check_round_id(round_id)
-        target = RoundStatus(to)
-        sources = {s for s, targets in TRANSITIONS.items() if target in targets}
-        chosen = {RoundStatus(s) for s in allowed} or sources
-        if not chosen <= sources:
-            illegal = sorted(chosen - sources)
-            raise ValueError(f"a round cannot move from {illegal} to {to!r}; see TRANSITIONS")
         pairs = _pairs({"updated_at": time.time(), **fields})
         reply = self._transition(
             keys=[self.record_key(round_id), self.open_key()],
-            args=[round_id, ",".join(sorted(chosen)), to, "1" if target in TERMINAL else "0",
-                  *pairs],
-        )  # fmt: skip
+            args=[round_id, ",".join(allowed), to, "1" if terminal else "0", *pairs],
+        )
         status = _text(reply[0])
         if status == "MISSING":
             return False, None

@@ -32,9 +32,10 @@ import redis
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
+from fedlearn.aggregate.round import TERMINAL
 from fedlearn.store import keys
 from fedlearn.store.bases import BaseInfo
-from fedlearn.store.rounds import TERMINAL, Rounds
+from fedlearn.store.rounds import Rounds
 from fedlearn.store.streamid import StreamId
 
 TAG = "{telemetry}"
