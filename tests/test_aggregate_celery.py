@@ -30,7 +30,7 @@ from fedlearn.aggregate.run import begin_round, create_round, rounds_of
 from fedlearn.aggregate.synthetic import write_deltas
 from fedlearn.config import load_settings
 from fedlearn.devtools import EmbeddedRedis
-from fedlearn.jobs.app import MONTHLY, START_ROUND, make_celery
+from fedlearn.jobs.app import MAP_SHARD, MONTHLY, PROMOTE, REDUCE, START_ROUND, make_celery
 from fedlearn.model import Base, Delta
 from fedlearn.store import Store
 
@@ -190,14 +190,14 @@ def test_duplicated_tasks_count_nothing_twice(
     round_id = create_round(rounds, CONFIG)
     assert begin_round(store, rounds, round_id)
     maps = [
-        app.signature("fedlearn.aggregate.map_shard", args=(round_id, s), immutable=True)
+        app.signature(MAP_SHARD, args=(round_id, s), immutable=True)
         for s in range(N_SHARDS)
         for _ in range(2)  # every shard's task twice
     ]
-    reducer = app.signature("fedlearn.aggregate.reduce", args=(round_id,), immutable=True)
+    reducer = app.signature(REDUCE, args=(round_id,), immutable=True)
     chord(maps, reducer).apply_async().get(timeout=60)
     app.send_task(START_ROUND, args=[round_id]).get(timeout=60)  # a re-sent start, too
-    app.send_task("fedlearn.aggregate.promote", args=[round_id]).get(timeout=60)
+    app.send_task(PROMOTE, args=[round_id]).get(timeout=60)
     record = wait_for(store, round_id)
     assert record["status"] == "done" and record["result"]["users"] == 24
     assert [h.version for h in store.bases.history()] == ["1", "2"]

@@ -1,7 +1,7 @@
 """The steps of a round against the store, each safe to run twice: begin, (map per shard, in
 ``mapper``), reduce, promote; and ``run_round_inline``, all of them in this process.
 
-States of a round (``store.rounds.RoundStatus``, whose ``TRANSITIONS`` allow each move):
+States of a round (``round.RoundStatus``, whose ``TRANSITIONS`` allow each move):
 ``queued`` -> ``running`` (holds the lock) -> ``publishing`` -> ``published`` -> ``done``
 (snapshots promoted, lock released); or ``rejected`` (another round held the lock),
 ``skipped`` (too few users: nothing published, changes wait), ``failed`` (also: the candidate
@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import secrets
 import time
+from collections.abc import Iterable
 from typing import Any
 
 import numpy as np
@@ -104,17 +105,10 @@ def begin_round(store: Store, rounds: Rounds, round_id: str) -> bool:
         fail_round(store, rounds, round_id, str(exc))
         raise
     moved, _ = move(
-        rounds,
-        round_id,
-        RoundStatus.RUNNING,
-        allowed=[RoundStatus.QUEUED],
-        base=version,
-        n_factors=base.n_factors,
-        generation=int(base.meta.get("generation", 0)),
-        shards=store.n_shards,
-        started_at=time.time(),
-        heartbeat_at=rounds.clock(),
-    )
+        rounds, round_id, RoundStatus.RUNNING, allowed=[RoundStatus.QUEUED], base=version,
+        n_factors=base.n_factors, generation=int(base.meta.get("generation", 0)),
+        shards=store.n_shards, started_at=time.time(), heartbeat_at=rounds.clock(),
+    )  # fmt: skip
     return moved
 
 
@@ -136,29 +130,35 @@ def finish_open_rounds(store: Store, rounds: Rounds, current: str) -> None:
             abandon_round(store, rounds, other, f"found unfinished ({status}) by round {current}")
 
 
-def abandon_round(store: Store, rounds: Rounds, round_id: str, reason: str) -> bool:
-    """Give up on a round that will not finish: forget its partials and candidates. True if
-    this call abandoned it (False: it had moved on, or was abandoned already)."""
-    moved, _ = move(rounds, round_id, RoundStatus.ABANDONED, error=reason, finished_at=time.time())
+def _close(
+    store: Store,
+    rounds: Rounds,
+    round_id: str,
+    to: RoundStatus,
+    *,
+    allowed: Iterable[RoundStatus] = (),
+    **fields: Any,
+) -> bool:
+    """End the round with status ``to`` (stamped ``finished_at``) and, if this call moved it,
+    forget its partials and candidates: they count in no round now (whoever moved it first
+    forgot them). The lock is the caller's to release."""
+    moved, _ = move(rounds, round_id, to, allowed=allowed, finished_at=time.time(), **fields)
     if moved:
         for shard in range(store.n_shards):
             rounds.discard(shard, round_id)
     return moved
 
 
+def abandon_round(store: Store, rounds: Rounds, round_id: str, reason: str) -> bool:
+    """Give up on a round that will not finish: forget its partials and candidates. True if
+    this call abandoned it (False: it had moved on, or was abandoned already)."""
+    return _close(store, rounds, round_id, RoundStatus.ABANDONED, error=reason)
+
+
 def fail_round(store: Store, rounds: Rounds, round_id: str, error: str) -> None:
     """Record a failure; a round that may have published is left to the next round."""
-    moved, _ = move(
-        rounds,
-        round_id,
-        RoundStatus.FAILED,
-        allowed=[RoundStatus.QUEUED, RoundStatus.RUNNING],
-        error=error,
-        finished_at=time.time(),
-    )
-    if moved:
-        for shard in range(store.n_shards):
-            rounds.discard(shard, round_id)
+    allowed = [RoundStatus.QUEUED, RoundStatus.RUNNING]
+    _close(store, rounds, round_id, RoundStatus.FAILED, allowed=allowed, error=error)
     rounds.release_lock(round_id)
 
 
@@ -167,24 +167,15 @@ def _end_unpublished(
     rounds: Rounds,
     round_id: str,
     summary: dict[str, Any],
-    status: str,
+    status: RoundStatus,
     reason: str,
 ) -> dict[str, Any]:
     """End a running round without publishing (``skipped``, or ``failed`` when its candidate
     was refused): forget its partials, free the lock; the current base stays."""
     summary = {**summary, "status": status, "reason": reason}
     error = {"error": reason} if status == RoundStatus.FAILED else {}
-    move(
-        rounds,
-        round_id,
-        status,
-        allowed=[RoundStatus.RUNNING],
-        result=summary,
-        finished_at=time.time(),
-        **error,
-    )
-    for shard in range(store.n_shards):
-        rounds.discard(shard, round_id)
+    running = [RoundStatus.RUNNING]
+    _close(store, rounds, round_id, status, allowed=running, result=summary, **error)
     rounds.release_lock(round_id)
     return summary
 
@@ -297,12 +288,9 @@ def reduce_round(
         )
     if new_state is not None:
         rounds.put_momentum(new_version, update_to_bytes(new_state))
+    running = [RoundStatus.RUNNING]
     moved, was = move(
-        rounds,
-        round_id,
-        RoundStatus.PUBLISHING,
-        allowed=[RoundStatus.RUNNING],
-        new_version=new_version,
+        rounds, round_id, RoundStatus.PUBLISHING, allowed=running, new_version=new_version
     )
     if not moved:
         raise RoundError(f"round {round_id} became {was} while reducing; nothing published")
@@ -327,16 +315,8 @@ def _shard_note(meta: dict[str, Any]) -> dict[str, Any]:
 
 
 def _publish_failed(store: Store, rounds: Rounds, round_id: str, error: str) -> dict[str, Any]:
-    move(
-        rounds,
-        round_id,
-        RoundStatus.FAILED,
-        allowed=[RoundStatus.PUBLISHING],
-        error=error,
-        finished_at=time.time(),
-    )
-    for shard in range(store.n_shards):
-        rounds.discard(shard, round_id)
+    publishing = [RoundStatus.PUBLISHING]
+    _close(store, rounds, round_id, RoundStatus.FAILED, allowed=publishing, error=error)
     rounds.release_lock(round_id)
     raise RoundError(f"round {round_id}: {error}; nothing was published")
 
@@ -354,14 +334,8 @@ def _finish_publishing(
     except VersionConflictError as exc:
         if exc.actual != new_version:
             return _publish_failed(store, rounds, round_id, str(exc))
-    move(
-        rounds,
-        round_id,
-        RoundStatus.PUBLISHED,
-        allowed=[RoundStatus.PUBLISHING],
-        result=summary,
-        published_at=time.time(),
-    )
+    # from publishing, the one status before published (TRANSITIONS)
+    move(rounds, round_id, RoundStatus.PUBLISHED, result=summary, published_at=time.time())
     return summary
 
 
@@ -378,14 +352,8 @@ def promote_round(
         for shard in range(store.n_shards):
             promoted += rounds.promote(shard, round_id)
             rounds.drop_partial(shard, round_id)
-        move(
-            rounds,
-            round_id,
-            RoundStatus.DONE,
-            allowed=[RoundStatus.PUBLISHED],
-            promoted=promoted,
-            finished_at=time.time(),
-        )
+        # from published, the one status before done (TRANSITIONS)
+        move(rounds, round_id, RoundStatus.DONE, promoted=promoted, finished_at=time.time())
     if release:
         rounds.release_lock(round_id)
     return rounds.get(round_id) or record
