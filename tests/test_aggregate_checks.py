@@ -27,7 +27,7 @@ from fedlearn.aggregate.run import (
     rounds_of,
     run_round_inline,
 )
-from fedlearn.aggregate.synthetic import write_deltas
+from fedlearn.aggregate.synthetic import publish, write_deltas
 from fedlearn.cli.aggregate import describe
 from fedlearn.model import Base, Delta
 from fedlearn.model.block import RowTable
@@ -50,10 +50,7 @@ def delta(value: float, *, rows: int = 1, events: int = 3) -> Delta:
 
 
 def publish_base(store: Store) -> Base:
-    base = Base.fresh([f"item={i}" for i in range(4)], K, version="1")
-    store.bases.put_base("1", base.to_bytes(), {})
-    store.bases.set_current("1")
-    return base
+    return publish(store, Base.fresh([f"item={i}" for i in range(4)], K, version="1"))
 
 
 def test_clipping_never_passes_nan_or_inf_on() -> None:
