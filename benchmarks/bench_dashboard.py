@@ -32,7 +32,6 @@ from fedlearn.devtools import EmbeddedRedis
 from fedlearn.model import Base
 from fedlearn.store import Store, keys
 from fedlearn.trainer.apply import CloneSettings
-from fedlearn.trainer.publisher import Publisher
 from fedlearn.trainer.trainer import Trainer, TrainerConfig
 
 N_SHARDS = 16
@@ -116,14 +115,13 @@ def main() -> None:
         config = TrainerConfig(name="bench", batch_size=1000)
         trainer = Trainer(store, lambda _: clone, config)
         trainer.ownership.maintain()
-        publisher = Publisher(trainer)
         done = 0
         for n in sizes:
             feed(store, trainer, done, n, rng)
             done = n
             gc.collect()
             started = time.perf_counter()
-            snapshot = publisher.publish()
+            snapshot = trainer.telemetry.publish(trainer.telemetry_state())
             publish_ms = (time.perf_counter() - started) * 1000
             run_round_inline(store, AggregationConfig(min_users=2, min_row_users=2))
             times, size = time_endpoint(client, headers, args.requests)

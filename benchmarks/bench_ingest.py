@@ -39,6 +39,7 @@ from fedlearn.devtools import EmbeddedRedis
 from fedlearn.model import Base
 from fedlearn.store import Store
 from fedlearn.store.catalog import Catalog
+from fedlearn.telemetry.summary import histogram_quantile, per_bucket
 
 N_SHARDS = 8
 N_ITEMS = 120
@@ -125,21 +126,12 @@ def histogram(metrics_url: str, name: str) -> dict[float, float]:
     return {float(le): float(count) for le, count in pattern.findall(text)}
 
 
-def histogram_quantile(before: dict[float, float], after: dict[float, float], q: float) -> float:
+def quantile_between(before: dict[float, float], after: dict[float, float], q: float) -> float:
     """Prometheus-style quantile (linear within a bucket) of the observations in between."""
     bounds = sorted(after)
-    counts = [after[b] - before.get(b, 0.0) for b in bounds]
-    total = counts[-1] if counts else 0.0
-    if total <= 0:
-        return float("nan")
-    rank, lower, below = q * total, 0.0, 0.0
-    for bound, cumulative in zip(bounds, counts, strict=True):
-        if cumulative >= rank:
-            if bound == float("inf"):
-                return lower
-            return lower + (bound - lower) * (rank - below) / max(cumulative - below, 1e-12)
-        lower, below = bound, cumulative
-    return lower
+    cumulative = [after[b] - before.get(b, 0.0) for b in bounds]
+    value = histogram_quantile(q, bounds, per_bucket(cumulative))
+    return float("nan") if value is None else value
 
 
 def measure(
@@ -290,8 +282,8 @@ def freshness(
         "timeouts": probe.timeouts,
         "p50_ms": float(np.percentile(samples, 50)),
         "p99_ms": float(np.percentile(samples, 99)),
-        "trainer_p50_ms": 1000 * histogram_quantile(before, after, 0.50),
-        "trainer_p99_ms": 1000 * histogram_quantile(before, after, 0.99),
+        "trainer_p50_ms": 1000 * quantile_between(before, after, 0.50),
+        "trainer_p99_ms": 1000 * quantile_between(before, after, 0.99),
     }
 
 

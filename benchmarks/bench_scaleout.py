@@ -108,7 +108,7 @@ def run_once(
     with server.client() as client:
         client.flushall()
     store = Store.from_url(server.url, n_shards, stream_maxlen=max(100_000, 2 * per_shard))
-    telemetry = Telemetry.of(store)
+    telemetry = store.telemetry
     total = prefill(store, per_shard, seed=n)
     env = {
         **os.environ,

@@ -27,16 +27,25 @@ from pydantic_settings import BaseSettings, SettingsConfigDict, SettingsError
 
 from fedlearn.aggregate.strategies import StrategyName  # the registry: the one list
 from fedlearn.model.delta import DEFAULT_MAX_ROWS
+from fedlearn.model.gating import GateSettings
+from fedlearn.model.train import TrainConfig
 
 ENV_PREFIX = "FEDLEARN_"
 SECRET_KEY_FILE = "secret_key"
 MIN_SECRET_LEN = 16
-# Training lr of a base without one in its header (Base.fresh); TrainConfig's default.
-DEFAULT_BASE_LR = 0.05
+# Training lr of a base without one in its header (Base.fresh): batch training's default.
+DEFAULT_BASE_LR = TrainConfig().lr
+# The model owns the gate's defaults (model/ imports nothing of ours); settings refer to them.
+_GATE = GateSettings()
 
 
 class ConfigError(ValueError):
     """A setting is missing or invalid; the message names the variable, the value and the fix."""
+
+
+def _positive_finite(default: float, description: str) -> Any:
+    """A ``> 0``, finite float field (a bound that ``inf`` would switch off unnoticed)."""
+    return Field(default=default, gt=0, allow_inf_nan=False, description=description)
 
 
 class Settings(BaseSettings):
@@ -56,45 +65,76 @@ class Settings(BaseSettings):
         validation_alias=AliasChoices("FEDLEARN_REDIS_URL", "REDIS_URL"),
         description="redis://host:port/0 of a Redis or a cluster node; unset: embedded Redis",
     )
-    data_dir: Path = Field(default=Path(".fedlearn"), description="local state folder")
+    data_dir: Path = Field(
+        default=Path(".fedlearn"),
+        description="local state folder: Redis data, signing key, event log, runtime file",
+    )
     redis_appendfsync: Literal["always", "everysec", "no"] = Field(
         default="everysec", description="the embedded Redis' AOF fsync ('always': lose nothing)"
     )
-    n_shards: int = Field(default=8, ge=1, le=16384)
+    n_shards: int = Field(
+        default=8, ge=1, le=16384, description="shards of the event streams; every process agrees"
+    )
 
     # --- auth ----------------------------------------------------------------------------
     auth: bool = Field(default=True, description="bearer tokens required; 'off' for local dev")
-    secret_key: SecretStr | None = Field(default=None, description="signs the tokens")
+    secret_key: SecretStr | None = Field(
+        default=None, description="signs the tokens; unset: DATA_DIR/secret_key (`fedlearn up`)"
+    )
     previous_secret_keys: list[SecretStr] = Field(
         default_factory=list,
         description="JSON list of retired keys still accepted (key rotation), oldest first",
     )
-    user_token_ttl_s: int = Field(default=7 * 24 * 3600, ge=1)
-    admin_token_ttl_s: int = Field(default=3600, ge=1)
-    max_token_ttl_s: int = Field(default=90 * 24 * 3600, ge=1)
+    user_token_ttl_s: int = Field(
+        default=7 * 24 * 3600, ge=1, description="lifetime of a user token by default"
+    )
+    admin_token_ttl_s: int = Field(default=3600, ge=1, description="lifetime of an admin token")
+    max_token_ttl_s: int = Field(
+        default=90 * 24 * 3600, ge=1, description="the longest lifetime a token can be given"
+    )
 
     # --- ingest --------------------------------------------------------------------------
-    max_events_per_request: int = Field(default=500, ge=1, le=100_000)
-    max_body_bytes: int = Field(default=1 << 20, ge=1024)
-    stream_maxlen: int = Field(default=100_000, ge=1)
-    dedupe_window_s: int = Field(default=24 * 3600, ge=1)
+    max_events_per_request: int = Field(
+        default=500, ge=1, le=100_000, description="events in one POST /v1/events"
+    )
+    max_body_bytes: int = Field(
+        default=1 << 20, ge=1024, description="a larger request body is refused (413)"
+    )
+    stream_maxlen: int = Field(
+        default=100_000, ge=1, description="entries per shard stream; beyond it ingest answers 429"
+    )
+    dedupe_window_s: int = Field(
+        default=24 * 3600, ge=1, description="how long an event_id is remembered (retries)"
+    )
     retry_after_s: int = Field(default=2, ge=1, description="Retry-After of a 429")
     # Per user token (admins are not limited), shared by every API process; 0 turns one off.
     # A person on the demo page sends a few events a second; these stop floods, not people.
-    rate_events_per_s: float = Field(default=50.0, ge=0, allow_inf_nan=False)
-    rate_events_burst: int = Field(default=1000, ge=1, description="events at once per user")
-    rate_rank_per_s: float = Field(default=10.0, ge=0, allow_inf_nan=False)
+    rate_events_per_s: float = Field(
+        default=50.0, ge=0, allow_inf_nan=False, description="events per second per user token"
+    )
+    rate_events_burst: int = Field(
+        default=1000, ge=1, description="events at once per user; a rate of 0 turns the limit off"
+    )
+    rate_rank_per_s: float = Field(
+        default=10.0, ge=0, allow_inf_nan=False, description="rank calls per second per user"
+    )
     rate_rank_burst: int = Field(default=50, ge=1, description="rank calls at once per user")
 
     # --- ranking -------------------------------------------------------------------------
-    max_rank_items: int = Field(default=1000, ge=1)
+    max_rank_items: int = Field(default=1000, ge=1, description="candidates per rank call")
     max_rank_cells: int = Field(
         default=20_000, ge=1, description="candidates x (context + item features) per rank call"
     )
     # One user's live prediction records; the oldest are dropped first (docs/OPERATIONS.md).
-    prediction_max_per_user: int = Field(default=64, ge=1)
-    prediction_max_bytes_per_user: int = Field(default=8 << 20, ge=1024)
-    prediction_ttl_s: int = Field(default=3600, ge=1, le=30 * 24 * 3600)
+    prediction_max_per_user: int = Field(
+        default=64, ge=1, description="a user's live prediction records"
+    )
+    prediction_max_bytes_per_user: int = Field(
+        default=8 << 20, ge=1024, description="bytes of a user's live prediction records"
+    )
+    prediction_ttl_s: int = Field(
+        default=3600, ge=1, le=30 * 24 * 3600, description="a prediction record expires after this"
+    )
     base_cache_size: int = Field(default=4, ge=1, description="bases kept decoded per process")
 
     # --- the trainers -------------------------------------------------------------------
@@ -108,57 +148,88 @@ class Settings(BaseSettings):
     )
     # The defaults are the ones the offline replay chose on MovieLens (BENCHMARKS.md).
     clone_l2: float = Field(default=0.2, ge=0, description="pull of the delta toward the base")
-    clone_bias_lr: float | None = Field(default=0.2, gt=0, description="unset: the clone lr")
+    clone_bias_lr: float | None = Field(
+        default=0.2, gt=0, description="step of a user's own intercept; unset: the clone lr"
+    )
     clone_max_rows: int = Field(
         default=DEFAULT_MAX_ROWS, ge=1, description="cap on a delta's rows (LRU evicted)"
     )
-    gate_eta: float = Field(default=1.0, gt=0, description="Hedge rate of the clone/base gate")
-    gate_decay: float = Field(default=0.95, gt=0, le=1, description="the gate's forgetting")
+    gate_eta: float = Field(
+        default=_GATE.eta, gt=0, description="Hedge rate of the clone/base gate"
+    )
+    gate_decay: float = Field(
+        default=_GATE.decay, gt=0, le=1, description="the gate's forgetting of past losses"
+    )
 
     # --- federated aggregation (fedlearn/aggregate/config.py reads these) ----------------
-    aggregation_every_min: int = Field(default=60, ge=0, description="0 turns scheduled rounds off")
-    aggregation_strategy: StrategyName = "fedavg"
-    aggregation_clip_norm: float = Field(default=5.0, ge=0, description="0: no clipping")
-    aggregation_noise_multiplier: float = Field(default=0.0, ge=0)
-    aggregation_min_users: int = Field(default=2, ge=1)
-    aggregation_min_row_users: int = Field(default=2, ge=1, description="keeps user= rows out")
-    aggregation_max_weight: int = Field(default=100, ge=1, description="cap on a user's weight")
-    aggregation_server_lr: float = Field(default=1.0, gt=0)
-    aggregation_momentum: float = Field(default=0.9, ge=0, lt=1)
-    aggregation_trim_beta: float = Field(default=0.1, ge=0, lt=0.5)
-    aggregation_lock_ttl_s: int = Field(default=900, ge=1)
-    aggregation_buckets: int = Field(default=8, ge=1)
+    aggregation_every_min: int = Field(
+        default=60, ge=0, description="minutes between rounds; 0 turns them off"
+    )
+    aggregation_strategy: StrategyName = Field(
+        default="fedavg", description="how a round folds the users' changes"
+    )
+    aggregation_clip_norm: float = Field(
+        default=5.0, ge=0, description="a user's change is clipped to this norm; 0: no clipping"
+    )
+    aggregation_noise_multiplier: float = Field(
+        default=0.0, ge=0, description="Gaussian noise (DP), as a multiple of the clip norm"
+    )
+    aggregation_min_users: int = Field(
+        default=2, ge=1, description="a round with fewer users publishes nothing"
+    )
+    aggregation_min_row_users: int = Field(
+        default=2,
+        ge=1,
+        description="a row needs this many users to be folded (keeps user= rows out)",
+    )
+    aggregation_max_weight: int = Field(
+        default=100, ge=1, description="cap on a user's weight (events) in a round"
+    )
+    aggregation_server_lr: float = Field(
+        default=1.0, gt=0, description="step of the base toward the folded change"
+    )
+    aggregation_momentum: float = Field(default=0.9, ge=0, lt=1, description="fedavgm's momentum")
+    aggregation_trim_beta: float = Field(
+        default=0.1, ge=0, lt=0.5, description="trimmed_mean's share cut at each end"
+    )
+    aggregation_lock_ttl_s: int = Field(
+        default=900, ge=1, description="one round at a time: the lock's lifetime"
+    )
+    aggregation_buckets: int = Field(
+        default=8, ge=1, description="partial sums per round, summed in parallel"
+    )
     aggregation_max_delta_bytes: int = Field(
         default=8 << 20, ge=64, description="a user's larger delta record is rejected"
     )
-    aggregation_max_user_norm: float = Field(
-        default=1000.0,
-        gt=0,
-        allow_inf_nan=False,
-        description="a user's change above this norm is rejected",
+    aggregation_max_user_norm: float = _positive_finite(
+        1000.0, "a user's change above this norm is rejected"
     )
-    aggregation_max_row_norm: float = Field(
-        default=100.0,
-        gt=0,
-        allow_inf_nan=False,
-        description="a candidate base with a larger row is not published",
+    aggregation_max_row_norm: float = _positive_finite(
+        100.0, "a candidate base with a larger row is not published"
     )
-    aggregation_max_base_features: int = Field(default=2_000_000, ge=1)
-    aggregation_stale_s: float = Field(
-        default=30.0,
-        gt=0,
-        allow_inf_nan=False,
-        description="a round without heartbeat this long is retried",
+    aggregation_max_base_features: int = Field(
+        default=2_000_000, ge=1, description="a candidate base with more rows is not published"
     )
-    aggregation_task_time_limit_s: int = Field(default=600, ge=10)
-    monthly_time_limit_s: int = Field(default=3000, ge=10)
-    monthly_crontab: str = Field(default="0 3 1 * *", description="empty: no monthly retrain")
-    monthly_eventlog_dir: Path | None = Field(default=None, description="unset: DATA_DIR/eventlog")
+    aggregation_stale_s: float = _positive_finite(
+        30.0, "a round without heartbeat this long is retried"
+    )
+    aggregation_task_time_limit_s: int = Field(
+        default=600, ge=10, description="hard time limit of a round's task (soft: 90 %)"
+    )
+    monthly_time_limit_s: int = Field(
+        default=3000, ge=10, description="hard time limit of the monthly retrain (soft: 90 %)"
+    )
+    monthly_crontab: str = Field(
+        default="0 3 1 * *", description="when the monthly retrain runs; empty: never"
+    )
+    monthly_eventlog_dir: Path | None = Field(
+        default=None, description="the event log it reads; unset: DATA_DIR/eventlog"
+    )
 
     # --- HTTP ----------------------------------------------------------------------------
-    api_host: str = "127.0.0.1"
-    api_port: int = Field(default=8000, ge=0, le=65535)
-    api_workers: int = Field(default=2, ge=1, le=64)
+    api_host: str = Field(default="127.0.0.1", description="address the API listens on")
+    api_port: int = Field(default=8000, ge=0, le=65535, description="port the API listens on")
+    api_workers: int = Field(default=2, ge=1, le=64, description="gunicorn worker processes")
 
     @field_validator("redis_url")
     @classmethod
@@ -177,6 +248,11 @@ class Settings(BaseSettings):
         return value
 
     # --- derived -------------------------------------------------------------------------
+
+    @property
+    def gate(self) -> GateSettings:
+        """The clone/base gate's settings, as the trainer's updates take them."""
+        return GateSettings(decay=self.gate_decay, eta=self.gate_eta)
 
     def signing_keys(self) -> list[str]:
         """Keys for itsdangerous, oldest first, the signing one last.
@@ -212,7 +288,14 @@ class Settings(BaseSettings):
         return {"lr": lr, "l2": self.clone_l2, "bias_lr": bias_lr, "max_rows": self.clone_max_rows}
 
 
-def _env_name(field: str) -> str:
+def setting_default(name: str) -> Any:
+    """The default of setting ``name``: what code outside the service's settings (a dataclass,
+    a CLI option) uses, so that each default is written here once."""
+    return Settings.model_fields[name].get_default(call_default_factory=True)
+
+
+def env_name(field: str) -> str:
+    """The environment variable that setting ``field`` is read from."""
     return "REDIS_URL" if field == "redis_url" else f"{ENV_PREFIX}{field.upper()}"
 
 
@@ -223,7 +306,7 @@ def _describe(exc: ValidationError, overrides: dict[str, Any]) -> str:
         if field in overrides:
             where, value = field, overrides[field]
         else:
-            where = _env_name(field)
+            where = env_name(field)
             if field == "redis_url" and "FEDLEARN_REDIS_URL" in os.environ:
                 where = "FEDLEARN_REDIS_URL"
             value = os.environ.get(where, error.get("input"))
@@ -251,7 +334,8 @@ def settings_env(settings: Settings) -> dict[str, str]:
             text = "on" if value else "off"
         else:
             text = str(value)
-        key = "FEDLEARN_REDIS_URL" if name == "redis_url" else f"{ENV_PREFIX}{name.upper()}"
+        # FEDLEARN_REDIS_URL, not REDIS_URL: it wins over a REDIS_URL the child may inherit.
+        key = "FEDLEARN_REDIS_URL" if name == "redis_url" else env_name(name)
         env[key] = text
     return env
 
@@ -268,7 +352,7 @@ def load_settings(**overrides: Any) -> Settings:
     except SettingsError as exc:  # a list or dict variable that is not JSON
         match = re.search(r'field "(\w+)"', str(exc))
         field = match.group(1) if match else "?"
-        name = _env_name(field)
+        name = env_name(field)
         shown = "<hidden>" if "secret" in field else repr(os.environ.get(name))
         raise ConfigError(
             f"invalid settings: {name}={shown}: not valid JSON; lists are written as JSON, "

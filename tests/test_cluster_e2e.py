@@ -33,7 +33,6 @@ from fedlearn.devtools.cluster import EmbeddedCluster
 from fedlearn.devtools.embedded import free_port
 from fedlearn.model import Base
 from fedlearn.store import Store
-from fedlearn.store.telemetry import Telemetry
 from tests.live import Api, Service, wait_for
 
 N_SHARDS = 8
@@ -167,7 +166,7 @@ def test_the_service_scales_out_on_a_redis_cluster(service: Service) -> None:
     assert sum(counts.values()) == EVENTS and counts == accepted
 
     with Store.from_url(settings.redis_url, N_SHARDS) as store:
-        stats = Telemetry.of(store).shard_stats()
+        stats = store.telemetry.shard_stats()
         assert sum(s.users for s in stats) == len(accepted)
         assert all(s.pending == 0 and s.lag_seconds == 0 for s in stats)
 

@@ -17,7 +17,6 @@ from fedlearn.config import Settings, load_settings
 from fedlearn.model import Base
 from fedlearn.store import Store
 from fedlearn.trainer.apply import CloneSettings
-from fedlearn.trainer.publisher import Publisher
 from fedlearn.trainer.trainer import Trainer, TrainerConfig
 
 SECRET = "dashboard-test-secret-0123456789"
@@ -91,11 +90,10 @@ def test_the_data_shows_a_run_from_events_to_a_round(
     clone = CloneSettings(lr=0.1, l2=0.0, bias_lr=0.1)
     trainer = Trainer(store, lambda _: clone, TrainerConfig(name="dash", batch_size=100))
     trainer.ownership.maintain()
-    publisher = Publisher(trainer)
-    publisher.publish()
+    trainer.telemetry.publish(trainer.telemetry_state())
     while trainer.step():
         pass
-    publisher.publish()
+    trainer.telemetry.publish(trainer.telemetry_state())
     record = run_round_inline(store, AggregationConfig(min_users=2, min_row_users=1))
     assert record["status"] == "done"
 

@@ -135,7 +135,9 @@ class Run:
         self.sent = 0
         clone = CloneSettings(lr=0.1, l2=0.0, bias_lr=0.1)
         self.trainer = Trainer(store, lambda _: clone, TrainerConfig(name="trainer-1"))
-        self.publisher = Publisher(self.trainer, every_s=0.5, ttl_s=5)
+        self.publisher = Publisher(
+            store.telemetry, owner=self.trainer.owner, name="trainer-1", every_s=0.5, ttl_s=5
+        )
         self.threads = [
             threading.Thread(target=self._train, daemon=True),
             threading.Thread(target=self._drive, daemon=True),
@@ -162,7 +164,7 @@ class Run:
                         self.store.streams.trim_acked(shard)
                     beat = now
                 applied = self.trainer.step()
-                self.publisher.maybe_publish(now)
+                self.publisher.maybe_publish(self.trainer.telemetry_state, now)
                 if not applied:
                     self.stop.wait(0.01)
         finally:

@@ -13,7 +13,8 @@ from fedlearn.aggregate.run import run_round_inline
 from fedlearn.aggregate.synthetic import random_deltas, write_deltas
 from fedlearn.model import Base, Delta
 from fedlearn.store import Store, StreamId
-from fedlearn.store.telemetry import MAX_SNAPSHOT_BYTES, StoreCollector, Telemetry
+from fedlearn.store.telemetry import MAX_SNAPSHOT_BYTES
+from fedlearn.telemetry.collector import StoreCollector
 
 SHARD = 2
 
@@ -37,7 +38,7 @@ def scrape(registry: CollectorRegistry) -> dict[tuple[str, tuple], float]:
 
 
 def test_shard_stats_follow_a_stream_from_ingest_to_commit(store: Store) -> None:
-    telemetry = Telemetry.of(store)
+    telemetry = store.telemetry
     users = users_of(store, SHARD, 2)
     append(store, users, 10)
     before = {s.shard: s for s in telemetry.shard_stats()}
@@ -78,7 +79,7 @@ def test_the_collector_exposes_each_shard_as_the_store_sees_it(store: Store) -> 
     append(store, users, 7)
     store.leases.acquire(SHARD, "t9", 30_000)
     registry = CollectorRegistry()
-    telemetry = Telemetry.of(store)
+    telemetry = store.telemetry
     registry.register(StoreCollector(telemetry, rounds=False))
     samples = scrape(registry)
     stats = telemetry.shard_stats()
@@ -103,7 +104,7 @@ def test_the_collector_reports_the_latest_published_round(store: Store) -> None:
     result = record["result"]
 
     registry = CollectorRegistry()
-    registry.register(StoreCollector(Telemetry.of(store), shards=False))
+    registry.register(StoreCollector(store.telemetry, shards=False))
     samples = scrape(registry)
     assert samples[("fedlearn_round_users", ())] == result["users"] == 40
     clipped = result["clipped_users"] / result["users"]
@@ -121,7 +122,7 @@ def test_the_collector_reports_the_latest_published_round(store: Store) -> None:
 
 
 def test_snapshots_expire_and_refuse_per_user_lists(store: Store) -> None:
-    telemetry = Telemetry.of(store)
+    telemetry = store.telemetry
     telemetry.publish("t1@h:1:a", {"applied": 5}, ttl_s=30)
     telemetry.publish("t2@h:2:b", {"applied": 7}, ttl_s=30)
     assert sorted(s["applied"] for s in telemetry.snapshots()) == [5, 7]

@@ -12,10 +12,10 @@ from prometheus_client import REGISTRY
 from fedlearn.model import Base
 from fedlearn.model.gating import Gate
 from fedlearn.store import Store
-from fedlearn.store.telemetry import Telemetry
+from fedlearn.telemetry.summary import histogram_quantile, summarize
 from fedlearn.trainer.apply import CloneSettings
-from fedlearn.trainer.publisher import Publisher, histogram_quantile, summarize
 from fedlearn.trainer.trainer import Trainer, TrainerConfig
+from tests.test_trainer import append
 
 N_USERS = 40
 EVENTS_PER_USER = 12
@@ -34,14 +34,6 @@ def events_for(users: range, first: int, per_user: int) -> list[dict]:
                  "ts": 1.7e9 + step}
             )  # fmt: skip
     return events
-
-
-def append(store: Store, events: list[dict]) -> None:
-    by_shard: dict[int, list[dict]] = {}
-    for event in events:
-        by_shard.setdefault(store.shard_of(event["user"]), []).append(event)
-    for shard, batch in by_shard.items():
-        store.streams.append_events(shard, batch)
 
 
 def drain(trainer: Trainer) -> int:
@@ -64,13 +56,13 @@ def trainer(store: Store) -> Trainer:
 
 
 def test_the_snapshot_tells_what_the_trainer_did(store: Store, trainer: Trainer) -> None:
-    publisher = Publisher(trainer, every_s=1.0, ttl_s=10)
-    publisher.publish()  # the baseline: windows count from here
+    publisher = trainer.telemetry
+    publisher.publish(trainer.telemetry_state())  # the baseline: windows count from here
     append(store, events_for(range(N_USERS), 0, EVENTS_PER_USER))
     assert drain(trainer) == N_USERS * EVENTS_PER_USER
 
-    snap = publisher.publish()
-    assert Telemetry.of(store).snapshots() == [snap]
+    snap = publisher.publish(trainer.telemetry_state())
+    assert store.telemetry.snapshots() == [snap]
     assert snap["owner"] == trainer.owner and snap["name"] == "t1"
     assert snap["shards"] == [0, 1, 2, 3]
     assert snap["window_applied"] == N_USERS * EVENTS_PER_USER
@@ -91,16 +83,16 @@ def test_the_snapshot_tells_what_the_trainer_did(store: Store, trainer: Trainer)
     gauge = REGISTRY.get_sample_value("fedlearn_gate_users", {"served": "base"})
     assert gauge == served["base"]
 
-    assert publisher.maybe_publish() is False  # too soon after the last one
+    assert publisher.maybe_publish(trainer.telemetry_state) is False  # too soon after the last one
     append(store, events_for(range(N_USERS), EVENTS_PER_USER, 2))
     assert drain(trainer) == 2 * N_USERS
-    later = publisher.publish()
+    later = publisher.publish(trainer.telemetry_state())
     assert later["window_applied"] == 2 * N_USERS
     assert later["progressive"]["first"]["clone"]["window_events"] == 0  # nobody's first
     assert later["applied"] - snap["applied"] == 2 * N_USERS
 
     publisher.withdraw()
-    assert Telemetry.of(store).snapshots() == []
+    assert store.telemetry.snapshots() == []
 
 
 def test_histogram_quantile_interpolates_within_buckets() -> None:

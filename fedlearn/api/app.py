@@ -32,8 +32,8 @@ from fedlearn.serving.bases import BaseCache, NoBaseError
 from fedlearn.store import Store
 from fedlearn.store.ratelimit import RateLimiter
 from fedlearn.store.revocations import Revocations
-from fedlearn.store.telemetry import StoreCollector, Telemetry
 from fedlearn.telemetry.api import UNMATCHED, Metrics
+from fedlearn.telemetry.collector import StoreCollector
 
 BLUEPRINTS = (
     routes_models,
@@ -113,7 +113,7 @@ def create_app(settings: Settings | None = None, store: Store | None = None) -> 
     app = Flask(__name__, static_folder=None)
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
     app.json.sort_keys = False  # type: ignore[attr-defined]
-    metrics = Metrics(collectors=[StoreCollector(Telemetry.of(store))])
+    metrics = Metrics(collectors=[StoreCollector(store.telemetry)])
     app.extensions[EXTENSION] = ApiContext(
         settings=settings,
         store=store,

@@ -21,6 +21,7 @@ COMMANDS: dict[str, str] = {
     "base": "fedlearn.cli.base:base",
     "bench": "fedlearn.cli.bench:bench",
     "dead-letters": "fedlearn.cli.deadletters:dead_letters",
+    "settings": "fedlearn.cli.settings:settings",
 }
 
 

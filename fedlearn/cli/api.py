@@ -5,11 +5,16 @@ from __future__ import annotations
 import click
 
 from fedlearn.cli.common import fail_with_config_errors
+from fedlearn.config import setting_default
 from fedlearn.devtools.runtime import service_settings
 
 
 @click.command()
-@click.option("--host", default=None, help="Bind address (default FEDLEARN_API_HOST, 127.0.0.1).")
+@click.option(
+    "--host",
+    default=None,
+    help=f"Bind address (default FEDLEARN_API_HOST, {setting_default('api_host')}).",
+)
 @click.option(
     "--port", type=click.IntRange(0, 65535), default=None, help="Default FEDLEARN_API_PORT."
 )

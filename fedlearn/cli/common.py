@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import math
-from collections.abc import Callable
+import re
+from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
 import click
@@ -53,3 +55,62 @@ def number_list(ctx: click.Context, param: click.Parameter, value: str) -> tuple
             raise click.BadParameter(f"{text!r} must be a finite number >= 0")
         out.append(number)
     return tuple(out)
+
+
+def number_text(numbers: Sequence[float]) -> str:
+    """The inverse of :func:`number_list`, in the shortest spelling: ``(1e-05, 1.0)`` ->
+    ``"1e-5,1"``, so an option's shown default reads as one would type it."""
+
+    def short(number: float) -> str:
+        plain = f"{number:g}"
+        scientific = re.sub(r"e([+-])0*(\d)", r"e\1\2", f"{number:.0e}").replace("e+", "e")
+        if float(scientific) == number and len(scientific) < len(plain):
+            return scientific
+        return plain
+
+    return ",".join(short(n) for n in numbers)
+
+
+def default_of(config: type, name: str) -> Any:
+    """The default of field ``name`` of the dataclass ``config``: options take their defaults
+    from the config they fill, so each default is written once (slotted dataclasses have no
+    class attribute to read it from)."""
+    for item in dataclasses.fields(config):
+        if item.name == name:
+            if item.default is not dataclasses.MISSING:
+                return item.default
+            if item.default_factory is not dataclasses.MISSING:
+                return item.default_factory()
+            break
+    raise TypeError(f"{config.__name__}.{name} has no default")
+
+
+def positive_option(*decls: str, default: float, help: str | None = None) -> Callable[[F], F]:
+    """A ``> 0`` number option that shows its default (steps, learning rates)."""
+    return click.option(
+        *decls,
+        default=default,
+        show_default=True,
+        type=click.FloatRange(0, min_open=True),
+        help=help,
+    )
+
+
+def fraction_option(
+    *decls: str, default: float, help: str, min_open: bool = False, max_open: bool = False
+) -> Callable[[F], F]:
+    """A share of something, between 0 and 1, that shows its default."""
+    return click.option(
+        *decls,
+        default=default,
+        show_default=True,
+        type=click.FloatRange(0.0, 1.0, min_open=min_open, max_open=max_open),
+        help=help,
+    )
+
+
+def count_option(*decls: str, default: int, help: str | None = None) -> Callable[[F], F]:
+    """A ``>= 1`` integer option that shows its default (sizes, counts)."""
+    return click.option(
+        *decls, default=default, show_default=True, type=click.IntRange(min=1), help=help
+    )

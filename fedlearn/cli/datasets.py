@@ -12,8 +12,10 @@ from pathlib import Path
 
 import click
 
+from fedlearn.cli.common import count_option, default_of
 from fedlearn.data.catalog import Manifest
 from fedlearn.data.errors import BadRows, DataError
+from fedlearn.data.synthetic import SyntheticConfig
 
 
 def _summary(out: Path, manifest: Manifest, seconds: float) -> str:
@@ -70,23 +72,21 @@ def movielens(src: Path, out: Path, skip_bad: bool) -> None:
 
 @datasets.command()
 @click.option("--out", required=True, type=click.Path(file_okay=False, path_type=Path))
-@click.option("--users", "n_users", default=1000, show_default=True, type=click.IntRange(min=1))
-@click.option("--items", "n_items", default=500, show_default=True, type=click.IntRange(min=1))
-@click.option("--genres", "n_genres", default=8, show_default=True, type=click.IntRange(min=1))
-@click.option(
+@count_option("--users", "n_users", default=default_of(SyntheticConfig, "n_users"))
+@count_option("--items", "n_items", default=default_of(SyntheticConfig, "n_items"))
+@count_option("--genres", "n_genres", default=default_of(SyntheticConfig, "n_genres"))
+@count_option(
     "--events-per-user",
-    default=50,
-    show_default=True,
-    type=click.IntRange(min=1),
+    default=default_of(SyntheticConfig, "events_per_user"),
     help="Mean events per user (exact with --fixed-counts).",
 )
 @click.option(
     "--fixed-counts", is_flag=True, help="Every user gets exactly --events-per-user events."
 )
-@click.option("--seed", default=0, show_default=True, type=int)
+@click.option("--seed", default=default_of(SyntheticConfig, "seed"), show_default=True, type=int)
 @click.option(
     "--drift",
-    default=0.0,
+    default=default_of(SyntheticConfig, "drift"),
     show_default=True,
     type=click.FloatRange(min=0.0),
     help="How far tastes turn over the time span, in quarter turns (0 = none).",
@@ -102,7 +102,7 @@ def synthetic(
     drift: float,
 ) -> None:
     """Draw a seeded synthetic log with known per-user tastes (and optional drift)."""
-    from fedlearn.data.synthetic import SyntheticConfig, write_synthetic
+    from fedlearn.data.synthetic import write_synthetic
 
     try:
         config = SyntheticConfig(
@@ -113,7 +113,7 @@ def synthetic(
             counts="fixed" if fixed_counts else "zipf",
             seed=seed,
             drift=drift,
-            genres_per_item=min(2, n_genres),
+            genres_per_item=min(default_of(SyntheticConfig, "genres_per_item"), n_genres),
         )
     except ValueError as exc:
         raise click.UsageError(str(exc)) from None

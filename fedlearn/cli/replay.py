@@ -14,12 +14,21 @@ from typing import Any
 import click
 import orjson
 
-from fedlearn.cli.common import number_list
+from fedlearn.cli.common import (
+    count_option,
+    fraction_option,
+    number_list,
+    number_text,
+    positive_option,
+)
 from fedlearn.data.errors import DataError
 from fedlearn.evaluate.arms import AGG_RULES
-from fedlearn.evaluate.replay import ALL_ARMS, DEFAULT_ARMS, ReplayConfig, ReplayResult
+from fedlearn.evaluate.replay import ALL_ARMS, ReplayConfig, ReplayResult
 from fedlearn.evaluate.river_arms import RiverMissingError
 from fedlearn.model import TrainConfig
+
+# The options' defaults are ReplayConfig's (the figures in BENCHMARKS.md use them).
+_DEFAULTS = ReplayConfig()
 
 
 def _names(ctx: click.Context, param: click.Parameter, value: str) -> tuple[str, ...]:
@@ -130,16 +139,16 @@ def _summary(result: ReplayResult) -> str:
 
 @click.command()
 @click.argument("folder", type=click.Path(path_type=Path))
-@click.option(
+@fraction_option(
     "--split",
-    default=0.5,
-    show_default=True,
-    type=click.FloatRange(0.0, 1.0, min_open=True, max_open=True),
+    default=_DEFAULTS.split,
+    min_open=True,
+    max_open=True,
     help="Fraction of the log (by time) that trains the bases; the rest is replayed live.",
 )
 @click.option(
     "--arms",
-    default=",".join(DEFAULT_ARMS),
+    default=",".join(_DEFAULTS.arms),
     show_default=True,
     callback=_names,
     help=f"Comma-separated arms, from: {', '.join(ALL_ARMS)}.",
@@ -147,63 +156,50 @@ def _summary(result: ReplayResult) -> str:
 @click.option(
     "--lr-multiple",
     "lr_multiples",
-    default="1,2,4",
+    default=number_text(_DEFAULTS.lr_multiples),
     show_default=True,
     callback=number_list,
     help="Clone learning rates as multiples of --lr; one clones arm per multiple.",
 )
-@click.option(
-    "--lr",
-    default=0.05,
-    show_default=True,
-    type=click.FloatRange(0, min_open=True),
-    help="SGD step of the online arms' weights and latents.",
+@positive_option(
+    "--lr", default=_DEFAULTS.lr, help="SGD step of the online arms' weights and latents."
 )
-@click.option(
-    "--bias-lr",
-    default=0.2,
-    show_default=True,
-    type=click.FloatRange(0, min_open=True),
-    help="Step of each user's own intercept.",
-)
+@positive_option("--bias-lr", default=_DEFAULTS.bias_lr, help="Step of each user's own intercept.")
 @click.option(
     "--l2",
-    default=0.2,
+    default=_DEFAULTS.l2,
     show_default=True,
     type=click.FloatRange(0),
     help="Pull of a user's delta toward the base.",
 )
-@click.option(
+@count_option(
     "--agg-every",
-    default=1000,
-    show_default=True,
-    type=click.IntRange(1),
+    default=_DEFAULTS.agg_every,
     help="Live events per aggregation round (clones-agg).",
 )
-@click.option("--agg-rule", default="row-mean", show_default=True, type=click.Choice(AGG_RULES))
 @click.option(
+    "--agg-rule", default=_DEFAULTS.agg_rule, show_default=True, type=click.Choice(AGG_RULES)
+)
+@count_option(
     "--first-n",
-    default=5,
-    show_default=True,
-    type=click.IntRange(1),
+    default=_DEFAULTS.first_n,
     help="Report the AUC on each user's first N live events apart.",
 )
-@click.option("--factors", default=10, show_default=True, type=click.IntRange(1))
+@count_option("--factors", default=_DEFAULTS.train.n_factors)
 @click.option(
     "--l2-grid",
-    default="1e-5,1e-4,1e-3",
+    default=number_text(_DEFAULTS.l2_grid),
     show_default=True,
     callback=number_list,
-    help="Choose the base's L2 from these on its validation tail, as train-base does ('' = 1e-4).",
+    help="Choose the base's L2 from these on its validation tail, as train-base does "
+    f"('' = {number_text([_DEFAULTS.train.l2_w])}).",
 )
-@click.option(
+@positive_option(
     "--river-lr",
-    default=0.05,
-    show_default=True,
-    type=click.FloatRange(0, min_open=True),
+    default=_DEFAULTS.river_lr,
     help="SGD step of River's online arms (weights, latents and intercept).",
 )
-@click.option("--seed", default=0, show_default=True, type=int)
+@click.option("--seed", default=_DEFAULTS.train.seed, show_default=True, type=int)
 @click.option("--limit", type=click.IntRange(2), help="Replay only the first N events of the log.")
 @click.option("--json", "as_json", is_flag=True, help="Print the results as JSON (no progress).")
 @click.option("--markdown", is_flag=True, help="Print the table as Markdown.")

@@ -14,12 +14,23 @@ from typing import Any
 
 import click
 
-from fedlearn.cli.common import number_list
+from fedlearn.cli.common import (
+    count_option,
+    default_of,
+    fraction_option,
+    number_list,
+    number_text,
+    positive_option,
+)
 from fedlearn.cli.replay import ProgressBars
 from fedlearn.data.errors import DataError
+from fedlearn.evaluate.replay import ReplayConfig
 from fedlearn.model import TrainConfig
 
-DEFAULT_L2_GRID = "1e-5,1e-4,1e-3"
+# The grid the replay chooses its base's L2 from: train-base searches the same one.
+DEFAULT_L2_GRID = number_text(default_of(ReplayConfig, "l2_grid"))
+# The L2 of a base trained without a grid (and with no --l2): TrainConfig's.
+NO_GRID_L2 = default_of(TrainConfig, "l2_w")
 
 
 @click.command("train-base")
@@ -30,37 +41,30 @@ DEFAULT_L2_GRID = "1e-5,1e-4,1e-3"
     type=click.Path(dir_okay=False, path_type=Path),
     help="The model file to write (.flfm); replaced in one step if it exists.",
 )
-@click.option("--factors", default=10, show_default=True, type=click.IntRange(1))
-@click.option("--epochs", default=10, show_default=True, type=click.IntRange(1), help="At most.")
-@click.option("--batch-size", default=256, show_default=True, type=click.IntRange(1))
-@click.option(
-    "--lr",
-    default=0.05,
-    show_default=True,
-    type=click.FloatRange(0, min_open=True),
-    help="Adagrad step size.",
-)
+@count_option("--factors", default=default_of(TrainConfig, "n_factors"))
+@count_option("--epochs", default=default_of(TrainConfig, "epochs"), help="At most.")
+@count_option("--batch-size", default=default_of(TrainConfig, "batch_size"))
+@positive_option("--lr", default=default_of(TrainConfig, "lr"), help="Adagrad step size.")
 @click.option("--l2", type=click.FloatRange(0), help="Fixed L2 (skips the --l2-grid search).")
 @click.option(
     "--l2-grid",
     default=DEFAULT_L2_GRID,
     show_default=True,
     callback=number_list,
-    help="L2 values to choose from on the validation tail ('' for the default 1e-4).",
+    help="L2 values to choose from on the validation tail "
+    f"('' for the default {number_text([NO_GRID_L2])}).",
 )
-@click.option(
+@fraction_option(
     "--valid-fraction",
-    default=0.1,
-    show_default=True,
-    type=click.FloatRange(0.0, 1.0, max_open=True),
+    default=default_of(TrainConfig, "valid_fraction"),
+    max_open=True,
     help="Most recent share of the events held out to choose epochs and L2.",
 )
-@click.option("--seed", default=0, show_default=True, type=int)
-@click.option(
+@click.option("--seed", default=default_of(TrainConfig, "seed"), show_default=True, type=int)
+@fraction_option(
     "--until-fraction",
     default=1.0,
-    show_default=True,
-    type=click.FloatRange(0.0, 1.0, min_open=True),
+    min_open=True,
     help="Train only on this first share of the log, by time (e.g. 0.5 before a replay).",
 )
 @click.option("--version", "version", help="Version id of the base [default: base-<UTC time>].")
@@ -94,8 +98,8 @@ def train_base(
             epochs=epochs,
             batch_size=batch_size,
             lr=lr,
-            l2_w=1e-4 if l2 is None else l2,
-            l2_v=1e-4 if l2 is None else l2,
+            l2_w=NO_GRID_L2 if l2 is None else l2,
+            l2_v=NO_GRID_L2 if l2 is None else l2,
             seed=seed,
             valid_fraction=valid_fraction,
         )

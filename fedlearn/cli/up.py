@@ -9,7 +9,7 @@ from urllib.parse import urlencode
 import click
 
 from fedlearn.cli.common import fail_with_config_errors
-from fedlearn.config import Settings, load_settings
+from fedlearn.config import Settings, load_settings, setting_default
 from fedlearn.devtools.supervisor import AlreadyRunningError, RedisLostError, Supervisor
 from fedlearn.store import Store
 
@@ -26,16 +26,26 @@ def demo_link(settings: Settings, api_url: str) -> str:
 
 @click.command()
 @click.option(
-    "--port", type=click.IntRange(1, 65535), default=8000, show_default=True, help="API port."
+    "--port",
+    type=click.IntRange(1, 65535),
+    default=setting_default("api_port"),
+    show_default=True,
+    help="API port.",
 )
 @click.option("--demo", is_flag=True, help="Publish a demo base and catalog if none exists.")
 @click.option("--trainers", type=click.IntRange(1, 64), default=1, show_default=True)
-@click.option("--api-workers", type=click.IntRange(1, 64), default=2, show_default=True)
+@click.option(
+    "--api-workers",
+    type=click.IntRange(1, 64),
+    default=setting_default("api_workers"),
+    show_default=True,
+)
 @click.option(
     "--data-dir",
     type=click.Path(file_okay=False, path_type=Path),
     default=None,
-    help="Where Redis data, keys and the event log live (default: ./.fedlearn).",
+    help="Where Redis data, keys and the event log live "
+    f"(default: ./{setting_default('data_dir')}).",
 )
 @click.option("--no-celery", is_flag=True, help="Do not start the Celery worker and beat.")
 @fail_with_config_errors

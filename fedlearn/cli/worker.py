@@ -15,7 +15,7 @@ from pathlib import Path
 
 import click
 
-from fedlearn.cli.common import fail_with_config_errors
+from fedlearn.cli.common import default_of, fail_with_config_errors
 from fedlearn.devtools.runtime import require_redis_url, service_settings
 from fedlearn.model import Base
 from fedlearn.store import Store
@@ -25,8 +25,18 @@ from fedlearn.trainer.trainer import Trainer, TrainerConfig
 
 
 @click.command()
-@click.option("--name", default="trainer", show_default=True, help="Shown in leases and logs.")
-@click.option("--batch-size", type=click.IntRange(1, 10_000), default=1000, show_default=True)
+@click.option(
+    "--name",
+    default=default_of(TrainerConfig, "name"),
+    show_default=True,
+    help="Shown in leases and logs.",
+)
+@click.option(
+    "--batch-size",
+    type=click.IntRange(1, 10_000),
+    default=default_of(TrainerConfig, "batch_size"),
+    show_default=True,
+)
 @click.option(
     "--metrics-port",
     type=click.IntRange(0, 65535),
@@ -70,7 +80,10 @@ def worker(
 
     writer = EventLogWriter(store, eventlog or settings.data_dir / "eventlog")
     config = TrainerConfig(
-        name=name, batch_size=batch_size, lease_ttl_ms=settings.trainer_lease_ttl_ms
+        name=name,
+        batch_size=batch_size,
+        lease_ttl_ms=settings.trainer_lease_ttl_ms,
+        gating=settings.gate,
     )
     trainer = Trainer(store, clone_settings, config, eventlog=writer)
     stop = threading.Event()

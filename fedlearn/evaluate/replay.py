@@ -22,6 +22,7 @@ from typing import Any
 
 import numpy as np
 
+from fedlearn.config import setting_default
 from fedlearn.data.catalog import Dataset
 from fedlearn.data.errors import DataError
 from fedlearn.evaluate.arms import (
@@ -68,10 +69,11 @@ class ReplayConfig:
 
     split: float = 0.5
     arms: tuple[str, ...] = DEFAULT_ARMS
-    lr: float = 0.05
+    lr: float = TrainConfig().lr  # the base's training lr, which clone lrs multiply
     lr_multiples: tuple[float, ...] = (1.0, 2.0, 4.0)
-    bias_lr: float = 0.2
-    l2: float = 0.2
+    # The service's clone defaults are the ones this replay chose, so they are read from there.
+    bias_lr: float = setting_default("clone_bias_lr")
+    l2: float = setting_default("clone_l2")
     agg_every: int = 1000
     agg_rule: str = "row-mean"
     first_n: int = 5

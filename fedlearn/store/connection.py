@@ -43,6 +43,11 @@ def _options(
     return options
 
 
+def text(value: bytes | str) -> str:
+    """A Redis reply as ``str``: our clients answer bytes (``decode_responses=False``)."""
+    return value.decode("utf-8") if isinstance(value, bytes) else value
+
+
 def is_cluster(client: redis.Redis) -> bool:
     """Whether the server behind ``client`` runs in cluster mode (``INFO cluster``)."""
     try:

@@ -25,7 +25,12 @@ Key map (shard 3, user "42"):
 ``fl:{base}:current``          the current base version id
 ``fl:{base}:history``          list of JSON ``{"version", "meta", "created_at"}``
 ``fl:{base}:config``           hash of service-wide settings
+``fl:{telemetry}:trainer:<o>`` trainer ``<o>``'s latest metrics snapshot (JSON, EX expiry)
+``fl:{telemetry}:trainers``    sorted set owner -> time of its latest snapshot (ms)
 =============================  =====================================================
+
+The trainers' snapshot keys share the tag ``{telemetry}``, so one MGET reads every snapshot on
+a Redis Cluster.
 """
 
 from __future__ import annotations
@@ -173,3 +178,18 @@ def base_history() -> str:
 
 def config() -> str:
     return f"{PREFIX}:{BASE_TAG}:config"
+
+
+# --- trainers' telemetry snapshots (one slot, tag {telemetry}) ---------------------------------
+
+TELEMETRY_TAG = "{telemetry}"
+
+
+def trainer_snapshot(owner: str) -> str:
+    """Trainer ``owner``'s latest metrics snapshot (``store.telemetry``)."""
+    return f"{PREFIX}:{TELEMETRY_TAG}:trainer:{owner}"
+
+
+def trainer_snapshots() -> str:
+    """The live trainers: a sorted set of owner -> time of its latest snapshot (ms)."""
+    return f"{PREFIX}:{TELEMETRY_TAG}:trainers"

@@ -30,6 +30,7 @@ from typing import Any
 import orjson
 
 from fedlearn.store import keys
+from fedlearn.store.connection import text as _text
 from fedlearn.store.scripts import RELEASE_LEASE, RENEW_LEASE
 
 TAG = "{rounds}"
@@ -110,10 +111,6 @@ return {r[1], moved}
 def check_round_id(round_id: str) -> None:
     if not isinstance(round_id, str) or not _ROUND_ID.fullmatch(round_id):
         raise ValueError(f"round id must be 1..64 letters, digits or '._-', got {round_id!r}")
-
-
-def _text(value: bytes | str) -> str:
-    return value.decode("utf-8") if isinstance(value, bytes) else value
 
 
 class Rounds:

@@ -80,7 +80,7 @@ class Store:
         self.catalog = Catalog(client)
         self.members = Members(client)
         self.rounds = Rounds(client, n_shards)
-        self.telemetry = Telemetry(client, n_shards, group=group)
+        self.telemetry = Telemetry(client, n_shards, self.rounds, group=group)
         self.dead_letters = DeadLetters(client, n_shards)
 
     @classmethod

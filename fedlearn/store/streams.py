@@ -23,6 +23,7 @@ import redis
 
 from fedlearn.store import keys
 from fedlearn.store.commit import CommitResult, commit_args, read_reply
+from fedlearn.store.connection import text as _text
 from fedlearn.store.deadletters import DeadLetter
 from fedlearn.store.entries import Batch, decode_id, encode, parse_flat, parse_read
 from fedlearn.store.errors import StreamFullError
@@ -250,7 +251,3 @@ class Streams:
             if summary["pending"]:
                 keep = min(keep, StreamId.parse(_text(summary["min"])))
         return int(self._r.xtrim(stream, minid=str(keep), approximate=False))
-
-
-def _text(value: bytes | str) -> str:
-    return value.decode("utf-8") if isinstance(value, bytes) else value

@@ -27,7 +27,7 @@ from prometheus_client import CollectorRegistry, ProcessCollector, start_http_se
 from prometheus_client.multiprocess import MultiProcessCollector
 
 from fedlearn.store import Store
-from fedlearn.store.telemetry import StoreCollector, Telemetry
+from fedlearn.telemetry.collector import StoreCollector
 
 log = logging.getLogger(__name__)
 
@@ -37,7 +37,7 @@ MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 def registry_for(store: Store) -> CollectorRegistry:
     """The registry a worker serves: rounds from ``store``, this process, pool samples."""
     registry = CollectorRegistry()
-    registry.register(StoreCollector(Telemetry.of(store), shards=False, rounds=True))
+    registry.register(StoreCollector(store.telemetry, shards=False, rounds=True))
     ProcessCollector(registry=registry)
     if os.environ.get(MULTIPROC_ENV):
         MultiProcessCollector(registry)

@@ -48,6 +48,12 @@ DEAD_LETTERS = Counter(
     ["reason"],
 )
 OWNED_SHARDS = Gauge("fedlearn_trainer_owned_shards", "Shards this trainer owns")
+GATE_USERS = Gauge(
+    "fedlearn_gate_users",
+    "Users whose clone this trainer holds in memory, by what the serving gate gives them",
+    ["served"],
+)
+CACHED_USERS = Gauge("fedlearn_trainer_cached_users", "Users' clones held in memory")
 LOG_LOSS = Counter(
     "fedlearn_progressive_log_loss_sum",
     "Sum of progressive log loss (predicted before learning)",
