@@ -110,18 +110,18 @@ class AggregatedClonesArm(ClonesArm):
         self,
         base: Base,
         *,
-        lr: float,
-        bias_lr: float | None = None,
-        l2: float = 0.0,
         rule: str = "row-mean",
         name: str = "clones-agg",
         aggregation: AggregationConfig | None = None,
         seed: int = 0,
+        **kw: Any,
     ) -> None:
+        """``aggregation``: the rounds' config (default: the service's); ``seed`` seeds the
+        rounds' noise (none unless the config asks for it); ``kw``: :class:`ClonesArm`'s."""
         if rule not in AGG_RULES:
             known = ", ".join(AGG_RULES)
             raise ValueError(f"aggregation rule must be one of {known}, got {rule!r}")
-        super().__init__(base, lr=lr, bias_lr=bias_lr, l2=l2, name=name)
+        super().__init__(base, name=name, **kw)
         self.rule = rule
         self.rounds = 0
         self.config = aggregation or AggregationConfig()

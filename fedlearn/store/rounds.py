@@ -31,7 +31,7 @@ import orjson
 
 from fedlearn.store import keys
 from fedlearn.store.connection import text as _text
-from fedlearn.store.scripts import RELEASE_LEASE, RENEW_LEASE
+from fedlearn.store.scripts import CMP_NUM, RELEASE_LEASE, RENEW_LEASE
 
 TAG = "{rounds}"
 CANDIDATE_TTL_S = 7 * 24 * 3600  # a crashed attempt's leftovers disappear by themselves
@@ -79,20 +79,17 @@ return ARGV[1]
 
 # KEYS: candidates, snapshots.  ARGV: cursor, count -> {next cursor, promoted}
 # A candidate replaces a snapshot only if it is later in (generation, last_event) order.
-_PROMOTE = """
-local function num_cmp(a, b)
-  if #a ~= #b then return #a < #b and -1 or 1 end
-  if a == b then return 0 end
-  return a < b and -1 or 1
-end
+_PROMOTE = (
+    CMP_NUM
+    + """
 local function later(new, old)
   local pattern = '^(%d+)|(%d+)-(%d+)|'
   local ng, nms, nseq = string.match(new, pattern)
   local og, oms, oseq = string.match(old, pattern)
   if not og then return true end
-  local c = num_cmp(ng, og)
-  if c == 0 then c = num_cmp(nms, oms) end
-  if c == 0 then c = num_cmp(nseq, oseq) end
+  local c = cmp_num(ng, og)
+  if c == 0 then c = cmp_num(nms, oms) end
+  if c == 0 then c = cmp_num(nseq, oseq) end
   return c > 0
 end
 local r = redis.call('HSCAN', KEYS[1], ARGV[1], 'COUNT', ARGV[2])
@@ -106,6 +103,7 @@ for i = 1, #items, 2 do
 end
 return {r[1], moved}
 """
+)
 
 
 def check_round_id(round_id: str) -> None:
@@ -131,40 +129,46 @@ class Rounds:
     # -- keys ---------------------------------------------------------------------------------
 
     @staticmethod
+    def _global_key(*parts: object) -> str:
+        """A key in the rounds' own slot (tag ``{rounds}``)."""
+        return ":".join([keys.PREFIX, TAG, *map(str, parts)])
+
+    def _shard_key(self, shard: int, *parts: object) -> str:
+        """A key in ``shard``'s slot, beside the shard's deltas."""
+        keys.check_shard(shard, self.n_shards)
+        return ":".join([keys.PREFIX, keys.tag(shard), *map(str, parts)])
+
+    @staticmethod
     def lock_key() -> str:
-        return f"{keys.PREFIX}:{TAG}:lock"
+        return Rounds._global_key("lock")
 
     @staticmethod
     def record_key(round_id: str) -> str:
-        return f"{keys.PREFIX}:{TAG}:round:{round_id}"
+        return Rounds._global_key("round", round_id)
 
     @staticmethod
     def index_key() -> str:
-        return f"{keys.PREFIX}:{TAG}:index"
+        return Rounds._global_key("index")
 
     @staticmethod
     def open_key() -> str:
-        return f"{keys.PREFIX}:{TAG}:open"
+        return Rounds._global_key("open")
 
     @staticmethod
     def momentum_key(version: str) -> str:
-        return f"{keys.PREFIX}:{TAG}:momentum:{version}"
+        return Rounds._global_key("momentum", version)
 
     def snapshots_key(self, shard: int) -> str:
-        keys.check_shard(shard, self.n_shards)
-        return f"{keys.PREFIX}:{keys.tag(shard)}:snap"
+        return self._shard_key(shard, "snap")
 
     def candidates_key(self, shard: int, round_id: str, attempt: str) -> str:
-        keys.check_shard(shard, self.n_shards)
-        return f"{keys.PREFIX}:{keys.tag(shard)}:cand:{round_id}:{attempt}"
+        return self._shard_key(shard, "cand", round_id, attempt)
 
     def partial_key(self, shard: int, round_id: str) -> str:
-        keys.check_shard(shard, self.n_shards)
-        return f"{keys.PREFIX}:{keys.tag(shard)}:part:{round_id}"
+        return self._shard_key(shard, "part", round_id)
 
     def archive_key(self, shard: int, generation: int) -> str:
-        keys.check_shard(shard, self.n_shards)
-        return f"{keys.PREFIX}:{keys.tag(shard)}:archive:{generation}"
+        return self._shard_key(shard, "archive", generation)
 
     # -- the lock -------------------------------------------------------------------------------
 
