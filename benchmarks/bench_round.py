@@ -28,14 +28,14 @@ import psutil
 
 from fedlearn.aggregate.config import AggregationConfig
 from fedlearn.aggregate.mapper import map_shard
+from fedlearn.aggregate.round import TERMINAL, RoundStatus
 from fedlearn.aggregate.run import begin_round, create_round, fail_round, rounds_of
-from fedlearn.aggregate.synthetic import random_deltas, write_deltas
+from fedlearn.aggregate.synthetic import publish, random_deltas, write_deltas
 from fedlearn.config import load_settings
 from fedlearn.devtools import EmbeddedRedis
 from fedlearn.jobs.app import START_ROUND, make_celery
 from fedlearn.model import Base
 from fedlearn.store import Store
-from fedlearn.store.rounds import TERMINAL
 
 REPO = Path(__file__).resolve().parents[1]
 HEADING = "## Aggregation rounds (issue 4)"
@@ -87,8 +87,7 @@ def one_size(
     for key in store.client.scan_iter(match="fl:*", count=5000):
         store.client.unlink(key)
     base = Base.fresh([f"item={i}" for i in range(N_ITEMS)], K, version="1")
-    store.bases.put_base("1", base.to_bytes(), {})
-    store.bases.set_current("1")
+    publish(store, base)
     started = time.perf_counter()
     rng = np.random.default_rng(seed)
     for start in range(0, n_users, 10_000):  # in blocks: bounded memory while writing
@@ -114,7 +113,7 @@ def one_size(
         times.append(time.perf_counter() - t0)
         peaks.append(sampler.stop())
         records.append(record)
-        if record["status"] != "done":
+        if record["status"] != RoundStatus.DONE:
             raise SystemExit(f"round {round_id} ended {record['status']}: {record.get('error')}")
     redis_after = int(store.client.info("memory")["used_memory"])
     inline_ms = map_alone(store, config)

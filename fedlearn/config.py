@@ -164,8 +164,10 @@ class Settings(BaseSettings):
     aggregation_every_min: int = Field(
         default=60, ge=0, description="minutes between rounds; 0 turns them off"
     )
-    aggregation_strategy: Literal["fedavg", "fedavgm", "trimmed_mean", "median"] = Field(
-        default="fedavg", description="how a round folds the users' changes"
+    # A name of fedlearn/aggregate/strategies' registry, the one list of them; checked when
+    # the round's config is built (config.py sits below aggregate/ and does not import it).
+    aggregation_strategy: str = Field(
+        default="fedavg", description="how a round folds the users' changes (a strategy's name)"
     )
     aggregation_clip_norm: float = Field(
         default=5.0, ge=0, description="a user's change is clipped to this norm; 0: no clipping"

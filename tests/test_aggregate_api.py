@@ -15,7 +15,7 @@ from flask.testing import FlaskClient
 
 from fedlearn.aggregate.mapper import map_shard
 from fedlearn.aggregate.run import begin_round, promote_round, reduce_round, rounds_of
-from fedlearn.aggregate.synthetic import write_deltas
+from fedlearn.aggregate.synthetic import publish, write_deltas
 from fedlearn.api import issue_token
 from fedlearn.api.app import create_app
 from fedlearn.config import load_settings
@@ -37,8 +37,7 @@ def make_app(store: Store, redis_url: str, *, auth: bool) -> Flask:
 @pytest.fixture
 def client(store: Store, redis_url: str) -> Iterator[FlaskClient]:
     base = Base.fresh(["item=a"], 2, version="1")
-    store.bases.put_base("1", base.to_bytes(), {})
-    store.bases.set_current("1")
+    publish(store, base)
     with make_app(store, redis_url, auth=False).test_client() as c:
         yield c
 

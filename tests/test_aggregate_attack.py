@@ -18,7 +18,7 @@ import pytest
 
 from fedlearn.aggregate.config import AggregationConfig
 from fedlearn.aggregate.run import run_round_inline
-from fedlearn.aggregate.synthetic import write_deltas
+from fedlearn.aggregate.synthetic import publish, write_deltas
 from fedlearn.data.synthetic import SyntheticConfig, generate
 from fedlearn.model import Base, Clone, Delta, TrainConfig, event_features, learn_many, train_base
 from fedlearn.model.metrics import roc_auc
@@ -76,8 +76,7 @@ def world() -> dict[str, Any]:
 def auc_after_round(store: Store, world: dict[str, Any], users: dict[str, Delta],
                     config: AggregationConfig) -> float:  # fmt: skip
     store.client.flushall()
-    store.bases.put_base("1", world["base"].to_bytes(), {})
-    store.bases.set_current("1")
+    publish(store, world["base"])
     write_deltas(store, users, base="1")
     record = run_round_inline(store, config)
     assert record["status"] == "done", record

@@ -25,14 +25,14 @@ import pytest
 from celery import Celery, chord
 
 from fedlearn.aggregate.config import AggregationConfig
+from fedlearn.aggregate.round import TERMINAL
 from fedlearn.aggregate.run import begin_round, create_round, rounds_of
-from fedlearn.aggregate.synthetic import write_deltas
+from fedlearn.aggregate.synthetic import publish, write_deltas
 from fedlearn.config import load_settings
 from fedlearn.devtools import EmbeddedRedis
-from fedlearn.jobs.app import MONTHLY, START_ROUND, make_celery
+from fedlearn.jobs.app import MAP_SHARD, MONTHLY, PROMOTE, REDUCE, START_ROUND, make_celery
 from fedlearn.model import Base, Delta
 from fedlearn.store import Store
-from fedlearn.store.rounds import TERMINAL
 
 REPO = Path(__file__).resolve().parents[1]
 N_SHARDS = 4
@@ -106,10 +106,7 @@ def store(cluster: tuple[str, Celery, Path]) -> Iterator[Store]:
 
 
 def publish_base(store: Store) -> Base:
-    base = Base.fresh([f"item={i}" for i in range(6)], K, version="1")
-    store.bases.put_base("1", base.to_bytes(), {})
-    store.bases.set_current("1")
-    return base
+    return publish(store, Base.fresh([f"item={i}" for i in range(6)], K, version="1"))
 
 
 def random_users(rng: np.random.Generator, n: int) -> dict[str, Delta]:
@@ -140,6 +137,24 @@ def expected_base(base: Base, deltas: dict[str, Delta]) -> dict[str, tuple[float
     return out
 
 
+def users_on_base(store: Store, seed: int, n: int) -> tuple[Base, dict[str, Delta]]:
+    """A published base and ``n`` random users' clones on it."""
+    base = publish_base(store)
+    deltas = random_users(np.random.default_rng(seed), n)
+    write_deltas(store, deltas, base="1")
+    return base, deltas
+
+
+def published_aggregate(store: Store, base: Base, deltas: dict[str, Delta]) -> Base:
+    """Version 2, checked row by row against :func:`expected_base`."""
+    new = Base.from_bytes(store.bases.get_base("2"))
+    for name, (w, v) in expected_base(base, deltas).items():
+        i = new.index[name]
+        assert new.w[i] == pytest.approx(w, abs=1e-5)
+        assert new.v[i] == pytest.approx(v, abs=1e-5)
+    return new
+
+
 def wait_for(store: Store, round_id: str, timeout: float = 60) -> dict[str, Any]:
     rounds = rounds_of(store)
     deadline = time.monotonic() + timeout
@@ -157,19 +172,13 @@ def test_a_round_on_two_workers_publishes_the_hand_computed_aggregate(
     cluster: tuple[str, Celery, Path], store: Store
 ) -> None:
     app = cluster[1]
-    base = publish_base(store)
-    deltas = random_users(np.random.default_rng(7), 40)
-    write_deltas(store, deltas, base="1")
+    base, deltas = users_on_base(store, 7, 40)
     round_id = create_round(rounds_of(store), CONFIG, trigger="test")
     app.send_task(START_ROUND, args=[round_id])
     record = wait_for(store, round_id)
     assert record["status"] == "done", record.get("error")
-    new = Base.from_bytes(store.bases.get_base("2"))
     assert store.bases.current_version() == "2"
-    for name, (w, v) in expected_base(base, deltas).items():
-        i = new.index[name]
-        assert new.w[i] == pytest.approx(w, abs=1e-5)
-        assert new.v[i] == pytest.approx(v, abs=1e-5)
+    new = published_aggregate(store, base, deltas)
     assert new.w0 == pytest.approx(np.average([d.w0 for d in deltas.values()],
                                               weights=[d.n_events for d in deltas.values()]),
                                    abs=1e-5)  # fmt: skip
@@ -183,27 +192,23 @@ def test_duplicated_tasks_count_nothing_twice(
     cluster: tuple[str, Celery, Path], store: Store
 ) -> None:
     app = cluster[1]
-    base = publish_base(store)
-    deltas = random_users(np.random.default_rng(8), 24)
-    write_deltas(store, deltas, base="1")
+    base, deltas = users_on_base(store, 8, 24)
     rounds = rounds_of(store)
     round_id = create_round(rounds, CONFIG)
     assert begin_round(store, rounds, round_id)
     maps = [
-        app.signature("fedlearn.aggregate.map_shard", args=(round_id, s), immutable=True)
+        app.signature(MAP_SHARD, args=(round_id, s), immutable=True)
         for s in range(N_SHARDS)
         for _ in range(2)  # every shard's task twice
     ]
-    reducer = app.signature("fedlearn.aggregate.reduce", args=(round_id,), immutable=True)
+    reducer = app.signature(REDUCE, args=(round_id,), immutable=True)
     chord(maps, reducer).apply_async().get(timeout=60)
     app.send_task(START_ROUND, args=[round_id]).get(timeout=60)  # a re-sent start, too
-    app.send_task("fedlearn.aggregate.promote", args=[round_id]).get(timeout=60)
+    app.send_task(PROMOTE, args=[round_id]).get(timeout=60)
     record = wait_for(store, round_id)
     assert record["status"] == "done" and record["result"]["users"] == 24
     assert [h.version for h in store.bases.history()] == ["1", "2"]
-    new = Base.from_bytes(store.bases.get_base("2"))
-    for name, (w, _) in expected_base(base, deltas).items():
-        assert new.w[new.index[name]] == pytest.approx(w, abs=1e-5)
+    published_aggregate(store, base, deltas)
     assert rounds.lock_holder() is None
 
 
@@ -211,8 +216,7 @@ def test_a_failing_task_marks_the_round_failed_and_frees_the_lock(
     cluster: tuple[str, Celery, Path], store: Store
 ) -> None:
     app = cluster[1]
-    publish_base(store)
-    write_deltas(store, random_users(np.random.default_rng(9), 8), base="1")
+    users_on_base(store, 9, 8)
     rounds = rounds_of(store)
     round_id = create_round(rounds, CONFIG)
     assert begin_round(store, rounds, round_id)
@@ -221,6 +225,10 @@ def test_a_failing_task_marks_the_round_failed_and_frees_the_lock(
     record = wait_for(store, round_id)
     assert record["status"] == "failed"
     assert "UnknownVersionError" in record["error"] and "'1'" in record["error"]
+    # the errback marks the round failed, forgets its partials, then frees the lock
+    deadline = time.monotonic() + 10
+    while rounds.lock_holder() is not None and time.monotonic() < deadline:
+        time.sleep(0.05)
     assert rounds.lock_holder() is None
     assert not [*store.client.scan_iter(match=f"*:part:{round_id}")]
 
@@ -243,8 +251,7 @@ def test_the_monthly_task_starts_a_new_generation(
     cluster: tuple[str, Celery, Path], store: Store, tmp_path: Path
 ) -> None:
     app = cluster[1]
-    publish_base(store)
-    write_deltas(store, random_users(np.random.default_rng(10), 5), base="1")
+    users_on_base(store, 10, 5)
     folder = tmp_path / "eventlog" / "shard=000"
     folder.mkdir(parents=True)
     rng = np.random.default_rng(0)
@@ -269,8 +276,7 @@ def test_the_cli_hands_a_round_to_the_workers_and_waits(
 
     from fedlearn.cli.aggregate import aggregate
 
-    publish_base(store)
-    write_deltas(store, random_users(np.random.default_rng(11), 10), base="1")
+    users_on_base(store, 11, 10)
     env = {"REDIS_URL": cluster[0], "FEDLEARN_N_SHARDS": str(N_SHARDS),
            "FEDLEARN_DATA_DIR": str(tmp_path)}  # fmt: skip
     result = CliRunner().invoke(aggregate, [], env=env)

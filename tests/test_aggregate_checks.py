@@ -19,6 +19,7 @@ from fedlearn.aggregate.checks import (
 )
 from fedlearn.aggregate.config import AggregationConfig
 from fedlearn.aggregate.mapper import map_shard
+from fedlearn.aggregate.round import TERMINAL, TRANSITIONS, RoundStatus, move
 from fedlearn.aggregate.run import (
     begin_round,
     create_round,
@@ -26,12 +27,11 @@ from fedlearn.aggregate.run import (
     rounds_of,
     run_round_inline,
 )
-from fedlearn.aggregate.synthetic import write_deltas
+from fedlearn.aggregate.synthetic import publish, write_deltas
 from fedlearn.cli.aggregate import describe
 from fedlearn.model import Base, Delta
 from fedlearn.model.block import RowTable
 from fedlearn.store import Store
-from fedlearn.store.rounds import TERMINAL, TRANSITIONS, RoundStatus
 
 K = 2
 CONFIG = AggregationConfig(
@@ -50,10 +50,7 @@ def delta(value: float, *, rows: int = 1, events: int = 3) -> Delta:
 
 
 def publish_base(store: Store) -> Base:
-    base = Base.fresh([f"item={i}" for i in range(4)], K, version="1")
-    store.bases.put_base("1", base.to_bytes(), {})
-    store.bases.set_current("1")
-    return base
+    return publish(store, Base.fresh([f"item={i}" for i in range(4)], K, version="1"))
 
 
 def test_clipping_never_passes_nan_or_inf_on() -> None:
@@ -169,9 +166,9 @@ def test_a_rounds_status_moves_only_along_the_transitions(store: Store) -> None:
     rounds = rounds_of(store)
     round_id = create_round(rounds, CONFIG)
     with pytest.raises(ValueError, match="cannot move from"):
-        rounds.transition(round_id, "done", allowed=["queued"])
-    assert rounds.transition(round_id, "published") == (False, "queued")
-    assert rounds.transition(round_id, "abandoned") == (True, "queued")
-    assert rounds.transition(round_id, "running") == (False, "abandoned")
+        move(rounds, round_id, "done", allowed=["queued"])
+    assert move(rounds, round_id, "published") == (False, "queued")
+    assert move(rounds, round_id, "abandoned") == (True, "queued")
+    assert move(rounds, round_id, "running") == (False, "abandoned")
     assert {s for s in RoundStatus if s not in TRANSITIONS} == TERMINAL
     assert round_id not in rounds.open_rounds()

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 from click.testing import CliRunner
 
-from fedlearn.aggregate.synthetic import random_deltas, write_deltas
+from fedlearn.aggregate.synthetic import publish, random_deltas, write_deltas
 from fedlearn.cli.aggregate import aggregate
 from fedlearn.cli.base import base as base_group
 from fedlearn.model import Base
@@ -23,8 +23,7 @@ def test_aggregate_inline_then_list_and_roll_back(
     store: Store, redis_url: str, tmp_path: Path
 ) -> None:
     first = Base.fresh(["item=1"], 3, version="1")
-    store.bases.put_base("1", first.to_bytes(), {"kind": "demo"})
-    store.bases.set_current("1")
+    publish(store, first, {"kind": "demo"})
     write_deltas(store, random_deltas(np.random.default_rng(0), 10, n_factors=3), base="1")
     runner = CliRunner()
     result = runner.invoke(aggregate, ["--inline"], env=env(redis_url, tmp_path))
@@ -53,8 +52,7 @@ def test_aggregate_explains_what_it_could_not_do(
         aggregate, ["--inline", "--strategy", "krum"], env=env(redis_url, tmp_path)
     )
     assert result.exit_code == 2 and "'krum'" in result.output
-    store.bases.put_base("1", Base.fresh(["a"], 2, version="1").to_bytes(), {})
-    store.bases.set_current("1")
+    publish(store, Base.fresh(["a"], 2, version="1"))
     result = runner.invoke(aggregate, ["--inline"], env=env(redis_url, tmp_path))
     assert result.exit_code == 0 and "skipped: 0 user(s) contributed" in result.output
     result = runner.invoke(

@@ -13,7 +13,7 @@ from fedlearn.aggregate.heal import MAX_ATTEMPTS, heal_rounds
 from fedlearn.aggregate.heartbeat import beating
 from fedlearn.aggregate.mapper import map_shard
 from fedlearn.aggregate.run import begin_round, create_round, reduce_round, rounds_of
-from fedlearn.aggregate.synthetic import write_deltas
+from fedlearn.aggregate.synthetic import publish, write_deltas
 from fedlearn.model import Base, Delta
 from fedlearn.store import Store
 
@@ -25,8 +25,7 @@ CONFIG = AggregationConfig(min_users=1, min_row_users=1, buckets=2, stale_s=STAL
 def started_round(store: Store, *, attempt: int = 1) -> str:
     """A round that began (it holds the lock and is ``running``), then lost its worker."""
     base = Base.fresh(["item=a", "item=b"], K, version="1")
-    store.bases.put_base("1", base.to_bytes(), {})
-    store.bases.set_current("1")
+    publish(store, base)
     users = {}
     for i, value in enumerate((0.2, 0.4)):
         d = Delta(K)

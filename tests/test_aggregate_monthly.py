@@ -12,7 +12,7 @@ from fedlearn.aggregate.config import AggregationConfig
 from fedlearn.aggregate.monthly import retrain_from_eventlog, samples_from_log
 from fedlearn.aggregate.run import RoundError, rounds_of, run_round_inline
 from fedlearn.aggregate.snapshots import Snapshot
-from fedlearn.aggregate.synthetic import random_deltas, write_deltas
+from fedlearn.aggregate.synthetic import publish, random_deltas, write_deltas
 from fedlearn.model import Base, TrainConfig
 from fedlearn.store import Store
 
@@ -40,8 +40,7 @@ def test_retraining_starts_a_generation_and_archives_the_old_deltas(
     store: Store, tmp_path: Path
 ) -> None:
     first = Base.fresh(["item=i0"], 4, version="1")
-    store.bases.put_base("1", first.to_bytes(), {})
-    store.bases.set_current("1")
+    publish(store, first)
     deltas = random_deltas(np.random.default_rng(1), 12, n_factors=4, n_items=20)
     write_deltas(store, deltas, base="1")
     assert run_round_inline(store, CONFIG)["status"] == "done"  # users now have snapshots

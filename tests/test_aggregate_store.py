@@ -17,9 +17,10 @@ from fedlearn.aggregate.run import (
     run_round_inline,
 )
 from fedlearn.aggregate.snapshots import Snapshot
-from fedlearn.aggregate.synthetic import write_deltas
+from fedlearn.aggregate.synthetic import publish, write_deltas
 from fedlearn.model import Base, Delta
 from fedlearn.store import Store, StreamId
+from fedlearn.store.rounds import Rounds
 
 K = 2
 CONFIG = AggregationConfig(
@@ -28,10 +29,7 @@ CONFIG = AggregationConfig(
 
 
 def publish_base(store: Store) -> Base:
-    base = Base.fresh(["item=a", "item=b"], K, version="1")
-    store.bases.put_base("1", base.to_bytes(), {"kind": "test"})
-    store.bases.set_current("1")
-    return base
+    return publish(store, Base.fresh(["item=a", "item=b"], K, version="1"), {"kind": "test"})
 
 
 def delta(rows: dict[str, float], events: int, w0: float = 0.0) -> Delta:
@@ -134,16 +132,22 @@ def test_a_duplicated_map_task_counts_the_first_reading_once(store: Store) -> No
     assert row(current(store), "item=a")[0] == pytest.approx(2.0 + 8.0)
 
 
-def test_a_round_killed_before_its_reducer_changes_nothing(store: Store) -> None:
+def mapped_round(store: Store) -> tuple[Rounds, str]:
+    """A round of two users (``item=a`` moved by 1 and by 3), begun and mapped on every shard."""
     publish_base(store)
     rounds = rounds_of(store)
     write_deltas(
         store, {"u1": delta({"item=a": 1.0}, 1), "u2": delta({"item=a": 3.0}, 1)}, base="1"
     )
-    dead = create_round(rounds, CONFIG)
-    begin_round(store, rounds, dead)
+    round_id = create_round(rounds, CONFIG)
+    begin_round(store, rounds, round_id)
     for s in store.shards:
-        map_shard(store, rounds, dead, s)
+        map_shard(store, rounds, round_id, s)
+    return rounds, round_id
+
+
+def test_a_round_killed_before_its_reducer_changes_nothing(store: Store) -> None:
+    rounds, dead = mapped_round(store)
     store.client.delete(rounds.lock_key())  # the worker died; its lock expired
     assert store.bases.current_version() == "1"
     write_deltas(store, {"u3": delta({"item=a": 8.0}, 1)}, base="1")
@@ -158,15 +162,7 @@ def test_a_round_killed_before_its_reducer_changes_nothing(store: Store) -> None
 
 
 def test_a_round_published_but_not_promoted_is_finished_by_the_next(store: Store) -> None:
-    publish_base(store)
-    rounds = rounds_of(store)
-    write_deltas(
-        store, {"u1": delta({"item=a": 1.0}, 1), "u2": delta({"item=a": 3.0}, 1)}, base="1"
-    )
-    first = create_round(rounds, CONFIG)
-    begin_round(store, rounds, first)
-    for s in store.shards:
-        map_shard(store, rounds, first, s)
+    rounds, first = mapped_round(store)
     reduce_round(store, rounds, first)  # published "2"; the worker dies before promoting
     store.client.delete(rounds.lock_key())
     write_deltas(store, {"u1": delta({"item=a": 2.0}, 2)}, base="1")
@@ -276,7 +272,7 @@ def test_rows_moved_by_a_single_user_are_not_published(store: Store) -> None:
 
 @pytest.mark.parametrize("strategy", ["fedavg", "fedavgm", "trimmed_mean", "median"])
 def test_the_offline_round_matches_the_service(store: Store, strategy: str) -> None:
-    from fedlearn.aggregate.offline import aggregate_deltas
+    from fedlearn.aggregate.fold import fold_pairs
     from fedlearn.aggregate.synthetic import random_deltas
 
     base = publish_base(store)
@@ -285,7 +281,7 @@ def test_the_offline_round_matches_the_service(store: Store, strategy: str) -> N
     config = CONFIG.with_(strategy=strategy, clip_norm=0.5, max_weight=20)
     run_round_inline(store, config)
     served = current(store)
-    offline, _, summary = aggregate_deltas(
+    offline, _, summary = fold_pairs(
         base, [(d, None, d.n_events) for d in deltas.values()], config, version="2"
     )
     assert offline is not None and summary["users"] == 30

@@ -28,6 +28,7 @@ import numpy as np
 import pytest
 
 from fedlearn.aggregate.checks import is_finite
+from fedlearn.aggregate.round import TERMINAL
 from fedlearn.aggregate.synthetic import write_deltas
 from fedlearn.api import issue_token
 from fedlearn.config import load_settings
@@ -36,7 +37,6 @@ from fedlearn.devtools import EmbeddedRedis
 from fedlearn.devtools.embedded import free_port
 from fedlearn.model import Base, Delta
 from fedlearn.store import Store
-from fedlearn.store.rounds import TERMINAL
 from tests.live import Api, Service, wait_for
 from tests.test_e2e_service import applied_per_user, events_for, post_all
 

@@ -7,15 +7,14 @@ import json
 from dataclasses import replace
 from pathlib import Path
 
-import numpy as np
 import pytest
 from click.testing import CliRunner
 
 from fedlearn.cli import main
 from fedlearn.data.synthetic import SyntheticConfig, write_synthetic
-from fedlearn.evaluate.arms import AggregatedClonesArm, fold_changes
+from fedlearn.evaluate.arms import AggregatedClonesArm
 from fedlearn.evaluate.replay import ALL_ARMS, ReplayConfig, replay
-from fedlearn.model import Base, Clone, Delta
+from fedlearn.model import Base, Clone
 
 
 @pytest.fixture(scope="module")
@@ -168,36 +167,6 @@ def test_a_bad_event_row_is_reported_with_its_line(tmp_path: Path, synthetic_dir
 
 def _base() -> Base:
     return Base.fresh(["item=a", "item=b", "genre=x"], n_factors=3, init_seed=5)
-
-
-def test_fold_changes_averages_each_row_over_the_users_who_changed_it() -> None:
-    base = _base()
-    a, b = Delta(3), Delta(3)
-    a.w0, b.w0 = 0.4, -0.2
-    a._w[a.rows_of(["item=a", "genre=x", "user=1"])] = [1.0, 0.5, 9.0]
-    b._w[b.rows_of(["genre=x", "item=new"])] = [0.1, 2.0]
-    b._v[b.rows_of(["item=new"])] = [0.3, 0.3, 0.3]
-
-    folded = fold_changes(base, {}, {"1": a, "2": b}, per_row=True, version="v2")
-    w, v = folded.rows(["item=a", "item=b", "genre=x", "item=new"])
-    np.testing.assert_allclose(w, [1.0, 0.0, 0.3, 2.0])
-    np.testing.assert_allclose(v[3], base.rows(["item=new"])[1][0] + 0.3, rtol=1e-6)
-    assert folded.w0 == pytest.approx(0.1)
-    assert "user=1" not in folded.index  # a user's own row stays private
-    assert folded.version == "v2"
-
-    naive = fold_changes(base, {}, {"1": a, "2": b}, per_row=False)
-    np.testing.assert_allclose(naive.rows(["item=a", "item=new"])[0], [0.5, 1.0])
-
-
-def test_fold_changes_counts_only_the_change_since_the_round_began() -> None:
-    base = _base()
-    before = Delta(3)
-    before._w[before.rows_of(["item=a"])] = [1.0]
-    after = before.copy()
-    after._w[after.rows_of(["item=a"])] = [1.5]
-    folded = fold_changes(base, {"1": before}, {"1": after})
-    assert folded.rows(["item=a"])[0][0] == pytest.approx(0.5)
 
 
 def test_aggregation_teaches_the_base_what_clones_learned() -> None:

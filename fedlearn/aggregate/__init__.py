@@ -1,8 +1,11 @@
 """Federated aggregation: users' delta changes folded back into the base, round by round.
 
-Reading order: ``strategies/`` (the rules, one per module, behind ``Strategy``), ``rounds``
-(a user's clipped change, applying an update to a base), ``partials`` (a shard's partial
-result), ``mapper`` and ``run`` (the steps of a round against the store), ``offline`` (a
-round in memory, for replay), ``monthly`` (retraining a new generation), ``config``.
-The Celery tasks in ``fedlearn/jobs/tasks.py`` only call ``mapper`` and ``run``.
+Reading order: ``strategies/`` (the rules, one per module, behind ``Strategy``; the registry
+``STRATEGIES`` is the one list of their names), ``changes`` (a user's clipped change,
+applying an update to a base), ``partials`` (a shard's partial result), ``fold`` (the one fold
+of the users' changes into the base: the service's rounds and the replay's aggregated arms
+call it), ``round`` (a round's statuses and their allowed moves), ``mapper`` and ``run`` (the
+steps of a round against the store), ``monthly`` (retraining a new generation), ``config``
+(one frozen dataclass, its defaults the settings'). The Celery tasks in
+``fedlearn/jobs/tasks.py`` only call ``mapper`` and ``run``.
 """

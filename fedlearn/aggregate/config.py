@@ -14,35 +14,30 @@ from dataclasses import asdict, dataclass, fields, replace
 from typing import Any
 
 from fedlearn.aggregate.strategies import STRATEGIES, Strategy, make_strategy
+from fedlearn.config import Settings
 
-# field -> the Settings attribute it is read from
-SETTING_OF = {
-    "every_min": "aggregation_every_min",
-    "strategy": "aggregation_strategy",
-    "clip_norm": "aggregation_clip_norm",
-    "noise_multiplier": "aggregation_noise_multiplier",
-    "min_users": "aggregation_min_users",
-    "min_row_users": "aggregation_min_row_users",
-    "max_weight": "aggregation_max_weight",
-    "server_lr": "aggregation_server_lr",
-    "momentum": "aggregation_momentum",
-    "trim_beta": "aggregation_trim_beta",
-    "lock_ttl_s": "aggregation_lock_ttl_s",
-    "buckets": "aggregation_buckets",
-    "max_delta_rows": "clone_max_rows",
-    "max_delta_bytes": "aggregation_max_delta_bytes",
-    "max_user_norm": "aggregation_max_user_norm",
-    "max_row_norm": "aggregation_max_row_norm",
-    "max_base_features": "aggregation_max_base_features",
-    "stale_s": "aggregation_stale_s",
-    "task_time_limit_s": "aggregation_task_time_limit_s",
-    "monthly_time_limit_s": "monthly_time_limit_s",
-    "monthly_crontab": "monthly_crontab",
-    "monthly_eventlog_dir": "monthly_eventlog_dir",
-}
+# The setting of a field named otherwise than ``aggregation_<field>``: a delta's row cap is
+# the clones' own, and the monthly fields are named as their settings are.
+_RENAMED = {"max_delta_rows": "clone_max_rows"}
+
+
+def setting_of(field_name: str) -> str:
+    """The :class:`~fedlearn.config.Settings` attribute a config field is read from."""
+    if field_name.startswith("monthly_"):
+        return field_name
+    return _RENAMED.get(field_name, f"aggregation_{field_name}")
+
+
+def _defaults_from_settings(cls: type) -> type:
+    """Give each annotated field the default of its setting, so a default is written once,
+    in ``Settings`` (applied before ``@dataclass``, which then sees them as defaults)."""
+    for name in cls.__annotations__:
+        setattr(cls, name, Settings.model_fields[setting_of(name)].default)
+    return cls
 
 
 @dataclass(frozen=True, kw_only=True)
+@_defaults_from_settings
 class AggregationConfig:
     """A round's rule and safety limits, and the schedule of rounds and monthly retraining.
 
@@ -68,28 +63,29 @@ class AggregationConfig:
     round's task, ``monthly_time_limit_s`` the monthly retrain's.
     """
 
-    every_min: int = 60
-    strategy: str = "fedavg"
-    clip_norm: float | None = 5.0
-    noise_multiplier: float = 0.0
-    min_users: int = 2
-    min_row_users: int = 2
-    max_weight: int = 100
-    server_lr: float = 1.0
-    momentum: float = 0.9
-    trim_beta: float = 0.1
-    lock_ttl_s: int = 900
-    buckets: int = 8
-    monthly_crontab: str = "0 3 1 * *"
-    monthly_eventlog_dir: str | None = None
-    max_delta_rows: int = 4096  # the clones' row cap (Settings.clone_max_rows) when unset
-    max_delta_bytes: int = 8 << 20
-    max_user_norm: float = 1000.0
-    max_row_norm: float = 100.0
-    max_base_features: int = 2_000_000
-    stale_s: float = 30.0
-    task_time_limit_s: int = 600
-    monthly_time_limit_s: int = 3000
+    # Defaults: the settings' (``_defaults_from_settings``).
+    every_min: int
+    strategy: str
+    clip_norm: float | None
+    noise_multiplier: float
+    min_users: int
+    min_row_users: int
+    max_weight: int
+    server_lr: float
+    momentum: float
+    trim_beta: float
+    lock_ttl_s: int
+    buckets: int
+    monthly_crontab: str
+    monthly_eventlog_dir: str | None
+    max_delta_rows: int
+    max_delta_bytes: int
+    max_user_norm: float
+    max_row_norm: float
+    max_base_features: int
+    stale_s: float
+    task_time_limit_s: int
+    monthly_time_limit_s: int
 
     def __post_init__(self) -> None:
         if self.strategy not in STRATEGIES:
@@ -114,10 +110,11 @@ class AggregationConfig:
                 raise ValueError(f"{name} must be a finite number > 0, got {value!r}")
         if self.noise_multiplier > 0:
             if not STRATEGIES[self.strategy].supports_noise:
+                noisy = " or ".join(n for n, c in STRATEGIES.items() if c.supports_noise)
                 raise ValueError(
                     f"noise_multiplier={self.noise_multiplier} is calibrated for the weighted "
-                    f"mean; strategy {self.strategy!r} does not add noise: use fedavg or "
-                    f"fedavgm, or set noise_multiplier to 0"
+                    f"mean; strategy {self.strategy!r} does not add noise: use {noisy}, or set "
+                    f"noise_multiplier to 0"
                 )
             if self.clip_norm is None:
                 raise ValueError(
@@ -133,7 +130,7 @@ class AggregationConfig:
         ``overrides`` (field names) on top."""
         values: dict[str, Any] = {}
         for f in fields(cls):
-            setting = SETTING_OF[f.name]
+            setting = setting_of(f.name)
             if getattr(settings, setting, None) is not None:  # None: "no cap", ours stays
                 value = getattr(settings, setting)
                 values[f.name] = str(value) if f.name == "monthly_eventlog_dir" and value else value
@@ -152,13 +149,11 @@ class AggregationConfig:
         return self.stale_s / 3
 
     def make_strategy(self) -> Strategy:
-        params: dict[str, Any] = {}
-        if self.strategy in ("fedavg", "fedavgm"):
-            params["noise_multiplier"] = self.noise_multiplier
-        if self.strategy == "fedavgm":
-            params.update(server_lr=self.server_lr, momentum=self.momentum)
-        if self.strategy == "trimmed_mean":
-            params["beta"] = self.trim_beta
+        """The configured rule, each of its parameters read from the field of its name (or
+        the one its class names in ``config_names``)."""
+        cls = STRATEGIES[self.strategy]
+        names = cls.config_names
+        params = {p: getattr(self, names.get(p, p)) for p in cls.parameters()}
         return make_strategy(self.strategy, **params)
 
     def to_json(self) -> dict[str, Any]:

@@ -18,9 +18,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from fedlearn.aggregate.config import AggregationConfig
+from fedlearn.aggregate.round import RoundStatus, move
 from fedlearn.aggregate.run import abandon_round, create_round, promote_round
 from fedlearn.store import Store
-from fedlearn.store.rounds import Rounds, RoundStatus
+from fedlearn.store.rounds import Rounds
 
 MAX_ATTEMPTS = 3
 
@@ -61,7 +62,7 @@ def heal_rounds(store: Store, rounds: Rounds, *, stale_s: float, by: str = "") -
             continue
         new_version = record.get("new_version")
         if status == RoundStatus.PUBLISHING and store.bases.current_version() == new_version:
-            rounds.transition(round_id, RoundStatus.PUBLISHED, allowed=[RoundStatus.PUBLISHING])
+            move(rounds, round_id, RoundStatus.PUBLISHED, allowed=[RoundStatus.PUBLISHING])
             status = RoundStatus.PUBLISHED
         if status == RoundStatus.PUBLISHED:
             promote_round(store, rounds, round_id)

@@ -10,7 +10,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 from fedlearn.aggregate.config import AggregationConfig
-from fedlearn.store.rounds import TERMINAL, Rounds
+from fedlearn.aggregate.round import TERMINAL
+from fedlearn.store.rounds import Rounds
 
 log = logging.getLogger(__name__)
 

@@ -22,6 +22,7 @@ from fedlearn.aggregate.changes import user_changes
 from fedlearn.aggregate.checks import Rejections, delta_problem, record_problem
 from fedlearn.aggregate.config import AggregationConfig
 from fedlearn.aggregate.partials import PartialBuilder
+from fedlearn.aggregate.round import RoundStatus
 from fedlearn.aggregate.snapshots import Snapshot
 from fedlearn.model import Delta, ModelFormatError
 from fedlearn.store import Store
@@ -87,7 +88,7 @@ def map_shard(
     record = rounds.get(round_id)
     if record is None:
         raise LookupError(f"round {round_id!r} does not exist; start rounds with begin_round")
-    if record["status"] != "running":
+    if record["status"] != RoundStatus.RUNNING:
         return {"shard": shard, "skipped": f"round is {record['status']}"}
     existing = rounds.partial_meta(shard, round_id)
     if existing is not None:

@@ -1,7 +1,7 @@
 """The steps of a round against the store, each safe to run twice: begin, (map per shard, in
 ``mapper``), reduce, promote; and ``run_round_inline``, all of them in this process.
 
-States of a round (``store.rounds.RoundStatus``, whose ``TRANSITIONS`` allow each move):
+States of a round (``round.RoundStatus``, whose ``TRANSITIONS`` allow each move):
 ``queued`` -> ``running`` (holds the lock) -> ``publishing`` -> ``published`` -> ``done``
 (snapshots promoted, lock released); or ``rejected`` (another round held the lock),
 ``skipped`` (too few users: nothing published, changes wait), ``failed`` (also: the candidate
@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import secrets
 import time
+from collections.abc import Iterable
 from typing import Any
 
 import numpy as np
@@ -23,6 +24,7 @@ import numpy as np
 from fedlearn.aggregate.changes import apply_update, next_version, norm_summary
 from fedlearn.aggregate.checks import CandidateRefused, Rejections, check_candidate
 from fedlearn.aggregate.config import AggregationConfig
+from fedlearn.aggregate.fold import fold_rows
 from fedlearn.aggregate.heartbeat import beating
 from fedlearn.aggregate.mapper import map_shard
 from fedlearn.aggregate.partials import (
@@ -31,7 +33,8 @@ from fedlearn.aggregate.partials import (
     update_from_bytes,
     update_to_bytes,
 )
-from fedlearn.aggregate.strategies import INTERCEPT, RowUpdate
+from fedlearn.aggregate.round import RoundStatus, move
+from fedlearn.aggregate.strategies import INTERCEPT
 from fedlearn.model import Base
 from fedlearn.store import Store, VersionConflictError, VersionExistsError
 from fedlearn.store.rounds import Rounds
@@ -79,14 +82,18 @@ def begin_round(store: Store, rounds: Rounds, round_id: str) -> bool:
     record = rounds.get(round_id)
     if record is None:
         raise LookupError(f"round {round_id!r} does not exist; create it first")
-    if record["status"] != "queued":
-        return record["status"] == "running"
+    if record["status"] != RoundStatus.QUEUED:
+        return record["status"] == RoundStatus.RUNNING
     if not rounds.acquire_lock(round_id, _ttl_ms(record)):
         holder = rounds.lock_holder()
-        rounds.transition(
-            round_id, "rejected", allowed=["queued"], finished_at=time.time(),
+        move(
+            rounds,
+            round_id,
+            RoundStatus.REJECTED,
+            allowed=[RoundStatus.QUEUED],
+            finished_at=time.time(),
             error=f"round {holder!r} is running; one round runs at a time, retry after it",
-        )  # fmt: skip
+        )
         return False
     try:
         finish_open_rounds(store, rounds, round_id)
@@ -97,10 +104,10 @@ def begin_round(store: Store, rounds: Rounds, round_id: str) -> bool:
     except Exception as exc:
         fail_round(store, rounds, round_id, str(exc))
         raise
-    moved, _ = rounds.transition(
-        round_id, "running", allowed=["queued"], base=version, n_factors=base.n_factors,
-        generation=int(base.meta.get("generation", 0)), shards=store.n_shards,
-        started_at=time.time(), heartbeat_at=rounds.clock(),
+    moved, _ = move(
+        rounds, round_id, RoundStatus.RUNNING, allowed=[RoundStatus.QUEUED], base=version,
+        n_factors=base.n_factors, generation=int(base.meta.get("generation", 0)),
+        shards=store.n_shards, started_at=time.time(), heartbeat_at=rounds.clock(),
     )  # fmt: skip
     return moved
 
@@ -112,36 +119,46 @@ def finish_open_rounds(store: Store, rounds: Rounds, current: str) -> None:
             continue
         record = rounds.get(other)
         status = record["status"] if record else None
-        if status == "publishing" and store.bases.current_version() == record.get("new_version"):
-            rounds.transition(other, "published", allowed=["publishing"])
-            status = "published"
-        if status == "published":
+        if status == RoundStatus.PUBLISHING and store.bases.current_version() == record.get(
+            "new_version"
+        ):
+            move(rounds, other, RoundStatus.PUBLISHED, allowed=[RoundStatus.PUBLISHING])
+            status = RoundStatus.PUBLISHED
+        if status == RoundStatus.PUBLISHED:
             promote_round(store, rounds, other, release=False)
-        elif status in ("running", "publishing"):
+        elif status in (RoundStatus.RUNNING, RoundStatus.PUBLISHING):
             abandon_round(store, rounds, other, f"found unfinished ({status}) by round {current}")
 
 
-def abandon_round(store: Store, rounds: Rounds, round_id: str, reason: str) -> bool:
-    """Give up on a round that will not finish: forget its partials and candidates. True if
-    this call abandoned it (False: it had moved on, or was abandoned already)."""
-    moved, _ = rounds.transition(
-        round_id, "abandoned", allowed=["queued", "running", "publishing"], error=reason,
-        finished_at=time.time(),
-    )  # fmt: skip
+def _close(
+    store: Store,
+    rounds: Rounds,
+    round_id: str,
+    to: RoundStatus,
+    *,
+    allowed: Iterable[RoundStatus] = (),
+    **fields: Any,
+) -> bool:
+    """End the round with status ``to`` (stamped ``finished_at``) and, if this call moved it,
+    forget its partials and candidates: they count in no round now (whoever moved it first
+    forgot them). The lock is the caller's to release."""
+    moved, _ = move(rounds, round_id, to, allowed=allowed, finished_at=time.time(), **fields)
     if moved:
         for shard in range(store.n_shards):
             rounds.discard(shard, round_id)
     return moved
 
 
+def abandon_round(store: Store, rounds: Rounds, round_id: str, reason: str) -> bool:
+    """Give up on a round that will not finish: forget its partials and candidates. True if
+    this call abandoned it (False: it had moved on, or was abandoned already)."""
+    return _close(store, rounds, round_id, RoundStatus.ABANDONED, error=reason)
+
+
 def fail_round(store: Store, rounds: Rounds, round_id: str, error: str) -> None:
     """Record a failure; a round that may have published is left to the next round."""
-    moved, _ = rounds.transition(
-        round_id, "failed", allowed=["queued", "running"], error=error, finished_at=time.time()
-    )
-    if moved:
-        for shard in range(store.n_shards):
-            rounds.discard(shard, round_id)
+    allowed = [RoundStatus.QUEUED, RoundStatus.RUNNING]
+    _close(store, rounds, round_id, RoundStatus.FAILED, allowed=allowed, error=error)
     rounds.release_lock(round_id)
 
 
@@ -150,18 +167,15 @@ def _end_unpublished(
     rounds: Rounds,
     round_id: str,
     summary: dict[str, Any],
-    status: str,
+    status: RoundStatus,
     reason: str,
 ) -> dict[str, Any]:
     """End a running round without publishing (``skipped``, or ``failed`` when its candidate
     was refused): forget its partials, free the lock; the current base stays."""
     summary = {**summary, "status": status, "reason": reason}
-    error = {"error": reason} if status == "failed" else {}
-    rounds.transition(
-        round_id, status, allowed=["running"], result=summary, finished_at=time.time(), **error
-    )
-    for shard in range(store.n_shards):
-        rounds.discard(shard, round_id)
+    error = {"error": reason} if status == RoundStatus.FAILED else {}
+    running = [RoundStatus.RUNNING]
+    _close(store, rounds, round_id, status, allowed=running, result=summary, **error)
     rounds.release_lock(round_id)
     return summary
 
@@ -176,11 +190,11 @@ def reduce_round(
     if record is None:
         raise LookupError(f"round {round_id!r} does not exist")
     status = record["status"]
-    if status in ("published", "done", "skipped"):
+    if status in (RoundStatus.PUBLISHED, RoundStatus.DONE, RoundStatus.SKIPPED):
         return record.get("result", {})
-    if status == "publishing":
+    if status == RoundStatus.PUBLISHING:
         return _finish_publishing(store, rounds, record)
-    if status != "running":
+    if status != RoundStatus.RUNNING:
         raise RoundError(f"round {round_id} is {status}: {record.get('error', '')}")
     config = AggregationConfig.from_json(record["config"])
     if not rounds.renew_lock(round_id, _ttl_ms(record)):
@@ -222,34 +236,30 @@ def reduce_round(
     }
     if users < config.min_users:
         return _end_unpublished(
-            store, rounds, round_id, summary, "skipped",
+            store, rounds, round_id, summary, RoundStatus.SKIPPED,
             f"{users} user(s) contributed, fewer than min_users={config.min_users}; their "
             f"changes wait for the next round",
         )  # fmt: skip
     base = Base.from_bytes(store.bases.get_base(version))
     strategy = config.make_strategy()
-    rng = np.random.default_rng()  # DP noise must not be predictable: fresh OS entropy
-    parts = []
-    for b in range(config.buckets):
-        blobs = [rounds.partial_field(s, round_id, f"b{b}") or b"" for s in shards]
-        rows = merge_bucket(
-            blobs, k, needs_values=strategy.needs_values,
-            max_weight=float(config.max_weight), clip_norm=config.clip_norm,
-        )  # fmt: skip
-        parts.append(strategy.aggregate(rows, rng))
-    average = RowUpdate.concat(parts, k)
-    private = (average.count < config.min_row_users) & np.array(
-        [n != INTERCEPT for n in average.names], dtype=bool
-    )
-    average = RowUpdate(
-        [n for n, hide in zip(average.names, private, strict=True) if not hide],
-        average.w[~private], average.v[~private], average.count[~private],
-    )  # fmt: skip
     state = None
     if strategy.stateful:
         blob = rounds.get_momentum(version)
         state = update_from_bytes(blob, k) if blob is not None else None
-    applied, new_state = strategy.step(average, state)
+    buckets = (
+        merge_bucket(
+            [rounds.partial_field(s, round_id, f"b{b}") or b"" for s in shards], k,
+            needs_values=strategy.needs_values, max_weight=float(config.max_weight),
+            clip_norm=config.clip_norm,
+        )
+        for b in range(config.buckets)
+    )  # fmt: skip
+    # DP noise must not be predictable: fresh OS entropy
+    folded = fold_rows(
+        buckets, k, strategy, min_row_users=config.min_row_users, state=state,
+        rng=np.random.default_rng(),
+    )  # fmt: skip
+    applied, new_state = folded.step, folded.state
     norms = np.concatenate(
         [norms_of(rounds.partial_field(s, round_id, "norms") or b"") for s in shards]
     )
@@ -257,7 +267,7 @@ def reduce_round(
     summary.update(
         version=new_version,
         rows_updated=len(applied.names),
-        rows_withheld=int(private.sum()),
+        rows_withheld=folded.rows_withheld,
         new_rows=sum(1 for n in applied.names if n != INTERCEPT and n not in base.index),
         **norm_summary(norms, config.clip_norm),
     )
@@ -269,12 +279,18 @@ def reduce_round(
         )
     except CandidateRefused as exc:
         return _end_unpublished(
-            store, rounds, round_id, summary, "failed", f"{exc}; base {version} stays current"
+            store,
+            rounds,
+            round_id,
+            summary,
+            RoundStatus.FAILED,
+            f"{exc}; base {version} stays current",
         )
     if new_state is not None:
         rounds.put_momentum(new_version, update_to_bytes(new_state))
-    moved, was = rounds.transition(
-        round_id, "publishing", allowed=["running"], new_version=new_version
+    running = [RoundStatus.RUNNING]
+    moved, was = move(
+        rounds, round_id, RoundStatus.PUBLISHING, allowed=running, new_version=new_version
     )
     if not moved:
         raise RoundError(f"round {round_id} became {was} while reducing; nothing published")
@@ -299,11 +315,8 @@ def _shard_note(meta: dict[str, Any]) -> dict[str, Any]:
 
 
 def _publish_failed(store: Store, rounds: Rounds, round_id: str, error: str) -> dict[str, Any]:
-    rounds.transition(
-        round_id, "failed", allowed=["publishing"], error=error, finished_at=time.time()
-    )
-    for shard in range(store.n_shards):
-        rounds.discard(shard, round_id)
+    publishing = [RoundStatus.PUBLISHING]
+    _close(store, rounds, round_id, RoundStatus.FAILED, allowed=publishing, error=error)
     rounds.release_lock(round_id)
     raise RoundError(f"round {round_id}: {error}; nothing was published")
 
@@ -321,9 +334,8 @@ def _finish_publishing(
     except VersionConflictError as exc:
         if exc.actual != new_version:
             return _publish_failed(store, rounds, round_id, str(exc))
-    rounds.transition(
-        round_id, "published", allowed=["publishing"], result=summary, published_at=time.time()
-    )
+    # from publishing, the one status before published (TRANSITIONS)
+    move(rounds, round_id, RoundStatus.PUBLISHED, result=summary, published_at=time.time())
     return summary
 
 
@@ -335,14 +347,13 @@ def promote_round(
     record = rounds.get(round_id)
     if record is None:
         raise LookupError(f"round {round_id!r} does not exist")
-    if record["status"] == "published":
+    if record["status"] == RoundStatus.PUBLISHED:
         promoted = 0
         for shard in range(store.n_shards):
             promoted += rounds.promote(shard, round_id)
             rounds.drop_partial(shard, round_id)
-        rounds.transition(
-            round_id, "done", allowed=["published"], promoted=promoted, finished_at=time.time()
-        )
+        # from published, the one status before done (TRANSITIONS)
+        move(rounds, round_id, RoundStatus.DONE, promoted=promoted, finished_at=time.time())
     if release:
         rounds.release_lock(round_id)
     return rounds.get(round_id) or record

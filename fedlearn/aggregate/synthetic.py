@@ -3,20 +3,29 @@
 For benchmarks and tests of aggregation at sizes the trainers would take long to produce:
 :func:`random_deltas` draws deltas of realistic shape (a user's item rows, a few context rows,
 the user's own row) and :func:`write_deltas` commits them through the store's own commit
-script, shard by shard, holding each shard's lease for the moment of the write.
+script, shard by shard, holding each shard's lease for the moment of the write;
+:func:`publish` makes a base the current version, as a round expects to find it.
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Mapping
+from typing import Any
 
 import numpy as np
 
-from fedlearn.model import Delta
+from fedlearn.model import Base, Delta
 from fedlearn.store import Store, StreamId, new_owner_token
 
 LEASE_MS = 30_000
+
+
+def publish(store: Store, base: Base, meta: Mapping[str, Any] | None = None) -> Base:
+    """Store ``base`` under its version (with ``meta``) and make it current; returns it."""
+    store.bases.put_base(base.version, base.to_bytes(), dict(meta or {}))
+    store.bases.set_current(base.version)
+    return base
 
 
 def write_deltas(

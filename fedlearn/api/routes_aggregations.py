@@ -16,13 +16,14 @@ import orjson
 from flask import Response, request, url_for
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 
+from fedlearn.aggregate.round import RoundStatus, move
+from fedlearn.aggregate.strategies import StrategyName
 from fedlearn.api.context import api_context
 from fedlearn.api.errors import NotFound, Problem, Unavailable, ValidationFailed
 from fedlearn.api.parsing import read_json, validate
 from fedlearn.api.routing import ApiBlueprint, Reply
 from fedlearn.api.schemas import BaseVersion, _whole
 from fedlearn.store import UnknownVersionError
-from fedlearn.store.rounds import RoundStatus
 
 bp = ApiBlueprint("aggregations", __name__, tag="admin")
 
@@ -32,7 +33,6 @@ RoundId = Annotated[str, Field(pattern=r"^[A-Za-z0-9._-]{1,64}$")]
 # PositiveWhole with an upper bound (constraints before the validator, so the OpenAPI schema
 # shows it): the round's record stores its config as JSON, whose integers are 64-bit.
 RoundUsers = Annotated[int, Field(strict=True, ge=1, le=10**9), BeforeValidator(_whole)]
-Strategy = Literal["fedavg", "fedavgm", "trimmed_mean", "median"]
 
 
 class AggregationRequest(BaseModel):
@@ -40,7 +40,7 @@ class AggregationRequest(BaseModel):
 
     model_config = ConfigDict(extra="forbid", strict=True)
 
-    strategy: Strategy | None = None
+    strategy: StrategyName | None = None
     min_users: RoundUsers | None = None
 
 
@@ -168,10 +168,16 @@ def start_aggregation() -> Response:
     try:
         _celery().send_task(START_ROUND, args=[round_id])
     except Exception as exc:  # kombu's OperationalError and friends: the broker is down
-        rounds.transition(round_id, "failed", allowed=["queued"], error=f"not sent: {exc}")
+        move(
+            rounds,
+            round_id,
+            RoundStatus.FAILED,
+            allowed=[RoundStatus.QUEUED],
+            error=f"not sent: {exc}",
+        )
         raise Unavailable(f"could not hand the round to the workers' broker: {exc}") from None
     url = url_for("aggregations.get_aggregation", round_id=round_id)
-    response = _json({"id": round_id, "status": "queued", "url": url}, status=202)
+    response = _json({"id": round_id, "status": RoundStatus.QUEUED, "url": url}, status=202)
     response.headers["Location"] = url
     return response
 

@@ -12,8 +12,8 @@ from typing import Any
 import click
 import orjson
 
+from fedlearn.aggregate.round import TERMINAL, RoundStatus
 from fedlearn.cli.common import fail_with_config_errors
-from fedlearn.store.rounds import TERMINAL
 
 
 def _rejected(result: dict[str, Any]) -> str:
@@ -27,7 +27,7 @@ def describe(record: dict[str, Any]) -> str:
     """One round's outcome in a sentence or two."""
     status, result = record["status"], record.get("result") or {}
     head = f"round {record['id']}: {status}"
-    if status in ("published", "done"):
+    if status in (RoundStatus.PUBLISHED, RoundStatus.DONE):
         strategy = result.get("strategy", {})
         clip = result.get("clip_norm")
         clip_text = (
@@ -43,7 +43,7 @@ def describe(record: dict[str, Any]) -> str:
             f"{result.get('rows_updated', 0):,} rows updated ({result.get('new_rows', 0):,} new)"
             f"{_rejected(result)}"
         )
-    if status == "skipped":
+    if status == RoundStatus.SKIPPED:
         return f"{head}: {result.get('reason', '')}"
     if record.get("error"):
         return f"{head}: {record['error']}"
@@ -107,7 +107,7 @@ def aggregate(
     click.echo(
         orjson.dumps(record, option=orjson.OPT_INDENT_2).decode() if as_json else describe(record)
     )
-    if record["status"] in ("failed", "rejected", "abandoned"):
+    if record["status"] in (RoundStatus.FAILED, RoundStatus.REJECTED, RoundStatus.ABANDONED):
         raise SystemExit(1)
 
 
@@ -120,7 +120,7 @@ def _wait(rounds: Any, round_id: str, timeout: float) -> dict[str, Any]:
         if time.monotonic() > deadline:
             hint = (
                 "no Celery worker took it: start one with `celery -A fedlearn.jobs.app worker`"
-                if record["status"] == "queued"
+                if record["status"] == RoundStatus.QUEUED
                 else "it is still working"
             )
             raise click.ClickException(

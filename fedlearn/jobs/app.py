@@ -35,7 +35,12 @@ from fedlearn.devtools.runtime import require_redis_url, service_settings
 from fedlearn.telemetry.jobs import install as install_metrics
 
 TASKS = ["fedlearn.jobs.tasks"]
+# The task names, once: the tasks, the beat schedule, the API and the CLI send by these.
 START_ROUND = "fedlearn.aggregate.start"
+MAP_SHARD = "fedlearn.aggregate.map_shard"
+REDUCE = "fedlearn.aggregate.reduce"
+PROMOTE = "fedlearn.aggregate.promote"
+ON_ERROR = "fedlearn.aggregate.on_error"
 MONTHLY = "fedlearn.base.monthly"
 HEAL = "fedlearn.aggregate.heal"
 VISIBILITY_MARGIN_S = 300  # the visibility timeout's lead over the longest hard time limit

@@ -22,7 +22,16 @@ from fedlearn.aggregate.heartbeat import beating
 from fedlearn.aggregate.mapper import map_shard as map_shard_step
 from fedlearn.aggregate.monthly import retrain_from_eventlog
 from fedlearn.config import Settings
-from fedlearn.jobs.app import HEAL, MONTHLY, START_ROUND, app
+from fedlearn.jobs.app import (
+    HEAL,
+    MAP_SHARD,
+    MONTHLY,
+    ON_ERROR,
+    PROMOTE,
+    REDUCE,
+    START_ROUND,
+    app,
+)
 from fedlearn.store import Store
 from fedlearn.store.rounds import Rounds
 
@@ -78,7 +87,7 @@ def start_round(
     return round_id
 
 
-@app.task(base=StoreTask, bind=True, name="fedlearn.aggregate.map_shard", **_RETRY)
+@app.task(base=StoreTask, bind=True, name=MAP_SHARD, **_RETRY)
 def map_shard(self: StoreTask, round_id: str, shard: int) -> dict[str, Any]:
     with beating(self.rounds, round_id):
         return map_shard_step(
@@ -86,7 +95,7 @@ def map_shard(self: StoreTask, round_id: str, shard: int) -> dict[str, Any]:
         )
 
 
-@app.task(base=StoreTask, bind=True, name="fedlearn.aggregate.reduce", **_RETRY)
+@app.task(base=StoreTask, bind=True, name=REDUCE, **_RETRY)
 def reduce_round(self: StoreTask, round_id: str) -> dict[str, Any]:
     with beating(self.rounds, round_id):
         return run.reduce_round(
@@ -94,13 +103,13 @@ def reduce_round(self: StoreTask, round_id: str) -> dict[str, Any]:
         )
 
 
-@app.task(base=StoreTask, bind=True, name="fedlearn.aggregate.promote", **_RETRY)
+@app.task(base=StoreTask, bind=True, name=PROMOTE, **_RETRY)
 def promote_round(self: StoreTask, round_id: str) -> str:
     with beating(self.rounds, round_id):
         return run.promote_round(self.store, self.rounds, round_id)["status"]
 
 
-@app.task(base=StoreTask, name="fedlearn.aggregate.on_error")
+@app.task(base=StoreTask, name=ON_ERROR)
 def on_round_error(failed_task_id: str, round_id: str) -> None:
     """Errback of a round's workflow (Celery calls it with the failed task's id): record
     why the round failed and free the lock."""

@@ -25,43 +25,19 @@ from __future__ import annotations
 import re
 import time
 from collections.abc import Iterable, Mapping, Sequence
-from enum import StrEnum
 from typing import Any
 
 import orjson
 
 from fedlearn.store import keys
 from fedlearn.store.connection import text as _text
-from fedlearn.store.scripts import RELEASE_LEASE, RENEW_LEASE
+from fedlearn.store.scripts import CMP_NUM, RELEASE_LEASE, RENEW_LEASE
 
 TAG = "{rounds}"
 CANDIDATE_TTL_S = 7 * 24 * 3600  # a crashed attempt's leftovers disappear by themselves
 MOMENTUM_TTL_S = 90 * 24 * 3600
 
 
-class RoundStatus(StrEnum):
-    """The states of a round. ``TRANSITIONS`` below is the one place that says which status
-    may follow which; ``Rounds.transition`` refuses any other move."""
-
-    QUEUED = "queued"
-    RUNNING = "running"  # holds the lock; its tasks renew ``heartbeat_at`` while they work
-    PUBLISHING = "publishing"
-    PUBLISHED = "published"
-    DONE = "done"
-    SKIPPED = "skipped"
-    FAILED = "failed"
-    ABANDONED = "abandoned"
-    REJECTED = "rejected"
-
-
-_S = RoundStatus
-TRANSITIONS: dict[RoundStatus, frozenset[RoundStatus]] = {
-    _S.QUEUED: frozenset({_S.RUNNING, _S.REJECTED, _S.FAILED, _S.ABANDONED}),
-    _S.RUNNING: frozenset({_S.PUBLISHING, _S.SKIPPED, _S.FAILED, _S.ABANDONED}),
-    _S.PUBLISHING: frozenset({_S.PUBLISHED, _S.FAILED, _S.ABANDONED}),
-    _S.PUBLISHED: frozenset({_S.DONE}),
-}
-TERMINAL = frozenset(s for s in RoundStatus if not TRANSITIONS.get(s))
 _ROUND_ID = re.compile(r"[A-Za-z0-9._-]{1,64}")
 
 # KEYS: record, index, open.  ARGV: round id, created_at, then field/value pairs -> 1 | 0
@@ -103,20 +79,17 @@ return ARGV[1]
 
 # KEYS: candidates, snapshots.  ARGV: cursor, count -> {next cursor, promoted}
 # A candidate replaces a snapshot only if it is later in (generation, last_event) order.
-_PROMOTE = """
-local function num_cmp(a, b)
-  if #a ~= #b then return #a < #b and -1 or 1 end
-  if a == b then return 0 end
-  return a < b and -1 or 1
-end
+_PROMOTE = (
+    CMP_NUM
+    + """
 local function later(new, old)
   local pattern = '^(%d+)|(%d+)-(%d+)|'
   local ng, nms, nseq = string.match(new, pattern)
   local og, oms, oseq = string.match(old, pattern)
   if not og then return true end
-  local c = num_cmp(ng, og)
-  if c == 0 then c = num_cmp(nms, oms) end
-  if c == 0 then c = num_cmp(nseq, oseq) end
+  local c = cmp_num(ng, og)
+  if c == 0 then c = cmp_num(nms, oms) end
+  if c == 0 then c = cmp_num(nseq, oseq) end
   return c > 0
 end
 local r = redis.call('HSCAN', KEYS[1], ARGV[1], 'COUNT', ARGV[2])
@@ -130,6 +103,7 @@ for i = 1, #items, 2 do
 end
 return {r[1], moved}
 """
+)
 
 
 def check_round_id(round_id: str) -> None:
@@ -155,40 +129,46 @@ class Rounds:
     # -- keys ---------------------------------------------------------------------------------
 
     @staticmethod
+    def _global_key(*parts: object) -> str:
+        """A key in the rounds' own slot (tag ``{rounds}``)."""
+        return ":".join([keys.PREFIX, TAG, *map(str, parts)])
+
+    def _shard_key(self, shard: int, *parts: object) -> str:
+        """A key in ``shard``'s slot, beside the shard's deltas."""
+        keys.check_shard(shard, self.n_shards)
+        return ":".join([keys.PREFIX, keys.tag(shard), *map(str, parts)])
+
+    @staticmethod
     def lock_key() -> str:
-        return f"{keys.PREFIX}:{TAG}:lock"
+        return Rounds._global_key("lock")
 
     @staticmethod
     def record_key(round_id: str) -> str:
-        return f"{keys.PREFIX}:{TAG}:round:{round_id}"
+        return Rounds._global_key("round", round_id)
 
     @staticmethod
     def index_key() -> str:
-        return f"{keys.PREFIX}:{TAG}:index"
+        return Rounds._global_key("index")
 
     @staticmethod
     def open_key() -> str:
-        return f"{keys.PREFIX}:{TAG}:open"
+        return Rounds._global_key("open")
 
     @staticmethod
     def momentum_key(version: str) -> str:
-        return f"{keys.PREFIX}:{TAG}:momentum:{version}"
+        return Rounds._global_key("momentum", version)
 
     def snapshots_key(self, shard: int) -> str:
-        keys.check_shard(shard, self.n_shards)
-        return f"{keys.PREFIX}:{keys.tag(shard)}:snap"
+        return self._shard_key(shard, "snap")
 
     def candidates_key(self, shard: int, round_id: str, attempt: str) -> str:
-        keys.check_shard(shard, self.n_shards)
-        return f"{keys.PREFIX}:{keys.tag(shard)}:cand:{round_id}:{attempt}"
+        return self._shard_key(shard, "cand", round_id, attempt)
 
     def partial_key(self, shard: int, round_id: str) -> str:
-        keys.check_shard(shard, self.n_shards)
-        return f"{keys.PREFIX}:{keys.tag(shard)}:part:{round_id}"
+        return self._shard_key(shard, "part", round_id)
 
     def archive_key(self, shard: int, generation: int) -> str:
-        keys.check_shard(shard, self.n_shards)
-        return f"{keys.PREFIX}:{keys.tag(shard)}:archive:{generation}"
+        return self._shard_key(shard, "archive", generation)
 
     # -- the lock -------------------------------------------------------------------------------
 
@@ -236,24 +216,17 @@ class Rounds:
         return record
 
     def transition(
-        self, round_id: str, to: str, *, allowed: Iterable[str] = (), **fields: Any
+        self, round_id: str, to: str, *, allowed: Iterable[str], terminal: bool, **fields: Any
     ) -> tuple[bool, str | None]:
-        """Move the round to status ``to`` (setting ``fields``) if its status is one of
-        ``allowed`` (default: every status ``TRANSITIONS`` lets move to ``to``). Returns
-        (moved, the status before)."""
+        """Set status ``to`` (and ``fields``) if the status is one of ``allowed``, atomically;
+        a ``terminal`` status also closes the round. Which moves are legal is the caller's
+        (``aggregate.round.move``). Returns (moved, the status before; ``None``: no round)."""
         check_round_id(round_id)
-        target = RoundStatus(to)
-        sources = {s for s, targets in TRANSITIONS.items() if target in targets}
-        chosen = {RoundStatus(s) for s in allowed} or sources
-        if not chosen <= sources:
-            illegal = sorted(chosen - sources)
-            raise ValueError(f"a round cannot move from {illegal} to {to!r}; see TRANSITIONS")
         pairs = _pairs({"updated_at": time.time(), **fields})
         reply = self._transition(
             keys=[self.record_key(round_id), self.open_key()],
-            args=[round_id, ",".join(sorted(chosen)), to, "1" if target in TERMINAL else "0",
-                  *pairs],
-        )  # fmt: skip
+            args=[round_id, ",".join(allowed), to, "1" if terminal else "0", *pairs],
+        )
         status = _text(reply[0])
         if status == "MISSING":
             return False, None

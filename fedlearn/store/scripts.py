@@ -41,18 +41,25 @@ redis.call('EXPIRE', KEYS[2], ARGV[2])
 return {'OK', #fresh, dups}
 """
 
+# Lua: compares two decimal strings of digits as whole numbers (-1, 0, 1), whatever their
+# length: stream ids' parts exceed the 2^53 a Lua number holds exactly. Prepended to scripts.
+CMP_NUM = """
+local function cmp_num(a, b)
+  if #a ~= #b then return #a < #b and -1 or 1 end
+  if a == b then return 0 end
+  return a < b and -1 or 1
+end
+"""
+
 # KEYS: lease, stream, applied log, users set, commit token, then one delta key per user,
 #       then the dead-letter stream
 # ARGV: owner, group, token, base, generation, n_users, n_ids, n_log,
 #       then (user, delta, last_event, events, gate) per user, then entry ids, then log payloads,
 #       then the dead-letter maxlen and (kind, reason, entry_id, user, raw, at) per dead letter
 # -> {"OK", acked} | {"DUP"} | {"LEASE", holder or nil} | {"STALE", user, stored, new}
-COMMIT_BATCH = """
-local function cmp_num(a, b)
-  if #a ~= #b then return #a < #b and -1 or 1 end
-  if a == b then return 0 end
-  return a < b and -1 or 1
-end
+COMMIT_BATCH = (
+    CMP_NUM
+    + """
 local function cmp_id(a, b)
   local ams, aseq = string.match(a, '^(%d+)-(%d+)$')
   local bms, bseq = string.match(b, '^(%d+)-(%d+)$')
@@ -99,6 +106,7 @@ end
 redis.call('SET', KEYS[5], ARGV[3])
 return {'OK', acked}
 """
+)
 
 # KEYS: stream.  ARGV: group, consumer, min_idle_ms, start id, count
 # -> {next start id, id1, payload1 or nil, id2, ...}; nil marks an entry deleted from the

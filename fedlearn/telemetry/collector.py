@@ -14,8 +14,8 @@ import redis
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
+from fedlearn.aggregate.round import TERMINAL
 from fedlearn.store.bases import BaseInfo
-from fedlearn.store.rounds import TERMINAL
 from fedlearn.store.telemetry import ShardStats, Telemetry
 from fedlearn.telemetry.dashboard import RoundRow, round_row
 

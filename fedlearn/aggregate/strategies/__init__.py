@@ -5,7 +5,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 from fedlearn.aggregate.strategies.base import (
     INTERCEPT,
@@ -19,9 +19,12 @@ from fedlearn.aggregate.strategies.fedavgm import FedAvgM
 from fedlearn.aggregate.strategies.median import Median
 from fedlearn.aggregate.strategies.trimmed_mean import TrimmedMean
 
+# The one list of rules: settings, the API and the config all read their names from here.
 STRATEGIES: dict[str, type[Strategy]] = {
     cls.name: cls for cls in (FedAvg, FedAvgM, TrimmedMean, Median)
 }
+# Their names as a type, for validating settings and requests (pydantic reads it at runtime).
+StrategyName = Literal[tuple(STRATEGIES)]  # type: ignore[valid-type]
 
 
 def make_strategy(name: str, **params: Any) -> Strategy:
@@ -47,6 +50,7 @@ __all__ = [
     "RowUpdate",
     "RowValues",
     "Strategy",
+    "StrategyName",
     "TrimmedMean",
     "make_strategy",
 ]

@@ -12,7 +12,9 @@ A rule returns a :class:`RowUpdate`, the change to add to the base, one row per 
 
 from __future__ import annotations
 
+import inspect
 from abc import ABC, abstractmethod
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -119,6 +121,17 @@ class Strategy(ABC):
     name: ClassVar[str]
     needs_values: ClassVar[bool] = False  # True: gets RowValues, else RowSums
     supports_noise: ClassVar[bool] = False
+    # parameter -> the ``AggregationConfig`` field that holds it, where the names differ
+    config_names: ClassVar[Mapping[str, str]] = {}
+
+    @classmethod
+    def parameters(cls) -> dict[str, Any]:
+        """The rule's hyperparameters and their defaults: its keyword-only ``__init__``
+        arguments, so a parameter is declared once, in the signature."""
+        signature = inspect.signature(cls.__init__)
+        return {
+            p.name: p.default for p in signature.parameters.values() if p.kind is p.KEYWORD_ONLY
+        }
 
     @abstractmethod
     def aggregate(self, rows: Any, rng: np.random.Generator) -> RowUpdate:

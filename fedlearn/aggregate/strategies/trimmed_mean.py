@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import ClassVar
 
 import numpy as np
@@ -18,6 +19,7 @@ class TrimmedMean(Strategy):
 
     name: ClassVar[str] = "trimmed_mean"
     needs_values: ClassVar[bool] = True
+    config_names: ClassVar[Mapping[str, str]] = {"beta": "trim_beta"}
 
     def __init__(self, *, beta: float = 0.1) -> None:
         if not 0 <= beta < 0.5:

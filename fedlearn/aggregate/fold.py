@@ -1,0 +1,118 @@
+"""The one fold of users' changes into the base, on top of the strategies; pure numpy.
+
+A fold takes the users' clipped, weighted changes row by row (``RowSums`` or ``RowValues``,
+one bucket of rows at a time), lets the strategy average each bucket, withholds the rows
+fewer than ``min_row_users`` users changed (the base is served to everyone: a row only one
+user moved, such as the user's own ``user=<id>`` row, would publish that user's parameters),
+and lets the strategy turn the average into the step to apply (FedAvgM's momentum).
+
+Two callers, one rule: the service's round (``run.reduce_round``) feeds it the buckets it
+merged from the shards' partials; :func:`fold_pairs` builds the rows in memory from
+(delta now, delta before, events) pairs, for offline replay and experiments
+(``fedlearn.evaluate``'s aggregated arms).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from fedlearn.aggregate.changes import UserPair, apply_update, norm_summary, user_changes
+from fedlearn.aggregate.config import AggregationConfig
+from fedlearn.aggregate.partials import PartialBuilder
+from fedlearn.aggregate.round import RoundStatus
+from fedlearn.aggregate.strategies import INTERCEPT, RowSums, RowUpdate, RowValues, Strategy
+from fedlearn.model import Base
+
+
+@dataclass(frozen=True)
+class Folded:
+    """What a fold decided: the step to add to the base, the strategy's state for the next
+    round (``None`` for stateless rules), and how many rows were withheld as private."""
+
+    step: RowUpdate
+    state: RowUpdate | None
+    rows_withheld: int
+
+
+def _row_weights(rows: RowSums | RowValues) -> np.ndarray:
+    return rows.weight if isinstance(rows, RowSums) else rows.sums().weight
+
+
+def fold_rows(
+    buckets: Iterable[RowSums | RowValues],
+    n_factors: int,
+    strategy: Strategy,
+    *,
+    min_row_users: int,
+    state: RowUpdate | None,
+    rng: np.random.Generator,
+    total_weight: float | None = None,
+) -> Folded:
+    """Average every bucket with ``strategy``, withhold the private rows, take the step.
+
+    ``total_weight`` (the replay's naive ``"mean"`` rule only; the service never sets it)
+    scales each row's average by its users' share of all the round's weight, as if every
+    participant had changed every row, untouched rows counting as no change.
+    """
+    parts = []
+    for rows in buckets:
+        part = strategy.aggregate(rows, rng)
+        if total_weight:
+            share = _row_weights(rows) / total_weight
+            part = RowUpdate(part.names, part.w * share, part.v * share[:, None], part.count)
+        parts.append(part)
+    average = RowUpdate.concat(parts, n_factors)
+    private = (average.count < min_row_users) & np.array(
+        [n != INTERCEPT for n in average.names], dtype=bool
+    )
+    average = RowUpdate(
+        [n for n, hide in zip(average.names, private, strict=True) if not hide],
+        average.w[~private], average.v[~private], average.count[~private],
+    )  # fmt: skip
+    step, state = strategy.step(average, state)
+    return Folded(step, state, int(private.sum()))
+
+
+def fold_pairs(
+    base: Base,
+    pairs: Iterable[UserPair],
+    config: AggregationConfig,
+    *,
+    version: str,
+    state: RowUpdate | None = None,
+    rng: np.random.Generator | None = None,
+    per_row: bool = True,
+) -> tuple[Base | None, RowUpdate | None, dict[str, Any]]:
+    """A whole round in memory: ``pairs`` are (delta now, delta at the user's last
+    contribution or None, events since). Returns the new base (``None`` when fewer than
+    ``min_users`` changed anything), the strategy's state for the next round, and a summary.
+    ``per_row=False`` is the replay's naive rule (see :func:`fold_rows`' ``total_weight``).
+    """
+    strategy = config.make_strategy()
+    k = base.n_factors
+    builder = PartialBuilder(k, needs_values=strategy.needs_values)
+    pairs = list(pairs)
+    if pairs:
+        builder.add(
+            user_changes(pairs, k, builder.table, clip_norm=config.clip_norm,
+                         max_weight=config.max_weight, max_norm=config.max_user_norm)
+        )  # fmt: skip
+    summary: dict[str, Any] = {"users": builder.users, "events": builder.events}
+    if builder.users < config.min_users:
+        return None, state, {**summary, "status": RoundStatus.SKIPPED}
+    rows = builder.rows(max_weight=float(config.max_weight), clip_norm=config.clip_norm)
+    folded = fold_rows(
+        [rows], k, strategy, min_row_users=config.min_row_users, state=state,
+        rng=rng if rng is not None else np.random.default_rng(),
+        total_weight=None if per_row else builder.weight,
+    )  # fmt: skip
+    summary.update(
+        status=RoundStatus.PUBLISHED, rows_updated=len(folded.step.names),
+        rows_withheld=folded.rows_withheld, **norm_summary(builder.norms, config.clip_norm),
+    )  # fmt: skip
+    new = apply_update(base, folded.step, version=version, meta={**base.meta, "round": summary})
+    return new, folded.state, summary
