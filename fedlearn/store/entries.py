@@ -156,11 +156,17 @@ def parse_flat(flat: list[Any]) -> Batch:
     )
 
 
-def parse_read(reply: Any) -> Batch:
-    """The ``Batch`` of an XREADGROUP/XREAD reply on a single stream (RESP2 list or RESP3 map)."""
+def parse_read_many(reply: Any) -> dict[str, Batch]:
+    """Each stream's ``Batch`` (by stream key) of an XREADGROUP/XREAD reply over several
+    streams (RESP2 list of ``[key, entries]`` or RESP3 map); streams without entries are left
+    out."""
     if not reply:
-        return Batch()
-    if isinstance(reply, Mapping):
-        streams = list(reply.values())
-        return parse_entries(streams[0][0] if streams and streams[0] else [])
-    return parse_entries(reply[0][1])
+        return {}
+    pairs = reply.items() if isinstance(reply, Mapping) else ((key, e) for key, e in reply)
+    out = {}
+    for key, entries in pairs:
+        if isinstance(reply, Mapping):
+            entries = entries[0] if entries else []
+        if entries:
+            out[decode_id(key)] = parse_entries(entries)
+    return out
