@@ -127,3 +127,12 @@ def test_then_train(
                 table[r, 1 + f] = _clip(table[r, 1 + f] * decay - _clip(grad, MAX_STEP), MAX_DELTA)
         dw0[u] = _clip(dw0[u] * bias_decay - _clip(bias_lr * g, MAX_STEP), MAX_DELTA)
     return clone_p, base_p
+
+
+def warm_up() -> None:
+    """Compile (or load from numba's disk cache) the kernel now, on a one-event batch, so that
+    the first real batch after a start does not pay for it."""
+    one = np.ones((1, 1))
+    test_then_train(np.zeros((1, 1), np.int64), one, np.zeros(1, np.int64), np.ones(1),
+                    np.zeros((1, 2)), np.zeros((1, 2)), np.zeros(1), np.ones(1),
+                    0.0, 0.1, 0.0, 0.1)  # fmt: skip

@@ -33,6 +33,7 @@ from fedlearn.config import setting_default
 from fedlearn.model import Base, Delta
 from fedlearn.model.errors import ModelFormatError
 from fedlearn.model.gating import Gate, GateSettings
+from fedlearn.model.kernel import warm_up
 from fedlearn.serving.base_cache import BaseCache, NoBaseError
 from fedlearn.store import Batch, LeaseLostError, StaleCommitError, Store, new_owner_token
 from fedlearn.store.deadletters import DeadLetter
@@ -154,6 +155,9 @@ class Trainer:
         cannot span shards (slots), a trainer owning several shards instead backs off from
         polling every ``idle_sleep_s`` to at most ``idle_sleep_max_s``.
         """
+        started = time.perf_counter()
+        warm_up()  # the compiled update: from numba's disk cache, or compiled on a first start
+        log.info("update kernel ready in %.2f s", time.perf_counter() - started)
         heartbeat_every = self.config.lease_ttl_ms / 3000
         last_beat = last_trim = -float("inf")
         idle = self.config.idle_sleep_s
