@@ -15,6 +15,7 @@ from fedlearn.data.synthetic import SyntheticConfig, write_synthetic
 from fedlearn.evaluate.arms import AggregatedClonesArm
 from fedlearn.evaluate.replay import ALL_ARMS, ReplayConfig, replay
 from fedlearn.model import Base, Clone
+from fedlearn.trainer.apply import CloneSettings
 
 
 @pytest.fixture(scope="module")
@@ -171,7 +172,7 @@ def _base() -> Base:
 
 def test_aggregation_teaches_the_base_what_clones_learned() -> None:
     base = _base()
-    arm = AggregatedClonesArm(base, lr=0.5, bias_lr=0.5)
+    arm = AggregatedClonesArm(base, settings=CloneSettings(lr=0.5, l2=0.0, bias_lr=0.5))
     x = {"user=1": 1.0, "item=hit": 1.0}
     arm.process([("1", x, 1)] * 5 + [("2", {"user=2": 1.0, "item=hit": 1.0}, 1)] * 5)
     assert arm.rounds == 1 and "item=hit" in arm.base.index

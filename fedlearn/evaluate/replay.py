@@ -35,9 +35,17 @@ from fedlearn.evaluate.arms import (
     GlobalArm,
     LabelledEvent,
 )
+from fedlearn.evaluate.compare import (
+    Difference,
+    LiveEvents,
+    paired_bootstrap,
+    progressive_auc,
+    share_worse,
+)
 from fedlearn.model import Base, TrainConfig, event_features, select_l2, train_base
 from fedlearn.model.gating import GateSettings
 from fedlearn.model.metrics import StreamingMetrics, group_auc, log_losses, roc_auc
+from fedlearn.trainer.apply import CloneSettings
 
 OUR_ARMS = ("frozen", "global", "clones", "clones-agg", "clones-gated")
 RIVER_ARMS = ("river-frozen", "river-global", "river-clones", "river-clones-fedavg")
@@ -74,6 +82,9 @@ class ReplayConfig:
     # The service's clone defaults are the ones this replay chose, so they are read from there.
     bias_lr: float = setting_default("clone_bias_lr")
     l2: float = setting_default("clone_l2")
+    max_rows: int = setting_default("clone_max_rows")
+    shared_lr_scale: float = setting_default("clone_shared_lr_scale")
+    lr_half_life: float | None = setting_default("clone_lr_half_life")
     agg_every: int = 1000
     agg_rule: str = "row-mean"
     first_n: int = 5
@@ -83,6 +94,16 @@ class ReplayConfig:
     l2_grid: tuple[float, ...] = (1e-5, 1e-4, 1e-3)
     river_lr: float = 0.05
     river_passes: int = 3
+    min_user_events: int = 10
+    bootstrap: int = 200
+    curve_points: int = 50
+
+    def clone_settings(self, multiple: float = 1.0) -> CloneSettings:
+        """The trainer's settings for a clone arm whose lr is ``multiple`` x ``lr``."""
+        return CloneSettings(
+            lr=self.lr * multiple, l2=self.l2, bias_lr=self.bias_lr, max_rows=self.max_rows,
+            shared_lr_scale=self.shared_lr_scale, lr_half_life=self.lr_half_life,
+        )  # fmt: skip
 
     def __post_init__(self) -> None:
         if not 0.0 < self.split < 1.0:
@@ -99,9 +120,11 @@ class ReplayConfig:
                 raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
         if self.l2 < 0 or any(v < 0 for v in self.l2_grid):
             raise ValueError(f"l2 must be zero or positive, got {self.l2} / {list(self.l2_grid)}")
-        for name in ("agg_every", "first_n", "river_passes", "late_after_rounds"):
+        for name in ("agg_every", "first_n", "river_passes", "late_after_rounds", "curve_points"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
+        if self.bootstrap < 0:
+            raise ValueError(f"bootstrap must be zero (none) or positive, got {self.bootstrap}")
         if self.limit is not None and self.limit < 2:
             raise ValueError(f"limit must be at least 2 events, got {self.limit}")
         if self.agg_rule not in AGG_RULES:
@@ -139,6 +162,10 @@ class ArmResult:
     # of clone and base for that user), and the largest such difference.
     gate_regret_mean: float = math.nan
     gate_regret_max: float = math.nan
+    # Share of users with >= ``min_user_events`` live events whose own log loss is worse than
+    # under the frozen base / the global online arm.
+    worse_than_frozen: float = math.nan
+    worse_than_global: float = math.nan
 
     def to_dict(self) -> dict[str, Any]:
         items = asdict(self).items()
@@ -156,6 +183,10 @@ class ReplayResult:
     split_ts: float
     arms: list[ArmResult]
     timings: dict[str, float]
+    # The reference arm minus every other, per metric, with paired bootstrap intervals.
+    differences: list[Difference] = field(default_factory=list)
+    # Per arm, (live events seen, AUC so far) at evenly spaced moments: the progressive curve.
+    curves: dict[str, list[tuple[int, float]]] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -167,6 +198,8 @@ class ReplayResult:
             "split_ts": self.split_ts,
             "first_n": self.config.first_n,
             "arms": [a.to_dict() for a in self.arms],
+            "differences": [d.to_dict() for d in self.differences],
+            "curves": self.curves,
             "timings": self.timings,
             "config": self.config.to_dict(),
         }
@@ -242,26 +275,25 @@ def fit_base(
 
 def _make_arms(name: str, base: Base | None, river_base: Any, config: ReplayConfig) -> list[Arm]:
     """The arm(s) called ``name``: one per lr multiple for the clone arms."""
-    common = {"bias_lr": config.bias_lr, "l2": config.l2}
+    one = config.clone_settings()
     if name == "frozen":
         return [FrozenArm(base)]
     if name == "global":
-        return [GlobalArm(base, lr=config.lr, **common)]
+        return [GlobalArm(base, settings=one)]
     if name == "clones":
         return [
-            ClonesArm(base, lr=config.lr * m, name=f"clones x{m:g}", **common)
+            ClonesArm(base, settings=config.clone_settings(m), name=f"clones x{m:g}")
             for m in config.lr_multiples
         ]
     if name == "clones-gated":
-        return [
-            GatedClonesArm(
-                base, lr=config.lr, rule=config.agg_rule, gating=GateSettings(), **common
-            )
-        ]
+        return [GatedClonesArm(base, settings=one, rule=config.agg_rule, gating=GateSettings())]
     if name == "clones-agg":
         return [
             AggregatedClonesArm(
-                base, lr=config.lr * m, rule=config.agg_rule, name=f"clones-agg x{m:g}", **common
+                base,
+                settings=config.clone_settings(m),
+                rule=config.agg_rule,
+                name=f"clones-agg x{m:g}",
             )
             for m in config.lr_multiples
         ]
@@ -295,7 +327,7 @@ def _score(
     config: ReplayConfig,
     progress: Progress | None,
     late: np.ndarray,
-) -> ArmResult:
+) -> tuple[ArmResult, np.ndarray]:
     metrics = StreamingMetrics(first_n=config.first_n)
     seconds = 0.0
     served = []
@@ -316,7 +348,7 @@ def _score(
     extra: dict[str, float] = {}
     if isinstance(arm, GatedClonesArm):
         extra["gate_regret_mean"], extra["gate_regret_max"] = _gate_regret(arm, users, y, p)
-    return ArmResult(
+    result = ArmResult(
         arm=arm.name,
         n=report.n,
         auc=report.auc,
@@ -331,6 +363,7 @@ def _score(
         n_late_users=len(set(users[late].tolist())),
         **extra,
     )
+    return result, p
 
 
 def replay(
@@ -384,11 +417,14 @@ def replay(
         first_seen.setdefault(user, i)
     after = config.late_after_rounds * config.agg_every
     late = np.fromiter((first_seen[u] >= after for u, _, _ in live), bool, len(live))
-    results = [
+    scored = [
         _score(arm, live, config, progress, late)
         for name in config.arms
         for arm in _make_arms(name, base, river_base, config)
     ]
+    began = time.perf_counter()
+    results, differences, curves = _compare(live, config, scored)
+    timings["compare"] = time.perf_counter() - began
     train_users = {u for u, _, _ in train}
     live_users = {u for u, _, _ in live}
     return ReplayResult(
@@ -401,4 +437,55 @@ def replay(
         split_ts=float(log.ts[cut]),
         arms=results,
         timings=timings,
+        differences=differences,
+        curves=curves,
     )
+
+
+def reference_arm(names: Sequence[str]) -> str | None:
+    """The arm the service runs (gated aggregated clones), or the closest one replayed."""
+    for prefix in ("clones-gated", "clones-agg", "clones"):
+        for name in names:
+            if name.startswith(prefix):
+                return name
+    return None
+
+
+def live_events(live: Sequence[LabelledEvent], first_n: int) -> LiveEvents:
+    """The live events' user indices, labels and each user's position among them."""
+    index: dict[str, int] = {}
+    seen: dict[str, int] = {}
+    users, position = np.empty(len(live), np.int64), np.empty(len(live), np.int64)
+    for i, (user, _, _) in enumerate(live):
+        users[i] = index.setdefault(user, len(index))
+        position[i] = seen.get(user, 0)
+        seen[user] = position[i] + 1
+    y = np.fromiter((y for _, _, y in live), np.float64, len(live))
+    return LiveEvents(users, y, position, first_n)
+
+
+def _compare(
+    live: Sequence[LabelledEvent],
+    config: ReplayConfig,
+    scored: list[tuple[ArmResult, np.ndarray]],
+) -> tuple[list[ArmResult], list[Difference], dict[str, list[tuple[int, float]]]]:
+    """Per-user shares against the frozen and global arms, the reference arm's paired
+    bootstrap differences, and every arm's progressive AUC curve."""
+    events = live_events(live, config.first_n)
+    predictions = {result.arm: p for result, p in scored}
+    results = []
+    for result, p in scored:
+        shares = {
+            f"worse_than_{ref}": share_worse(events, p, predictions[ref], config.min_user_events)
+            for ref in ("frozen", "global")
+            if ref in predictions and ref != result.arm
+        }
+        results.append(replace(result, **shares))
+    reference = reference_arm(list(predictions))
+    differences = []
+    if reference is not None and config.bootstrap:
+        differences = paired_bootstrap(
+            events, predictions, reference, resamples=config.bootstrap, seed=config.train.seed
+        )
+    curves = {a: progressive_auc(events.y, p, config.curve_points) for a, p in predictions.items()}
+    return results, differences, curves

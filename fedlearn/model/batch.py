@@ -23,6 +23,7 @@ from fedlearn.model import fm
 from fedlearn.model.base import Base
 from fedlearn.model.block import PAD
 from fedlearn.model.delta import Delta
+from fedlearn.model.features import USER_PREFIX
 
 LabelledEvent = tuple[str, Mapping[str, float], int]
 
@@ -77,6 +78,7 @@ class _Workspace:
         self.base_rows[:-1, 1:] = bv
         self.delta_rows = np.zeros((n, 1 + k))
         self.dw0 = np.zeros(len(self.users))
+        self.prior_events = np.zeros(len(self.users), dtype=np.int64)
         self.rows_in_delta: list[np.ndarray] = []
         self.rows_in_ws: list[np.ndarray] = []
         for u, user in enumerate(self.users):
@@ -89,8 +91,22 @@ class _Workspace:
             self.delta_rows[wrows, 0] = delta._w[drows]
             self.delta_rows[wrows, 1:] = delta._v[drows]
             self.dw0[u] = delta.w0
+            self.prior_events[u] = delta.n_events
             self.rows_in_delta.append(drows)
             self.rows_in_ws.append(wrows)
+
+    def row_scale(self, shared: float) -> np.ndarray:
+        """Step multiplier per workspace row: 1 for the user's own ``user=`` row, ``shared``
+        for item and context rows (which every user has, and the rounds move), 0 for padding."""
+        scale = np.array([1.0 if n.startswith(USER_PREFIX) else shared for n in self.row_names])
+        return np.append(scale, 0.0)
+
+    def event_scale(self, half_life: float | None) -> np.ndarray:
+        """Step multiplier per event: ``h / (h + n)`` for a user's ``n``-th event so far
+        (large for a new user's first events, smaller as evidence piles up); 1 without ``h``."""
+        if half_life is None:
+            return np.ones(len(self.uid))
+        return half_life / (half_life + self.prior_events[self.uid] + self.position)
 
     def store(self, deltas: MutableMapping[str, Delta]) -> None:
         """Write the workspace's delta rows back into the users' deltas."""
@@ -141,17 +157,24 @@ def learn_many(
     l2: float = 0.0,
     bias_lr: float | None = None,
     max_rows: int | None = None,
+    *,
+    shared_lr_scale: float = 1.0,
+    lr_half_life: float | None = None,
 ) -> np.ndarray:
     """Test-then-train ``events`` (``(user, features, label)``) on the users' clones.
 
     Each user's events are applied in their order in ``events``; ``deltas`` is updated in place
     (a user without a delta gets a new one). ``bias_lr`` is the step of the user's own intercept
     (River's ``intercept_lr``; ``lr`` when not given). After the batch, a delta longer than
-    ``max_rows`` loses its least recently used rows (``None``: no cap). Every step is clipped
+    ``max_rows`` loses its least recently used rows (``None``: no cap). ``shared_lr_scale``
+    multiplies the step of item and context rows (the user's own ``user=`` row and intercept
+    keep the full step); with ``lr_half_life`` = ``h``, a user's ``n``-th event steps by
+    ``h / (h + n)`` of the step. Every step is clipped
     and every delta parameter kept within ``fm.MAX_DELTA``. Returns the probability predicted
     for each event before its update, in input order.
     """
-    return _learn(base, deltas, events, lr, l2, bias_lr, max_rows, shadow=False)[0]
+    levers = {"shared_lr_scale": shared_lr_scale, "lr_half_life": lr_half_life}
+    return _learn(base, deltas, events, lr, l2, bias_lr, max_rows, shadow=False, **levers)[0]
 
 
 def learn_many_shadow(
@@ -162,13 +185,17 @@ def learn_many_shadow(
     l2: float = 0.0,
     bias_lr: float | None = None,
     max_rows: int | None = None,
+    *,
+    shared_lr_scale: float = 1.0,
+    lr_half_life: float | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """:func:`learn_many`, also returning what the base alone predicted for each event.
 
     The shadow score costs one more forward pass on rows already gathered, which is why the
     trainer gets it here rather than from a separate ``Clone(base)`` pass.
     """
-    return _learn(base, deltas, events, lr, l2, bias_lr, max_rows, shadow=True)
+    levers = {"shared_lr_scale": shared_lr_scale, "lr_half_life": lr_half_life}
+    return _learn(base, deltas, events, lr, l2, bias_lr, max_rows, shadow=True, **levers)
 
 
 def _learn(
@@ -181,6 +208,8 @@ def _learn(
     max_rows: int | None,
     *,
     shadow: bool,
+    shared_lr_scale: float = 1.0,
+    lr_half_life: float | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     if not events:
         return np.zeros(0), np.zeros(0)
@@ -198,6 +227,10 @@ def _learn(
     bounds = np.searchsorted(ws.position[order], np.arange(int(ws.position.max()) + 2)).tolist()
     idx_all, x_all, uid_all, y_all = ws.idx[order], ws.x[order], ws.uid[order], y[order]
     x3_all = x_all[:, :, None]
+    # The levers: per-event and per-row step multipliers (all ones by default, so skipped).
+    lr_all = lr * ws.event_scale(lr_half_life)[order]
+    bias_lr_all = bias_lr * ws.event_scale(lr_half_life)[order]
+    row_scale = ws.row_scale(shared_lr_scale) if shared_lr_scale != 1.0 else None
     sorted_predictions = np.empty(len(events))
     table, base_rows, dw0_all, w0 = ws.delta_rows, ws.base_rows, ws.dw0, base.w0
     # d - lr (grad + l2 d) = d (1 - lr l2) - lr grad: the L2 pull as a decay, one op fewer.
@@ -226,12 +259,14 @@ def _learn(
         sums[:, 0] = 1.0
         xt[:, :, 0] = 0.0
         step = sums[:, None, :] - xt
-        step *= (lr * g)[:, None, None] * x3
+        step *= (lr_all[a:b] * g)[:, None, None] * x3
+        if row_scale is not None:
+            step *= row_scale.take(idx)[:, :, None]
         d *= decay
         d -= fm.clip_step(step)
         table[idx] = fm.bound_delta(d)
         bias = dw0 * bias_decay
-        bias -= fm.clip_step(bias_lr * g)
+        bias -= fm.clip_step(bias_lr_all[a:b] * g)
         dw0_all[u] = fm.bound_delta(bias)
         # Padding slots wrote zeros over the padding row; it must stay all zero, and it does,
         # because their x is 0 and the padding row's delta starts at 0.
