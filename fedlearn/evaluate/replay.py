@@ -85,6 +85,7 @@ class ReplayConfig:
     max_rows: int = setting_default("clone_max_rows")
     shared_lr_scale: float = setting_default("clone_shared_lr_scale")
     lr_half_life: float | None = setting_default("clone_lr_half_life")
+    gate_decay: float = setting_default("gate_decay")
     agg_every: int = 1000
     agg_rule: str = "row-mean"
     first_n: int = 5
@@ -286,7 +287,8 @@ def _make_arms(name: str, base: Base | None, river_base: Any, config: ReplayConf
             for m in config.lr_multiples
         ]
     if name == "clones-gated":
-        return [GatedClonesArm(base, settings=one, rule=config.agg_rule, gating=GateSettings())]
+        gating = GateSettings(decay=config.gate_decay, eta=setting_default("gate_eta"))
+        return [GatedClonesArm(base, settings=one, rule=config.agg_rule, gating=gating)]
     if name == "clones-agg":
         return [
             AggregatedClonesArm(
