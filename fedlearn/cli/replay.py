@@ -83,6 +83,7 @@ COLUMNS = (
     "gate regret",
     "worse than frozen",
     "worse than global",
+    "delta bytes",
     "seconds",
 )
 
@@ -101,6 +102,7 @@ def _rows(result: ReplayResult) -> list[list[str]]:
             _cell(a.gate_regret_mean),
             _cell(a.worse_than_frozen, 2),
             _cell(a.worse_than_global, 2),
+            _cell(a.delta_bytes_mean, 0),
             _cell(a.seconds, 1),
         ]
         for a in result.arms
@@ -174,6 +176,11 @@ def _summary(result: ReplayResult) -> str:
         f"'gate regret' is the mean over users of the served log loss minus the better of "
         f"clone and base; 'worse than' is the share of users with >= "
         f"{result.config.min_user_events} live events whose own log loss is worse"
+        + (
+            f"; a River per-user copy weighs {result.river_copy_bytes:,} bytes (pickled)"
+            if result.river_copy_bytes
+            else ""
+        )
     )
 
 

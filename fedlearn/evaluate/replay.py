@@ -14,6 +14,7 @@ through ``learn_many`` is the same as its events one by one in time order).
 from __future__ import annotations
 
 import math
+import pickle  # only to weigh River's model, as a River user would store a copy
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field, replace
@@ -167,6 +168,8 @@ class ArmResult:
     # under the frozen base / the global online arm.
     worse_than_frozen: float = math.nan
     worse_than_global: float = math.nan
+    # Per-user clone arms: the mean size of a user's delta (its binary form) after the replay.
+    delta_bytes_mean: float = math.nan
 
     def to_dict(self) -> dict[str, Any]:
         items = asdict(self).items()
@@ -186,6 +189,8 @@ class ReplayResult:
     timings: dict[str, float]
     # The reference arm minus every other, per metric, with paired bootstrap intervals.
     differences: list[Difference] = field(default_factory=list)
+    # What one River per-user copy weighs (pickled), when River's arms ran.
+    river_copy_bytes: int | None = None
     # Per arm, (live events seen, AUC so far) at evenly spaced moments: the progressive curve.
     curves: dict[str, list[tuple[int, float]]] = field(default_factory=dict)
 
@@ -200,6 +205,7 @@ class ReplayResult:
             "first_n": self.config.first_n,
             "arms": [a.to_dict() for a in self.arms],
             "differences": [d.to_dict() for d in self.differences],
+            "river_copy_bytes": self.river_copy_bytes,
             "curves": self.curves,
             "timings": self.timings,
             "config": self.config.to_dict(),
@@ -350,6 +356,8 @@ def _score(
     extra: dict[str, float] = {}
     if isinstance(arm, GatedClonesArm):
         extra["gate_regret_mean"], extra["gate_regret_max"] = _gate_regret(arm, users, y, p)
+    if isinstance(arm, ClonesArm) and not isinstance(arm, GlobalArm) and arm.deltas:
+        extra["delta_bytes_mean"] = float(np.mean([len(d.to_bytes()) for d in arm.deltas.values()]))
     result = ArmResult(
         arm=arm.name,
         n=report.n,
@@ -441,6 +449,7 @@ def replay(
         timings=timings,
         differences=differences,
         curves=curves,
+        river_copy_bytes=None if river_base is None else len(pickle.dumps(river_base)),
     )
 
 
