@@ -150,17 +150,6 @@ class Settings(BaseSettings):
     clone_bias_lr: float | None = Field(
         default=0.2, gt=0, description="step of a user's own intercept; unset: the clone lr"
     )
-    clone_shared_lr_scale: float = Field(
-        default=1.0,
-        gt=0,
-        le=1,
-        description="step of a clone's item and context rows, as a multiple of the clone lr",
-    )
-    clone_lr_half_life: float | None = Field(
-        default=None,
-        gt=0,
-        description="a user's n-th event steps by h/(h+n) of the lr; unset: no decay",
-    )
     clone_max_rows: int = Field(
         default=DEFAULT_MAX_ROWS, ge=1, description="cap on a delta's rows (LRU evicted)"
     )
@@ -252,9 +241,7 @@ class Settings(BaseSettings):
             raise ValueError("must start with redis://, rediss:// or unix://")
         return value
 
-    @field_validator(
-        "clone_lr_multiple", "clone_l2", "clone_bias_lr", "gate_eta", "clone_lr_half_life"
-    )
+    @field_validator("clone_lr_multiple", "clone_l2", "clone_bias_lr", "gate_eta")
     @classmethod
     def _finite(cls, value: float | None) -> float | None:
         if value is not None and not math.isfinite(value):

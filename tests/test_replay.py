@@ -4,6 +4,7 @@ the aggregation round, and (when the data is there) MovieLens."""
 from __future__ import annotations
 
 import json
+import re
 import math
 from dataclasses import replace
 from pathlib import Path
@@ -361,3 +362,17 @@ def test_a_plot_path_that_cannot_be_written_is_refused(synthetic_dir: Path, tmp_
     )
     assert result.exit_code == 1
     assert f"cannot write the plot to {target}" in result.output
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "message"),
+    [
+        ("shared_lr_scale", 0.0, "shared_lr_scale must be in (0, 1], got 0.0"),
+        ("lr_half_life", -1.0, "lr_half_life must be positive, got -1.0"),
+        ("bootstrap", -1, "bootstrap must be zero (none) or positive, got -1"),
+        ("curve_points", 0, "curve_points must be at least 1, got 0"),
+    ],
+)
+def test_bad_lever_and_report_settings_are_refused(field: str, value: float, message: str):
+    with pytest.raises(ValueError, match=re.escape(message)):
+        ReplayConfig(**{field: value})

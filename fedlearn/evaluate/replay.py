@@ -84,8 +84,11 @@ class ReplayConfig:
     bias_lr: float = setting_default("clone_bias_lr")
     l2: float = setting_default("clone_l2")
     max_rows: int = setting_default("clone_max_rows")
-    shared_lr_scale: float = setting_default("clone_shared_lr_scale")
-    lr_half_life: float | None = setting_default("clone_lr_half_life")
+    # The update's levers (CloneSettings'), off as in the service: measured on rolling folds
+    # of the first part (fedlearn.evaluate.tuning), neither paid (BENCHMARKS.md), so the
+    # service has no setting for them; the replay keeps them to measure them again.
+    shared_lr_scale: float = 1.0
+    lr_half_life: float | None = None
     gate_decay: float = setting_default("gate_decay")
     agg_every: int = 1000
     agg_rule: str = "row-mean"
@@ -125,6 +128,10 @@ class ReplayConfig:
         for name in ("agg_every", "first_n", "river_passes", "late_after_rounds", "curve_points"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
+        if not 0.0 < self.shared_lr_scale <= 1.0:
+            raise ValueError(f"shared_lr_scale must be in (0, 1], got {self.shared_lr_scale}")
+        if self.lr_half_life is not None and not self.lr_half_life > 0:
+            raise ValueError(f"lr_half_life must be positive, got {self.lr_half_life}")
         if self.bootstrap < 0:
             raise ValueError(f"bootstrap must be zero (none) or positive, got {self.bootstrap}")
         if self.limit is not None and self.limit < 2:
