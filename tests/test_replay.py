@@ -4,8 +4,8 @@ the aggregation round, and (when the data is there) MovieLens."""
 from __future__ import annotations
 
 import json
-import re
 import math
+import re
 from dataclasses import replace
 from pathlib import Path
 
