@@ -11,12 +11,12 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
-from fedlearn.model.metrics import log_losses, roc_auc
+from fedlearn.model.metrics import json_dict, log_losses, roc_auc
 
 METRICS = ("auc", "gauc", "log_loss", "auc_first")
 
@@ -52,8 +52,7 @@ class Difference:
     high: float
 
     def to_dict(self) -> dict[str, Any]:
-        items = asdict(self).items()
-        return {k: None if isinstance(v, float) and math.isnan(v) else v for k, v in items}
+        return json_dict(self)
 
 
 def per_user_log_loss(live: LiveEvents, p: np.ndarray) -> np.ndarray:

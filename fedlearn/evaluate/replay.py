@@ -40,12 +40,13 @@ from fedlearn.evaluate.compare import (
     Difference,
     LiveEvents,
     paired_bootstrap,
+    per_user_log_loss,
     progressive_auc,
     share_worse,
 )
 from fedlearn.model import Base, TrainConfig, event_features, select_l2, train_base
 from fedlearn.model.gating import GateSettings
-from fedlearn.model.metrics import StreamingMetrics, group_auc, log_losses, roc_auc
+from fedlearn.model.metrics import StreamingMetrics, group_auc, json_dict, roc_auc
 from fedlearn.trainer.apply import CloneSettings
 
 OUR_ARMS = ("frozen", "global", "clones", "clones-agg", "clones-gated")
@@ -179,8 +180,7 @@ class ArmResult:
     delta_bytes_mean: float = math.nan
 
     def to_dict(self) -> dict[str, Any]:
-        items = asdict(self).items()
-        return {k: None if isinstance(v, float) and math.isnan(v) else v for k, v in items}
+        return json_dict(self)
 
 
 @dataclass
@@ -323,26 +323,23 @@ def _make_arms(name: str, base: Base | None, river_base: Any, config: ReplayConf
     return [ra.RiverFedAvgArm(river_base, lr=config.river_lr)]
 
 
-def _per_user_log_loss(users: np.ndarray, y: np.ndarray, p: np.ndarray) -> np.ndarray:
-    return np.bincount(users, weights=log_losses(y, p)) / np.maximum(np.bincount(users), 1)
-
-
-def _gate_regret(arm: GatedClonesArm, users: np.ndarray, y: np.ndarray, served: np.ndarray):
+def _gate_regret(arm: GatedClonesArm, events: LiveEvents, served: np.ndarray):
     """Per user: served log loss minus the better of the clone's and the base's."""
-    clone = np.concatenate(arm.clone_predictions)
-    base = np.concatenate(arm.base_predictions)
-    best = np.minimum(_per_user_log_loss(users, y, clone), _per_user_log_loss(users, y, base))
-    regret = _per_user_log_loss(users, y, served) - best
+    clone = per_user_log_loss(events, np.concatenate(arm.clone_predictions))
+    base = per_user_log_loss(events, np.concatenate(arm.base_predictions))
+    regret = per_user_log_loss(events, served) - np.minimum(clone, base)
     return float(regret.mean()), float(regret.max())
 
 
 def _score(
     arm: Arm,
     live: Sequence[LabelledEvent],
+    events: LiveEvents,
     config: ReplayConfig,
     progress: Progress | None,
     late: np.ndarray,
 ) -> tuple[ArmResult, np.ndarray]:
+    """Run ``arm`` over ``live`` block by block; its scores and its predictions."""
     metrics = StreamingMetrics(first_n=config.first_n)
     seconds = 0.0
     served = []
@@ -357,12 +354,10 @@ def _score(
             progress(f"replaying {arm.name} (events)", len(block), len(live))
     report = metrics.report()
     p = np.concatenate(served)
-    index = {u: i for i, u in enumerate(dict.fromkeys(u for u, _, _ in live))}
-    users = np.fromiter((index[u] for u, _, _ in live), np.int64, len(live))
-    y = np.fromiter((y for _, _, y in live), np.float64, len(live))
+    users, y = events.users, events.y
     extra: dict[str, float] = {}
     if isinstance(arm, GatedClonesArm):
-        extra["gate_regret_mean"], extra["gate_regret_max"] = _gate_regret(arm, users, y, p)
+        extra["gate_regret_mean"], extra["gate_regret_max"] = _gate_regret(arm, events, p)
     if isinstance(arm, ClonesArm) and not isinstance(arm, GlobalArm) and arm.deltas:
         extra["delta_bytes_mean"] = float(np.mean([len(d.to_bytes()) for d in arm.deltas.values()]))
     result = ArmResult(
@@ -434,13 +429,14 @@ def replay(
         first_seen.setdefault(user, i)
     after = config.late_after_rounds * config.agg_every
     late = np.fromiter((first_seen[u] >= after for u, _, _ in live), bool, len(live))
+    events = live_events(live, config.first_n)
     scored = [
-        _score(arm, live, config, progress, late)
+        _score(arm, live, events, config, progress, late)
         for name in config.arms
         for arm in _make_arms(name, base, river_base, config)
     ]
     began = time.perf_counter()
-    results, differences, curves = _compare(live, config, scored)
+    results, differences, curves = _compare(events, config, scored)
     timings["compare"] = time.perf_counter() - began
     train_users = {u for u, _, _ in train}
     live_users = {u for u, _, _ in live}
@@ -483,13 +479,12 @@ def live_events(live: Sequence[LabelledEvent], first_n: int) -> LiveEvents:
 
 
 def _compare(
-    live: Sequence[LabelledEvent],
+    events: LiveEvents,
     config: ReplayConfig,
     scored: list[tuple[ArmResult, np.ndarray]],
 ) -> tuple[list[ArmResult], list[Difference], dict[str, list[tuple[int, float]]]]:
     """Per-user shares against the frozen and global arms, the reference arm's paired
     bootstrap differences, and every arm's progressive AUC curve."""
-    events = live_events(live, config.first_n)
     predictions = {result.arm: p for result, p in scored}
     results = []
     for result, p in scored:

@@ -24,6 +24,7 @@ from fedlearn.evaluate.replay import (
     _make_arms,
     _score,
     fit_base,
+    live_events,
     load_log,
 )
 
@@ -61,9 +62,10 @@ def tune(
         scores: dict[str, list[tuple[float, float]]] = {}
         for base, live in bases:
             late = np.zeros(len(live), dtype=bool)
+            events = live_events(live, config.first_n)
             for name in config.arms:
                 for arm in _make_arms(name, base, None, config):
-                    result, _ = _score(arm, live, config, None, late)
+                    result, _ = _score(arm, live, events, config, None, late)
                     scores.setdefault(result.arm, []).append((result.auc, result.gauc))
         row: dict[str, object] = dict(zip(names, values, strict=True))
         for arm, pairs in scores.items():
