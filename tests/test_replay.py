@@ -376,3 +376,14 @@ def test_a_plot_path_that_cannot_be_written_is_refused(synthetic_dir: Path, tmp_
 def test_bad_lever_and_report_settings_are_refused(field: str, value: float, message: str):
     with pytest.raises(ValueError, match=re.escape(message)):
         ReplayConfig(**{field: value})
+
+
+def test_a_blending_gate_serves_the_hedge_mixture_of_clone_and_base() -> None:
+    settings = CloneSettings(lr=0.5, l2=0.0, bias_lr=0.5)
+    gating = GateSettings(eta=1.0)
+    arm = GatedClonesArm(_base(), settings=settings, gating=gating, blend=True)
+    x = {"user=1": 1.0, "item=a": 1.0}
+    served = arm.process([("1", x, 1), ("1", x, 0), ("1", x, 1)])
+    clone, frozen = arm.clone_predictions[0], arm.base_predictions[0]
+    assert served[0] == pytest.approx(0.5 * clone[0] + 0.5 * frozen[0])  # no evidence yet
+    assert min(clone[2], frozen[2]) < served[2] < max(clone[2], frozen[2])

@@ -162,14 +162,22 @@ class GatedClonesArm(AggregatedClonesArm):
     losses of the clone and of the base (scored in shadow on every event). The arm returns the
     served predictions and keeps both experts' predictions in ``clone_predictions`` and
     ``base_predictions``, so the replay can compare the gate with the better of the two per
-    user.
+    user. ``blend`` (a lever measured in the replay only, not what the service serves) serves
+    the Hedge mixture ``w p_clone + (1 - w) p_base`` instead of the likelier expert.
     """
 
     def __init__(
-        self, base: Base, *, gating: GateSettings, name: str = "clones-gated", **kw: Any
+        self,
+        base: Base,
+        *,
+        gating: GateSettings,
+        blend: bool = False,
+        name: str = "clones-gated",
+        **kw: Any,
     ) -> None:
         super().__init__(base, name=name, **kw)
         self.gating = gating
+        self.blend = blend
         self.gates: dict[str, Gate] = {}
         self.clone_predictions: list[np.ndarray] = []
         self.base_predictions: list[np.ndarray] = []
@@ -184,7 +192,11 @@ class GatedClonesArm(AggregatedClonesArm):
         ):
             # Served by the gate as it stood before the event, then updated as the trainer does.
             gate = self.gates.setdefault(user, Gate())
-            served[i] = clone[i] if gate.serve(self.gating.eta) == "clone" else base[i]
+            if self.blend:
+                w = gate.p_clone(self.gating.eta)
+                served[i] = w * clone[i] + (1.0 - w) * base[i]
+            else:
+                served[i] = clone[i] if gate.serve(self.gating.eta) == "clone" else base[i]
             gate.update(clone_loss, base_loss, self.gating.decay)
         self.clone_predictions.append(clone)
         self.base_predictions.append(base)

@@ -91,6 +91,7 @@ class ReplayConfig:
     shared_lr_scale: float = 1.0
     lr_half_life: float | None = None
     gate_decay: float = setting_default("gate_decay")
+    gate_blend: bool = False  # replay-only lever: serve the gate's mixture of clone and base
     agg_every: int = 1000
     agg_rule: str = "row-mean"
     first_n: int = 5
@@ -301,7 +302,11 @@ def _make_arms(name: str, base: Base | None, river_base: Any, config: ReplayConf
         ]
     if name == "clones-gated":
         gating = GateSettings(decay=config.gate_decay, eta=setting_default("gate_eta"))
-        return [GatedClonesArm(base, settings=one, rule=config.agg_rule, gating=gating)]
+        return [
+            GatedClonesArm(
+                base, settings=one, rule=config.agg_rule, gating=gating, blend=config.gate_blend
+            )
+        ]
     if name == "clones-agg":
         return [
             AggregatedClonesArm(

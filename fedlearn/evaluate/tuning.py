@@ -34,6 +34,7 @@ GRIDS = {
     "steps": {"shared_lr_scale": (1.0, 0.5, 0.25), "lr_half_life": (None, 25.0, 100.0)},
     "rounds": {"agg_every": (250, 1000, 4000)},
     "gate": {"gate_decay": (0.9, 0.95, 0.99, 0.999)},
+    "blend": {"gate_blend": (False, True)},
 }
 
 
