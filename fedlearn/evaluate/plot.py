@@ -59,13 +59,15 @@ def progressive_auc_svg(curves: Mapping[str, Curve], *, title: str) -> str:
     )
     for i, (arm, curve) in enumerate(curves.items()):
         colour = COLOURS[i % len(COLOURS)]
+        # Past the palette, colours come round again: dashes keep those arms apart.
+        dash = ' stroke-dasharray="6 3"' if i >= len(COLOURS) else ""
         line = " ".join(f"{x(n):.1f},{y(a):.1f}" for n, a in curve if math.isfinite(a))
         ly = TOP + 10 + 18 * i
         parts.append(
-            f'<polyline fill="none" stroke="{colour}" stroke-width="2" points="{line}">'
+            f'<polyline fill="none" stroke="{colour}" stroke-width="2"{dash} points="{line}">'
             f"<title>{escape(arm)}</title></polyline>"
             f'<line x1="{WIDTH - RIGHT + 12}" y1="{ly}" x2="{WIDTH - RIGHT + 32}" y2="{ly}" '
-            f'stroke="{colour}" stroke-width="3"/>'
+            f'stroke="{colour}" stroke-width="3"{dash}/>'
             f'<text x="{WIDTH - RIGHT + 38}" y="{ly + 4}">{escape(arm)}</text>'
         )
     parts.append("</svg>")
