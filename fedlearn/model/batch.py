@@ -228,8 +228,8 @@ def _learn(
     idx_all, x_all, uid_all, y_all = ws.idx[order], ws.x[order], ws.uid[order], y[order]
     x3_all = x_all[:, :, None]
     # The levers: per-event and per-row step multipliers (all ones by default, so skipped).
-    lr_all = lr * ws.event_scale(lr_half_life)[order]
-    bias_lr_all = bias_lr * ws.event_scale(lr_half_life)[order]
+    event_scale = ws.event_scale(lr_half_life)[order]
+    lr_all, bias_lr_all = lr * event_scale, bias_lr * event_scale
     row_scale = ws.row_scale(shared_lr_scale) if shared_lr_scale != 1.0 else None
     sorted_predictions = np.empty(len(events))
     table, base_rows, dw0_all, w0 = ws.delta_rows, ws.base_rows, ws.dw0, base.w0
