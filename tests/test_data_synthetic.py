@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -153,3 +155,82 @@ def test_cli_writes_a_folder(tmp_path: Path) -> None:
     result = CliRunner().invoke(main, [*args, "--genres", "1", "--drift", "-2"])
     assert result.exit_code == 2
     assert "Traceback" not in result.output
+
+
+# -- where a clone can show what it learns: repeats, own affinities, a shared taste ------------
+
+REPEATS = SyntheticConfig(
+    n_users=200, n_items=300, events_per_user=40, repeat=0.5, repeat_window=3, seed=4
+)
+
+
+def _shown_again(log: SyntheticLog, window: int) -> float:
+    """Share of the users' non-first impressions whose item was among their last ``window``."""
+    again = total = 0
+    for u in range(log.config.n_users):
+        items = log.item[log.user == u].tolist()
+        for i in range(1, len(items)):
+            total += 1
+            again += items[i] in items[max(0, i - window) : i]
+    return again / total
+
+
+def test_repeat_shows_recent_items_again() -> None:
+    repeated = generate(REPEATS)
+    fresh = generate(replace(REPEATS, repeat=0.0))
+    # Popular items come back by chance too (about 5 % here); repeats add about half.
+    chance = _shown_again(fresh, 3)
+    assert chance < 0.1
+    assert _shown_again(repeated, 3) > chance + 0.4
+    assert np.array_equal(repeated.user, fresh.user) and np.array_equal(repeated.ts, fresh.ts)
+
+
+def test_affinities_are_per_pair_and_move_the_clicks() -> None:
+    config = replace(REPEATS, affinity_scale=2.0)
+    log = generate(config)
+    without = generate(replace(config, affinity_scale=0.0))
+    assert np.array_equal(log.item, without.item), "affinities change clicks, not impressions"
+    affinity = log.truth.affinity_of(log.user, log.item)
+    assert affinity.std() == pytest.approx(2.0, rel=0.15)
+    # The same (user, item) pair always has the same affinity; the clicks follow it.
+    pair = log.user * config.n_items + log.item
+    first = {}
+    for key, value in zip(pair.tolist(), affinity.tolist(), strict=True):
+        assert first.setdefault(key, value) == value
+    assert roc_auc(log.click, affinity) > 0.7
+    assert roc_auc(without.click, affinity) == pytest.approx(0.5, abs=0.05)
+
+
+def test_tastes_are_the_population_s_plus_the_user_s_own() -> None:
+    log = generate(replace(SMALL, population_taste_scale=1.0))
+    t = log.truth
+    assert t.population is not None and np.abs(t.population).max() > 0
+    users = np.arange(5)
+    own = t.tastes_start[users]
+    assert np.allclose(t.tastes_at(users, np.zeros(5)), own + t.population)
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "message"),
+    [("repeat", 1.0, "'repeat' must be in [0, 1)"), ("affinity_scale", -1.0, ">= 0"),
+     ("repeat_window", 0, "positive integer")],
+)  # fmt: skip
+def test_bad_repeat_settings_are_refused(field: str, value: float, message: str) -> None:
+    with pytest.raises(ValueError, match=re.escape(message)):
+        SyntheticConfig(**{field: value})
+
+
+def test_cli_draws_repeats_and_affinities(tmp_path: Path) -> None:
+    out = tmp_path / "syn"
+    args = ["datasets", "synthetic", "--out", str(out), "--users", "30", "--items", "12"]
+    extra = ["--repeat", "0.4", "--affinity", "1.5", "--population-taste", "0.5"]
+    result = CliRunner().invoke(main, [*args, *extra])
+    assert result.exit_code == 0, result.output
+    params = Dataset.load(out).manifest.params
+    assert (params["repeat"], params["affinity_scale"], params["population_taste_scale"]) == (
+        0.4,
+        1.5,
+        0.5,
+    )
+    result = CliRunner().invoke(main, [*args, "--repeat", "1"])
+    assert result.exit_code == 2 and "--repeat" in result.output

@@ -4,17 +4,25 @@ the aggregation round, and (when the data is there) MovieLens."""
 from __future__ import annotations
 
 import json
+import math
+import re
 from dataclasses import replace
 from pathlib import Path
 
+import numpy as np
 import pytest
 from click.testing import CliRunner
 
 from fedlearn.cli import main
 from fedlearn.data.synthetic import SyntheticConfig, write_synthetic
-from fedlearn.evaluate.arms import AggregatedClonesArm
+from fedlearn.evaluate.arms import AggregatedClonesArm, ClonesArm, GatedClonesArm
+from fedlearn.evaluate.compare import METRICS, LiveEvents, paired_bootstrap, share_worse
+from fedlearn.evaluate.plot import progressive_auc_svg
 from fedlearn.evaluate.replay import ALL_ARMS, ReplayConfig, replay
-from fedlearn.model import Base, Clone
+from fedlearn.model import Base, Clone, Delta
+from fedlearn.model.gating import GateSettings
+from fedlearn.model.metrics import roc_auc
+from fedlearn.trainer.apply import CloneSettings
 
 
 @pytest.fixture(scope="module")
@@ -94,8 +102,11 @@ def test_the_table_names_every_arm(synthetic_dir: Path) -> None:
     assert lines[0].startswith("synthetic (seed 1): trained on 1,600 events")
     assert lines[1].startswith("'late users' first appear after the first 5 rounds")
     assert "AUC first 5" in lines[3] and "AUC late users" in lines[3]
-    assert [line.split()[0] for line in lines[5:]] == ["frozen", "clones", "clones"]
-    assert "x3" in lines[-1]
+    assert [line.split()[0] for line in lines[5:8]] == ["frozen", "clones", "clones"]
+    assert "x3" in lines[7]
+    # Then the reference arm (the first clones arm) minus the others, with intervals.
+    assert lines[9].startswith("differences: arm minus against, [95 % paired bootstrap")
+    assert [line.split()[:2] for line in lines[13:]] == [["clones", "x1"]] * 2
 
 
 def test_limit_and_split(synthetic_dir: Path) -> None:
@@ -171,7 +182,7 @@ def _base() -> Base:
 
 def test_aggregation_teaches_the_base_what_clones_learned() -> None:
     base = _base()
-    arm = AggregatedClonesArm(base, lr=0.5, bias_lr=0.5)
+    arm = AggregatedClonesArm(base, settings=CloneSettings(lr=0.5, l2=0.0, bias_lr=0.5))
     x = {"user=1": 1.0, "item=hit": 1.0}
     arm.process([("1", x, 1)] * 5 + [("2", {"user=2": 1.0, "item=hit": 1.0}, 1)] * 5)
     assert arm.rounds == 1 and "item=hit" in arm.base.index
@@ -195,3 +206,184 @@ def test_movielens_clones_beat_the_frozen_base(movielens_dir: Path, tmp_path: Pa
     assert result.n_live == 20_000
     assert agg.auc > frozen.auc + 0.05
     assert agg.gauc > frozen.gauc
+
+
+# -- the replay runs the trainer's own core ------------------------------------------------
+
+
+def test_a_clone_arm_predicts_and_learns_exactly_as_the_trainer_applies_a_batch() -> None:
+    from fedlearn.store.entries import Entry
+    from fedlearn.trainer.apply import UserState, apply_batch
+
+    base = _base()
+    settings = CloneSettings(lr=0.3, l2=0.01, bias_lr=0.2, shared_lr_scale=0.5, lr_half_life=3)
+    signals = ["click", "skip", "click", "click", "skip", "skip"]
+    events = [
+        {"event_id": f"{i}", "user": "u1" if i % 3 else "u2", "item": "ab"[i % 2], "signal": s}
+        for i, s in enumerate(signals)
+    ]
+    entries = [Entry(f"{i + 1}-0", e) for i, e in enumerate(events)]
+    catalog = {"a": {"genre=x": 1.0}, "b": {}}
+    applied = apply_batch(
+        base, {u: UserState(Delta(3)) for u in ("u1", "u2")}, entries, settings,
+        item_features=catalog.get, prediction_features=lambda pid, item: None, applied_at=0.0,
+    )  # fmt: skip
+    arm = ClonesArm(base, settings=settings)
+    features, labels = applied.log["features"], applied.labels.astype(int).tolist()
+    labelled = [(e["user"], x, y) for e, x, y in zip(events, features, labels, strict=True)]
+    served = arm.process(labelled)
+    assert served.tolist() == applied.predictions.tolist()
+    for user in ("u1", "u2"):
+        assert arm.deltas[user].to_bytes() == applied.users[user].delta.to_bytes()
+
+
+def test_the_gated_arm_serves_the_gate_s_choice_before_each_event() -> None:
+    base = _base()
+    arm = GatedClonesArm(
+        base, settings=CloneSettings(lr=0.5, l2=0.0, bias_lr=0.5), gating=GateSettings(eta=50)
+    )
+    x = {"user=1": 1.0, "item=a": 1.0}
+    served = arm.process([("1", x, 1)] * 6)
+    clone, frozen = arm.clone_predictions[0], arm.base_predictions[0]
+    assert served[0] == clone[0], "a new gate serves the clone (ties go to the clone)"
+    assert served[-1] == clone[-1] != frozen[-1], "the clone learned the clicks: still served"
+
+
+# -- the update's levers ----------------------------------------------------------------
+
+
+def test_item_rows_step_by_the_shared_multiple_and_the_user_row_by_the_full_step() -> None:
+    base = _base()
+    x = {"user=1": 1.0, "item=a": 1.0}
+    full, half = Delta(3), Delta(3)
+    for delta, scale in ((full, 1.0), (half, 0.5)):
+        arm = ClonesArm(base, settings=CloneSettings(0.1, 0.0, 0.1, shared_lr_scale=scale))
+        arm.deltas["1"] = delta
+        arm.learn([("1", x, 1)])
+    w_full, w_half = full.lookup(["user=1", "item=a"])[0], half.lookup(["user=1", "item=a"])[0]
+    assert w_half[0] == pytest.approx(w_full[0]) and w_full[0] > 0
+    assert w_half[1] == pytest.approx(0.5 * w_full[1]) and w_full[1] > 0
+    assert half.w0 == pytest.approx(full.w0)
+
+
+def test_the_step_decays_with_the_user_s_event_count() -> None:
+    base = _base()
+    x = {"user=1": 1.0, "item=a": 1.0}
+
+    def intercept_steps(half_life: float | None) -> list[float]:
+        arm = ClonesArm(base, settings=CloneSettings(0.1, 0.0, 0.1, lr_half_life=half_life))
+        steps = []
+        for _ in range(3):  # one event per block: the count carries over in the delta
+            before = arm.deltas["1"].w0 if "1" in arm.deltas else 0.0
+            p = arm.process([("1", x, 1)])[0]
+            steps.append((arm.deltas["1"].w0 - before) / (1 - p))
+        return steps
+
+    assert intercept_steps(None) == pytest.approx([0.1, 0.1, 0.1])
+    assert intercept_steps(2.0) == pytest.approx([0.1, 0.1 * 2 / 3, 0.1 * 2 / 4])
+
+
+# -- more than averages ------------------------------------------------------------------
+
+
+def _live(users: list[int], y: list[int]) -> LiveEvents:
+    users_a = np.asarray(users)
+    position = np.zeros(len(users), dtype=np.int64)
+    for u in set(users):
+        position[users_a == u] = np.arange((users_a == u).sum())
+    return LiveEvents(users_a, np.asarray(y, dtype=np.float64), position, first_n=2)
+
+
+def test_bootstrap_intervals_hold_the_point_difference_and_vanish_between_equal_arms() -> None:
+    rng = np.random.default_rng(3)
+    users = rng.integers(0, 40, 2000).tolist()
+    y = (rng.random(2000) < 0.5).astype(int).tolist()
+    live = _live(users, y)
+    good = np.clip(0.5 + 0.3 * (np.asarray(y) - 0.5) + rng.normal(0, 0.2, 2000), 0.01, 0.99)
+    noise = rng.random(2000)
+    diffs = paired_bootstrap(live, {"a": good, "b": noise, "c": good}, "a", resamples=50)
+    by = {(d.against, d.metric): d for d in diffs}
+    assert set(by) == {(o, m) for o in ("b", "c") for m in METRICS}
+    for metric in METRICS:
+        d = by[("b", metric)]
+        assert d.low <= d.diff <= d.high
+        assert (d.low > 0) if metric != "log_loss" else (d.high < 0), metric
+        same = by[("c", metric)]
+        assert same.diff == same.low == same.high == 0.0
+    assert by[("b", "auc")].diff == pytest.approx(roc_auc(y, good) - roc_auc(y, noise))
+
+
+def test_a_weighted_auc_counts_an_event_as_often_as_its_weight() -> None:
+    from fedlearn.evaluate.compare import _RankedScores
+
+    y = np.array([1, 0, 1, 0, 1, 0], dtype=np.float64)
+    p = np.array([0.9, 0.8, 0.8, 0.3, 0.2, 0.1])
+    weight = np.array([2, 1, 0, 3, 1, 1], dtype=np.float64)
+    repeated = np.repeat(np.arange(6), weight.astype(int))
+    assert _RankedScores(y, p).auc(weight) == pytest.approx(roc_auc(y[repeated], p[repeated]))
+
+
+def test_share_of_users_worse_counts_only_users_with_enough_events() -> None:
+    live = _live([0] * 10 + [1] * 10 + [2] * 3, [1, 0] * 5 + [1, 0] * 5 + [1, 1, 1])
+    right = np.where(live.y == 1, 0.8, 0.2)
+    # User 0 is predicted worse than the reference, user 1 better, user 2 (3 events) ignored.
+    p = np.where(live.users == 0, 1 - right, right)
+    reference = np.full(len(live.y), 0.5)
+    assert share_worse(live, p, reference, min_events=10) == 0.5
+    assert math.isnan(share_worse(live, p, reference, min_events=11))
+
+
+def test_replay_plot_writes_a_self_contained_page(synthetic_dir: Path, tmp_path: Path) -> None:
+    page = tmp_path / "auc.html"
+    result = CliRunner().invoke(
+        main,
+        ["replay", str(synthetic_dir), "--arms", "frozen,global", "--plot", str(page), "--json"],
+    )
+    assert result.exit_code == 0, result.output
+    html = page.read_text()
+    assert html.startswith("<!doctype html>") and html.count("<polyline") == 2
+    assert "<script" not in html and "http" not in html.replace(
+        'xmlns="http://www.w3.org/2000/svg"', ""
+    )
+    curves = json.loads(result.stdout)["curves"]
+    assert list(curves) == ["frozen", "global"]
+    assert curves["global"][-1][0] == 1600  # the last point holds every live event
+
+
+def test_plot_refuses_curves_without_any_auc() -> None:
+    with pytest.raises(ValueError, match="no finite AUC to plot"):
+        progressive_auc_svg({"a": [(1, math.nan)]}, title="t")
+
+
+def test_a_plot_path_that_cannot_be_written_is_refused(synthetic_dir: Path, tmp_path: Path):
+    target = tmp_path / "missing-dir" / "auc.html"
+    result = CliRunner().invoke(
+        main, ["replay", str(synthetic_dir), "--arms", "frozen", "--plot", str(target)]
+    )
+    assert result.exit_code == 1
+    assert f"cannot write the plot to {target}" in result.output
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "message"),
+    [
+        ("shared_lr_scale", 0.0, "shared_lr_scale must be in (0, 1], got 0.0"),
+        ("lr_half_life", -1.0, "lr_half_life must be positive, got -1.0"),
+        ("bootstrap", -1, "bootstrap must be zero (none) or positive, got -1"),
+        ("curve_points", 0, "curve_points must be at least 1, got 0"),
+    ],
+)
+def test_bad_lever_and_report_settings_are_refused(field: str, value: float, message: str):
+    with pytest.raises(ValueError, match=re.escape(message)):
+        ReplayConfig(**{field: value})
+
+
+def test_a_blending_gate_serves_the_hedge_mixture_of_clone_and_base() -> None:
+    settings = CloneSettings(lr=0.5, l2=0.0, bias_lr=0.5)
+    gating = GateSettings(eta=1.0)
+    arm = GatedClonesArm(_base(), settings=settings, gating=gating, blend=True)
+    x = {"user=1": 1.0, "item=a": 1.0}
+    served = arm.process([("1", x, 1), ("1", x, 0), ("1", x, 1)])
+    clone, frozen = arm.clone_predictions[0], arm.base_predictions[0]
+    assert served[0] == pytest.approx(0.5 * clone[0] + 0.5 * frozen[0])  # no evidence yet
+    assert min(clone[2], frozen[2]) < served[2] < max(clone[2], frozen[2])

@@ -91,6 +91,29 @@ def movielens(src: Path, out: Path, skip_bad: bool) -> None:
     type=click.FloatRange(min=0.0),
     help="How far tastes turn over the time span, in quarter turns (0 = none).",
 )
+@click.option(
+    "--repeat",
+    default=default_of(SyntheticConfig, "repeat"),
+    show_default=True,
+    type=click.FloatRange(0.0, 1.0, max_open=True),
+    help="Chance that an impression shows one of the user's last few items again.",
+)
+@click.option(
+    "--affinity",
+    "affinity_scale",
+    default=default_of(SyntheticConfig, "affinity_scale"),
+    show_default=True,
+    type=click.FloatRange(min=0.0),
+    help="Spread of each (user, item) pair's own taste, which no shared feature explains.",
+)
+@click.option(
+    "--population-taste",
+    "population_taste_scale",
+    default=default_of(SyntheticConfig, "population_taste_scale"),
+    show_default=True,
+    type=click.FloatRange(min=0.0),
+    help="Spread of the genre taste all users share (each adds their own to it).",
+)
 def synthetic(
     out: Path,
     n_users: int,
@@ -100,6 +123,9 @@ def synthetic(
     fixed_counts: bool,
     seed: int,
     drift: float,
+    repeat: float,
+    affinity_scale: float,
+    population_taste_scale: float,
 ) -> None:
     """Draw a seeded synthetic log with known per-user tastes (and optional drift)."""
     from fedlearn.data.synthetic import write_synthetic
@@ -113,6 +139,9 @@ def synthetic(
             counts="fixed" if fixed_counts else "zipf",
             seed=seed,
             drift=drift,
+            repeat=repeat,
+            affinity_scale=affinity_scale,
+            population_taste_scale=population_taste_scale,
             genres_per_item=min(default_of(SyntheticConfig, "genres_per_item"), n_genres),
         )
     except ValueError as exc:

@@ -8,6 +8,7 @@ A data problem ends the command with the file, the line and what to do, never a 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -80,6 +81,9 @@ COLUMNS = (
     "AUC late users",
     "gAUC late users",
     "gate regret",
+    "worse than frozen",
+    "worse than global",
+    "delta bytes",
     "seconds",
 )
 
@@ -96,16 +100,29 @@ def _rows(result: ReplayResult) -> list[list[str]]:
             _cell(a.auc_late_users),
             _cell(a.gauc_late_users),
             _cell(a.gate_regret_mean),
+            _cell(a.worse_than_frozen, 2),
+            _cell(a.worse_than_global, 2),
+            _cell(a.delta_bytes_mean, 0),
             _cell(a.seconds, 1),
         ]
         for a in result.arms
     ]
 
 
-def format_table(result: ReplayResult) -> str:
-    """The arms as an aligned text table, with a line about the split."""
-    header = [c.format(n=result.config.first_n) for c in COLUMNS]
-    rows = _rows(result)
+DIFF_COLUMNS = ("arm", "against", "AUC", "gAUC", "log loss", "AUC first {n}")
+
+
+def _diff_rows(result: ReplayResult) -> list[list[str]]:
+    """One row per (reference arm, other arm): each metric's difference [95 % interval]."""
+    cells: dict[tuple[str, str], dict[str, str]] = {}
+    for d in result.differences:
+        cell = f"{d.diff:+.4f} [{d.low:+.4f}, {d.high:+.4f}]"
+        cells.setdefault((d.arm, d.against), {})[d.metric] = cell
+    metrics = ("auc", "gauc", "log_loss", "auc_first")
+    return [[arm, other] + [c.get(m, "-") for m in metrics] for (arm, other), c in cells.items()]
+
+
+def _aligned(header: list[str], rows: list[list[str]]) -> list[str]:
     widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
 
     def line(cells: list[str]) -> str:
@@ -114,14 +131,38 @@ def format_table(result: ReplayResult) -> str:
         return "  ".join([first, *rest])
 
     rule = "  ".join("-" * w for w in widths)
-    return "\n".join([_summary(result), "", line(header), rule, *map(line, rows)])
+    return [line(header), rule, *map(line, rows)]
+
+
+def _markdown(header: list[str], rows: list[list[str]]) -> list[str]:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    return lines + ["| " + " | ".join(r) + " |" for r in rows]
+
+
+Render = Callable[[list[str], list[list[str]]], list[str]]
+
+
+def _tables(result: ReplayResult, render: Render) -> str:
+    n = result.config.first_n
+    parts = [_summary(result), "", *render([c.format(n=n) for c in COLUMNS], _rows(result))]
+    if result.differences:
+        parts += ["", _DIFF_NOTE.format(b=result.config.bootstrap), ""]
+        parts += render([c.format(n=n) for c in DIFF_COLUMNS], _diff_rows(result))
+    return "\n".join(parts)
+
+
+_DIFF_NOTE = (
+    "differences: arm minus against, [95 % paired bootstrap interval over users, {b} resamples]"
+)
+
+
+def format_table(result: ReplayResult) -> str:
+    """The arms as an aligned text table, with a line about the split, then the differences."""
+    return _tables(result, _aligned)
 
 
 def format_markdown(result: ReplayResult) -> str:
-    header = [c.format(n=result.config.first_n) for c in COLUMNS]
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    lines += ["| " + " | ".join(r) + " |" for r in _rows(result)]
-    return _summary(result) + "\n\n" + "\n".join(lines)
+    return _tables(result, _markdown)
 
 
 def _summary(result: ReplayResult) -> str:
@@ -133,8 +174,28 @@ def _summary(result: ReplayResult) -> str:
         f"{bases}\n'late users' first appear after the first {result.config.late_after_rounds} "
         f"rounds ({result.config.late_after_rounds * result.config.agg_every:,} live events); "
         f"'gate regret' is the mean over users of the served log loss minus the better of "
-        f"clone and base"
+        f"clone and base; 'worse than' is the share of users with >= "
+        f"{result.config.min_user_events} live events whose own log loss is worse"
+        + (
+            f"; a River per-user copy weighs {result.river_copy_bytes:,} bytes (pickled)"
+            if result.river_copy_bytes
+            else ""
+        )
     )
+
+
+def _write_plot(path: Path, result: ReplayResult) -> None:
+    from fedlearn.evaluate.plot import progressive_auc_html
+
+    title = f"Progressive AUC per arm: {result.dataset}, split {result.config.split:g}"
+    caption = (
+        f"Each point: the AUC of all live events predicted so far (test, then train), "
+        f"{result.n_live:,} live events of {result.live_users:,} users."
+    )
+    try:
+        path.write_text(progressive_auc_html(result.curves, title=title, caption=caption))
+    except OSError as exc:
+        raise click.ClickException(f"cannot write the plot to {path}: {exc.strerror}") from None
 
 
 @click.command()
@@ -172,6 +233,19 @@ def _summary(result: ReplayResult) -> str:
     type=click.FloatRange(0),
     help="Pull of a user's delta toward the base.",
 )
+@click.option(
+    "--shared-lr-scale",
+    default=_DEFAULTS.shared_lr_scale,
+    show_default=True,
+    type=click.FloatRange(0, 1, min_open=True),
+    help="Step of a clone's item and context rows as a multiple of its lr (user row: 1).",
+)
+@click.option(
+    "--lr-half-life",
+    default=_DEFAULTS.lr_half_life,
+    type=click.FloatRange(0, min_open=True),
+    help="A user's n-th event steps by h/(h+n) of the lr (default: no decay).",
+)
 @count_option(
     "--agg-every",
     default=_DEFAULTS.agg_every,
@@ -199,6 +273,18 @@ def _summary(result: ReplayResult) -> str:
     default=_DEFAULTS.river_lr,
     help="SGD step of River's online arms (weights, latents and intercept).",
 )
+@click.option(
+    "--bootstrap",
+    default=_DEFAULTS.bootstrap,
+    show_default=True,
+    type=click.IntRange(0),
+    help="User resamples for the differences' intervals (0: no differences).",
+)
+@click.option(
+    "--plot",
+    type=click.Path(dir_okay=False, writable=True, path_type=Path),
+    help="Write progressive AUC over live time per arm to this self-contained HTML page.",
+)
 @click.option("--seed", default=_DEFAULTS.train.seed, show_default=True, type=int)
 @click.option("--limit", type=click.IntRange(2), help="Replay only the first N events of the log.")
 @click.option("--json", "as_json", is_flag=True, help="Print the results as JSON (no progress).")
@@ -211,12 +297,16 @@ def replay(
     lr: float,
     bias_lr: float,
     l2: float,
+    shared_lr_scale: float,
+    lr_half_life: float | None,
     agg_every: int,
     agg_rule: str,
     first_n: int,
     factors: int,
     l2_grid: tuple[float, ...],
     river_lr: float,
+    bootstrap: int,
+    plot: Path | None,
     seed: int,
     limit: int | None,
     as_json: bool,
@@ -238,6 +328,8 @@ def replay(
             lr_multiples=lr_multiples,
             bias_lr=bias_lr,
             l2=l2,
+            shared_lr_scale=shared_lr_scale,
+            lr_half_life=lr_half_life,
             agg_every=agg_every,
             agg_rule=agg_rule,
             first_n=first_n,
@@ -245,6 +337,7 @@ def replay(
             train=TrainConfig(n_factors=factors, seed=seed),
             l2_grid=l2_grid,
             river_lr=river_lr,
+            bootstrap=bootstrap,
         )
     except ValueError as exc:
         raise click.UsageError(str(exc)) from None
@@ -258,6 +351,8 @@ def replay(
     finally:
         if bars:
             bars.close()
+    if plot is not None:
+        _write_plot(plot, result)
     if as_json:
         click.echo(orjson.dumps(result.to_dict(), option=orjson.OPT_INDENT_2).decode())
     elif markdown:

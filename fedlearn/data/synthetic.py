@@ -4,15 +4,19 @@ Real logs cannot tell us whether a model found the users' tastes; this one can. 
 a taste vector over genres (returned in :class:`SyntheticTruth`), every item a few genres and a
 bias, and a click happens with probability ``sigmoid(base + taste(t)·genres + bias + hour
 effect + noise)``. With ``drift`` the tastes rotate over time, so an online per-user model has
-something to follow that a frozen base cannot. Everything is drawn with numpy in bulk, so a
-million events take seconds; :meth:`SyntheticLog.events` streams them without any file.
+something to follow that a frozen base cannot. With ``repeat`` an impression shows the user one
+of their recent items again (after a click or a skip), and ``affinity_scale`` gives every
+(user, item) pair a taste of its own that no shared feature explains: only a per-user item row
+can learn it, and only because the item comes back, which is where a clone should pay.
+Everything is drawn with numpy in bulk, so a million events take seconds;
+:meth:`SyntheticLog.events` streams them without any file.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Literal
 
@@ -50,12 +54,18 @@ class SyntheticConfig:
     noise_scale: float = 0.3
     base_logit: float = -0.5
     drift: float = 0.0
+    # Tastes are the population's shared one plus the user's own (``taste_scale``).
+    population_taste_scale: float = 0.0
+    repeat: float = 0.0
+    repeat_window: int = 5
+    affinity_scale: float = 0.0
     start_ts: float = 1_600_000_000.0
     days: float = 90.0
     seed: int = 0
 
     def __post_init__(self) -> None:
-        for name in ("n_users", "n_items", "n_genres", "events_per_user", "genres_per_item"):
+        for name in ("n_users", "n_items", "n_genres", "events_per_user", "genres_per_item",
+                     "repeat_window"):  # fmt: skip
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"{name!r} must be a positive integer, got {value!r}")
@@ -69,10 +79,12 @@ class SyntheticConfig:
         for name in ("tail", "days"):
             if not getattr(self, name) > 0:
                 raise ValueError(f"{name!r} must be > 0, got {getattr(self, name)!r}")
-        for name in ("popularity", "taste_scale", "item_bias_scale", "hour_scale",
-                     "noise_scale", "drift"):  # fmt: skip
+        for name in ("popularity", "taste_scale", "item_bias_scale", "hour_scale", "noise_scale",
+                     "drift", "population_taste_scale", "affinity_scale"):  # fmt: skip
             if not getattr(self, name) >= 0:
                 raise ValueError(f"{name!r} must be >= 0, got {getattr(self, name)!r}")
+        if not 0.0 <= self.repeat < 1.0:
+            raise ValueError(f"'repeat' must be in [0, 1), got {self.repeat!r}")
 
     @property
     def n_events(self) -> int:
@@ -88,13 +100,26 @@ class SyntheticTruth:
     item_genres: np.ndarray  # (n_items, n_genres): 0/1
     item_bias: np.ndarray  # (n_items,)
     genre_names: tuple[str, ...]
+    population: np.ndarray | None = None  # (n_genres,): everyone's shared taste; never turns
+    # The (user, item) affinities of the pairs in the log: sorted keys user * n_items + item.
+    affinity_keys: np.ndarray | None = None
+    affinity: np.ndarray | None = None
 
     def tastes_at(self, users: np.ndarray, angle: np.ndarray) -> np.ndarray:
         """Tastes of ``users`` after turning by ``angle`` radians (rows of a matrix)."""
-        return (
+        own = (
             np.cos(angle)[:, None] * self.tastes_start[users]
             + np.sin(angle)[:, None] * self.tastes_turn[users]
         )
+        return own if self.population is None else own + self.population
+
+    def affinity_of(self, users: np.ndarray, items: np.ndarray) -> np.ndarray:
+        """The affinity of each (user, item) pair of the log (0 without affinities)."""
+        if self.affinity is None or self.affinity_keys is None:
+            return np.zeros(len(users))
+        n_items = len(self.item_bias)
+        at = np.searchsorted(self.affinity_keys, users * n_items + items)
+        return self.affinity[at]
 
 
 @dataclass(frozen=True)
@@ -157,8 +182,10 @@ class SyntheticLog:
 def generate(config: SyntheticConfig) -> SyntheticLog:
     """Draw a log. Each part has its own random stream, so e.g. changing ``drift`` keeps the
     same users, items, times and tastes and changes only the clicks."""
-    (r_taste, r_items, r_counts, r_times, r_pick, r_noise, r_click) = [
-        np.random.default_rng(s) for s in np.random.SeedSequence(config.seed).spawn(7)
+    # Spawned children depend on their index only, so the streams added later (repeats,
+    # affinities, the population's taste) leave the logs of older configs bit for bit the same.
+    (r_taste, r_items, r_counts, r_times, r_pick, r_noise, r_click, r_repeat, r_affinity) = [
+        np.random.default_rng(s) for s in np.random.SeedSequence(config.seed).spawn(9)
     ]
     truth = _truth(config, r_taste, r_items)
     counts = _counts(config, r_counts)
@@ -169,6 +196,9 @@ def generate(config: SyntheticConfig) -> SyntheticLog:
     rank_weight = 1.0 / np.arange(1, config.n_items + 1) ** config.popularity
     popularity = r_pick.permutation(rank_weight / rank_weight.sum())
     item = r_pick.choice(config.n_items, size=len(user), p=popularity)
+    if config.repeat > 0:
+        item = _repeat_recent(config, user, item, r_repeat)
+    truth = _with_affinities(config, truth, user, item, r_affinity)
     hour = ((ts % _DAY) // 3600).astype(np.int64)
     p = np.empty(len(user))
     span = config.days * _DAY
@@ -180,6 +210,7 @@ def generate(config: SyntheticConfig) -> SyntheticLog:
             config.base_logit
             + np.einsum("ij,ij->i", tastes, truth.item_genres[item[lo:hi]])
             + truth.item_bias[item[lo:hi]]
+            + truth.affinity_of(user[lo:hi], item[lo:hi])
             # Evenings click more: a known, learnable effect of the context feature.
             + config.hour_scale * np.cos(2 * math.pi * (hour[lo:hi] - 21) / 24)
             + r_noise.normal(0.0, config.noise_scale, hi - lo)
@@ -208,6 +239,44 @@ def _truth(
     bias = r_items.normal(0.0, config.item_bias_scale, config.n_items)
     names = tuple(f"g{g}" for g in range(n_g))
     return SyntheticTruth(start, turn, genres, bias, names)
+
+
+def _repeat_recent(
+    config: SyntheticConfig, user: np.ndarray, item: np.ndarray, rng: np.random.Generator
+) -> np.ndarray:
+    """With probability ``repeat``, an impression shows again the item of one of the user's
+    last ``repeat_window`` impressions (which may itself be a repeat)."""
+    n = len(user)
+    by_user = np.argsort(user, kind="stable")  # each user's events in time order
+    sorted_user = user[by_user]
+    starts = np.searchsorted(sorted_user, sorted_user)  # where each user's run begins
+    position = np.arange(n) - starts  # events the user had before, at each sorted slot
+    back = np.minimum(rng.integers(1, config.repeat_window + 1, n), position)
+    repeats = (rng.random(n) < config.repeat) & (position > 0)
+    source = np.arange(n)
+    source[by_user[repeats]] = by_user[np.flatnonzero(repeats) - back[repeats]]
+    # Follow chains of repeats to the impression that drew a fresh item (pointer jumping:
+    # every pass halves the longest chain, and a source always lies earlier in time).
+    while not np.array_equal(source[source], source):
+        source = source[source]
+    return item[source]
+
+
+def _with_affinities(
+    config: SyntheticConfig,
+    truth: SyntheticTruth,
+    user: np.ndarray,
+    item: np.ndarray,
+    rng: np.random.Generator,
+) -> SyntheticTruth:
+    """The truth, with the population's taste and an affinity for every (user, item) pair
+    of the log (drawn in the order of their keys, so the same pairs get the same values)."""
+    population = rng.normal(0.0, config.population_taste_scale, config.n_genres)
+    if config.affinity_scale == 0:
+        return replace(truth, population=population)
+    keys = np.unique(user * config.n_items + item)
+    values = rng.normal(0.0, config.affinity_scale, len(keys))
+    return replace(truth, population=population, affinity_keys=keys, affinity=values)
 
 
 def _counts(config: SyntheticConfig, rng: np.random.Generator) -> np.ndarray:

@@ -4,8 +4,10 @@ with aggregation.
 Every arm speaks one verb, :meth:`Arm.process`: given the next block of live events in time
 order, predict each one and then learn from it (progressive validation), and return the
 predictions. The replay feeds all arms the same blocks, so they are scored on the same events.
-Our arms push a whole block through :func:`~fedlearn.model.learn_many`: clones of different
-users are independent, so applying each user's events in order is the same as time order.
+Our online arms push a whole block through the trainer's own learning step
+(:func:`fedlearn.trainer.apply.learn_clones`, with the service's :class:`CloneSettings`): clones
+of different users are independent, so applying each user's events in order is the same as
+time order, and what the replay measures is what the stream workers run.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections import Counter
 from collections.abc import Mapping, Sequence
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
@@ -20,10 +23,10 @@ import numpy as np
 from fedlearn.aggregate.config import AggregationConfig
 from fedlearn.aggregate.fold import fold_pairs
 from fedlearn.aggregate.strategies import RowUpdate
-from fedlearn.model import Base, Clone, Delta, learn_many
-from fedlearn.model.batch import learn_many_shadow
+from fedlearn.model import Base, Clone, Delta
 from fedlearn.model.gating import Gate, GateSettings
-from fedlearn.model.metrics import log_loss_one
+from fedlearn.model.metrics import log_losses
+from fedlearn.trainer.apply import CloneSettings, learn_clones
 
 LabelledEvent = tuple[str, Mapping[str, float], int]
 
@@ -55,29 +58,28 @@ class FrozenArm(Arm):
 class ClonesArm(Arm):
     """A clone per user (the shared base plus the user's delta), each learning online."""
 
-    def __init__(
-        self,
-        base: Base,
-        *,
-        lr: float,
-        bias_lr: float | None = None,
-        l2: float = 0.0,
-        name: str = "clones",
-    ) -> None:
+    def __init__(self, base: Base, *, settings: CloneSettings, name: str = "clones") -> None:
         self.name = name
         self.base = base
-        self.lr, self.bias_lr, self.l2 = lr, bias_lr, l2
+        self.settings = settings
         self.deltas: dict[str, Delta] = {}
 
+    def learn(self, block: Sequence[LabelledEvent]) -> tuple[np.ndarray, np.ndarray]:
+        """The trainer's step on ``block``: the clones' and the base's predictions."""
+        clone, base, _ = learn_clones(self.base, self.deltas, block, self.settings)
+        return clone, base
+
     def process(self, block: Sequence[LabelledEvent]) -> np.ndarray:
-        return learn_many(self.base, self.deltas, block, self.lr, self.l2, self.bias_lr)
+        return self.learn(block)[0]
 
 
 class GlobalArm(ClonesArm):
     """One online model shared by everybody: the base keeps learning from every event."""
 
-    def __init__(self, base: Base, *, name: str = "global", **kw: Any) -> None:
-        super().__init__(base, name=name, **kw)
+    def __init__(self, base: Base, *, settings: CloneSettings, name: str = "global") -> None:
+        # One model: no row cap, and no per-user step decay (it has one "user").
+        one = replace(settings, max_rows=None, lr_half_life=None)
+        super().__init__(base, settings=one, name=name)
 
     def process(self, block: Sequence[LabelledEvent]) -> np.ndarray:
         return super().process([(_EVERYONE, x, y) for _, x, y in block])
@@ -130,9 +132,13 @@ class AggregatedClonesArm(ClonesArm):
         self._rng = np.random.default_rng(seed)
 
     def process(self, block: Sequence[LabelledEvent]) -> np.ndarray:
+        return self.learn_and_fold(block)[0]
+
+    def learn_and_fold(self, block: Sequence[LabelledEvent]) -> tuple[np.ndarray, np.ndarray]:
+        """Test-then-train ``block`` on the clones, then fold their changes (one round)."""
         users = Counter(user for user, _, _ in block)
         before = {u: self.deltas[u].copy() for u in users if u in self.deltas}
-        predictions = super().process(block)
+        predictions = self.learn(block)
         self._fold(before, users)
         return predictions
 
@@ -156,30 +162,42 @@ class GatedClonesArm(AggregatedClonesArm):
     losses of the clone and of the base (scored in shadow on every event). The arm returns the
     served predictions and keeps both experts' predictions in ``clone_predictions`` and
     ``base_predictions``, so the replay can compare the gate with the better of the two per
-    user.
+    user. ``blend`` (a lever measured in the replay only, not what the service serves) serves
+    the Hedge mixture ``w p_clone + (1 - w) p_base`` instead of the likelier expert.
     """
 
     def __init__(
-        self, base: Base, *, gating: GateSettings, name: str = "clones-gated", **kw: Any
+        self,
+        base: Base,
+        *,
+        gating: GateSettings,
+        blend: bool = False,
+        name: str = "clones-gated",
+        **kw: Any,
     ) -> None:
         super().__init__(base, name=name, **kw)
         self.gating = gating
+        self.blend = blend
         self.gates: dict[str, Gate] = {}
         self.clone_predictions: list[np.ndarray] = []
         self.base_predictions: list[np.ndarray] = []
 
     def process(self, block: Sequence[LabelledEvent]) -> np.ndarray:
-        users = Counter(user for user, _, _ in block)
-        before = {u: self.deltas[u].copy() for u in users if u in self.deltas}
-        clone, base = learn_many_shadow(
-            self.base, self.deltas, block, self.lr, self.l2, self.bias_lr
-        )
+        clone, base = self.learn_and_fold(block)
+        y = np.fromiter((y for _, _, y in block), np.float64, len(block))
+        losses = zip(log_losses(y, clone).tolist(), log_losses(y, base).tolist(), strict=True)
         served = np.empty(len(block))
-        for i, ((user, _, y), pc, pb) in enumerate(zip(block, clone, base, strict=True)):
+        for i, ((user, _, _), (clone_loss, base_loss)) in enumerate(
+            zip(block, losses, strict=True)
+        ):
+            # Served by the gate as it stood before the event, then updated as the trainer does.
             gate = self.gates.setdefault(user, Gate())
-            served[i] = pc if gate.serve(self.gating.eta) == "clone" else pb
-            gate.update(log_loss_one(y, pc), log_loss_one(y, pb), self.gating.decay)
+            if self.blend:
+                w = gate.p_clone(self.gating.eta)
+                served[i] = w * clone[i] + (1.0 - w) * base[i]
+            else:
+                served[i] = clone[i] if gate.serve(self.gating.eta) == "clone" else base[i]
+            gate.update(clone_loss, base_loss, self.gating.decay)
         self.clone_predictions.append(clone)
         self.base_predictions.append(base)
-        self._fold(before, users)
         return served

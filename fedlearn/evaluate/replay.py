@@ -14,6 +14,7 @@ through ``learn_many`` is the same as its events one by one in time order).
 from __future__ import annotations
 
 import math
+import pickle  # only to weigh River's model, as a River user would store a copy
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field, replace
@@ -35,9 +36,18 @@ from fedlearn.evaluate.arms import (
     GlobalArm,
     LabelledEvent,
 )
+from fedlearn.evaluate.compare import (
+    Difference,
+    LiveEvents,
+    paired_bootstrap,
+    per_user_log_loss,
+    progressive_auc,
+    share_worse,
+)
 from fedlearn.model import Base, TrainConfig, event_features, select_l2, train_base
 from fedlearn.model.gating import GateSettings
-from fedlearn.model.metrics import StreamingMetrics, group_auc, log_losses, roc_auc
+from fedlearn.model.metrics import StreamingMetrics, group_auc, json_dict, roc_auc
+from fedlearn.trainer.apply import CloneSettings
 
 OUR_ARMS = ("frozen", "global", "clones", "clones-agg", "clones-gated")
 RIVER_ARMS = ("river-frozen", "river-global", "river-clones", "river-clones-fedavg")
@@ -74,6 +84,14 @@ class ReplayConfig:
     # The service's clone defaults are the ones this replay chose, so they are read from there.
     bias_lr: float = setting_default("clone_bias_lr")
     l2: float = setting_default("clone_l2")
+    max_rows: int = setting_default("clone_max_rows")
+    # The update's levers (CloneSettings'), off as in the service: measured on rolling folds
+    # of the first part (fedlearn.evaluate.tuning), neither paid (BENCHMARKS.md), so the
+    # service has no setting for them; the replay keeps them to measure them again.
+    shared_lr_scale: float = 1.0
+    lr_half_life: float | None = None
+    gate_decay: float = setting_default("gate_decay")
+    gate_blend: bool = False  # replay-only lever: serve the gate's mixture of clone and base
     agg_every: int = 1000
     agg_rule: str = "row-mean"
     first_n: int = 5
@@ -83,6 +101,16 @@ class ReplayConfig:
     l2_grid: tuple[float, ...] = (1e-5, 1e-4, 1e-3)
     river_lr: float = 0.05
     river_passes: int = 3
+    min_user_events: int = 10
+    bootstrap: int = 200
+    curve_points: int = 50
+
+    def clone_settings(self, multiple: float = 1.0) -> CloneSettings:
+        """The trainer's settings for a clone arm whose lr is ``multiple`` x ``lr``."""
+        return CloneSettings(
+            lr=self.lr * multiple, l2=self.l2, bias_lr=self.bias_lr, max_rows=self.max_rows,
+            shared_lr_scale=self.shared_lr_scale, lr_half_life=self.lr_half_life,
+        )  # fmt: skip
 
     def __post_init__(self) -> None:
         if not 0.0 < self.split < 1.0:
@@ -99,9 +127,15 @@ class ReplayConfig:
                 raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
         if self.l2 < 0 or any(v < 0 for v in self.l2_grid):
             raise ValueError(f"l2 must be zero or positive, got {self.l2} / {list(self.l2_grid)}")
-        for name in ("agg_every", "first_n", "river_passes", "late_after_rounds"):
+        for name in ("agg_every", "first_n", "river_passes", "late_after_rounds", "curve_points"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
+        if not 0.0 < self.shared_lr_scale <= 1.0:
+            raise ValueError(f"shared_lr_scale must be in (0, 1], got {self.shared_lr_scale}")
+        if self.lr_half_life is not None and not self.lr_half_life > 0:
+            raise ValueError(f"lr_half_life must be positive, got {self.lr_half_life}")
+        if self.bootstrap < 0:
+            raise ValueError(f"bootstrap must be zero (none) or positive, got {self.bootstrap}")
         if self.limit is not None and self.limit < 2:
             raise ValueError(f"limit must be at least 2 events, got {self.limit}")
         if self.agg_rule not in AGG_RULES:
@@ -139,10 +173,15 @@ class ArmResult:
     # of clone and base for that user), and the largest such difference.
     gate_regret_mean: float = math.nan
     gate_regret_max: float = math.nan
+    # Share of users with >= ``min_user_events`` live events whose own log loss is worse than
+    # under the frozen base / the global online arm.
+    worse_than_frozen: float = math.nan
+    worse_than_global: float = math.nan
+    # Per-user clone arms: the mean size of a user's delta (its binary form) after the replay.
+    delta_bytes_mean: float = math.nan
 
     def to_dict(self) -> dict[str, Any]:
-        items = asdict(self).items()
-        return {k: None if isinstance(v, float) and math.isnan(v) else v for k, v in items}
+        return json_dict(self)
 
 
 @dataclass
@@ -156,6 +195,12 @@ class ReplayResult:
     split_ts: float
     arms: list[ArmResult]
     timings: dict[str, float]
+    # The reference arm minus every other, per metric, with paired bootstrap intervals.
+    differences: list[Difference] = field(default_factory=list)
+    # What one River per-user copy weighs (pickled), when River's arms ran.
+    river_copy_bytes: int | None = None
+    # Per arm, (live events seen, AUC so far) at evenly spaced moments: the progressive curve.
+    curves: dict[str, list[tuple[int, float]]] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -167,6 +212,9 @@ class ReplayResult:
             "split_ts": self.split_ts,
             "first_n": self.config.first_n,
             "arms": [a.to_dict() for a in self.arms],
+            "differences": [d.to_dict() for d in self.differences],
+            "river_copy_bytes": self.river_copy_bytes,
+            "curves": self.curves,
             "timings": self.timings,
             "config": self.config.to_dict(),
         }
@@ -242,26 +290,30 @@ def fit_base(
 
 def _make_arms(name: str, base: Base | None, river_base: Any, config: ReplayConfig) -> list[Arm]:
     """The arm(s) called ``name``: one per lr multiple for the clone arms."""
-    common = {"bias_lr": config.bias_lr, "l2": config.l2}
+    one = config.clone_settings()
     if name == "frozen":
         return [FrozenArm(base)]
     if name == "global":
-        return [GlobalArm(base, lr=config.lr, **common)]
+        return [GlobalArm(base, settings=one)]
     if name == "clones":
         return [
-            ClonesArm(base, lr=config.lr * m, name=f"clones x{m:g}", **common)
+            ClonesArm(base, settings=config.clone_settings(m), name=f"clones x{m:g}")
             for m in config.lr_multiples
         ]
     if name == "clones-gated":
+        gating = GateSettings(decay=config.gate_decay, eta=setting_default("gate_eta"))
         return [
             GatedClonesArm(
-                base, lr=config.lr, rule=config.agg_rule, gating=GateSettings(), **common
+                base, settings=one, rule=config.agg_rule, gating=gating, blend=config.gate_blend
             )
         ]
     if name == "clones-agg":
         return [
             AggregatedClonesArm(
-                base, lr=config.lr * m, rule=config.agg_rule, name=f"clones-agg x{m:g}", **common
+                base,
+                settings=config.clone_settings(m),
+                rule=config.agg_rule,
+                name=f"clones-agg x{m:g}",
             )
             for m in config.lr_multiples
         ]
@@ -276,26 +328,23 @@ def _make_arms(name: str, base: Base | None, river_base: Any, config: ReplayConf
     return [ra.RiverFedAvgArm(river_base, lr=config.river_lr)]
 
 
-def _per_user_log_loss(users: np.ndarray, y: np.ndarray, p: np.ndarray) -> np.ndarray:
-    return np.bincount(users, weights=log_losses(y, p)) / np.maximum(np.bincount(users), 1)
-
-
-def _gate_regret(arm: GatedClonesArm, users: np.ndarray, y: np.ndarray, served: np.ndarray):
+def _gate_regret(arm: GatedClonesArm, events: LiveEvents, served: np.ndarray):
     """Per user: served log loss minus the better of the clone's and the base's."""
-    clone = np.concatenate(arm.clone_predictions)
-    base = np.concatenate(arm.base_predictions)
-    best = np.minimum(_per_user_log_loss(users, y, clone), _per_user_log_loss(users, y, base))
-    regret = _per_user_log_loss(users, y, served) - best
+    clone = per_user_log_loss(events, np.concatenate(arm.clone_predictions))
+    base = per_user_log_loss(events, np.concatenate(arm.base_predictions))
+    regret = per_user_log_loss(events, served) - np.minimum(clone, base)
     return float(regret.mean()), float(regret.max())
 
 
 def _score(
     arm: Arm,
     live: Sequence[LabelledEvent],
+    events: LiveEvents,
     config: ReplayConfig,
     progress: Progress | None,
     late: np.ndarray,
-) -> ArmResult:
+) -> tuple[ArmResult, np.ndarray]:
+    """Run ``arm`` over ``live`` block by block; its scores and its predictions."""
     metrics = StreamingMetrics(first_n=config.first_n)
     seconds = 0.0
     served = []
@@ -310,13 +359,13 @@ def _score(
             progress(f"replaying {arm.name} (events)", len(block), len(live))
     report = metrics.report()
     p = np.concatenate(served)
-    index = {u: i for i, u in enumerate(dict.fromkeys(u for u, _, _ in live))}
-    users = np.fromiter((index[u] for u, _, _ in live), np.int64, len(live))
-    y = np.fromiter((y for _, _, y in live), np.float64, len(live))
+    users, y = events.users, events.y
     extra: dict[str, float] = {}
     if isinstance(arm, GatedClonesArm):
-        extra["gate_regret_mean"], extra["gate_regret_max"] = _gate_regret(arm, users, y, p)
-    return ArmResult(
+        extra["gate_regret_mean"], extra["gate_regret_max"] = _gate_regret(arm, events, p)
+    if isinstance(arm, ClonesArm) and not isinstance(arm, GlobalArm) and arm.deltas:
+        extra["delta_bytes_mean"] = float(np.mean([len(d.to_bytes()) for d in arm.deltas.values()]))
+    result = ArmResult(
         arm=arm.name,
         n=report.n,
         auc=report.auc,
@@ -331,6 +380,7 @@ def _score(
         n_late_users=len(set(users[late].tolist())),
         **extra,
     )
+    return result, p
 
 
 def replay(
@@ -384,11 +434,15 @@ def replay(
         first_seen.setdefault(user, i)
     after = config.late_after_rounds * config.agg_every
     late = np.fromiter((first_seen[u] >= after for u, _, _ in live), bool, len(live))
-    results = [
-        _score(arm, live, config, progress, late)
+    events = live_events(live, config.first_n)
+    scored = [
+        _score(arm, live, events, config, progress, late)
         for name in config.arms
         for arm in _make_arms(name, base, river_base, config)
     ]
+    began = time.perf_counter()
+    results, differences, curves = _compare(events, config, scored)
+    timings["compare"] = time.perf_counter() - began
     train_users = {u for u, _, _ in train}
     live_users = {u for u, _, _ in live}
     return ReplayResult(
@@ -401,4 +455,55 @@ def replay(
         split_ts=float(log.ts[cut]),
         arms=results,
         timings=timings,
+        differences=differences,
+        curves=curves,
+        river_copy_bytes=None if river_base is None else len(pickle.dumps(river_base)),
     )
+
+
+def reference_arm(names: Sequence[str]) -> str | None:
+    """The arm the service runs (gated aggregated clones), or the closest one replayed."""
+    for prefix in ("clones-gated", "clones-agg", "clones"):
+        for name in names:
+            if name.startswith(prefix):
+                return name
+    return None
+
+
+def live_events(live: Sequence[LabelledEvent], first_n: int) -> LiveEvents:
+    """The live events' user indices, labels and each user's position among them."""
+    index: dict[str, int] = {}
+    seen: dict[str, int] = {}
+    users, position = np.empty(len(live), np.int64), np.empty(len(live), np.int64)
+    for i, (user, _, _) in enumerate(live):
+        users[i] = index.setdefault(user, len(index))
+        position[i] = seen.get(user, 0)
+        seen[user] = position[i] + 1
+    y = np.fromiter((y for _, _, y in live), np.float64, len(live))
+    return LiveEvents(users, y, position, first_n)
+
+
+def _compare(
+    events: LiveEvents,
+    config: ReplayConfig,
+    scored: list[tuple[ArmResult, np.ndarray]],
+) -> tuple[list[ArmResult], list[Difference], dict[str, list[tuple[int, float]]]]:
+    """Per-user shares against the frozen and global arms, the reference arm's paired
+    bootstrap differences, and every arm's progressive AUC curve."""
+    predictions = {result.arm: p for result, p in scored}
+    results = []
+    for result, p in scored:
+        shares = {
+            f"worse_than_{ref}": share_worse(events, p, predictions[ref], config.min_user_events)
+            for ref in ("frozen", "global")
+            if ref in predictions and ref != result.arm
+        }
+        results.append(replace(result, **shares))
+    reference = reference_arm(list(predictions))
+    differences = []
+    if reference is not None and config.bootstrap:
+        differences = paired_bootstrap(
+            events, predictions, reference, resamples=config.bootstrap, seed=config.train.seed
+        )
+    curves = {a: progressive_auc(events.y, p, config.curve_points) for a, p in predictions.items()}
+    return results, differences, curves

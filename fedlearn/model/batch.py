@@ -25,6 +25,7 @@ from fedlearn.model import fm
 from fedlearn.model.base import Base
 from fedlearn.model.block import PAD
 from fedlearn.model.delta import Delta
+from fedlearn.model.features import USER_PREFIX
 
 LabelledEvent = tuple[str, Mapping[str, float], int]
 ENGINES = ("compiled", "numpy")  # kernel.test_then_train, or the numpy loop below (reference)
@@ -80,6 +81,7 @@ class _Workspace:
         self.base_rows[:-1, 1:] = bv
         self.delta_rows = np.zeros((n, 1 + k))
         self.dw0 = np.zeros(len(self.users))
+        self.prior_events = np.zeros(len(self.users), dtype=np.int64)
         self.rows_in_delta: list[np.ndarray] = []
         self.rows_in_ws: list[np.ndarray] = []
         for u, user in enumerate(self.users):
@@ -92,8 +94,22 @@ class _Workspace:
             self.delta_rows[wrows, 0] = delta._w[drows]
             self.delta_rows[wrows, 1:] = delta._v[drows]
             self.dw0[u] = delta.w0
+            self.prior_events[u] = delta.n_events
             self.rows_in_delta.append(drows)
             self.rows_in_ws.append(wrows)
+
+    def row_scale(self, shared: float) -> np.ndarray:
+        """Step multiplier per workspace row: 1 for the user's own ``user=`` row, ``shared``
+        for item and context rows (which every user has, and the rounds move), 0 for padding."""
+        scale = np.array([1.0 if n.startswith(USER_PREFIX) else shared for n in self.row_names])
+        return np.append(scale, 0.0)
+
+    def event_scale(self, half_life: float | None) -> np.ndarray:
+        """Step multiplier per event: ``h / (h + n)`` for a user's ``n``-th event so far
+        (large for a new user's first events, smaller as evidence piles up); 1 without ``h``."""
+        if half_life is None:
+            return np.ones(len(self.uid))
+        return half_life / (half_life + self.prior_events[self.uid] + self.position)
 
     def store(self, deltas: MutableMapping[str, Delta]) -> None:
         """Write the workspace's delta rows back into the users' deltas."""
@@ -146,18 +162,26 @@ def learn_many(
     max_rows: int | None = None,
     *,
     engine: str = "compiled",
+    shared_lr_scale: float = 1.0,
+    lr_half_life: float | None = None,
 ) -> np.ndarray:
     """Test-then-train ``events`` (``(user, features, label)``) on the users' clones.
 
     Each user's events are applied in their order in ``events``; ``deltas`` is updated in place
     (a user without a delta gets a new one). ``bias_lr`` is the step of the user's own intercept
     (River's ``intercept_lr``; ``lr`` when not given). After the batch, a delta longer than
-    ``max_rows`` loses its least recently used rows (``None``: no cap). Every step is clipped
+    ``max_rows`` loses its least recently used rows (``None``: no cap). ``shared_lr_scale``
+    multiplies the step of item and context rows (the user's own ``user=`` row and intercept
+    keep the full step); with ``lr_half_life`` = ``h``, a user's ``n``-th event steps by
+    ``h / (h + n)`` of the step. Every step is clipped
     and every delta parameter kept within ``fm.MAX_DELTA``. Returns the probability predicted
     for each event before its update, in input order. ``engine`` is ``"compiled"`` (numba,
     ``kernel.py``) or ``"numpy"`` (the readable reference, held to the same results).
     """
-    return _learn(base, deltas, events, lr, l2, bias_lr, max_rows, shadow=False, engine=engine)[0]
+    levers = {"shared_lr_scale": shared_lr_scale, "lr_half_life": lr_half_life}
+    return _learn(
+        base, deltas, events, lr, l2, bias_lr, max_rows, shadow=False, engine=engine, **levers
+    )[0]
 
 
 def learn_many_shadow(
@@ -170,13 +194,18 @@ def learn_many_shadow(
     max_rows: int | None = None,
     *,
     engine: str = "compiled",
+    shared_lr_scale: float = 1.0,
+    lr_half_life: float | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """:func:`learn_many`, also returning what the base alone predicted for each event.
 
     The shadow score costs one more forward pass on rows already gathered, which is why the
     trainer gets it here rather than from a separate ``Clone(base)`` pass.
     """
-    return _learn(base, deltas, events, lr, l2, bias_lr, max_rows, shadow=True, engine=engine)
+    levers = {"shared_lr_scale": shared_lr_scale, "lr_half_life": lr_half_life}
+    return _learn(
+        base, deltas, events, lr, l2, bias_lr, max_rows, shadow=True, engine=engine, **levers
+    )
 
 
 def _learn(
@@ -190,6 +219,8 @@ def _learn(
     *,
     shadow: bool,
     engine: str = "compiled",
+    shared_lr_scale: float = 1.0,
+    lr_half_life: float | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     if engine not in ENGINES:
         raise ValueError(f"engine must be one of {ENGINES}, got {engine!r}")
@@ -199,16 +230,23 @@ def _learn(
     ws = _Workspace(events)
     ws.load(base, deltas)
     y = np.fromiter((e[2] for e in events), np.float64, len(events))
-    if engine == "compiled":
+    # The kernel takes a per-row step multiplier; the per-event one (a replay-only lever, see
+    # evaluate/tuning.py) runs in the numpy reference.
+    if engine == "compiled" and lr_half_life is None:
         from fedlearn.model.kernel import test_then_train
 
-        row_scale = np.ones(len(ws.delta_rows))
+        row_scale = (
+            np.ones(len(ws.delta_rows)) if shared_lr_scale == 1.0 else ws.row_scale(shared_lr_scale)
+        )
         args = (ws.delta_rows, ws.base_rows, ws.dw0, row_scale, base.w0, lr, l2, bias_lr)
         predictions, base_predictions = test_then_train(ws.idx, ws.x, ws.uid, y, *args)
         if not shadow:
             base_predictions = np.zeros(0)
     else:
-        predictions, base_predictions = _numpy_steps(base, ws, y, lr, l2, bias_lr, shadow=shadow)
+        levers = {"shared_lr_scale": shared_lr_scale, "lr_half_life": lr_half_life}
+        predictions, base_predictions = _numpy_steps(
+            base, ws, y, lr, l2, bias_lr, shadow=shadow, **levers
+        )
     ws.store(deltas)
     if max_rows is not None:
         for user in ws.users:
@@ -217,7 +255,16 @@ def _learn(
 
 
 def _numpy_steps(
-    base: Base, ws: _Workspace, y: np.ndarray, lr: float, l2: float, bias_lr: float, *, shadow: bool
+    base: Base,
+    ws: _Workspace,
+    y: np.ndarray,
+    lr: float,
+    l2: float,
+    bias_lr: float,
+    *,
+    shadow: bool,
+    shared_lr_scale: float = 1.0,
+    lr_half_life: float | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """The readable reference of ``kernel.test_then_train``: one vectorized step per event
     position, across users. Updates the workspace; returns (clone, base) predictions."""
@@ -231,6 +278,10 @@ def _numpy_steps(
     bounds = np.searchsorted(ws.position[order], np.arange(int(ws.position.max()) + 2)).tolist()
     idx_all, x_all, uid_all, y_all = ws.idx[order], ws.x[order], ws.uid[order], y[order]
     x3_all = x_all[:, :, None]
+    # The levers: per-event and per-row step multipliers (all ones by default, so skipped).
+    event_scale = ws.event_scale(lr_half_life)[order]
+    lr_all, bias_lr_all = lr * event_scale, bias_lr * event_scale
+    row_scale = ws.row_scale(shared_lr_scale) if shared_lr_scale != 1.0 else None
     sorted_predictions = np.empty(len(y))
     table, base_rows, dw0_all, w0 = ws.delta_rows, ws.base_rows, ws.dw0, base.w0
     # d - lr (grad + l2 d) = d (1 - lr l2) - lr grad: the L2 pull as a decay, one op fewer.
@@ -259,12 +310,14 @@ def _numpy_steps(
         sums[:, 0] = 1.0
         xt[:, :, 0] = 0.0
         step = sums[:, None, :] - xt
-        step *= (lr * g)[:, None, None] * x3
+        step *= (lr_all[a:b] * g)[:, None, None] * x3
+        if row_scale is not None:
+            step *= row_scale.take(idx)[:, :, None]
         d *= decay
         d -= fm.clip_step(step)
         table[idx] = fm.bound_delta(d)
         bias = dw0 * bias_decay
-        bias -= fm.clip_step(bias_lr * g)
+        bias -= fm.clip_step(bias_lr_all[a:b] * g)
         dw0_all[u] = fm.bound_delta(bias)
         # Padding slots wrote zeros over the padding row; it must stay all zero, and it does,
         # because their x is 0 and the padding row's delta starts at 0.

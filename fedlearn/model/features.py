@@ -17,6 +17,7 @@ MAX_FEATURE_VALUE = 10.0
 # Features the model names itself: a context key "user" (or "user=x") would make the feature
 # "user=<victim>", which colluding clients could train into the shared base.
 RESERVED_PREFIXES = ("user", "item")
+USER_PREFIX = "user="  # a user's own row: the part of a clone only that user moves
 
 Features = dict[str, float]
 

@@ -146,6 +146,12 @@ def log_loss(y: Any, p: Any, eps: float = LOG_LOSS_EPS) -> float:
     return float(-np.mean(labels * np.log(probs) + (1 - labels) * np.log1p(-probs)))
 
 
+def json_dict(report: Any) -> dict[str, Any]:
+    """A dataclass of scores as a plain dict, ``nan`` as ``None`` so the result is valid JSON."""
+    items = asdict(report).items()
+    return {k: None if isinstance(v, float) and math.isnan(v) else v for k, v in items}
+
+
 @dataclass(frozen=True)
 class MetricsReport:
     """What :class:`StreamingMetrics` reports. ``first`` = each user's first ``first_n`` events
@@ -166,8 +172,7 @@ class MetricsReport:
 
     def to_dict(self) -> dict[str, Any]:
         """Plain dict; ``nan`` becomes ``None`` so the result is valid JSON."""
-        items = asdict(self).items()
-        return {k: None if isinstance(v, float) and math.isnan(v) else v for k, v in items}
+        return json_dict(self)
 
 
 class StreamingMetrics:

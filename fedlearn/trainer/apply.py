@@ -9,7 +9,7 @@ returns everything the atomic commit needs. No I/O happens here, so it is tested
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -35,12 +35,16 @@ PredictionFeatures = Callable[[str, str], Mapping[str, float] | None]
 @dataclass(frozen=True, slots=True)
 class CloneSettings:
     """How clones learn: SGD step, intercept step, L2 pull toward the base, and the cap on a
-    delta's rows (least recently used rows are evicted beyond it)."""
+    delta's rows (least recently used rows are evicted beyond it); the levers of
+    :func:`fedlearn.model.learn_many` (item and context rows' step multiple, the step's decay
+    with the user's event count)."""
 
     lr: float
     l2: float
     bias_lr: float
-    max_rows: int = DEFAULT_MAX_ROWS
+    max_rows: int | None = DEFAULT_MAX_ROWS  # None: no cap (the replay's one global model)
+    shared_lr_scale: float = 1.0
+    lr_half_life: float | None = None
 
 
 @dataclass(slots=True)
@@ -92,6 +96,25 @@ def features_of(
             return dict(recorded), "prediction"
     item = event["item"]
     return event_features(event["user"], item, event.get("context"), item_features(item)), "event"
+
+
+def learn_clones(
+    base: Base,
+    deltas: dict[str, Delta],
+    events: Sequence[tuple[str, Mapping[str, float], int]],
+    settings: CloneSettings,
+) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    """Test-then-train labelled ``(user, features, label)`` events on the clones in ``deltas``
+    (updated in place): the clone's and the base's predictions, and the users reset.
+
+    This is the trainer's learning without its stream bookkeeping, so the offline replay runs
+    exactly what the service runs.
+    """
+    p, base_p = learn_many_shadow(
+        base, deltas, events, settings.lr, settings.l2, settings.bias_lr, settings.max_rows,
+        shared_lr_scale=settings.shared_lr_scale, lr_half_life=settings.lr_half_life,
+    )  # fmt: skip
+    return p, base_p, _reset_non_finite(deltas, base.n_factors)
 
 
 def apply_batch(
@@ -150,10 +173,7 @@ def apply_batch(
     for i, (user, _, _) in enumerate(events):
         positions[i] = seen.get(user, working[user].n_events)
         seen[user] = positions[i] + 1
-    p, base_p = learn_many_shadow(
-        base, working, events, settings.lr, settings.l2, settings.bias_lr, settings.max_rows
-    )
-    out.reset = _reset_non_finite(working, base.n_factors)
+    p, base_p, out.reset = learn_clones(base, working, events, settings)
     for user in out.reset:
         if user in out.users:  # forgotten earlier in this batch: its state holds the old delta
             out.users[user].delta = working[user]
