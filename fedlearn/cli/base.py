@@ -83,11 +83,15 @@ def retrain(eventlog: Path | None, no_publish: bool) -> None:
     folder = eventlog or Path(config.monthly_eventlog_dir or settings.data_dir / "eventlog")
     try:
         summary = retrain_from_eventlog(
-            store, folder, publish=not no_publish,
+            store, folder, publish=not no_publish, shadow_events=config.shadow_events,
+            shadow_margin=config.shadow_margin,
             progress=lambda r: click.echo(f"  epoch {r['epoch']:.0f}: {r}", err=True),
         )  # fmt: skip
     except (ValueError, RoundError) as exc:
         raise click.ClickException(str(exc)) from None
+    if "rejected" in summary:
+        version, why = summary["version"], summary["rejected"]
+        raise click.ClickException(f"base {version} not published: {why}")
     what = "trained (not published)" if no_publish else "published"
     click.echo(
         f"base {summary['version']} {what}: generation {summary['generation']}, "
