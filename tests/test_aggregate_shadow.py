@@ -42,14 +42,19 @@ def run(store: Store, world: dict[str, Any], users: dict, config: AggregationCon
     return run_round_inline(store, config)
 
 
+@pytest.fixture
+def config(world: dict[str, Any], tmp_path: Path) -> AggregationConfig:  # noqa: F811
+    """Plain FedAvg without clipping (the rule the attack poisons), shadow-checked on the log."""
+    return AggregationConfig(
+        clip_norm=None, min_users=1, monthly_eventlog_dir=str(write_log(tmp_path, world))
+    )
+
+
 def test_a_poisoned_round_is_rejected_and_the_base_stays(
     store: Store,
     world: dict[str, Any],  # noqa: F811
-    tmp_path: Path,
+    config: AggregationConfig,
 ) -> None:
-    config = AggregationConfig(
-        clip_norm=None, min_users=1, monthly_eventlog_dir=str(write_log(tmp_path, world))
-    )
     record = run(store, world, {**world["honest"], **world["attackers"]}, config)
     assert record["status"] == "rejected", record
     shadow = record["result"]["shadow"]
@@ -63,11 +68,8 @@ def test_a_poisoned_round_is_rejected_and_the_base_stays(
 def test_an_honest_round_is_promoted_with_both_figures(
     store: Store,
     world: dict[str, Any],  # noqa: F811
-    tmp_path: Path,
+    config: AggregationConfig,
 ) -> None:
-    config = AggregationConfig(
-        clip_norm=None, min_users=1, monthly_eventlog_dir=str(write_log(tmp_path, world))
-    )
     record = run(store, world, world["honest"], config)
     assert record["status"] == "done", record
     shadow = record["result"]["shadow"]

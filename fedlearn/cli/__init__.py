@@ -19,6 +19,7 @@ COMMANDS: dict[str, str] = {
     "token": "fedlearn.cli.token:token",
     "aggregate": "fedlearn.cli.aggregate:aggregate",
     "base": "fedlearn.cli.base:base",
+    "catalog": "fedlearn.cli.catalog:catalog",
     "bench": "fedlearn.cli.bench:bench",
     "dead-letters": "fedlearn.cli.deadletters:dead_letters",
     "settings": "fedlearn.cli.settings:settings",

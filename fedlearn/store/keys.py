@@ -25,6 +25,10 @@ Key map (shard 3, user "42"):
 ``fl:{base}:current``          the current base version id
 ``fl:{base}:history``          list of JSON ``{"version", "meta", "created_at"}``
 ``fl:{base}:config``           hash of service-wide settings
+``fl:{items}:features``         the item catalog: hash item id -> JSON features
+``fl:{items}:titles``           hash item id -> title
+``fl:{items}:version``          how many times the catalog was replaced (``catalog load``)
+``fl:{items}:staging:<t>:...``  a catalog being written, renamed into place when complete
 ``fl:{telemetry}:trainer:<o>`` trainer ``<o>``'s latest metrics snapshot (JSON, EX expiry)
 ``fl:{telemetry}:trainers``    sorted set owner -> time of its latest snapshot (ms)
 =============================  =====================================================
@@ -178,6 +182,26 @@ def base_history() -> str:
 
 def config() -> str:
     return f"{PREFIX}:{BASE_TAG}:config"
+
+
+# --- the item catalog (one slot, tag {items}: a replacement is renamed into place at once) -------
+
+ITEMS_TAG = "{items}"
+
+
+def items_features(staging: str | None = None) -> str:
+    """The catalog's features hash (or, with ``staging``, the one being written)."""
+    where = f"staging:{staging}:" if staging else ""
+    return f"{PREFIX}:{ITEMS_TAG}:{where}features"
+
+
+def items_titles(staging: str | None = None) -> str:
+    where = f"staging:{staging}:" if staging else ""
+    return f"{PREFIX}:{ITEMS_TAG}:{where}titles"
+
+
+def items_version() -> str:
+    return f"{PREFIX}:{ITEMS_TAG}:version"
 
 
 # --- trainers' telemetry snapshots (one slot, tag {telemetry}) ---------------------------------
