@@ -21,6 +21,7 @@ from fedlearn.aggregate.shadow import holdout, shadow_check
 from fedlearn.aggregate.synthetic import publish, write_deltas
 from fedlearn.data.eventlog import append_lines, shard_dir
 from fedlearn.store import Store
+from fedlearn.telemetry.dashboard import round_row
 from tests.test_aggregate_attack import world  # noqa: F401  (the shared fixture)
 
 
@@ -77,6 +78,10 @@ def test_an_honest_round_is_promoted_with_both_figures(
     assert shadow["candidate"]["version"] == record["result"]["version"]
     assert shadow["current"]["version"] == "1"
     assert store.bases.current_version() == record["result"]["version"]
+    # the dashboard's round row carries both figures
+    note = round_row(record).shadow
+    assert note == (f"shadow: log loss {shadow['candidate']['log_loss']} (current "
+                    f"{shadow['current']['log_loss']}) on {len(world['y'])} events")  # fmt: skip
 
 
 def test_no_event_log_means_not_scored_but_said(world: dict[str, Any], tmp_path: Path) -> None:  # noqa: F811
