@@ -28,7 +28,7 @@ def production_log(store: Store, folder: Path) -> Path:
     return folder
 
 
-def test_the_event_log_becomes_a_dataset_that_keeps_what_was_served(
+def test_the_event_log_becomes_a_dataset_that_train_base_and_replay_take(
     store: Store, tmp_path: Path
 ) -> None:
     log = production_log(store, tmp_path / "log")
@@ -47,6 +47,8 @@ def test_the_event_log_becomes_a_dataset_that_keeps_what_was_served(
     trained = run("train-base", tmp_path / "ds", "--out", tmp_path / "b.flfm", "--factors", 4,
                   "--epochs", 2, "--l2", 0.001)  # fmt: skip
     assert trained.exit_code == 0, trained.output
+    replayed = run("replay", tmp_path / "ds", "--arms", "frozen,clones", "--factors", 4)
+    assert replayed.exit_code == 0 and "frozen" in replayed.output, replayed.output
 
 
 def test_a_torn_last_line_is_named_and_nothing_is_written(store: Store, tmp_path: Path) -> None:

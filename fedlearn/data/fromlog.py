@@ -23,7 +23,6 @@ from typing import Any
 
 import orjson
 
-from fedlearn.data.atomic import atomic_file
 from fedlearn.data.catalog import Manifest, write_dataset
 from fedlearn.data.errors import DataError, MissingDataError
 from fedlearn.data.events import Event, read_events
@@ -86,10 +85,9 @@ def dataset_from_eventlog(root: str | os.PathLike[str], out: str | os.PathLike[s
         out, (event for _, _, event, _ in rows), items=items, source=f"eventlog:{root}",
         license="your own data", params={"eventlog": str(root.resolve())},
         extra_counts={"features_differ": differ},
+        extra_files={SERVED_FILE: (orjson.dumps(served, option=orjson.OPT_APPEND_NEWLINE)
+                                   for _, _, _, served in rows)},
     )  # fmt: skip
-    with atomic_file(Path(out) / SERVED_FILE, "wb") as handle:
-        for _, _, _, served in rows:
-            handle.write(orjson.dumps(served, option=orjson.OPT_APPEND_NEWLINE))
     return manifest
 
 
