@@ -7,7 +7,6 @@ trainer), HTTP on loopback."""
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -19,7 +18,7 @@ from fedlearn.api.auth import issue_token
 from fedlearn.config import load_settings
 from fedlearn.devtools.embedded import free_port
 from fedlearn.devtools.runtime import read_runtime
-from tests.live import Api, wait_for, wait_healthy
+from tests.live import Api, stop_gracefully, wait_for, wait_healthy
 
 SECRET = "walkthrough-secret-0123456789abcdef"
 SHELVES = ("poetry", "travel", "crime", "cooking", "history")
@@ -104,10 +103,5 @@ def test_the_walkthrough_from_clicks_to_a_running_service(tmp_path: Path) -> Non
                  30, "all 12 events in the event log")  # fmt: skip
         assert '"reproduced": true' in fedlearn(tmp_path, env, "reproduce", str(data / "eventlog"))
     finally:
-        up.send_signal(signal.SIGTERM)
-        try:
-            up.wait(60)
-        except subprocess.TimeoutExpired:
-            os.killpg(up.pid, signal.SIGKILL)
-            up.wait()
+        stop_gracefully(up)
     assert up.returncode == 0, (tmp_path / "up.out").read_text(errors="replace")[-3000:]

@@ -189,15 +189,18 @@ def config() -> str:
 ITEMS_TAG = "{items}"
 
 
+def _items(part: str, staging: str | None) -> str:
+    where = f"staging:{staging}:" if staging else ""
+    return f"{PREFIX}:{ITEMS_TAG}:{where}{part}"
+
+
 def items_features(staging: str | None = None) -> str:
     """The catalog's features hash (or, with ``staging``, the one being written)."""
-    where = f"staging:{staging}:" if staging else ""
-    return f"{PREFIX}:{ITEMS_TAG}:{where}features"
+    return _items("features", staging)
 
 
 def items_titles(staging: str | None = None) -> str:
-    where = f"staging:{staging}:" if staging else ""
-    return f"{PREFIX}:{ITEMS_TAG}:{where}titles"
+    return _items("titles", staging)
 
 
 def items_version() -> str:
