@@ -125,3 +125,15 @@ def test_a_monthly_candidate_worse_than_the_current_base_is_not_published(
     assert summary["shadow"]["worse_by"] > 0
     assert store.bases.current_version() == "1"
     assert [info.version for info in store.bases.history()] == ["1"]
+
+
+def test_holdout_reads_only_the_newest_day_files_that_hold_enough(
+    world: dict[str, Any],  # noqa: F811
+    tmp_path: Path,
+) -> None:
+    folder = write_log(tmp_path, world)
+    # an older day file that does not even decode: read, it would raise
+    append_lines(shard_dir(folder, 0), {"1969-12-31": [b"{not json"]})
+    assert len(holdout(folder, 100)) == 100
+    with pytest.raises(orjson.JSONDecodeError):
+        holdout(folder, len(world["y"]) + 1)

@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from fedlearn.data.eventlog import read_log
+from fedlearn.data.eventlog import records
 from fedlearn.model import Base, Clone
 from fedlearn.model.metrics import group_auc, log_loss, roc_auc
 
@@ -47,12 +47,28 @@ def _usable(records: Iterator[Mapping[str, Any]]) -> Iterator[tuple[float, int, 
             yield float(ts), i, record
 
 
+def _latest_records(folder: Path, n_events: int) -> Iterator[Mapping[str, Any]]:
+    """Each shard's newest day files, newest first, until they hold ``n_events`` lines: a
+    round reads the log's tail, not the whole month."""
+    for shard in sorted(folder.glob("shard=*")):
+        chosen, lines = [], 0
+        for path in sorted(shard.glob("*.jsonl"), reverse=True):
+            chosen.append(path)
+            with path.open("rb") as handle:
+                lines += sum(1 for _ in handle)
+            if lines >= n_events:
+                break
+        for path in reversed(chosen):
+            yield from records(path)
+
+
 def holdout(folder: str | Path | None, n_events: int) -> Holdout:
     """The ``n_events`` most recent (by ``ts``; log order breaks ties) usable records of the
     event log in ``folder``; empty when there is no folder or ``n_events`` is 0."""
     if folder is None or n_events <= 0 or not Path(folder).is_dir():
         return Holdout()
-    latest = heapq.nlargest(n_events, _usable(read_log(folder)), key=lambda t: (t[0], t[1]))
+    tail = _latest_records(Path(folder), n_events)
+    latest = heapq.nlargest(n_events, _usable(tail), key=lambda t: (t[0], t[1]))
     latest.reverse()
     return Holdout(
         users=[str(r.get("user", "")) for _, _, r in latest],
