@@ -18,8 +18,6 @@ import orjson
 from fedlearn.store import keys
 from fedlearn.store.scripts import Scripts
 
-FEATURES_KEY = keys.items_features()
-TITLES_KEY = keys.items_titles()
 _CHUNK = 1000
 
 
@@ -33,7 +31,7 @@ class Catalog:
     def put_items(self, items: Mapping[str, Mapping[str, Any]]) -> int:
         """Add or overwrite ``items`` (id -> ``{"title": str?, "features": {name: number}}``)
         in the live catalog; the others stay."""
-        self._write(FEATURES_KEY, TITLES_KEY, items)
+        self._write(keys.item_features(), keys.item_titles(), items)
         return len(items)
 
     def replace(self, items: Mapping[str, Mapping[str, Any]]) -> int:
@@ -45,10 +43,10 @@ class Catalog:
         if self._scripts is None:
             self._scripts = Scripts.register(self._r)
         token = secrets.token_hex(6)
-        staged = (keys.items_features(token), keys.items_titles(token))
+        staged = (keys.item_features(token), keys.item_titles(token))
         try:
             self._write(*staged, items)
-            swap = [*staged, FEATURES_KEY, TITLES_KEY, keys.items_version()]
+            swap = [*staged, keys.item_features(), keys.item_titles(), keys.items_version()]
             return int(self._scripts.swap_catalog(keys=swap))
         finally:
             self._r.delete(*staged)  # gone already after the swap; left over after an error
@@ -78,17 +76,17 @@ class Catalog:
         items = list(dict.fromkeys(items))
         if not items:
             return {}
-        raw = self._r.hmget(FEATURES_KEY, items)
+        raw = self._r.hmget(keys.item_features(), items)
         return {item: orjson.loads(r) for item, r in zip(items, raw, strict=True) if r is not None}
 
     def count(self) -> int:
-        return int(self._r.hlen(FEATURES_KEY))
+        return int(self._r.hlen(keys.item_features()))
 
     def page(self, limit: int, cursor: int = 0) -> tuple[list[dict[str, Any]], int]:
         """Up to about ``limit`` items ``{id, title, features}`` and the next HSCAN cursor."""
-        cursor, raw = self._r.hscan(FEATURES_KEY, cursor, count=limit)
+        cursor, raw = self._r.hscan(keys.item_features(), cursor, count=limit)
         ids = list(raw)[:limit]
-        titles = self._r.hmget(TITLES_KEY, ids) if ids else []
+        titles = self._r.hmget(keys.item_titles(), ids) if ids else []
         items = [
             {
                 "id": i.decode(),

@@ -21,14 +21,22 @@ Key map (shard 3, user "42"):
 ``fl:{s3}:rate:events:42``     the user's ingest rate limit (GCRA; also ``rate:rank:42``)
 ``fl:{s3}:revoked:42``         when the user was forgotten: older tokens are refused (EX)
 ``fl:{s3}:dead``               dead letters: entries and records set aside, with the reason
+``fl:{s3}:snap``               hash user -> the user's snapshot at their last contribution
+``fl:{s3}:cand:r1:a``          snapshot candidates of attempt ``a`` of round ``r1``
+``fl:{s3}:part:r1``            a round's partial result on the shard (winning attempt, blobs)
+``fl:{s3}:archive:<gen>``      the users' last deltas of a generation (monthly retrain)
 ``fl:{base}:blob:<version>``   an immutable base file (``.flfm`` bytes)
 ``fl:{base}:current``          the current base version id
 ``fl:{base}:history``          list of JSON ``{"version", "meta", "created_at"}``
 ``fl:{base}:config``           hash of service-wide settings
-``fl:{items}:features``         the item catalog: hash item id -> JSON features
-``fl:{items}:titles``           hash item id -> title
-``fl:{items}:version``          how many times the catalog was replaced (``catalog load``)
-``fl:{items}:staging:<t>:...``  a catalog being written, renamed into place when complete
+``fl:{rounds}:lock``           the running round's id (PX expiry): one round at a time
+``fl:{rounds}:round:r1``       hash: ``status`` and JSON fields (config, result, ...)
+``fl:{rounds}:index``          sorted set of round ids by creation time; ``open``: unfinished
+``fl:{rounds}:momentum:<v>``   FedAvgM's momentum buffer after publishing version ``v``
+``fl:trainers``                sorted set of live trainers by heartbeat time
+``fl:{items}:features``        hash item -> features (JSON); ``fl:{items}:titles``: titles
+``fl:{items}:version``         how many times the catalog was replaced (``catalog load``)
+``fl:{items}:staging:<t>:...`` a catalog being written, renamed into place when complete
 ``fl:{telemetry}:trainer:<o>`` trainer ``<o>``'s latest metrics snapshot (JSON, EX expiry)
 ``fl:{telemetry}:trainers``    sorted set owner -> time of its latest snapshot (ms)
 =============================  =====================================================
@@ -194,12 +202,14 @@ def _items(part: str, staging: str | None) -> str:
     return f"{PREFIX}:{ITEMS_TAG}:{where}{part}"
 
 
-def items_features(staging: str | None = None) -> str:
-    """The catalog's features hash (or, with ``staging``, the one being written)."""
+def item_features(staging: str | None = None) -> str:
+    """Hash item id -> the item's features as JSON (``store.items``); with ``staging``, the
+    one a replacement is being written to."""
     return _items("features", staging)
 
 
-def items_titles(staging: str | None = None) -> str:
+def item_titles(staging: str | None = None) -> str:
+    """Hash item id -> the item's title (``store.items``)."""
     return _items("titles", staging)
 
 
@@ -220,3 +230,60 @@ def trainer_snapshot(owner: str) -> str:
 def trainer_snapshots() -> str:
     """The live trainers: a sorted set of owner -> time of its latest snapshot (ms)."""
     return f"{PREFIX}:{TELEMETRY_TAG}:trainers"
+
+
+# --- aggregation rounds (``store.rounds``): one slot for the global ones ----------------------
+ROUNDS_TAG = "{rounds}"
+
+
+def round_lock() -> str:
+    """The running round's id (PX expiry): one round at a time."""
+    return f"{PREFIX}:{ROUNDS_TAG}:lock"
+
+
+def round_record(round_id: str) -> str:
+    """Hash: ``status`` and JSON fields (config, result, ...)."""
+    return f"{PREFIX}:{ROUNDS_TAG}:round:{round_id}"
+
+
+def round_index() -> str:
+    """Sorted set of round ids by creation time."""
+    return f"{PREFIX}:{ROUNDS_TAG}:index"
+
+
+def rounds_open() -> str:
+    """Set of the rounds not finished (queued .. published)."""
+    return f"{PREFIX}:{ROUNDS_TAG}:open"
+
+
+def round_momentum(version: str) -> str:
+    """FedAvgM's momentum buffer after publishing ``version``."""
+    return f"{PREFIX}:{ROUNDS_TAG}:momentum:{version}"
+
+
+def snapshots(shard: int) -> str:
+    """Hash user -> the user's snapshot at their last contribution (``aggregate.snapshots``)."""
+    return f"{PREFIX}:{tag(shard)}:snap"
+
+
+def candidates(shard: int, round_id: str, attempt: str) -> str:
+    """Hash user -> snapshot candidate written by one map attempt of a round."""
+    return f"{PREFIX}:{tag(shard)}:cand:{round_id}:{attempt}"
+
+
+def partial(shard: int, round_id: str) -> str:
+    """Hash: a round's winning map attempt on the shard, its meta, bucket blobs, norms."""
+    return f"{PREFIX}:{tag(shard)}:part:{round_id}"
+
+
+def archive(shard: int, generation: int) -> str:
+    """Hash user -> the user's last delta of ``generation`` (kept by the monthly retrain)."""
+    return f"{PREFIX}:{tag(shard)}:archive:{generation}"
+
+
+# --- service-wide sets without a slot of their own -----------------------------------------
+
+
+def trainer_members() -> str:
+    """Sorted set of live trainers by heartbeat time (``store.members``)."""
+    return f"{PREFIX}:trainers"
