@@ -211,6 +211,13 @@ class Settings(BaseSettings):
     aggregation_max_base_features: int = Field(
         default=2_000_000, ge=1, description="a candidate base with more rows is not published"
     )
+    aggregation_shadow_events: int = Field(
+        default=5000, ge=0, description="recent events a candidate base is scored on; 0: no check"
+    )
+    aggregation_shadow_margin: float = Field(
+        default=0.01, ge=0, allow_inf_nan=False,
+        description="a candidate whose log loss is worse by more is not promoted",
+    )  # fmt: skip
     aggregation_stale_s: float = _positive_finite(
         30.0, "a round without heartbeat this long is retried"
     )

@@ -233,3 +233,14 @@ def pid_alive(pid: int) -> bool:
     except OSError:
         return False
     return stat.rsplit(")", 1)[1].split()[0] != "Z"
+
+
+def stop_gracefully(proc: subprocess.Popen[bytes], timeout: float = 60) -> int:
+    """SIGTERM ``proc`` (a `fedlearn up`, say) and wait; its whole group is SIGKILLed if it
+    does not stop within ``timeout`` s. Returns its exit status."""
+    proc.send_signal(signal.SIGTERM)
+    try:
+        return proc.wait(timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        return proc.wait()

@@ -440,7 +440,7 @@ def test_openapi_is_valid_3_1_and_lists_every_route(admin: Api, store: Store, se
     }
     documented = {(path, method) for path, ops in document["paths"].items() for method in ops}
     assert routes == documented
-    assert len(routes) == 16
+    assert len(routes) == 18
     events = document["components"]["schemas"]["EventBatch"]["properties"]["events"]
     assert events["maxItems"] == settings.max_events_per_request
     post_events = document["paths"]["/v1/events"]["post"]["responses"]

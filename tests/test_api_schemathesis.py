@@ -11,6 +11,7 @@ import pytest
 import schemathesis
 from hypothesis import HealthCheck, given, settings
 from schemathesis import GenerationMode
+from schemathesis.checks import positive_data_acceptance
 from schemathesis.config import SchemathesisConfig
 
 from fedlearn.api import create_app, issue_token
@@ -44,6 +45,11 @@ def admin_token(app_settings: Settings) -> str:
     return issue_token(app_settings, admin=True).token
 
 
+# Operations whose body is valid only if its content is (a .flfm file's sizes and checksum
+# cannot be stated in JSON Schema): a schema-valid body may be refused, with a 422.
+CONTENT_CHECKED = {"POST /v1/base": [positive_data_acceptance]}
+
+
 @pytest.mark.parametrize("mode", [GenerationMode.POSITIVE, GenerationMode.NEGATIVE])
 def test_every_operation_conforms(live_url: str, admin_token: str, mode: GenerationMode) -> None:
     # schemathesis' own pytest plugin (schema.parametrize with from_fixture) does not run under
@@ -55,7 +61,7 @@ def test_every_operation_conforms(live_url: str, admin_token: str, mode: Generat
     )
     api = schemathesis.openapi.from_url(f"{live_url}/openapi.json", config=config)
     operations = [result.ok() for result in api.get_all_operations()]
-    assert len(operations) == 15  # every route but /openapi.json, which schemathesis skips
+    assert len(operations) == 17  # every route but /openapi.json, which schemathesis skips
 
     for operation in operations:
         has_input = any(True for _ in operation.iter_parameters()) or operation.body
@@ -70,7 +76,7 @@ def test_every_operation_conforms(live_url: str, admin_token: str, mode: Generat
             suppress_health_check=list(HealthCheck),
         )
         def conforms(case: schemathesis.Case) -> None:
-            case.call_and_validate()
+            case.call_and_validate(excluded_checks=CONTENT_CHECKED.get(case.operation.label, []))
 
         try:
             conforms()

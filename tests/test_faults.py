@@ -44,6 +44,7 @@ from tests.live import (
     events_for,
     pid_alive,
     publish_base,
+    stop_gracefully,
     wait_for,
     wait_healthy,
 )
@@ -110,12 +111,7 @@ def up(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Up]:
         yield Up(proc, folder, settings, api)
     finally:
         parts = children(proc.pid)  # the API, the trainer and redis-server
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(60)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
+        stop_gracefully(proc)
     # After all the faults, SIGTERM still stops everything cleanly.
     assert proc.returncode == 0, (folder / "up.out").read_text(errors="replace")[-3000:]
     assert not [pid for pid in parts if pid_alive(pid)], parts

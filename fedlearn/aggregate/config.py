@@ -57,10 +57,12 @@ class AggregationConfig:
     ``max_delta_rows`` rows (the clones' own row cap), or whose change is non-finite or of
     norm above ``max_user_norm``, is rejected; a candidate base with a non-finite parameter, a
     row (or intercept) of norm above ``max_row_norm`` or more than ``max_base_features`` rows
-    is not published. How rounds heal (``heal``): a round's tasks renew its heartbeat every
-    ``stale_s / 6`` s; a round whose heartbeat is ``stale_s`` old is abandoned and retried,
-    checked every ``stale_s / 3`` s. ``task_time_limit_s`` is the hard time limit of a
-    round's task, ``monthly_time_limit_s`` the monthly retrain's.
+    is not published. Shadow check (``shadow``): a candidate is scored beside the current base
+    on the ``shadow_events`` most recent events of the event log and not promoted when its log
+    loss is worse by more than ``shadow_margin``. How rounds heal (``heal``): a round's tasks
+    renew its heartbeat every ``stale_s / 6`` s; a round whose heartbeat is ``stale_s`` old is
+    abandoned and retried, checked every ``stale_s / 3`` s. ``task_time_limit_s`` is the hard
+    time limit of a round's task, ``monthly_time_limit_s`` the monthly retrain's.
     """
 
     # Defaults: the settings' (``_defaults_from_settings``).
@@ -83,6 +85,8 @@ class AggregationConfig:
     max_user_norm: float
     max_row_norm: float
     max_base_features: int
+    shadow_events: int
+    shadow_margin: float
     stale_s: float
     task_time_limit_s: int
     monthly_time_limit_s: int
@@ -100,10 +104,14 @@ class AggregationConfig:
                           ("max_weight", 1),
                           ("lock_ttl_s", 1), ("buckets", 1), ("max_delta_rows", 1),
                           ("max_delta_bytes", 64), ("max_base_features", 1),
-                          ("task_time_limit_s", 10), ("monthly_time_limit_s", 10)):  # fmt: skip
+                          ("task_time_limit_s", 10), ("monthly_time_limit_s", 10),
+                          ("shadow_events", 0)):  # fmt: skip
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < low:
                 raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
+        margin = self.shadow_margin
+        if not (isinstance(margin, int | float) and 0 <= margin < math.inf):
+            raise ValueError(f"shadow_margin must be a finite number >= 0, got {margin!r}")
         for name in ("max_user_norm", "max_row_norm", "stale_s"):
             value = getattr(self, name)
             if not (isinstance(value, int | float) and math.isfinite(value) and value > 0):
@@ -134,6 +142,9 @@ class AggregationConfig:
             if getattr(settings, setting, None) is not None:  # None: "no cap", ours stays
                 value = getattr(settings, setting)
                 values[f.name] = str(value) if f.name == "monthly_eventlog_dir" and value else value
+        if values.get("monthly_eventlog_dir") is None and getattr(settings, "data_dir", None):
+            # the trainers' default folder: the monthly job and the shadow check read it
+            values["monthly_eventlog_dir"] = str(settings.data_dir / "eventlog")
         values.update(overrides)
         return cls(**values)
 

@@ -21,6 +21,7 @@ from typing import Any
 
 from fedlearn.aggregate.changes import next_version
 from fedlearn.aggregate.run import RoundError, finish_open_rounds, rounds_of
+from fedlearn.aggregate.shadow import shadow_refusal
 from fedlearn.aggregate.snapshots import Snapshot
 from fedlearn.data.eventlog import read_log
 from fedlearn.model import Base, TrainConfig, train_base
@@ -75,9 +76,15 @@ def retrain_from_eventlog(
     publish: bool = True,
     lock_ttl_s: int = DEFAULT_LOCK_TTL_S,
     progress: Callable[[dict[str, float]], None] | None = None,
+    shadow_events: int = 0,
+    shadow_margin: float = 0.0,
 ) -> dict[str, Any]:
     """Train a base on the event log in ``eventlog``; with ``publish``, make it the current
-    base of a new generation and archive the old generation's deltas. Returns a summary."""
+    base of a new generation and archive the old generation's deltas. Returns a summary.
+
+    With ``shadow_events``, the most recent events (at most a fifth of the log) are held out
+    of training and the new base is published only if it passes the shadow check on them
+    (``shadow``); otherwise the summary has ``rejected`` (why, with both figures)."""
     folder = Path(eventlog)
     if not folder.is_dir():
         raise ValueError(
@@ -90,6 +97,9 @@ def retrain_from_eventlog(
             f"event log folder {str(folder)!r} holds no events (no shard=*/*.jsonl lines); "
             f"nothing to train on"
         )
+    held = min(shadow_events, len(samples) // 5)
+    if held:
+        samples = samples[:-held]  # time order: the held-out tail is what `holdout` reads
     rounds = rounds_of(store)
     job = time.strftime("m%Y%m%dT%H%M%S", time.gmtime()) + "-" + secrets.token_hex(3)
     if publish and not rounds.acquire_lock(job, lock_ttl_s * 1000):
@@ -129,6 +139,11 @@ def retrain_from_eventlog(
         if not publish:
             summary["base"] = result.base
             return summary
+        refused = shadow_refusal(
+            result.base, previous, folder, n_events=held, margin=shadow_margin, summary=summary
+        )
+        if refused:
+            return {**summary, "rejected": refused}
         store.bases.put_base(version, result.base.to_bytes(), summary)
         store.bases.set_current(version, expected=current)
         summary["archived"] = archive_generation(store, generation)

@@ -35,7 +35,8 @@ class RoundStatus(StrEnum):
 _S = RoundStatus
 TRANSITIONS: dict[RoundStatus, frozenset[RoundStatus]] = {
     _S.QUEUED: frozenset({_S.RUNNING, _S.REJECTED, _S.FAILED, _S.ABANDONED}),
-    _S.RUNNING: frozenset({_S.PUBLISHING, _S.SKIPPED, _S.FAILED, _S.ABANDONED}),
+    # running -> rejected: the candidate failed its shadow check (``shadow``)
+    _S.RUNNING: frozenset({_S.PUBLISHING, _S.SKIPPED, _S.FAILED, _S.ABANDONED, _S.REJECTED}),
     _S.PUBLISHING: frozenset({_S.PUBLISHED, _S.FAILED, _S.ABANDONED}),
     _S.PUBLISHED: frozenset({_S.DONE}),
 }

@@ -5,7 +5,8 @@ States of a round (``round.RoundStatus``, whose ``TRANSITIONS`` allow each move)
 ``queued`` -> ``running`` (holds the lock) -> ``publishing`` -> ``published`` -> ``done``
 (snapshots promoted, lock released); or ``rejected`` (another round held the lock),
 ``skipped`` (too few users: nothing published, changes wait), ``failed`` (also: the candidate
-base failed its checks, ``checks.check_candidate``; the current base stays), ``abandoned``
+base failed its checks, ``checks.check_candidate``; the current base stays), ``rejected``
+(also: the candidate scored worse than the current base in shadow, ``shadow``), ``abandoned``
 (its worker died: ``heal`` found its heartbeat stale, or the next round found it unfinished).
 Snapshots advance only after the base version is published, so a round that dies at any
 point before leaves the base and the snapshots as they were, and the next round includes
@@ -34,6 +35,7 @@ from fedlearn.aggregate.partials import (
     update_to_bytes,
 )
 from fedlearn.aggregate.round import RoundStatus, move
+from fedlearn.aggregate.shadow import shadow_refusal
 from fedlearn.aggregate.strategies import INTERCEPT
 from fedlearn.model import Base
 from fedlearn.store import Store, VersionConflictError, VersionExistsError
@@ -170,10 +172,11 @@ def _end_unpublished(
     status: RoundStatus,
     reason: str,
 ) -> dict[str, Any]:
-    """End a running round without publishing (``skipped``, or ``failed`` when its candidate
-    was refused): forget its partials, free the lock; the current base stays."""
+    """End a running round without publishing (``skipped``; ``failed`` when its candidate
+    was refused by its checks, ``rejected`` by its shadow check): forget its partials, free
+    the lock; the current base stays."""
     summary = {**summary, "status": status, "reason": reason}
-    error = {"error": reason} if status == RoundStatus.FAILED else {}
+    error = {"error": reason} if status in (RoundStatus.FAILED, RoundStatus.REJECTED) else {}
     running = [RoundStatus.RUNNING]
     _close(store, rounds, round_id, status, allowed=running, result=summary, **error)
     rounds.release_lock(round_id)
@@ -286,6 +289,12 @@ def reduce_round(
             RoundStatus.FAILED,
             f"{exc}; base {version} stays current",
         )
+    refused = shadow_refusal(
+        new_base, base, config.monthly_eventlog_dir, n_events=config.shadow_events,
+        margin=config.shadow_margin, summary=summary,
+    )  # fmt: skip
+    if refused:
+        return _end_unpublished(store, rounds, round_id, summary, RoundStatus.REJECTED, refused)
     if new_state is not None:
         rounds.put_momentum(new_version, update_to_bytes(new_state))
     running = [RoundStatus.RUNNING]

@@ -17,6 +17,7 @@ from fedlearn.api.routing import ApiBlueprint, Reply, json_response
 from fedlearn.api.schemas import BaseRef, Catalog, ItemsQuery, UserModel
 from fedlearn.serving.clones import load_clone, model_json
 from fedlearn.serving.ingest import forget_entry
+from fedlearn.serving.publish import PUBLISH_HINT
 from fedlearn.store import UnknownVersionError
 
 bp = ApiBlueprint("models", __name__, tag="models")
@@ -104,10 +105,7 @@ def get_current_base() -> Response:
     ctx = api_context()
     version = ctx.store.bases.current_version()
     if version is None:
-        raise NotFound(
-            "no base model is published yet: train one with `fedlearn train-base DIR "
-            "--publish` or start the service with `fedlearn up --demo`"
-        )
+        raise NotFound(f"no base model is published yet: {PUBLISH_HINT}")
     url = url_for("models.get_base", version=version)
     response = json_response({"version": version, "url": url}, status=307)
     response.headers["Location"] = url

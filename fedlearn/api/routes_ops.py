@@ -11,6 +11,7 @@ from fedlearn.api.errors import Unavailable
 from fedlearn.api.openapi import build_document
 from fedlearn.api.routing import ApiBlueprint, Reply, json_response
 from fedlearn.api.schemas import Health, Ready
+from fedlearn.serving.publish import PUBLISH_HINT
 
 bp = ApiBlueprint("ops", __name__, tag="ops")
 
@@ -37,10 +38,7 @@ def readyz() -> Response:
     except Exception as exc:  # any failure to reach Redis means "not ready", never a 500
         raise Unavailable(f"Redis does not answer: {type(exc).__name__}: {exc}") from None
     if version is None:
-        raise Unavailable(
-            "no base model is published yet: train one with `fedlearn train-base DIR "
-            "--publish` or start the service with `fedlearn up --demo`"
-        )
+        raise Unavailable(f"no base model is published yet: {PUBLISH_HINT}")
     problem = _unservable(version)
     if problem:
         raise Unavailable(

@@ -212,6 +212,43 @@ class Catalog(BaseModel):
     items: list[CatalogItem]
 
 
+class CatalogItemIn(_Strict):
+    title: Annotated[str, StringConstraints(max_length=500, pattern=_NO_CONTROL)] | None = None
+    features: Features = Field(default_factory=dict)
+
+
+class CatalogReplace(_Strict):
+    """A whole new catalog: it replaces the current one in one step."""
+
+    items: Annotated[dict[Id, CatalogItemIn], Field(min_length=1)] = Field(
+        description="item id -> title and features; an id given twice in the JSON is refused"
+    )
+
+
+class CatalogReplaced(BaseModel):
+    version: int = Field(description="the catalog's version: 1 for the first one loaded")
+    items: int
+
+
+class BaseUpload(_Strict):
+    """A base model file (.flfm, base64) to publish."""
+
+    flfm: Annotated[str, StringConstraints(min_length=4, pattern=r"^[A-Za-z0-9+/]+={0,2}$")] = (
+        Field(description="the .flfm file's bytes, base64-encoded")
+    )
+    version: BaseVersion | None = Field(default=None, description="default: the file's own")
+    make_current: bool = Field(default=True, description="false: stage it only")
+
+
+class BasePublished(BaseModel):
+    version: str
+    created: bool = Field(description="false: these bytes were already this version")
+    current: bool
+    previous: str | None = Field(description="the version that was current before")
+    n_factors: int
+    n_features: int
+
+
 class ItemsQuery(_Strict):
     limit: Annotated[int, Field(ge=1, le=1000, strict=False)] = 100
 

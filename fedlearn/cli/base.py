@@ -83,14 +83,45 @@ def retrain(eventlog: Path | None, no_publish: bool) -> None:
     folder = eventlog or Path(config.monthly_eventlog_dir or settings.data_dir / "eventlog")
     try:
         summary = retrain_from_eventlog(
-            store, folder, publish=not no_publish,
+            store, folder, publish=not no_publish, shadow_events=config.shadow_events,
+            shadow_margin=config.shadow_margin,
             progress=lambda r: click.echo(f"  epoch {r['epoch']:.0f}: {r}", err=True),
         )  # fmt: skip
     except (ValueError, RoundError) as exc:
         raise click.ClickException(str(exc)) from None
+    if "rejected" in summary:
+        version, why = summary["version"], summary["rejected"]
+        raise click.ClickException(f"base {version} not published: {why}")
     what = "trained (not published)" if no_publish else "published"
     click.echo(
         f"base {summary['version']} {what}: generation {summary['generation']}, "
         f"{summary['n_events']:,} events, {summary['epochs']} epochs"
         + (f", {summary['archived']:,} deltas archived" if "archived" in summary else "")
+    )
+
+
+@base.command()
+@click.argument("file", type=click.Path(dir_okay=False, exists=True, path_type=Path))
+@click.option("--version", default=None, help="Version id to publish as [default: the file's].")
+@click.option("--stage", is_flag=True, help="Store only; `base rollback VERSION` makes it current.")
+@fail_with_config_errors
+def publish(file: Path, version: str | None, stage: bool) -> None:
+    """Publish the base model FILE (.flfm, from `fedlearn train-base`) and make it current."""
+    from fedlearn.serving.publish import BaseRefused, publish_base
+    from fedlearn.store import VersionExistsError
+
+    settings, store = _store()
+    try:
+        done = publish_base(
+            store, file.read_bytes(), version=version, make_current=not stage,
+            max_row_norm=settings.aggregation_max_row_norm,
+            max_features=settings.aggregation_max_base_features, source=str(file),
+        )  # fmt: skip
+    except (BaseRefused, VersionExistsError) as exc:
+        raise click.ClickException(f"{file}: {exc}") from None
+    state = "current" if done.current else "staged (not current)"
+    again = "" if done.created else " (already published with these bytes)"
+    click.echo(
+        f"base {done.version}{again}: {done.n_features:,} features, {done.n_factors} factors, "
+        f"{state}" + (f"; was {done.previous}" if done.previous and not stage else "")
     )

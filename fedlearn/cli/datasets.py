@@ -1,4 +1,5 @@
-"""``fedlearn datasets``: make a dataset folder from MovieLens or from the synthetic generator.
+"""``fedlearn datasets``: make a dataset folder from MovieLens, the synthetic generator, the
+production event log or one's own files.
 
 Both commands write the same folder layout (events.jsonl, items.jsonl, [users.jsonl],
 dataset.json) that ``train-base``, ``replay`` and the benchmarks read. A data problem ends the
@@ -154,3 +155,45 @@ def synthetic(
     except OSError as exc:
         raise click.ClickException(f"{exc.filename or out}: {exc.strerror or exc}") from None
     click.echo(_summary(out, manifest, time.perf_counter() - started))
+
+
+def _convert(make, out: Path, *sources: Path) -> None:
+    started = time.perf_counter()
+    try:
+        manifest = make(*sources, out)
+    except DataError as exc:
+        raise click.ClickException(str(exc)) from None
+    except OSError as exc:
+        raise click.ClickException(f"{exc.filename or out}: {exc.strerror or exc}") from None
+    click.echo(_summary(out, manifest, time.perf_counter() - started))
+    if manifest.counts.get("features_differ"):
+        click.echo(
+            f"note: {manifest.counts['features_differ']:,} events were trained on other "
+            f"features than the item table rebuilds (see served.jsonl)"
+        )
+
+
+@datasets.command("from-eventlog")
+@click.argument("eventlog", type=click.Path(file_okay=False, path_type=Path))
+@click.option("--out", required=True, type=click.Path(file_okay=False, path_type=Path))
+def from_eventlog(eventlog: Path, out: Path) -> None:
+    """The production event log EVENTLOG (the trainers' folder) as a dataset folder, with what
+    the service trained on and predicted for each event (served.jsonl)."""
+    from fedlearn.data.fromlog import dataset_from_eventlog
+
+    _convert(dataset_from_eventlog, out, eventlog)
+
+
+@datasets.command("import")
+@click.argument("events", type=click.Path(dir_okay=False, path_type=Path))
+@click.option(
+    "--items", required=True, type=click.Path(dir_okay=False, path_type=Path),
+    help="The item table: CSV (item, title, categorical columns) or JSON Lines.",
+)  # fmt: skip
+@click.option("--out", required=True, type=click.Path(file_okay=False, path_type=Path))
+def import_files(events: Path, items: Path, out: Path) -> None:
+    """Your own clicks: EVENTS (CSV or JSON Lines: user, item, signal click|skip, ts) and an
+    item table, as a dataset folder for `train-base`."""
+    from fedlearn.data.fromlog import dataset_from_files
+
+    _convert(dataset_from_files, out, events, items)

@@ -77,10 +77,9 @@ def up(
 
                 install_demo(store, progress=lambda msg: click.echo(f"demo         {msg}"))
             else:
-                click.echo(
-                    "note         no base model is published yet: run `fedlearn train-base DIR "
-                    "--publish`, or restart with --demo"
-                )
+                from fedlearn.serving.publish import PUBLISH_HINT
+
+                click.echo(f"note         no base model is published yet: {PUBLISH_HINT}")
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: supervisor.stopping.set())
     try:

@@ -230,12 +230,15 @@ def write_dataset(
     license: str,
     params: Mapping[str, Any] | None = None,
     extra_counts: Mapping[str, int] | None = None,
+    extra_files: Mapping[str, Iterable[bytes]] | None = None,
 ) -> Manifest:
     """Write a complete dataset folder at ``out`` in one step and return its manifest.
 
     The folder is built in a temporary sibling and renamed into place, so ``out`` is either
     the old folder or the complete new one. ``events`` must be time-ordered; they are
     validated and counted as they stream to disk, so they need not fit in memory.
+    ``extra_files`` (file name -> its lines, newline-terminated) are written into the same
+    folder before it is renamed into place.
     """
     out = Path(out)
     with atomic_folder(out, is_ours=MANIFEST_FILE) as building:
@@ -248,6 +251,9 @@ def write_dataset(
         write_table(building / ITEMS_FILE, "item", items)
         if users:
             write_table(building / USERS_FILE, "user", users)
+        for name, lines in (extra_files or {}).items():
+            with (building / name).open("wb") as handle:
+                handle.writelines(lines)
         counts = {
             "events": tally.events,
             "clicks": tally.clicks,

@@ -108,10 +108,11 @@ def read_log(root: str | os.PathLike[str]) -> Iterator[dict[str, Any]]:
     """Every record of an event log folder, shard by shard, each shard in apply order."""
     for folder in sorted(Path(root).glob("shard=*")):
         for path in sorted(folder.glob("*.jsonl")):
-            yield from _records(path)
+            yield from records(path)
 
 
-def _records(path: Path) -> Iterable[dict[str, Any]]:
+def records(path: Path) -> Iterable[dict[str, Any]]:
+    """The records of one file of the log, in order."""
     with path.open("rb") as fh:
         for line in fh:
             if line.strip():

@@ -152,6 +152,8 @@ def monthly_retrain(self: StoreTask, eventlog: str | None = None) -> dict[str, A
     """Retrain the base from the event log and start a new generation."""
     config = AggregationConfig.from_settings(self.settings)
     folder = eventlog or config.monthly_eventlog_dir or str(self.settings.data_dir / "eventlog")
-    summary = retrain_from_eventlog(self.store, folder)
+    summary = retrain_from_eventlog(
+        self.store, folder, shadow_events=config.shadow_events, shadow_margin=config.shadow_margin
+    )
     summary.pop("base", None)
     return summary

@@ -10,6 +10,7 @@ from __future__ import annotations
 import time
 
 from fedlearn.model import Base
+from fedlearn.serving.publish import PUBLISH_HINT
 from fedlearn.store import Store
 
 
@@ -17,10 +18,7 @@ class NoBaseError(RuntimeError):
     """No base has been published yet."""
 
     def __init__(self) -> None:
-        super().__init__(
-            "no base model is published yet: train one with `fedlearn train-base DIR --publish` "
-            "or start the service with `fedlearn up --demo`"
-        )
+        super().__init__(f"no base model is published yet: {PUBLISH_HINT}")
 
 
 class BaseCache:

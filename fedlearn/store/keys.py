@@ -34,7 +34,9 @@ Key map (shard 3, user "42"):
 ``fl:{rounds}:index``          sorted set of round ids by creation time; ``open``: unfinished
 ``fl:{rounds}:momentum:<v>``   FedAvgM's momentum buffer after publishing version ``v``
 ``fl:trainers``                sorted set of live trainers by heartbeat time
-``fl:items:features``          hash item -> features (JSON); ``fl:items:titles``: titles
+``fl:{items}:features``        hash item -> features (JSON); ``fl:{items}:titles``: titles
+``fl:{items}:version``         how many times the catalog was replaced (``catalog load``)
+``fl:{items}:staging:<t>:...`` a catalog being written, renamed into place when complete
 ``fl:{telemetry}:trainer:<o>`` trainer ``<o>``'s latest metrics snapshot (JSON, EX expiry)
 ``fl:{telemetry}:trainers``    sorted set owner -> time of its latest snapshot (ms)
 =============================  =====================================================
@@ -190,6 +192,31 @@ def config() -> str:
     return f"{PREFIX}:{BASE_TAG}:config"
 
 
+# --- the item catalog (one slot, tag {items}: a replacement is renamed into place at once) -------
+
+ITEMS_TAG = "{items}"
+
+
+def _items(part: str, staging: str | None) -> str:
+    where = f"staging:{staging}:" if staging else ""
+    return f"{PREFIX}:{ITEMS_TAG}:{where}{part}"
+
+
+def item_features(staging: str | None = None) -> str:
+    """Hash item id -> the item's features as JSON (``store.items``); with ``staging``, the
+    one a replacement is being written to."""
+    return _items("features", staging)
+
+
+def item_titles(staging: str | None = None) -> str:
+    """Hash item id -> the item's title (``store.items``)."""
+    return _items("titles", staging)
+
+
+def items_version() -> str:
+    return f"{PREFIX}:{ITEMS_TAG}:version"
+
+
 # --- trainers' telemetry snapshots (one slot, tag {telemetry}) ---------------------------------
 
 TELEMETRY_TAG = "{telemetry}"
@@ -260,13 +287,3 @@ def archive(shard: int, generation: int) -> str:
 def trainer_members() -> str:
     """Sorted set of live trainers by heartbeat time (``store.members``)."""
     return f"{PREFIX}:trainers"
-
-
-def item_features() -> str:
-    """Hash item id -> the item's features as JSON (``store.items``)."""
-    return f"{PREFIX}:items:features"
-
-
-def item_titles() -> str:
-    """Hash item id -> the item's title (``store.items``)."""
-    return f"{PREFIX}:items:titles"

@@ -235,6 +235,19 @@ redis.call('SET', KEYS[1], string.format('%.3f', new_tat), 'PX', math.ceil(new_t
 return {1, '0'}
 """
 
+# KEYS: staged features, staged titles, features, titles, version
+# -> the catalog's new version. Both hashes move at once, so a reader sees the old catalog or
+# the new one, never a mix; an empty staged titles hash means "no titles" (RENAME would fail).
+SWAP_CATALOG = """
+redis.call('RENAME', KEYS[1], KEYS[3])
+if redis.call('EXISTS', KEYS[2]) == 1 then
+  redis.call('RENAME', KEYS[2], KEYS[4])
+else
+  redis.call('DEL', KEYS[4])
+end
+return redis.call('INCR', KEYS[5])
+"""
+
 
 # --- aggregation rounds (store/rounds.py) ---------------------------------------------
 
@@ -316,6 +329,7 @@ class Scripts:
     release_lease: Any
     put_base: Any
     set_current: Any
+    swap_catalog: Any
 
     @classmethod
     def register(cls, client: Any) -> Scripts:
@@ -328,4 +342,5 @@ class Scripts:
             release_lease=client.register_script(RELEASE_LEASE),
             put_base=client.register_script(PUT_BASE),
             set_current=client.register_script(SET_CURRENT),
+            swap_catalog=client.register_script(SWAP_CATALOG),
         )

@@ -76,7 +76,7 @@ class Store:
         self.leases = Leases(client, self.scripts, n_shards)
         self.applied = AppliedLog(client, n_shards)
         self.predictions = Predictions(client, n_shards)
-        self.catalog = Catalog(client)
+        self.catalog = Catalog(client, self.scripts)
         self.members = Members(client)
         self.rounds = Rounds(client, n_shards)
         self.telemetry = Telemetry(client, n_shards, self.rounds, group=group)

@@ -38,6 +38,7 @@ class RoundRow:
     parent: str | None
     strategy: str | None
     error: str | None
+    shadow: str | None = None  # the shadow check's figures, candidate vs current base
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -72,6 +73,20 @@ def round_row(record: Mapping[str, Any]) -> RoundRow:
         parent=result.get("parent") or record.get("base"),
         strategy=strategy.get("name") if isinstance(strategy, dict) else None,
         error=record.get("error"),
+        shadow=_shadow_note(result.get("shadow")),
+    )
+
+
+def _shadow_note(shadow: Any) -> str | None:
+    """``shadow: log loss 0.512 (current 0.530) on 5000 events``, or why it was not scored."""
+    if not isinstance(shadow, Mapping):
+        return None
+    if not shadow.get("scored"):
+        return f"shadow: {shadow.get('reason', 'not scored')}"
+    mine, theirs = shadow.get("candidate") or {}, shadow.get("current") or {}
+    return (
+        f"shadow: log loss {mine.get('log_loss')} (current {theirs.get('log_loss')}) on "
+        f"{shadow.get('events')} events"
     )
 
 

@@ -172,7 +172,7 @@
       cell(r.id), cell(r.status, `status-${r.status}`), cell(r.trigger), cell(clock(r.finished_at)),
       cell(seconds(r.duration_s), "num"), cell(num(r.users), "num"), cell(num(r.events), "num"),
       cell(r.clipped_fraction === null ? "–" : `${num(100 * r.clipped_fraction, 1)} %`, "num"),
-      cell(r.version ?? "–"), cell(r.strategy ?? "–"), cell(r.error ?? "", "note"),
+      cell(r.version ?? "–"), cell(r.strategy ?? "–"), cell(r.error ?? r.shadow ?? "", "note"),
     ]);
     fillTable("shards", data.shards, (s) => [
       cell(String(s.shard)), cell(num(s.users), "num"), cell(num(s.length), "num"), cell(num(s.pending), "num"),
