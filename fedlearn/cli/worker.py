@@ -19,6 +19,7 @@ from fedlearn.cli.common import default_of, fail_with_config_errors
 from fedlearn.devtools.runtime import require_redis_url, service_settings
 from fedlearn.model import Base
 from fedlearn.store import Store
+from fedlearn.telemetry.logs import configure_logging
 from fedlearn.trainer.apply import CloneSettings
 from fedlearn.trainer.eventlog import EventLogWriter
 from fedlearn.trainer.trainer import Trainer, TrainerConfig
@@ -60,9 +61,9 @@ def worker(
     name: str, batch_size: int, metrics_port: int | None, metrics_host: str, eventlog: Path | None
 ) -> None:
     """Train users' clones from the shard streams (owns a fair share of the shards)."""
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    log = logging.getLogger("fedlearn.worker")
     settings = service_settings()
+    configure_logging(settings.log_format, settings.log_level)
+    log = logging.getLogger("fedlearn.worker")
     store = Store.from_url(
         require_redis_url(settings),
         settings.n_shards,
