@@ -238,6 +238,14 @@ class Settings(BaseSettings):
         '(["https://shop.example"]; "*": any); empty: same origin only',
     )
 
+    metrics_port: int = Field(
+        default=0,
+        ge=0,
+        le=65535,
+        description="`fedlearn up`: first port of the trainers' and Celery's /metrics "
+        "(trainer i: PORT+i, Celery: PORT+trainers); 0: free ports, listed in DATA_DIR",
+    )
+
     # --- logs ----------------------------------------------------------------------------
     log_format: Literal["text", "json"] = Field(
         default="text", description="text for people, json (one object a line) for log shippers"
