@@ -1,6 +1,9 @@
 """The browser client end to end: ``fedlearn up --demo`` as a person starts it, its demo page in
 a real headless Chromium (``client_js/test/e2e/demo.mjs``, Playwright driving Debian's
-``chromium``), Likes and Skips clicked on the page.
+``chromium``), Likes and Skips clicked on the page. The page is served from a second origin (a
+static server on another loopback port), as a shop's own site would embed the client: every
+call to the API is cross-origin, allowed by ``FEDLEARN_CORS_ORIGINS``. The API reference
+(``/docs``) is rendered in the same Chromium with every request off the server aborted.
 
 What must hold is what the README promises: the grid re-ranks at once (on-device learning), the
 server trains the same signals (its model of the user counts them, with rows for the films), a
@@ -13,6 +16,7 @@ missing (``.ci/run`` and ``scripts/test`` install them). Loopback only.
 
 from __future__ import annotations
 
+import functools
 import os
 import re
 import shutil
@@ -22,9 +26,11 @@ import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
+from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from threading import Thread
 from typing import Any
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import parse_qs, urlencode, urlsplit
 
 import orjson
 import pytest
@@ -34,6 +40,7 @@ from fedlearn.devtools.embedded import free_port
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "client_js" / "test" / "e2e" / "demo.mjs"
+DOCS_SCRIPT = ROOT / "client_js" / "test" / "e2e" / "docs.mjs"
 PLAYWRIGHT = ROOT / "client_js" / "node_modules" / "playwright-core" / "package.json"
 ARTIFACTS = ROOT / "artifacts" / "browser"
 SCREENSHOTS = ("demo-before.png", "demo-after.png", "demo-synced.png", "demo-reload.png")
@@ -104,9 +111,30 @@ def _wait_until_ready(proc: subprocess.Popen[bytes], folder: Path, port: int) ->
         time.sleep(0.1)
 
 
+class _QuietFiles(SimpleHTTPRequestHandler):
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+
 @pytest.fixture(scope="module")
-def service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
-    """``fedlearn up --demo --no-celery`` on a free port with its own data folder."""
+def page_origin() -> Iterator[str]:
+    """A second origin: ``client_js/`` (the demo page and the client) on another port."""
+    handler = functools.partial(_QuietFiles, directory=str(ROOT / "client_js"))
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = Thread(target=server.serve_forever, name="page-origin", daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_port}"
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(10)
+
+
+@pytest.fixture(scope="module")
+def service(tmp_path_factory: pytest.TempPathFactory, page_origin: str) -> Iterator[Service]:
+    """``fedlearn up --demo --no-celery`` on a free port with its own data folder, allowing
+    pages of ``page_origin``."""
     reason = _missing_tools()
     if reason:
         pytest.skip(f"browser end-to-end test skipped: {reason}")
@@ -119,7 +147,7 @@ def service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
         proc = subprocess.Popen(
             argv,
             cwd=folder,
-            env=_service_env(),
+            env={**_service_env(), "FEDLEARN_CORS_ORIGINS": f'["{page_origin}"]'},
             stdin=subprocess.DEVNULL,
             stdout=out,
             stderr=err,
@@ -138,14 +166,21 @@ def service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
                 proc.wait()
 
 
+def cross_origin_demo(service: Service, page_origin: str) -> str:
+    """The demo page on ``page_origin``, pointed at the API on its own origin."""
+    query = {"baseUrl": service.api_url, "user": USER, "token": service.token}
+    return f"{page_origin}/demo/?{urlencode(query)}"
+
+
 @pytest.fixture(scope="module")
-def run(service: Service) -> dict[str, Any]:
+def run(service: Service, page_origin: str) -> dict[str, Any]:
     """The browser session's summary (see demo.mjs), after fresh screenshots were taken."""
     for name in SCREENSHOTS:  # a picture left by an earlier run must not pass for this one's
         (ARTIFACTS / name).unlink(missing_ok=True)
+    page = cross_origin_demo(service, page_origin)
     try:
         done = subprocess.run(
-            ["node", str(SCRIPT), service.demo_url, "--out", str(ARTIFACTS)],
+            ["node", str(SCRIPT), page, "--out", str(ARTIFACTS)],
             cwd=ROOT,
             capture_output=True,
             timeout=SCRIPT_TIMEOUT_S,
@@ -235,6 +270,31 @@ def test_a_new_session_reuses_the_cached_base_and_ranks_with_the_server_delta(
     for signal_ in run["signals"]:
         item, up = signal_["id"], signal_["what"] == "like"
         assert (rank_reload[item] < rank_before[item]) == up, (signal_, rank_reload[item])
+
+
+def test_the_session_ran_cross_origin(service: Service, page_origin: str, run: dict[str, Any]):
+    # The page came from the other origin and every API call it made was answered (no CORS
+    # error would leave the panel's counters at zero; demo.mjs lists refused requests).
+    assert urlsplit(page_origin).port != urlsplit(service.api_url).port
+    assert run["problems"] == [] and run["requests"]["firstLoadBase"] == 1
+
+
+def test_the_api_reference_renders_offline(service: Service) -> None:
+    done = subprocess.run(
+        ["node", str(DOCS_SCRIPT), service.api_url],
+        cwd=ROOT,
+        capture_output=True,
+        timeout=SCRIPT_TIMEOUT_S,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr.decode()
+    page = orjson.loads(done.stdout.splitlines()[-1])
+    assert page["offsite"] == [] and page["problems"] == []
+    assert page["title"].startswith("fedlearn") and page["authorize"]
+    shown = {(op["method"], op["path"]) for op in page["operations"]}
+    spec = urllib3.PoolManager().request("GET", f"{service.api_url}/openapi.json").json()
+    documented = {(m.upper(), p) for p, ops in spec["paths"].items() for m in ops}
+    assert shown == documented
 
 
 def test_fedlearn_up_stops_cleanly_on_sigterm(service: Service) -> None:

@@ -18,6 +18,7 @@ from fedlearn.api import (
     routes_admin,
     routes_aggregations,
     routes_dashboard,
+    routes_docs,
     routes_events,
     routes_models,
     routes_ops,
@@ -112,4 +113,5 @@ def create_app(settings: Settings | None = None, store: Store | None = None) -> 
         app.register_blueprint(module.bp)
     app.register_blueprint(web.bp)  # static files of the browser client: not in the OpenAPI
     app.register_blueprint(routes_dashboard.page)  # the dashboard page: static, not in it either
+    app.register_blueprint(routes_docs.page)  # the API reference page, over /openapi.json
     return app
