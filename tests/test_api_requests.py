@@ -4,8 +4,6 @@ CORS for the allowed origins only (preflight with ``Authorization``), a request 
 
 from __future__ import annotations
 
-import os
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -13,12 +11,12 @@ import orjson
 import pytest
 
 from fedlearn.api import issue_token
-from fedlearn.config import ConfigError, Settings, load_settings, settings_env
+from fedlearn.config import ConfigError, Settings, load_settings
 from fedlearn.devtools import EmbeddedRedis
 from fedlearn.devtools.embedded import free_port
 from fedlearn.model import Base
 from fedlearn.store import Store
-from tests.live import Api, start_server
+from tests.live import Api, gunicorn_api
 
 SECRET = "test-secret-key-0123456789abcdef"
 PAGE = "http://127.0.0.1:5999"  # the origin of a page served elsewhere
@@ -42,16 +40,8 @@ def settings(redis_server: EmbeddedRedis, tmp_path_factory: pytest.TempPathFacto
 @pytest.fixture(scope="module")
 def server(settings: Settings, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     """The server's log file, while it runs."""
-    env = {**os.environ, **settings_env(settings)}
-    env["PROMETHEUS_MULTIPROC_DIR"] = str(tmp_path_factory.mktemp("prometheus"))
-    log = Path(tmp_path_factory.mktemp("gunicorn")) / "gunicorn.log"
-    url = f"http://127.0.0.1:{settings.api_port}"
-    proc = start_server([sys.executable, "-m", "fedlearn.api.server"], env, log, url)
-    try:
+    with gunicorn_api(settings, tmp_path_factory.mktemp("gunicorn")) as (_url, log):
         yield log
-    finally:
-        proc.terminate()
-        proc.wait(20)
 
 
 @pytest.fixture
@@ -141,3 +131,14 @@ def test_an_origin_that_is_no_origin_is_refused_naming_the_setting(
     monkeypatch.setenv("FEDLEARN_CORS_ORIGINS", origins)
     with pytest.raises(ConfigError, match=r"FEDLEARN_CORS_ORIGINS.*scheme://host"):
         load_settings()
+
+
+def test_the_docs_page_and_only_its_files_are_served(api: Api) -> None:
+    page = api.call("GET", "/docs", token="")
+    assert page.status == 200 and page.headers["Content-Type"].startswith("text/html")
+    assert "default-src 'self'" in page.headers["Content-Security-Policy"]
+    assert api.call("GET", "/docs/vendor/swagger-ui-bundle.js", token="").status == 200
+    for name in ("vendor/swagger-ui.LICENSE", "../routes_docs.py", "docs.html"):
+        refused = api.call("GET", f"/docs/{name}", token="")
+        assert refused.status == 404, name
+        assert refused.headers["Content-Type"] == "application/problem+json"
