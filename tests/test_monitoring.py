@@ -198,3 +198,12 @@ def test_names_follow_the_conventions_promtool_does_not_check(
             assert family.samples and {s.value for s in family.samples} == {1.0}, family.name
         if "timestamp" in family.name:
             assert family.name.endswith("_timestamp_seconds"), family.name
+
+
+def test_celery_workers_send_task_events_for_flower(redis_url: str, tmp_path: Path) -> None:
+    """Celery's own monitoring (Flower, ``celery events``) sees tasks only when workers send
+    task events and clients send ``task-sent``: both on, as the running app resolves them."""
+    from fedlearn.jobs.app import make_celery
+
+    conf = make_celery(load_settings(redis_url=redis_url, data_dir=tmp_path)).conf
+    assert conf.worker_send_task_events is True and conf.task_send_sent_event is True

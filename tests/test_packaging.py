@@ -112,3 +112,9 @@ def test_a_wheel_installed_in_a_fresh_venv_runs_fedlearn_bench(tmp_path: Path) -
     )  # fmt: skip
     assert ran.returncode == 0, ran.stdout[-2000:] + ran.stderr[-2000:]
     assert "online update, events/s" in ran.stdout
+    # ... and this environment still has the checkout's fedlearn (nothing installed over it).
+    ours = subprocess.run(
+        [sys.executable, "-c", "import fedlearn; print(fedlearn.__file__)"],
+        cwd=tmp_path, capture_output=True, text=True, check=True,
+    ).stdout  # fmt: skip
+    assert ours.startswith(str(ROOT)), ours

@@ -74,7 +74,7 @@ def worker(
         from prometheus_client import start_http_server
 
         server, _ = start_http_server(metrics_port, addr=metrics_host)
-        click.echo(f"metrics on http://{metrics_host}:{server.server_port}/metrics")
+        log.info("metrics on http://%s:%d/metrics", metrics_host, server.server_port)
 
     def clone_settings(base: Base) -> CloneSettings:
         return CloneSettings(**settings.clone_hyper(base.hyper))
@@ -90,7 +90,7 @@ def worker(
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
-    click.echo(f"trainer {trainer.owner} started on {settings.n_shards} shards")
+    log.info("trainer %s started on %d shards", trainer.owner, settings.n_shards)
     try:
         trainer.run(stop)
     except Exception as exc:
@@ -100,4 +100,4 @@ def worker(
         )  # fmt: skip
         log.info("where it failed", exc_info=exc)
         sys.exit(1)
-    click.echo(f"trainer {trainer.owner} stopped after applying {trainer.applied_total} events")
+    log.info("trainer %s stopped after applying %d events", trainer.owner, trainer.applied_total)
