@@ -14,7 +14,7 @@ from flask import Flask, Response
 
 from fedlearn.api import (
     errors,
-    requests,
+    request_hooks,
     routes_admin,
     routes_aggregations,
     routes_dashboard,
@@ -108,7 +108,7 @@ def create_app(settings: Settings | None = None, store: Store | None = None) -> 
         revocations=Revocations(store.client, store.n_shards),
     )
     _register_errors(app, settings.retry_after_s)
-    requests.install(app, metrics, settings.cors_origins)
+    request_hooks.install(app, metrics, settings.cors_origins)
     for module in BLUEPRINTS:
         app.register_blueprint(module.bp)
     app.register_blueprint(web.bp)  # static files of the browser client: not in the OpenAPI
