@@ -15,6 +15,7 @@ import os
 import re
 import subprocess
 import sys
+import tomllib
 from pathlib import Path
 from typing import Any
 
@@ -130,6 +131,10 @@ def test_the_image_installs_the_package_and_runs_unprivileged() -> None:
         assert (ROOT / source).exists(), f"the Dockerfile copies {source}, which is missing"
     ignored = (ROOT / ".dockerignore").read_text().split()
     assert {".venv", ".git", "client_js/node_modules", ".fedlearn"} <= set(ignored)
+    # What setuptools reads to build: without it `pip install .` fails in the image.
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    copied = set(" ".join(re.findall(r"^COPY (.+) \S+$", dockerfile, re.M)).split())
+    assert {project["readme"], *project["license-files"]} <= copied
 
 
 def test_the_file_with_every_profile_follows_the_compose_specification() -> None:

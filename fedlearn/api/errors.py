@@ -157,7 +157,8 @@ def register(app: Flask) -> None:
 
     @app.errorhandler(Exception)
     def _unexpected(exc: Exception) -> Response:
-        log.exception("unhandled error")
+        rid = g.get("request_id") if has_request_context() else None
+        log.exception("unhandled error (request id %s)", rid, extra={"request_id": rid})
         return problem_response(
             Problem("the server failed to answer this request; it has been logged")
         )
