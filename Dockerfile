@@ -8,13 +8,14 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1
 
 WORKDIR /src
-# What `pip install .` needs: the package metadata, the Python packages, and the browser
-# client that ships as data files (the API serves it).
-COPY pyproject.toml README.md ./
+# What `pip install .` needs: the package metadata and license, the Python packages, and the
+# browser client that ships as data files (the API serves it).
+COPY pyproject.toml README.md LICENSE ./
 COPY fedlearn ./fedlearn
 COPY workers ./workers
 COPY client_js/src ./client_js/src
 COPY client_js/demo ./client_js/demo
+COPY client_js/types ./client_js/types
 RUN pip install . \
     && useradd --system --uid 10001 --home-dir /data --shell /usr/sbin/nologin fedlearn \
     && mkdir -p /data \

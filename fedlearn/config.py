@@ -36,6 +36,7 @@ MIN_SECRET_LEN = 16
 DEFAULT_BASE_LR = TrainConfig().lr
 # The model owns the gate's defaults (model/ imports nothing of ours); settings refer to them.
 _GATE = GateSettings()
+_ORIGIN = re.compile(r"https?://[^/\s:]+(:\d{1,5})?")  # what a browser sends in Origin
 
 
 class ConfigError(ValueError):
@@ -238,6 +239,38 @@ class Settings(BaseSettings):
     api_host: str = Field(default="127.0.0.1", description="address the API listens on")
     api_port: int = Field(default=8000, ge=0, le=65535, description="port the API listens on")
     api_workers: int = Field(default=2, ge=1, le=64, description="gunicorn worker processes")
+    cors_origins: list[str] = Field(
+        default_factory=list,
+        description="JSON list of web origins whose pages may call the API "
+        '(["https://shop.example"]; "*": any); empty: same origin only',
+    )
+
+    metrics_port: int = Field(
+        default=0,
+        ge=0,
+        le=65535,
+        description="`fedlearn up`: first port of the trainers' and Celery's /metrics "
+        "(trainer i: PORT+i, Celery: PORT+trainers); 0: free ports, listed in DATA_DIR",
+    )
+
+    # --- logs ----------------------------------------------------------------------------
+    log_format: Literal["text", "json"] = Field(
+        default="text", description="text for people, json (one object a line) for log shippers"
+    )
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
+        default="INFO", description="the least severe level logged"
+    )
+
+    @field_validator("cors_origins")
+    @classmethod
+    def _check_origins(cls, value: list[str]) -> list[str]:
+        for origin in value:
+            if origin != "*" and not _ORIGIN.fullmatch(origin):
+                raise ValueError(
+                    f"{origin!r} is not a web origin: write scheme://host[:port] with no path "
+                    f'or trailing slash, e.g. https://shop.example:8443, or "*"'
+                )
+        return value
 
     @field_validator("redis_url")
     @classmethod
@@ -337,7 +370,9 @@ def settings_env(settings: Settings) -> dict[str, str]:
         if isinstance(value, SecretStr):
             text = value.get_secret_value()
         elif isinstance(value, list):
-            text = json.dumps([v.get_secret_value() for v in value])
+            text = json.dumps(
+                [v.get_secret_value() if isinstance(v, SecretStr) else v for v in value]
+            )
         elif isinstance(value, bool):
             text = "on" if value else "off"
         else:

@@ -4,16 +4,20 @@ to send, a producer that streams them while something fails, and what the store 
 
 from __future__ import annotations
 
+import contextlib
 import os
+import re
 import signal
 import subprocess
 import sys
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qs, urlsplit
 
 import numpy as np
 import orjson
@@ -244,3 +248,104 @@ def stop_gracefully(proc: subprocess.Popen[bytes], timeout: float = 60) -> int:
     except subprocess.TimeoutExpired:
         os.killpg(proc.pid, signal.SIGKILL)
         return proc.wait()
+
+
+# --- `fedlearn up` as a person starts it --------------------------------------------------
+
+UP_START_TIMEOUT_S = 40.0  # training the demo base takes a few seconds on 2 cores
+STOP_TIMEOUT_S = 30.0
+
+
+@dataclass
+class UpService:
+    """A running ``fedlearn up --demo`` and what it printed."""
+
+    proc: subprocess.Popen[bytes]
+    folder: Path
+    api_url: str
+    demo_url: str
+
+    @property
+    def token(self) -> str:
+        """The demo user's token, from the demo link ``up`` printed."""
+        return parse_qs(urlsplit(self.demo_url).query)["token"][0]
+
+    @property
+    def data_dir(self) -> Path:
+        return self.folder / "data"
+
+    def logs(self) -> str:
+        out = (self.folder / "up.out").read_text(errors="replace")
+        err = (self.folder / "up.err").read_text(errors="replace")
+        return f"--- stdout\n{out[-4000:]}\n--- stderr\n{err[-4000:]}"
+
+
+def up_env(extra: dict[str, str]) -> dict[str, str]:
+    """The caller's environment without fedlearn's settings (a fresh service, embedded Redis),
+    plus ``extra``."""
+    drop = ("FEDLEARN_", "REDIS_URL", "PROMETHEUS_MULTIPROC_DIR")
+    return {**{k: v for k, v in os.environ.items() if not k.startswith(drop)}, **extra}
+
+
+def _wait_until_ready(proc: subprocess.Popen[bytes], folder: Path, port: int) -> str:
+    """The demo link once ``/readyz`` answers 200; fails with the service's output otherwise."""
+    http = urllib3.PoolManager(retries=False, timeout=2.0)
+    deadline = time.monotonic() + UP_START_TIMEOUT_S
+    out = folder / "up.out"
+    while True:
+        if proc.poll() is not None:
+            raise AssertionError(f"fedlearn up exited with {proc.returncode}:\n{out.read_text()}")
+        link = re.search(r"^demo page\s+(\S+)$", out.read_text(), re.MULTILINE)
+        if link:
+            try:
+                if http.request("GET", f"http://127.0.0.1:{port}/readyz").status == 200:
+                    return link.group(1)
+            except urllib3.exceptions.HTTPError:
+                pass  # the API is still binding its port
+        if time.monotonic() > deadline:
+            raise AssertionError(
+                f"fedlearn up was not ready in {UP_START_TIMEOUT_S:.0f} s:\n{out.read_text()}"
+            )
+        time.sleep(0.1)
+
+
+@contextlib.contextmanager
+def running_up(folder: Path, port: int, env: dict[str, str]) -> Iterator[UpService]:
+    """``fedlearn up --demo --no-celery`` on ``port`` with its data in ``folder/data``; stopped
+    (SIGTERM, then SIGKILL of its process group) on exit."""
+    argv = [sys.executable, "-m", "fedlearn", "up", "--demo", "--no-celery"]
+    argv += ["--port", str(port), "--data-dir", str(folder / "data")]
+    with (folder / "up.out").open("wb") as out, (folder / "up.err").open("wb") as err:
+        # Its own process group, so a failed test can still stop everything it started.
+        proc = subprocess.Popen(
+            argv,
+            cwd=folder,
+            env=up_env(env),
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=err,
+            start_new_session=True,
+        )
+    try:
+        demo_url = _wait_until_ready(proc, folder, port)
+        yield UpService(proc, folder, f"http://127.0.0.1:{port}", demo_url)
+    finally:
+        if proc.poll() is None:
+            stop_gracefully(proc, STOP_TIMEOUT_S)
+
+
+@contextlib.contextmanager
+def gunicorn_api(settings: Settings, folder: Path) -> Iterator[tuple[str, Path]]:
+    """The API under gunicorn via ``python -m fedlearn.api.server`` (run_gunicorn), as
+    ``fedlearn api`` runs it, with its metrics folder and log in ``folder``: (URL, log)."""
+    env = {**os.environ, **settings_env(settings)}
+    (folder / "prometheus").mkdir(parents=True, exist_ok=True)
+    env["PROMETHEUS_MULTIPROC_DIR"] = str(folder / "prometheus")
+    log = folder / "gunicorn.log"
+    url = f"http://127.0.0.1:{settings.api_port}"
+    proc = start_server([sys.executable, "-m", "fedlearn.api.server"], env, log, url)
+    try:
+        yield url, log
+    finally:
+        proc.terminate()
+        proc.wait(20)

@@ -1,6 +1,9 @@
 """The browser client end to end: ``fedlearn up --demo`` as a person starts it, its demo page in
 a real headless Chromium (``client_js/test/e2e/demo.mjs``, Playwright driving Debian's
-``chromium``), Likes and Skips clicked on the page.
+``chromium``), Likes and Skips clicked on the page. The page is served from a second origin (a
+static server on another loopback port), as a shop's own site would embed the client: every
+call to the API is cross-origin, allowed by ``FEDLEARN_CORS_ORIGINS``. The API reference
+(``/docs``) is rendered in the same Chromium with every request off the server aborted.
 
 What must hold is what the README promises: the grid re-ranks at once (on-device learning), the
 server trains the same signals (its model of the user counts them, with rows for the films), a
@@ -13,34 +16,33 @@ missing (``.ci/run`` and ``scripts/test`` install them). Loopback only.
 
 from __future__ import annotations
 
+import functools
 import os
-import re
 import shutil
 import signal
 import subprocess
-import sys
-import time
 from collections.abc import Iterator
-from dataclasses import dataclass
+from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from threading import Thread
 from typing import Any
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import urlencode, urlsplit
 
 import orjson
 import pytest
 import urllib3
 
 from fedlearn.devtools.embedded import free_port
+from tests.live import STOP_TIMEOUT_S, UpService, running_up
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "client_js" / "test" / "e2e" / "demo.mjs"
+DOCS_SCRIPT = ROOT / "client_js" / "test" / "e2e" / "docs.mjs"
 PLAYWRIGHT = ROOT / "client_js" / "node_modules" / "playwright-core" / "package.json"
 ARTIFACTS = ROOT / "artifacts" / "browser"
 SCREENSHOTS = ("demo-before.png", "demo-after.png", "demo-synced.png", "demo-reload.png")
 BROWSERS = (Path("/usr/bin/chromium"), Path("/usr/bin/chromium-headless-shell"))
-START_TIMEOUT_S = 40.0  # training the demo base takes a few seconds on 2 cores
 SCRIPT_TIMEOUT_S = 50.0
-STOP_TIMEOUT_S = 30.0
 USER = "demo-user"
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(180)]
@@ -59,93 +61,54 @@ def _missing_tools() -> str | None:
     return None
 
 
-@dataclass
-class Service:
-    """A running ``fedlearn up`` and what it printed."""
-
-    proc: subprocess.Popen[bytes]
-    folder: Path
-    api_url: str
-    demo_url: str
-
-    @property
-    def token(self) -> str:
-        return parse_qs(urlsplit(self.demo_url).query)["token"][0]
-
-    def logs(self) -> str:
-        out = (self.folder / "up.out").read_text(errors="replace")
-        err = (self.folder / "up.err").read_text(errors="replace")
-        return f"--- stdout\n{out[-4000:]}\n--- stderr\n{err[-4000:]}"
-
-
-def _service_env() -> dict[str, str]:
-    """The caller's environment without fedlearn's settings: a fresh service, embedded Redis."""
-    drop = ("FEDLEARN_", "REDIS_URL", "PROMETHEUS_MULTIPROC_DIR")
-    return {k: v for k, v in os.environ.items() if not k.startswith(drop)}
-
-
-def _wait_until_ready(proc: subprocess.Popen[bytes], folder: Path, port: int) -> str:
-    """The demo link once ``/readyz`` answers 200; fails with the service's output otherwise."""
-    http = urllib3.PoolManager(retries=False, timeout=2.0)
-    deadline = time.monotonic() + START_TIMEOUT_S
-    out = folder / "up.out"
-    while True:
-        if proc.poll() is not None:
-            pytest.fail(f"fedlearn up exited with {proc.returncode}:\n{out.read_text()}")
-        link = re.search(r"^demo page\s+(\S+)$", out.read_text(), re.MULTILINE)
-        if link:
-            try:
-                if http.request("GET", f"http://127.0.0.1:{port}/readyz").status == 200:
-                    return link.group(1)
-            except urllib3.exceptions.HTTPError:
-                pass  # the API is still binding its port
-        if time.monotonic() > deadline:
-            pytest.fail(f"fedlearn up was not ready in {START_TIMEOUT_S:.0f} s:\n{out.read_text()}")
-        time.sleep(0.1)
+class _QuietFiles(SimpleHTTPRequestHandler):
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
 
 
 @pytest.fixture(scope="module")
-def service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
-    """``fedlearn up --demo --no-celery`` on a free port with its own data folder."""
+def page_origin() -> Iterator[str]:
+    """A second origin: ``client_js/`` (the demo page and the client) on another port."""
+    handler = functools.partial(_QuietFiles, directory=str(ROOT / "client_js"))
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = Thread(target=server.serve_forever, name="page-origin", daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_port}"
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(10)
+
+
+@pytest.fixture(scope="module")
+def service(tmp_path_factory: pytest.TempPathFactory, page_origin: str) -> Iterator[UpService]:
+    """``fedlearn up --demo --no-celery`` on a free port with its own data folder, allowing
+    pages of ``page_origin``."""
     reason = _missing_tools()
     if reason:
         pytest.skip(f"browser end-to-end test skipped: {reason}")
     folder = tmp_path_factory.mktemp("fedlearn-up")
-    port = free_port()
-    argv = [sys.executable, "-m", "fedlearn", "up", "--demo", "--no-celery"]
-    argv += ["--port", str(port), "--data-dir", str(folder / "data")]
-    with (folder / "up.out").open("wb") as out, (folder / "up.err").open("wb") as err:
-        # Its own process group, so a failed test can still stop everything it started.
-        proc = subprocess.Popen(
-            argv,
-            cwd=folder,
-            env=_service_env(),
-            stdin=subprocess.DEVNULL,
-            stdout=out,
-            stderr=err,
-            start_new_session=True,
-        )
-    try:
-        demo_url = _wait_until_ready(proc, folder, port)
-        yield Service(proc, folder, f"http://127.0.0.1:{port}", demo_url)
-    finally:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(STOP_TIMEOUT_S)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait()
+    env = {"FEDLEARN_CORS_ORIGINS": f'["{page_origin}"]'}
+    with running_up(folder, free_port(), env) as service:
+        yield service
+
+
+def cross_origin_demo(service: UpService, page_origin: str) -> str:
+    """The demo page on ``page_origin``, pointed at the API on its own origin."""
+    query = {"baseUrl": service.api_url, "user": USER, "token": service.token}
+    return f"{page_origin}/demo/?{urlencode(query)}"
 
 
 @pytest.fixture(scope="module")
-def run(service: Service) -> dict[str, Any]:
+def run(service: UpService, page_origin: str) -> dict[str, Any]:
     """The browser session's summary (see demo.mjs), after fresh screenshots were taken."""
     for name in SCREENSHOTS:  # a picture left by an earlier run must not pass for this one's
         (ARTIFACTS / name).unlink(missing_ok=True)
+    page = cross_origin_demo(service, page_origin)
     try:
         done = subprocess.run(
-            ["node", str(SCRIPT), service.demo_url, "--out", str(ARTIFACTS)],
+            ["node", str(SCRIPT), page, "--out", str(ARTIFACTS)],
             cwd=ROOT,
             capture_output=True,
             timeout=SCRIPT_TIMEOUT_S,
@@ -158,7 +121,7 @@ def run(service: Service) -> dict[str, Any]:
     return orjson.loads(done.stdout.splitlines()[-1])
 
 
-def _server_model(service: Service) -> dict[str, Any]:
+def _server_model(service: UpService) -> dict[str, Any]:
     http = urllib3.PoolManager(retries=False, timeout=10.0)
     headers = {"Authorization": f"Bearer {service.token}"}
     answer = http.request("GET", f"{service.api_url}/v1/users/{USER}/model", headers=headers)
@@ -171,7 +134,7 @@ def _ranks(order: list[str]) -> dict[str, int]:
 
 
 def test_likes_and_skips_rerank_the_page_and_train_the_server_model(
-    service: Service, run: dict[str, Any]
+    service: UpService, run: dict[str, Any]
 ) -> None:
     assert run["problems"] == []
     liked = [s["id"] for s in run["signals"] if s["what"] == "like"]
@@ -237,7 +200,32 @@ def test_a_new_session_reuses_the_cached_base_and_ranks_with_the_server_delta(
         assert (rank_reload[item] < rank_before[item]) == up, (signal_, rank_reload[item])
 
 
-def test_fedlearn_up_stops_cleanly_on_sigterm(service: Service) -> None:
+def test_the_session_ran_cross_origin(service: UpService, page_origin: str, run: dict[str, Any]):
+    # The page came from the other origin and every API call it made was answered (no CORS
+    # error would leave the panel's counters at zero; demo.mjs lists refused requests).
+    assert urlsplit(page_origin).port != urlsplit(service.api_url).port
+    assert run["problems"] == [] and run["requests"]["firstLoadBase"] == 1
+
+
+def test_the_api_reference_renders_offline(service: UpService) -> None:
+    done = subprocess.run(
+        ["node", str(DOCS_SCRIPT), service.api_url],
+        cwd=ROOT,
+        capture_output=True,
+        timeout=SCRIPT_TIMEOUT_S,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr.decode()
+    page = orjson.loads(done.stdout.splitlines()[-1])
+    assert page["offsite"] == [] and page["problems"] == []
+    assert page["title"].startswith("fedlearn") and page["authorize"]
+    shown = {(op["method"], op["path"]) for op in page["operations"]}
+    spec = urllib3.PoolManager().request("GET", f"{service.api_url}/openapi.json").json()
+    documented = {(m.upper(), p) for p, ops in spec["paths"].items() for m in ops}
+    assert shown == documented
+
+
+def test_fedlearn_up_stops_cleanly_on_sigterm(service: UpService) -> None:
     service.proc.send_signal(signal.SIGTERM)
     assert service.proc.wait(STOP_TIMEOUT_S) == 0, service.logs()
     assert (service.folder / "up.out").read_text().rstrip().endswith("stopped")

@@ -10,16 +10,19 @@ and the environment with the same ``Settings``.
 from __future__ import annotations
 
 import importlib
+import json
 import os
 import re
 import subprocess
 import sys
+import tomllib
 from pathlib import Path
 from typing import Any
 
 import click
 import pytest
 import yaml
+from compose_spec import PyCompose
 
 from fedlearn.cli import COMMANDS
 from fedlearn.config import ENV_PREFIX, Settings, load_settings
@@ -128,3 +131,28 @@ def test_the_image_installs_the_package_and_runs_unprivileged() -> None:
         assert (ROOT / source).exists(), f"the Dockerfile copies {source}, which is missing"
     ignored = (ROOT / ".dockerignore").read_text().split()
     assert {".venv", ".git", "client_js/node_modules", ".fedlearn"} <= set(ignored)
+    # What setuptools reads to build: without it `pip install .` fails in the image.
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    copied = set(" ".join(re.findall(r"^COPY (.+) \S+$", dockerfile, re.M)).split())
+    assert {project["readme"], *project["license-files"]} <= copied
+
+
+def test_the_file_with_every_profile_follows_the_compose_specification() -> None:
+    """What ``docker compose --profile monitoring --profile cluster config`` validates, without
+    Docker: the Compose Specification's types and keys (YAML anchors and merges resolved
+    first, as compose does), and that every ``depends_on`` names a service."""
+    parsed = PyCompose.from_json(json.dumps(COMPOSE))
+    assert sorted(parsed.service_names()) == sorted(SERVICES)
+    assert {"monitoring", "cluster"} <= {
+        p for s in SERVICES.values() for p in s.get("profiles", [])
+    }
+    for name, service in SERVICES.items():
+        needs = service.get("depends_on", [])
+        assert set(needs) <= SERVICES.keys(), (name, needs)
+
+
+def test_a_misspelt_key_breaks_the_specification() -> None:
+    broken = json.loads(json.dumps(COMPOSE))
+    broken["services"]["grafana"]["restrat"] = "always"
+    with pytest.raises(ValueError, match="restrat"):
+        PyCompose.from_json(json.dumps(broken))

@@ -93,7 +93,7 @@ def test_a_celery_worker_serves_the_latest_round(tmp_path: Path) -> None:
             assert samples[("fedlearn_round_users", ())] == result["users"] == 25
             assert samples[("fedlearn_round_events", ())] == result["events"]
             assert samples[("fedlearn_rounds_recent", (("status", "done"),))] == 1
-            assert ("fedlearn_base_version_info", (("version", "2"),)) in samples
+            assert samples[("fedlearn_base_version_info", (("version", "2"),))] == 1
             assert samples[("process_resident_memory_bytes", ())] > 0
             assert not any(name.startswith("fedlearn_stream") for name, _ in samples)
         finally:

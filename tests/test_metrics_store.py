@@ -116,7 +116,8 @@ def test_the_collector_reports_the_latest_published_round(store: Store) -> None:
     assert samples[("fedlearn_rounds_recent", (("status", "failed"),))] == 0
     current = store.bases.current_version()
     assert current == result["version"] == "2"
-    assert ("fedlearn_base_version_info", (("version", "2"),)) in samples
+    assert samples[("fedlearn_base_version_info", (("version", "2"),))] == 1
+    assert samples[("fedlearn_base_published_timestamp_seconds", ())] > 1.7e9
     ended = samples[("fedlearn_round_last_end_timestamp_seconds", (("status", "done"),))]
     assert ended == pytest.approx(record["finished_at"])
 

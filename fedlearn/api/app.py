@@ -9,16 +9,16 @@ fork, never by a worker importing the app.
 
 from __future__ import annotations
 
-import time
-
 import redis
-from flask import Flask, Response, g, request
+from flask import Flask, Response
 
 from fedlearn.api import (
     errors,
+    request_hooks,
     routes_admin,
     routes_aggregations,
     routes_dashboard,
+    routes_docs,
     routes_events,
     routes_models,
     routes_ops,
@@ -32,7 +32,7 @@ from fedlearn.serving.base_cache import BaseCache, NoBaseError
 from fedlearn.store import Store
 from fedlearn.store.ratelimit import RateLimiter
 from fedlearn.store.revocations import Revocations
-from fedlearn.telemetry.api import UNMATCHED, Metrics
+from fedlearn.telemetry.api import Metrics
 from fedlearn.telemetry.collector import StoreCollector
 
 BLUEPRINTS = (
@@ -79,22 +79,6 @@ def _register_errors(app: Flask, retry_after_s: int) -> None:
         return errors.problem_response(problem)
 
 
-def _register_metrics(app: Flask, metrics: Metrics) -> None:
-    @app.before_request
-    def _start() -> None:
-        g.started = time.perf_counter()
-
-    @app.after_request
-    def _observe(response: Response) -> Response:
-        started = g.get("started")
-        if started is not None:
-            route = request.url_rule.rule if request.url_rule is not None else UNMATCHED
-            metrics.observe_request(
-                route, request.method, response.status_code, time.perf_counter() - started
-            )
-        return response
-
-
 def create_app(settings: Settings | None = None, store: Store | None = None) -> Flask:
     """A fedlearn API app. ``settings`` default to :func:`load_settings` (the environment).
 
@@ -124,9 +108,10 @@ def create_app(settings: Settings | None = None, store: Store | None = None) -> 
         revocations=Revocations(store.client, store.n_shards),
     )
     _register_errors(app, settings.retry_after_s)
-    _register_metrics(app, metrics)
+    request_hooks.install(app, metrics, settings.cors_origins)
     for module in BLUEPRINTS:
         app.register_blueprint(module.bp)
     app.register_blueprint(web.bp)  # static files of the browser client: not in the OpenAPI
     app.register_blueprint(routes_dashboard.page)  # the dashboard page: static, not in it either
+    app.register_blueprint(routes_docs.page)  # the API reference page, over /openapi.json
     return app

@@ -13,7 +13,7 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 import orjson
-from flask import Flask, Response, request
+from flask import Flask, Response, g, has_request_context, request
 from werkzeug.exceptions import HTTPException
 
 log = logging.getLogger(__name__)
@@ -113,7 +113,10 @@ class Unavailable(Problem):
 
 
 def problem_response(problem: Problem) -> Response:
-    response = Response(orjson.dumps(problem.body()), status=problem.status)
+    body = problem.body()
+    if has_request_context() and g.get("request_id"):
+        body["request_id"] = g.request_id  # the id the access log and X-Request-ID carry
+    response = Response(orjson.dumps(body), status=problem.status)
     response.content_type = PROBLEM_JSON
     response.headers["Cache-Control"] = "no-store"
     for name, value in problem.headers.items():
@@ -154,7 +157,8 @@ def register(app: Flask) -> None:
 
     @app.errorhandler(Exception)
     def _unexpected(exc: Exception) -> Response:
-        log.exception("unhandled error")
+        rid = g.get("request_id") if has_request_context() else None
+        log.exception("unhandled error (request id %s)", rid, extra={"request_id": rid})
         return problem_response(
             Problem("the server failed to answer this request; it has been logged")
         )

@@ -61,7 +61,7 @@ def get_dashboard_data(query: DashboardQuery) -> Response:
 # --- the page and its files (not API operations: outside the OpenAPI document) ---------------
 
 
-def _static(filename: str) -> Response:
+def send_static(filename: str) -> Response:
     response = send_from_directory(STATIC, filename, max_age=0)
     response.headers["Cache-Control"] = "no-cache"
     response.headers["X-Content-Type-Options"] = "nosniff"
@@ -70,7 +70,7 @@ def _static(filename: str) -> Response:
 
 @page.get("/dashboard")
 def dashboard_page() -> Response:
-    response = _static(PAGE)
+    response = send_static(PAGE)
     # The token may arrive in the query string: never send it on in a Referer header.
     response.headers["Referrer-Policy"] = "no-referrer"
     response.headers["Content-Security-Policy"] = (
@@ -90,4 +90,4 @@ def dashboard_slash() -> Response:
 def dashboard_file(filename: str) -> Response:
     if filename == PAGE or not filename.endswith((".js", ".css")):
         raise NotFound(f"no dashboard file {filename!r}")
-    return _static(filename)
+    return send_static(filename)

@@ -315,6 +315,7 @@ class ProblemDetails(BaseModel):
     status: int
     detail: str
     errors: list[FieldError] | None = None
+    request_id: str | None = None  # also in the X-Request-ID header and the access log
 
 
 # Path parameters by name: their schema (checked by the route wrapper) and description.

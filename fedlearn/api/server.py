@@ -29,6 +29,7 @@ from werkzeug.serving import BaseWSGIServer, make_server
 from fedlearn.api.errors import PROBLEM_JSON, Problem
 from fedlearn.config import Settings, load_settings
 from fedlearn.devtools.lifecycle import Startable
+from fedlearn.telemetry.logs import configure_logging, logging_dict
 
 log = logging.getLogger(__name__)
 
@@ -167,6 +168,9 @@ def run_gunicorn(
     port = settings.api_port if port is None else port
     workers = workers or settings.api_workers
     options = gunicorn_options(host=host, port=port, workers=workers)
+    configure_logging(settings.log_format, settings.log_level)
+    options["logconfig_dict"] = logging_dict(settings.log_format, settings.log_level)
+    options["loglevel"] = settings.log_level.lower()
     if _metrics_dir(settings, workers) is not None:
         options["child_exit"] = _child_exit
     embedded = None
@@ -212,6 +216,5 @@ class ThreadedServer(Startable):
         self._thread.join(10)
 
 
-if __name__ == "__main__":  # `python -m fedlearn.api.server`: what `fedlearn up` spawns
-    logging.basicConfig(level=logging.INFO)
+if __name__ == "__main__":  # `python -m fedlearn.api.server`
     run_gunicorn()

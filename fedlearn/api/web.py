@@ -1,33 +1,25 @@
 """The browser client and its demo page, served from the API's own origin.
 
-Same origin means no CORS and no token sent to another host. These are static files, not API
-operations, so they stay out of the OpenAPI document. The files are found in the source tree
-(a clone or an editable install) or where ``pip install .`` put them
-(``<prefix>/share/fedlearn/client_js``, see ``[tool.setuptools.data-files]``).
+Same origin needs no CORS (pages of other origins need FEDLEARN_CORS_ORIGINS). These are static
+files, not API operations, so they stay out of the OpenAPI document. The files are found in the
+source tree or where ``pip install .`` put them (:func:`fedlearn.resources.shipped_folder`).
 """
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 from flask import Blueprint, Response, redirect, send_from_directory
 
 from fedlearn.api.errors import NotFound
+from fedlearn.resources import shipped_folder
 
 bp = Blueprint("web", __name__)
 
 
 def client_js_root() -> Path | None:
     """The folder holding ``src/`` and ``demo/`` of the browser client, if installed."""
-    candidates = (
-        Path(__file__).resolve().parents[2] / "client_js",
-        Path(sys.prefix) / "share" / "fedlearn" / "client_js",
-    )
-    for folder in candidates:
-        if (folder / "src" / "fedlearn.js").is_file():
-            return folder
-    return None
+    return shipped_folder("client_js", "src/fedlearn.js")
 
 
 def _send(subfolder: str, filename: str) -> Response:

@@ -1,9 +1,10 @@
 """``fedlearn bench``: run the benchmark suite (``benchmarks/``) and print one table.
 
 The suite lives in the source tree's ``benchmarks/`` folder, next to the scripts that print
-each figure on its own, so the command runs from a checkout (``pip install -e .``), not from
-an installed wheel. Everything runs on this machine, on 127.0.0.1: an embedded redis-server,
-our API and the bare ceiling under gunicorn, a trainer, Celery workers, the load generator.
+each figure on its own; a wheel installs that folder too (``<prefix>/share/fedlearn``), so the
+command runs from a checkout or an installed wheel. Everything runs on this machine, on
+127.0.0.1: an embedded redis-server, our API and the bare ceiling under gunicorn, a trainer,
+Celery workers, the load generator.
 """
 
 from __future__ import annotations
@@ -20,17 +21,19 @@ from pathlib import Path  # noqa: E402
 
 import click  # noqa: E402
 
+from fedlearn.resources import shipped_folder  # noqa: E402
+
 SECTIONS = ("ceilings", "http", "trainer", "update", "round")  # benchmarks/suite.py's
 
 
 def benchmarks_dir() -> Path:
-    """The checkout's ``benchmarks/`` folder, put on ``sys.path`` (its modules import each
-    other by name, as they do when run as scripts)."""
-    folder = Path(__file__).resolve().parents[2] / "benchmarks"
-    if not (folder / "suite.py").is_file():
+    """The ``benchmarks/`` folder (checkout or wheel), put on ``sys.path`` (its modules import
+    each other by name, as they do when run as scripts)."""
+    folder = shipped_folder("benchmarks", "suite.py")
+    if folder is None:
         raise click.ClickException(
-            f"no benchmark suite at {folder}: `fedlearn bench` runs from a source checkout "
-            f"(git clone, then `pip install -e .`)"
+            f"no benchmark suite in the source tree or in {sys.prefix}/share/fedlearn: "
+            f"reinstall fedlearn (`pip install fedlearn[bench]`) or run from a checkout"
         )
     if str(folder) not in sys.path:
         sys.path.insert(0, str(folder))

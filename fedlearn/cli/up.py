@@ -10,7 +10,12 @@ import click
 
 from fedlearn.cli.common import fail_with_config_errors
 from fedlearn.config import Settings, load_settings, setting_default
-from fedlearn.devtools.supervisor import AlreadyRunningError, RedisLostError, Supervisor
+from fedlearn.devtools.supervisor import (
+    TARGETS_FILE,
+    AlreadyRunningError,
+    RedisLostError,
+    Supervisor,
+)
 from fedlearn.store import Store
 
 
@@ -84,11 +89,14 @@ def up(
         signal.signal(sig, lambda *_: supervisor.stopping.set())
     try:
         supervisor.start()
-        click.echo(f"api          {supervisor.api_url}   (docs: {supervisor.api_url}/openapi.json)")
+        click.echo(f"api          {supervisor.api_url}   (docs: {supervisor.api_url}/docs)")
         if demo:
             click.echo(f"demo page    {demo_link(settings, supervisor.api_url)}")
         celery = "   celery: worker + beat" if supervisor.celery else ""
         click.echo(f"trainers     {trainers}{celery}")
+        for name, url in supervisor.metrics_urls().items():
+            click.echo(f"metrics      {url}   ({name})")
+        click.echo(f"prometheus   {supervisor.data_dir / TARGETS_FILE} (file_sd)")
         click.echo("press Ctrl-C to stop")
         supervisor.watch()
     except RedisLostError as exc:

@@ -19,6 +19,7 @@ from fedlearn.cli.common import default_of, fail_with_config_errors
 from fedlearn.devtools.runtime import require_redis_url, service_settings
 from fedlearn.model import Base
 from fedlearn.store import Store
+from fedlearn.telemetry.logs import configure_logging
 from fedlearn.trainer.apply import CloneSettings
 from fedlearn.trainer.eventlog import EventLogWriter
 from fedlearn.trainer.trainer import Trainer, TrainerConfig
@@ -60,9 +61,9 @@ def worker(
     name: str, batch_size: int, metrics_port: int | None, metrics_host: str, eventlog: Path | None
 ) -> None:
     """Train users' clones from the shard streams (owns a fair share of the shards)."""
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    log = logging.getLogger("fedlearn.worker")
     settings = service_settings()
+    configure_logging(settings.log_format, settings.log_level)
+    log = logging.getLogger("fedlearn.worker")
     store = Store.from_url(
         require_redis_url(settings),
         settings.n_shards,
@@ -73,7 +74,7 @@ def worker(
         from prometheus_client import start_http_server
 
         server, _ = start_http_server(metrics_port, addr=metrics_host)
-        click.echo(f"metrics on http://{metrics_host}:{server.server_port}/metrics")
+        log.info("metrics on http://%s:%d/metrics", metrics_host, server.server_port)
 
     def clone_settings(base: Base) -> CloneSettings:
         return CloneSettings(**settings.clone_hyper(base.hyper))
@@ -89,7 +90,7 @@ def worker(
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
-    click.echo(f"trainer {trainer.owner} started on {settings.n_shards} shards")
+    log.info("trainer %s started on %d shards", trainer.owner, settings.n_shards)
     try:
         trainer.run(stop)
     except Exception as exc:
@@ -99,4 +100,4 @@ def worker(
         )  # fmt: skip
         log.info("where it failed", exc_info=exc)
         sys.exit(1)
-    click.echo(f"trainer {trainer.owner} stopped after applying {trainer.applied_total} events")
+    log.info("trainer %s stopped after applying %d events", trainer.owner, trainer.applied_total)

@@ -8,12 +8,18 @@ crash loop backs off, a rare crash is healed at once). The embedded Redis is sup
 if it dies it is restarted on the same port with the same data (its AOF), and if it cannot
 be, ``watch`` raises ``RedisLostError`` and ``up`` exits with that message. Ctrl-C or SIGTERM
 stops the API first (no new events), then the workers (they finish their batch), then Redis.
+
+Every part serves Prometheus metrics on 127.0.0.1: the API on its port, each trainer and the
+Celery worker on a port of its own (``FEDLEARN_METRICS_PORT`` and up, or free ports), listed in
+``service.json`` and in ``DATA_DIR/prometheus-targets.json``, a file Prometheus reads as it is
+(``file_sd_configs``), so a local Prometheus scrapes whatever ``up`` started.
 """
 
 from __future__ import annotations
 
 import contextlib
 import importlib.util
+import json
 import os
 import signal
 import subprocess
@@ -25,6 +31,7 @@ from pathlib import Path
 
 from fedlearn.config import Settings, ensure_secret_key
 from fedlearn.devtools import EmbeddedRedis
+from fedlearn.devtools.embedded import free_port
 from fedlearn.devtools.errors import EmbeddedRedisError
 from fedlearn.devtools.runtime import clear_runtime, read_runtime, write_runtime
 
@@ -34,6 +41,7 @@ FIRST_DELAY_S = 0.5  # the first restart after a healthy run: quick, the service
 MAX_DELAY_S = 30.0
 HEALTHY_AFTER_S = 60.0  # a part that ran this long has its restart delay reset
 REDIS_START_ATTEMPTS = 3
+TARGETS_FILE = "prometheus-targets.json"
 
 
 class AlreadyRunningError(RuntimeError):
@@ -65,6 +73,7 @@ class Part:
     started_at: float = 0.0
     restart_at: float | None = None  # when a dead part is due to start again
     env: dict[str, str] = field(default_factory=dict)
+    metrics_port: int | None = None  # its Prometheus metrics, on 127.0.0.1
 
     def start(self, base_env: dict[str, str]) -> None:
         # A process group of its own, so that what it leaves behind can be found (below).
@@ -178,25 +187,36 @@ class Supervisor:
         self.redis_url = self.redis.url
         return self.redis_url
 
+    def metrics_ports(self) -> list[int]:
+        """One port per trainer, then one for the Celery worker: fixed for the service's life,
+        so a restarted part serves where Prometheus already looks."""
+        count = self.trainers + (1 if self.celery else 0)
+        first = self.settings.metrics_port
+        return [first + i if first else free_port() for i in range(count)]
+
     def plan(self) -> list[Part]:
         fedlearn = [sys.executable, "-m", "fedlearn"]
+        ports = self.metrics_ports()
         parts = [
             Part(
                 "api",
                 [*fedlearn, "api", "--port", str(self.port), "--workers", str(self.api_workers)],
+                metrics_port=self.port,
             )
         ]
         parts += [
-            Part(f"trainer-{i}", [*fedlearn, "worker", "--name", f"trainer-{i}"])
+            Part(
+                f"trainer-{i}",
+                [*fedlearn, "worker", "--name", f"trainer-{i}", "--metrics-port", str(ports[i])],
+                metrics_port=ports[i],
+            )
             for i in range(self.trainers)
         ]
         if self.celery:
             celery = [sys.executable, "-m", "celery", "-A", "fedlearn.jobs.app"]
-            parts.append(
-                Part(
-                    "celery-worker", [*celery, "worker", "--concurrency", "2", "--loglevel", "INFO"]
-                )
-            )
+            worker = [*celery, "worker", "--concurrency", "2", "--loglevel", "INFO"]
+            worker += ["--metrics-port", str(ports[-1])]
+            parts.append(Part("celery-worker", worker, metrics_port=ports[-1]))
             beat_file = str(self.data_dir / "celerybeat-schedule")
             parts.append(
                 Part(
@@ -230,7 +250,31 @@ class Supervisor:
             api_url=self.api_url,
             data_dir=str(self.data_dir),
             parts={p.name: p.proc.pid for p in self.parts if p.proc},
+            metrics=self.metrics_urls(),
         )
+        self.write_targets()
+
+    def metrics_urls(self) -> dict[str, str]:
+        """Each part's ``/metrics`` URL, by part name."""
+        return {
+            p.name: f"http://127.0.0.1:{p.metrics_port}/metrics"
+            for p in self.parts
+            if p.metrics_port is not None
+        }
+
+    def write_targets(self) -> Path:
+        """``prometheus-targets.json``: Prometheus's file service discovery format, one group
+        per part (label ``part``), for a Prometheus on this machine to scrape."""
+        groups = [
+            {"targets": [f"127.0.0.1:{p.metrics_port}"], "labels": {"part": p.name}}
+            for p in self.parts
+            if p.metrics_port is not None
+        ]
+        path = self.data_dir / TARGETS_FILE
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(groups, indent=2))
+        os.replace(tmp, path)
+        return path
 
     @property
     def api_url(self) -> str:
@@ -291,3 +335,4 @@ class Supervisor:
         if self.redis is not None:
             self.redis.stop()
         clear_runtime(self.data_dir)
+        (self.data_dir / TARGETS_FILE).unlink(missing_ok=True)

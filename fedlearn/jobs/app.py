@@ -28,11 +28,13 @@ from typing import Any
 
 from celery import Celery
 from celery.schedules import crontab
+from celery.signals import setup_logging
 
 from fedlearn.aggregate.config import AggregationConfig, parse_crontab
 from fedlearn.config import ConfigError, Settings
 from fedlearn.devtools.runtime import require_redis_url, service_settings
 from fedlearn.telemetry.jobs import install as install_metrics
+from fedlearn.telemetry.logs import configure_logging
 
 TASKS = ["fedlearn.jobs.tasks"]
 # The task names, once: the tasks, the beat schedule, the API and the CLI send by these.
@@ -103,6 +105,9 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         },
         "worker_prefetch_multiplier": 1,
         "task_track_started": True,
+        # task events on, so Celery's own monitoring (Flower, `celery events`) sees every task
+        "worker_send_task_events": True,
+        "task_send_sent_event": True,
         "result_expires": 7 * 24 * 3600,
         "timezone": "UTC",
         "enable_utc": True,
@@ -139,3 +144,14 @@ def _configure(sender: Celery, **_: Any) -> None:
         # Celery logs and swallows an Exception raised by a signal handler, then falls back
         # to its default broker (amqp://localhost): stop the process with the reason instead.
         raise SystemExit(f"fedlearn: {exc}") from None
+
+
+@setup_logging.connect
+def _logging(**_: Any) -> None:
+    """Celery's processes log in the service's format (FEDLEARN_LOG_FORMAT/_LEVEL) instead of
+    Celery's own; a handler on this signal replaces Celery's logging setup."""
+    try:
+        settings = service_settings()
+    except ConfigError as exc:
+        raise SystemExit(f"fedlearn: {exc}") from None
+    configure_logging(settings.log_format, settings.log_level)

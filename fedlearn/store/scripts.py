@@ -129,6 +129,12 @@ for _, id in ipairs(r[2]) do
   out[#out + 1] = id
   out[#out + 1] = payload
 end
+-- Redis >= 7 drops deleted entries from the PEL itself and lists their ids apart (r[3]):
+-- they come back as deleted too, as on 6.2 (acknowledging them later is a no-op)
+for _, id in ipairs(r[3] or {}) do
+  out[#out + 1] = id
+  out[#out + 1] = false
+end
 return out
 """
 

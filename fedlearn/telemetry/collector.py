@@ -134,12 +134,18 @@ def _round_families(
         if values.get(field) is not None:
             family.add_metric([], float(values[field]))
         yield family
+    # An info metric's value is 1 (Prometheus convention); the time is a gauge of its own.
     version = GaugeMetricFamily(
-        "fedlearn_base_version_info",
-        "The current base version (label) and when it was published (value, unix time)",
-        labels=["version"],
+        "fedlearn_base_version_info", "The current base version (label)", labels=["version"]
+    )
+    published = GaugeMetricFamily(
+        "fedlearn_base_published_timestamp_seconds",
+        "When the current base version was published (unix time)",
     )
     if current is not None:
-        created = next((b.created_at for b in tail if b.version == current), 0.0)
-        version.add_metric([current], created)
+        version.add_metric([current], 1.0)
+        created = next((b.created_at for b in tail if b.version == current), None)
+        if created is not None:
+            published.add_metric([], created)
     yield version
+    yield published

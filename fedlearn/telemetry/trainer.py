@@ -54,8 +54,8 @@ GATE_USERS = Gauge(
     ["served"],
 )
 CACHED_USERS = Gauge("fedlearn_trainer_cached_users", "Users' clones held in memory")
-LOG_LOSS = Counter(
-    "fedlearn_progressive_log_loss_sum",
+LOG_LOSS = Counter(  # exposed as ..._log_loss_total: a _sum suffix belongs to histograms
+    "fedlearn_progressive_log_loss",
     "Sum of progressive log loss (predicted before learning)",
     ["model", "events"],
 )

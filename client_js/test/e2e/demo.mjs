@@ -11,23 +11,15 @@
 // reason on stderr) when the page cannot be driven at all: no browser, no grid, a wait timed out.
 // Real time throughout: under a virtual time budget the Cache API never settles.
 
-import { existsSync, mkdirSync, mkdtempSync, rmSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 
+import { ARGS, browserPath } from './browser.mjs';
+
 const HERE = path.dirname(fileURLToPath(import.meta.url));
 const REPO = path.resolve(HERE, '..', '..', '..');
-// Debian's `chromium` is what CI installs; the headless shell is a lighter stand-in.
-const BROWSERS = ['/usr/bin/chromium', '/usr/bin/chromium-headless-shell'];
-const ARGS = [
-  '--no-sandbox', // CI runs as root, where Chromium's sandbox refuses to start
-  '--disable-gpu',
-  '--disable-background-networking', // loopback only: nothing of Chromium's own phones home
-  '--disable-component-update',
-  '--disable-sync',
-  '--no-first-run',
-];
 const SIGNALS_PER_GENRE = 3;
 const WAIT_MS = 20_000; // events flush within 2 s and the panel polls every 3 s: ample
 
@@ -40,14 +32,6 @@ function parseArgs(argv) {
   const i = argv.indexOf('--out');
   const out = i >= 0 ? path.resolve(argv[i + 1]) : path.join(REPO, 'artifacts', 'browser');
   return { url, out };
-}
-
-function browserPath() {
-  const wanted = process.env.FEDLEARN_CHROMIUM;
-  if (wanted) return wanted;
-  const found = BROWSERS.find((p) => existsSync(p));
-  if (!found) throw new Error(`no Chromium at ${BROWSERS.join(' or ')}: apt-get install chromium`);
-  return found;
 }
 
 /**

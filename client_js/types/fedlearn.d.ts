@@ -1,0 +1,13 @@
+export { FedClient } from "./client.js";
+export { crc32 } from "./crc32.js";
+export { FedError } from "./errors.js";
+export { parseBase } from "./format.js";
+export type StartOptions = import("./client.js").StartOptions;
+export type SignalOptions = import("./client.js").SignalOptions;
+export type Context = import("./client.js").Context;
+export type FedEvent = import("./queue.js").FedEvent;
+export type Base = import("./format.js").Base;
+export type UserModel = import("./usermodel.js").UserModel;
+export { DEFAULT_MAX_ROWS, Delta } from "./delta.js";
+export { eventFeatures, MAX_FEATURE_VALUE } from "./features.js";
+export { fnv1a32, learnOne, MAX_DELTA, MAX_STEP, mulberry32, score, sigmoid, unseenLatent } from "./fm.js";

@@ -1,0 +1,68 @@
+/** @typedef {import('./format.js').Base} Base */
+/**
+ * @typedef {object} UserModel the body of `GET /v1/users/{user}/model`
+ * @property {string} user
+ * @property {string} base_version
+ * @property {string} base_url
+ * @property {{w0: number, features: string[], w: number[], v: number[][]}} delta
+ * @property {number} lr
+ * @property {number} l2
+ * @property {number} [bias_lr] the intercept's step (`lr` when absent)
+ * @property {number} [max_rows] the cap on the delta's rows (the server's default when absent)
+ * @property {number} events_applied
+ * @property {'clone' | 'base'} serve
+ * @property {Record<string, number>} [user_features] the user's table features, if the server sends them
+ */
+/**
+ * Validate the model endpoint's answer before using any of it.
+ * @param {any} m
+ * @returns {UserModel}
+ */
+export function checkModel(m: any): UserModel;
+/**
+ * @param {Base} base
+ * @param {UserModel} model
+ * @returns {Base}
+ */
+export function checkVersion(base: Base, model: UserModel): Base;
+/**
+ * Where the base is, under which cache key, and whether it is on the API's own origin.
+ * @param {string} root
+ * @param {UserModel} model
+ */
+export function baseLocation(root: string, model: UserModel): {
+    url: string;
+    key: string;
+    sameOrigin: boolean;
+};
+export type Base = import("./format.js").Base;
+/**
+ * the body of `GET /v1/users/{user}/model`
+ */
+export type UserModel = {
+    user: string;
+    base_version: string;
+    base_url: string;
+    delta: {
+        w0: number;
+        features: string[];
+        w: number[];
+        v: number[][];
+    };
+    lr: number;
+    l2: number;
+    /**
+     * the intercept's step (`lr` when absent)
+     */
+    bias_lr?: number | undefined;
+    /**
+     * the cap on the delta's rows (the server's default when absent)
+     */
+    max_rows?: number | undefined;
+    events_applied: number;
+    serve: "clone" | "base";
+    /**
+     * the user's table features, if the server sends them
+     */
+    user_features?: Record<string, number> | undefined;
+};
