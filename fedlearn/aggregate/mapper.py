@@ -48,7 +48,7 @@ def _chunks(users: Iterable[str], size: int) -> Iterator[list[str]]:
         yield chunk
 
 
-def _snapshot(blob: bytes | None, generation: int) -> Snapshot | None:
+def snapshot_of(blob: bytes | None, generation: int) -> Snapshot | None:
     """The user's snapshot of this generation, if it has one; raises ``ModelFormatError``
     or ``ValueError`` when it does not decode."""
     if blob is None:
@@ -57,7 +57,7 @@ def _snapshot(blob: bytes | None, generation: int) -> Snapshot | None:
     return snap if snap.generation == generation else None
 
 
-def _read(
+def read_pair(
     blob: bytes, snap: Snapshot | None, config: AggregationConfig
 ) -> tuple[Delta, Delta | None] | str:
     """The user's delta and snapshot delta, or the reason (``checks.REASONS``) they cannot
@@ -113,13 +113,13 @@ def map_shard(
                 stale += 1  # an old generation's clone: it restarts, it does not contribute
                 continue
             try:
-                snap = _snapshot(snapshots.get(user), generation)
+                snap = snapshot_of(snapshots.get(user), generation)
             except (ModelFormatError, ValueError):
                 snap, read = None, "unreadable"  # garbage never counts, not even as a base
             else:
                 if snap is not None and snap.last_event >= rec.last_event:
                     continue  # nothing learned since the last contribution
-                read = _read(rec.delta, snap, config)
+                read = read_pair(rec.delta, snap, config)
             if isinstance(read, str):
                 # one bad record must not stop every round: reject it with its reason, go on
                 rejections.add(read, user)

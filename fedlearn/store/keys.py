@@ -21,6 +21,8 @@ Key map (shard 3, user "42"):
 ``fl:{s3}:rate:events:42``     the user's ingest rate limit (GCRA; also ``rate:rank:42``)
 ``fl:{s3}:revoked:42``         when the user was forgotten: older tokens are refused (EX)
 ``fl:{s3}:dead``               dead letters: entries and records set aside, with the reason
+``fl:{s3}:rebase:<version>``   hash user -> ``<stream id before>|<share JSON>``: the rebases
+                               promoting ``<version>`` sent to the shard (``Streams``)
 ``fl:{base}:blob:<version>``   an immutable base file (``.flfm`` bytes)
 ``fl:{base}:current``          the current base version id
 ``fl:{base}:history``          list of JSON ``{"version", "meta", "created_at"}``
@@ -126,6 +128,11 @@ def lease(shard: int) -> str:
 
 def commit_token(shard: int) -> str:
     return f"{PREFIX}:{tag(shard)}:commit"
+
+
+def rebase_notes(shard: int, version: str) -> str:
+    """The rebase entries that promoting ``version`` sent to ``shard`` (``Streams.rebase``)."""
+    return f"{PREFIX}:{tag(shard)}:rebase:{version}"
 
 
 def dead_letters(shard: int) -> str:
