@@ -143,8 +143,10 @@ class Streams:
                     length = int(pipe.xlen(stream))
                     if length + len(entries) > self.maxlen:
                         raise StreamFullError(shard, length, len(entries), self.maxlen)
-                    last = pipe.xrevrange(stream, count=1)
-                    before = decode_id(last[0][0]) if last else "0-0"
+                    # the last id ever generated: entries may have been trimmed since
+                    before = "0-0"
+                    if pipe.exists(stream):
+                        before = decode_id(pipe.xinfo_stream(stream)["last-generated-id"])
                     pipe.multi()
                     self._scripts.append_events(
                         keys=[stream, keys.seen(shard, window), keys.seen(shard, window - 1)],
