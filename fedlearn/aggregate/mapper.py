@@ -25,6 +25,7 @@ from fedlearn.aggregate.partials import PartialBuilder
 from fedlearn.aggregate.round import RoundStatus
 from fedlearn.aggregate.snapshots import Snapshot
 from fedlearn.model import Delta, ModelFormatError
+from fedlearn.serving.clones import pending_rebases, rebase_versions
 from fedlearn.store import Store
 from fedlearn.store.rounds import Rounds
 
@@ -102,6 +103,7 @@ def map_shard(
     started = time.perf_counter()
     stale = 0
     rejections = Rejections()
+    versions = rebase_versions(store.bases.meta(record["base"]))
     for users in _chunks(store.deltas.users(shard), CHUNK):
         records = store.deltas.get_many(shard, users)
         snapshots = rounds.snapshots(shard, list(records))
@@ -129,11 +131,12 @@ def map_shard(
             if delta.n_factors != k or (old is not None and old.n_factors != k):
                 stale += 1
                 continue
-            pairs.append((delta, old, rec.events - (snap.events if snap else 0)))
+            # a rebase its trainer has not applied yet is counted as done (the snapshot has it)
+            current = pending_rebases(store, versions, rec, delta) if versions else delta
+            pairs.append((current, old, rec.events - (snap.events if snap else 0)))
             names.append(user)
-            candidates[user] = Snapshot(
-                generation, rec.last_event, rec.events, rec.delta
-            ).to_bytes()
+            blob = rec.delta if current is delta else current.to_bytes()
+            candidates[user] = Snapshot(generation, rec.last_event, rec.events, blob).to_bytes()
         if pairs:
             changes = user_changes(
                 pairs, k, builder.table, clip_norm=config.clip_norm,

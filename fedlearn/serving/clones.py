@@ -69,11 +69,13 @@ def delta_applies(record: DeltaRecord, delta: Delta, base: Base, bases: BaseCach
     return record.generation == bases.generation(base) and delta.n_factors == base.n_factors
 
 
-def pending_rebases(store: Store, base: Base, record: DeltaRecord, delta: Delta) -> Delta:
-    """``delta`` rebased on the fly on the promotions of ``base``'s lineage whose ``rebase``
-    entry the user's trainer has not applied yet (its ``last_event`` has not passed the
-    stream id noted before the entry), oldest first, with the trainer's own function."""
-    versions = base.meta.get("rebase_versions") or []
+def pending_rebases(
+    store: Store, versions: Sequence[str], record: DeltaRecord, delta: Delta
+) -> Delta:
+    """``delta`` rebased on the fly on the promotions of ``versions`` whose ``rebase`` entry
+    the user's trainer has not applied yet (its ``last_event`` has not passed the stream id
+    noted before the entry), oldest first, with the trainer's own function. The API serves
+    this, and a round's map step counts it, so neither counts a share twice."""
     notes = store.streams.rebase_notes(store.shard_of(record.user), record.user, versions)
     for _, before, share in reversed(notes):
         if record.last_event <= before:
@@ -83,6 +85,11 @@ def pending_rebases(store: Store, base: Base, record: DeltaRecord, delta: Delta)
                 continue  # the trainer sets an unreadable share aside the same way
             delta = rebase(delta, taken)
     return delta
+
+
+def rebase_versions(meta: Mapping[str, Any]) -> list[str]:
+    """The promotions a base's lineage lists as possibly not yet applied by every trainer."""
+    return [str(v) for v in meta.get("rebase_versions") or []]
 
 
 def current_base(store: Store, bases: BaseCache) -> Base:
@@ -123,7 +130,7 @@ def load_clone(
                 on_unreadable()
             return UserClone(user, base, Delta(base.n_factors), None, "base")
         if delta_applies(record, delta, base, bases):
-            delta = pending_rebases(store, base, record, delta)
+            delta = pending_rebases(store, rebase_versions(base.meta), record, delta)
             return UserClone(user, base, delta, record, serve)
     return UserClone(user, base, Delta(base.n_factors), None)
 
