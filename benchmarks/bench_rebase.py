@@ -22,7 +22,7 @@ import numpy as np
 import orjson
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_update import (  # noqa: E402
+from bench_update import (
     BIAS_LR,
     L2,
     LR,
@@ -34,11 +34,11 @@ from bench_update import (  # noqa: E402
     synthetic_stream,
 )
 
-from fedlearn.aggregate.config import AggregationConfig  # noqa: E402
-from fedlearn.aggregate.fold import fold_pairs  # noqa: E402
-from fedlearn.evaluate.arms import AggregatedClonesArm, LabelledEvent  # noqa: E402
-from fedlearn.model import Delta, TrainConfig, train_base  # noqa: E402
-from fedlearn.model.metrics import roc_auc  # noqa: E402
+from fedlearn.aggregate.config import AggregationConfig
+from fedlearn.aggregate.fold import fold_pairs
+from fedlearn.evaluate.arms import AggregatedClonesArm, LabelledEvent
+from fedlearn.model import Delta, TrainConfig, train_base
+from fedlearn.model.metrics import roc_auc
 
 
 class _NoRebase(AggregatedClonesArm):

@@ -94,19 +94,11 @@ class PairsRound:
 
 
 def fold_pairs(
-    base: Base,
-    pairs: Iterable[UserPair],
-    config: AggregationConfig,
-    *,
-    version: str,
-    state: RowUpdate | None = None,
-    rng: np.random.Generator | None = None,
-    per_row: bool = True,
+    base: Base, pairs: Iterable[UserPair], config: AggregationConfig, **options: Any
 ) -> tuple[Base | None, RowUpdate | None, dict[str, Any]]:
-    """A whole round in memory (:func:`fold_pairs_round` without the users' shares)."""
-    done = fold_pairs_round(
-        base, pairs, config, version=version, state=state, rng=rng, per_row=per_row
-    )
+    """:func:`fold_pairs_round` (same arguments) without the users' shares: the new base
+    (``None`` when skipped), the strategy's next state and the summary."""
+    done = fold_pairs_round(base, pairs, config, **options)
     return done.base, done.state, done.summary
 
 

@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import re
 import time
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
 import orjson
@@ -341,12 +341,10 @@ class Rounds:
             pipe.execute()
 
     def put_shares(self, version: str, blob: bytes) -> None:
-        keys.check_version(version)
-        self._r.set(self.shares_key(version), blob, ex=CANDIDATE_TTL_S)
+        self._put_of_version(self.shares_key, version, blob, CANDIDATE_TTL_S)
 
     def get_shares(self, version: str) -> bytes | None:
-        keys.check_version(version)
-        return self._r.get(self.shares_key(version))
+        return self._get_of_version(self.shares_key, version)
 
     def promote(self, shard: int, round_id: str, *, count: int = 200, rebased: bool = False) -> int:
         """Make the winning candidates of ``round_id`` (``rebased``: their rebased copies)
@@ -395,12 +393,21 @@ class Rounds:
     # -- momentum and archive ----------------------------------------------------------------
 
     def put_momentum(self, version: str, blob: bytes) -> None:
-        keys.check_version(version)
-        self._r.set(self.momentum_key(version), blob, ex=MOMENTUM_TTL_S)
+        self._put_of_version(self.momentum_key, version, blob, MOMENTUM_TTL_S)
 
     def get_momentum(self, version: str) -> bytes | None:
+        return self._get_of_version(self.momentum_key, version)
+
+    def _put_of_version(
+        self, key: Callable[[str], str], version: str, blob: bytes, ttl_s: int
+    ) -> None:
+        """A blob a round keeps for a published ``version`` (momentum, share table)."""
         keys.check_version(version)
-        return self._r.get(self.momentum_key(version))
+        self._r.set(key(version), blob, ex=ttl_s)
+
+    def _get_of_version(self, key: Callable[[str], str], version: str) -> bytes | None:
+        keys.check_version(version)
+        return self._r.get(key(version))
 
     def archive(self, shard: int, generation: int, records: Mapping[str, bytes]) -> int:
         """Keep ``records`` (user -> snapshot-encoded delta) under ``generation``'s archive."""
