@@ -149,7 +149,7 @@ def test_the_trainer_applies_a_rebase_entry_once_in_order_with_the_users_events(
     base = Base.fresh(["item=1"], 4, version="2")
     delta = Delta.from_rows(4, ["item=1", "item=2"], [0.5, 0.25], np.full((2, 4), 0.1), 0.3)
     share = Delta.from_rows(4, ["item=2"], [0.25], np.full((1, 4), 0.1), 0.1)
-    rebase_at = Entry("5-0", rebase_entry("a", "2", share.to_json()))
+    rebase_at = Entry("5-0", rebase_entry("a", "2", 0, share.to_json()))
     later = Entry("6-0", {"user": "a", "item": "1", "signal": "click"})
     states = {"a": UserState(delta.copy(), StreamId(4, 0))}
     out = apply_batch(
@@ -171,3 +171,24 @@ def test_the_trainer_applies_a_rebase_entry_once_in_order_with_the_users_events(
 def _entries(store: Store, shard: int) -> list[tuple[str, dict]]:
     raw = store.client.xrange(keys.stream(shard))
     return [(i, orjson.loads(fields[b"e"])) for i, fields in raw]
+
+
+def test_a_rebase_of_another_generation_or_after_a_forget_changes_nothing() -> None:
+    base = Base.fresh(["item=1"], 4, version="9")  # generation 0
+    delta = Delta.from_rows(4, ["item=2"], [0.25], np.full((1, 4), 0.1), 0.3)
+    share = Delta.from_rows(4, ["item=2"], [0.25], np.full((1, 4), 0.1), 0.1)
+    old = Entry("5-0", rebase_entry("a", "2", 1, share.to_json()))
+    out = apply_batch(
+        base, {"a": UserState(delta.copy(), StreamId(4, 0))}, [old], CLONE,
+        item_features=lambda _i: None, prediction_features=lambda _p, _i: None, applied_at=0.0,
+    )  # fmt: skip
+    assert out.users["a"].last_event == StreamId(5, 0)  # consumed, once
+    np.testing.assert_array_equal(out.users["a"].delta.w, delta.w)
+    forget = Entry("6-0", {"event_id": "f", "user": "a", "type": "forget", "ts": 0.0})
+    after = Entry("7-0", rebase_entry("a", "2", 0, share.to_json()))
+    out = apply_batch(
+        base, {"a": UserState(delta.copy(), StreamId(4, 0))}, [forget, after], CLONE,
+        item_features=lambda _i: None, prediction_features=lambda _p, _i: None, applied_at=0.0,
+    )  # fmt: skip
+    assert len(out.users["a"].delta) == 0 and out.users["a"].delta.w0 == 0.0  # erased stays so
+    assert out.users["a"].last_event == StreamId(7, 0)  # a redelivery skips it

@@ -93,7 +93,7 @@ def rebase_shard(
             if is_empty(share):
                 continue
             user, delta = users[i], pairs[i][0]
-            entries[user] = rebase_entry(user, version, share.to_json())
+            entries[user] = rebase_entry(user, version, generation, share.to_json())
             candidate = Snapshot.from_bytes(chunk[user])
             rebased[user] = Snapshot(
                 candidate.generation, candidate.last_event, candidate.events,

@@ -35,11 +35,11 @@ def forget_entry(user: str) -> dict[str, Any]:
     }
 
 
-def rebase_entry(user: str, version: str, share: dict[str, Any]) -> dict[str, Any]:
+def rebase_entry(user: str, version: str, generation: int, share: dict[str, Any]) -> dict[str, Any]:
     """The stream entry that tells the shard's trainer to take ``share`` (a delta's JSON
-    form: what promoting base ``version`` folded in for ``user``) out of the user's delta.
-    Its id is fixed by (version, user), so sending it again is a duplicate, not a second
-    rebase."""
+    form: what promoting base ``version`` of ``generation`` folded in for ``user``) out of
+    the user's delta. Its id is fixed by (version, user), so sending it again is a
+    duplicate, not a second rebase."""
     event_id = f"rebase:{version}:{user}"
     if len(event_id) > MAX_ID_LEN:  # ids are at most 128 characters; the hash stays fixed
         event_id = f"rebase:{hashlib.blake2b(event_id.encode(), digest_size=16).hexdigest()}"
@@ -48,6 +48,7 @@ def rebase_entry(user: str, version: str, share: dict[str, Any]) -> dict[str, An
         "user": user,
         "type": REBASE,
         "base": version,
+        "generation": generation,
         "share": share,
         "ts": time.time(),
     }

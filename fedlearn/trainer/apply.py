@@ -82,11 +82,13 @@ def _reset_non_finite(working: dict[str, Delta], n_factors: int) -> list[str]:
     return reset
 
 
-def rebase_user(delta: Delta, event: Mapping[str, Any]) -> Delta:
+def rebase_user(delta: Delta, event: Mapping[str, Any], generation: int) -> Delta:
     """``delta`` with a ``rebase`` entry's share taken out (what the round that promoted
     ``event["base"]`` folded in for the user, ``fedlearn.aggregate.rebase``), as a new delta.
-    A share that does not fit the delta (another number of factors: a new generation) is no
-    rebase."""
+    A share of another generation than ``generation`` (the trainer's base's) is no rebase:
+    monthly retraining restarted the clone from a base that never folded it in."""
+    if event.get("generation", generation) != generation:
+        return delta.copy()
     try:
         share = Delta.from_json(event["share"], delta.n_factors, dtype=np.float64)
     except (KeyError, TypeError, ValueError):
@@ -150,8 +152,12 @@ def apply_batch(
             out.forgotten += 1
             continue
         if event.get("type") == REBASE:
-            if user not in forgotten:  # an erased clone keeps nothing derived from its data
-                working[user] = rebase_user(working.get(user, state.delta), event)
+            if user in forgotten:  # an erased clone keeps nothing derived from its data
+                forgotten[user] = sid
+            else:
+                working[user] = rebase_user(
+                    working.get(user, state.delta), event, int(base.meta.get("generation", 0))
+                )
                 rebased[user] = sid
             out.rebased += 1
             continue
