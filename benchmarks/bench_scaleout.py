@@ -1,12 +1,13 @@
-"""Trainer scale-out: events/s of N ``fedlearn worker`` processes draining 4 x N pre-filled shards.
+"""Trainer scale-out: events/s of N ``fedlearn worker`` processes draining pre-filled shards.
 
-For each N: a clean Redis, 4 x N shards each pre-filled with the same number of events, N
-trainer processes started (as an operator starts them) while no base is published, so they
-share the shards out first without training; then the base is published and the clock runs
-from the first applied event until every shard's stream is fully read and acknowledged.
-CPU seconds of each trainer and of Redis are read from /proc and INFO, which says where the
-machine's cores went. Each trainer fsyncs its event log every second: on a slow disk that wait,
-not the CPU, bounds one trainer; ``--data-dir /dev/shm/x`` shows the CPU-bound figure.
+For each N: a clean Redis, 4 x N shards (or ``--shards``, the same for every N) each
+pre-filled with the same number of events, N trainer processes started (as an operator starts
+them) while no base is published, so they share the shards out first without training; then
+the base is published and the clock runs from the first applied event until every shard's
+stream is fully read and acknowledged. CPU seconds of each trainer and of Redis are read from
+/proc and INFO, which says where the machine's cores went. Each trainer fsyncs its event log
+every second: on a slow disk that wait, not the CPU, bounds one trainer; ``--data-dir
+/dev/shm/x`` shows the CPU-bound figure.
 
     .venv/bin/python benchmarks/bench_scaleout.py --trainers 1,2,4 --events-per-shard 10000
 """
@@ -102,17 +103,17 @@ def spread(store: Store, n: int) -> bool:
 
 
 def run_once(
-    server: EmbeddedRedis, n: int, per_shard: int, folder: Path, data: Path
+    url: str, n: int, per_shard: int, folder: Path, data: Path, *, n_shards: int | None = None
 ) -> dict[str, float]:
-    n_shards = SHARDS_PER_TRAINER * n
-    with server.client() as client:
-        client.flushall()
-    store = Store.from_url(server.url, n_shards, stream_maxlen=max(100_000, 2 * per_shard))
+    """``n`` trainer processes draining ``n_shards`` (default ``4 n``) pre-filled shards."""
+    n_shards = n_shards or SHARDS_PER_TRAINER * n
+    store = Store.from_url(url, n_shards, stream_maxlen=max(100_000, 2 * per_shard))
+    store.client.flushall()
     telemetry = store.telemetry
     total = prefill(store, per_shard, seed=n)
     env = {
         **os.environ,
-        "REDIS_URL": server.url,
+        "REDIS_URL": url,
         "FEDLEARN_N_SHARDS": str(n_shards),
         "FEDLEARN_DATA_DIR": str(data / f"data-{n}"),  # the trainers' event log goes here
         "FEDLEARN_STREAM_MAXLEN": str(max(100_000, 2 * per_shard)),
@@ -176,6 +177,10 @@ def main() -> None:
     parser.add_argument("--trainers", default="1,2,4", help="comma-separated trainer counts")
     parser.add_argument("--events-per-shard", type=int, default=10_000)
     parser.add_argument(
+        "--shards", type=int, default=None,
+        help="the same shards for every trainer count (default: 4 per trainer)",
+    )  # fmt: skip
+    parser.add_argument(
         "--data-dir", type=Path, default=None,
         help="where the trainers write the event log (default: a temporary folder on disk; "
         "a tmpfs such as /dev/shm takes the disk's fsync out of the figure)",
@@ -191,7 +196,9 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp, EmbeddedRedis(Path(tmp) / "redis") as server:
         for n in counts:
             data = args.data_dir or Path(tmp)
-            r = run_once(server, n, args.events_per_shard, Path(tmp), data)
+            r = run_once(
+                server.url, n, args.events_per_shard, Path(tmp), data, n_shards=args.shards
+            )
             print(
                 f"| {r['trainers']} | {r['shards']} | {r['events']:,} | {r['counted']:,.0f} "
                 f"| {r['seconds']:.1f} "

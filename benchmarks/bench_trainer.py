@@ -32,6 +32,7 @@ import numpy as np
 from fedlearn.data.synthetic import SyntheticConfig, generate
 from fedlearn.devtools import EmbeddedRedis
 from fedlearn.model import Base
+from fedlearn.model.kernel import warm_up
 from fedlearn.store import Store, keys
 from fedlearn.store.items import Catalog
 from fedlearn.trainer.apply import CloneSettings
@@ -107,6 +108,7 @@ def drain(
     config = TrainerConfig(name="bench", batch_size=batch)
     trainer = Trainer(store, lambda _base: CLONE, config, eventlog=writer)
     trainer.ownership.maintain()
+    warm_up()  # as Trainer.run does at start; its cost is bench_coldstart.py's figure
     heartbeat_s = config.lease_ttl_ms / 3000
     profiler = cProfile.Profile() if profile else None
     redis_cpu = _redis_cpu(store)

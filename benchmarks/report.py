@@ -16,6 +16,9 @@ KEYS = (
     "trainer",
     "trainer_nolog",
     "trainer_cpu",
+    "trainer_procs_1",
+    "trainer_procs_2",
+    "cold_start",
     "ingest",
     "ingest_p99",
     "fetch_p50",
@@ -91,8 +94,31 @@ def rows(raw: dict[str, Any], errors: dict[str, str]) -> list[Row]:
                 "trainer_cpu",
                 "trainer: events per trainer CPU-second (Redis CPU-s per 100k events)",
                 f"{_n(t['events_per_cpu_s'])} ({redis_per_100k:.2f} s)",
+                aim=">= 100,000",
             )
         )
+        for p in t.get("processes", []):
+            out.append(
+                Row(
+                    f"trainer_procs_{p['trainers']}",
+                    f"{p['trainers']} `fedlearn worker` process(es) on the same {p['shards']} "
+                    f"shards: events/s (events per trainer CPU-second)",
+                    f"{_n(p['events_per_s'])} ({_n(p['events_per_trainer_cpu_s'])})",
+                    f"{_n(read_ack)} XREADGROUP+XACK",
+                    _ratio(p["events_per_s"], read_ack),
+                    ">= 60% of the ceiling",
+                )
+            )
+        if "cold_start" in t:
+            c = t["cold_start"]
+            out.append(
+                Row(
+                    "cold_start",
+                    "compiled update's cold start, s (import + first call; with numba's cache)",
+                    f"{c['with_cache_s']:.2f}",
+                    f"{c['without_cache_s']:.2f} without the cache",
+                )
+            )
     if "http" in raw:
         h = raw["http"]
         i, f, fr = h["ingest"], h["fetch"], h["freshness"]

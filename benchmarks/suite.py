@@ -5,6 +5,8 @@ Sections (``--only`` picks some), run one after the other on one embedded redis-
 - ``ceilings``: the bare stack on this machine, now (``bench_ceilings.py``);
 - ``http``: our API's ingest, model fetch and freshness under load (``bench_ingest.py``);
 - ``trainer``: one trainer end to end, and the bytes per user in Redis (``bench_trainer.py``);
+  1 and 2 trainer processes on the same shards (``bench_scaleout.py``); the compiled
+  update's cold start (``bench_coldstart.py``);
 - ``update``: our batched update against River's ``learn_one`` (``bench_update.py``);
 - ``round``: aggregation round time against the number of users (``bench_round.py``).
 
@@ -144,12 +146,22 @@ class Suite:
         )
 
     def _trainer(self, url: str, folder: Path) -> dict[str, Any]:
+        import bench_coldstart
+        import bench_scaleout
         import bench_trainer
 
-        return bench_trainer.measure(
+        result = bench_trainer.measure(
             url, self.sizes.trainer_events, batch=self.sizes.trainer_batch,
             eventlog=folder / "eventlog",
         )  # fmt: skip
+        # 1 and 2 ``fedlearn worker`` processes on the same shards: does a second one add?
+        per_shard = max(100, self.sizes.trainer_events // N_SHARDS)
+        result["processes"] = [
+            bench_scaleout.run_once(url, n, per_shard, folder, folder, n_shards=N_SHARDS)
+            for n in (1, 2)
+        ]
+        result["cold_start"] = bench_coldstart.measure()
+        return result
 
     def _update(self, url: str, folder: Path) -> dict[str, Any]:
         import bench_update

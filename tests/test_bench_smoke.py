@@ -20,6 +20,9 @@ FIGURES = (
     "trainer end to end",
     "trainer without its event log",
     "trainer: events per trainer CPU-second",
+    "1 `fedlearn worker` process",
+    "2 `fedlearn worker` process",
+    "compiled update's cold start",
     "HTTP ingest, events/s",
     "HTTP ingest p99",
     "model fetch p50",
@@ -80,7 +83,9 @@ def test_only_runs_the_chosen_sections(tmp_path: Path) -> None:
     done = run_bench("--quick", "--only", "trainer", "--trainer-events", "500")
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     figures = [row[0] for row in table_rows(done.stdout)]
-    assert [f.split(" ")[0] for f in figures] == ["trainer", "trainer", "trainer:", "bytes"]
+    assert [f.split(" ")[0] for f in figures] == [
+        "trainer", "trainer", "trainer:", "1", "2", "compiled", "bytes",
+    ]  # fmt: skip
 
 
 def test_a_bad_size_is_refused_before_anything_runs() -> None:

@@ -167,8 +167,17 @@ def stream_through(up: Up, name: str, seed: int, kill: Callable[[], None]) -> fl
     print(f"\n{name}: recovered {recovered:.1f} s after the kill; "
           f"{producer.retries} batches resent")  # fmt: skip
     expected = Counter(e["user"] for e in events)
-    wait_for(lambda: applied_per_user(up.settings, set(users)) == expected, 90,
-             f"{name}: every accepted event to be applied")  # fmt: skip
+    try:
+        wait_for(lambda: applied_per_user(up.settings, set(users)) == expected, 90,
+                 f"{name}: every accepted event to be applied")  # fmt: skip
+    except AssertionError as exc:  # say what is missing or doubled, and what the parts said
+        applied = applied_per_user(up.settings, set(users))
+        missing, extra = expected - applied, applied - expected
+        raise AssertionError(
+            f"{exc}: {sum(missing.values())} events missing ({len(missing)} users), "
+            f"{sum(extra.values())} applied twice; the service's last lines:\n"
+            + "\n".join(up.output().splitlines()[-40:])
+        ) from None
     prefix = f"ev-{seed}-"
     wait_for(lambda: len(logged_ids(up, prefix)) == N_EVENTS, 30,
              f"{name}: every applied event to reach the event log")  # fmt: skip

@@ -14,6 +14,7 @@ Bounded: loopback only, a fixed number of events, every wait has a deadline.
 
 from __future__ import annotations
 
+import os
 import signal
 import subprocess
 import sys
@@ -43,7 +44,9 @@ from tests.test_e2e_service import applied_per_user, events_for, post_all
 REPO = Path(__file__).resolve().parents[1]
 N_SHARDS = 4
 SECRET = "faults-rounds-secret-0123456789ab"
-STALE_S = 4.0  # the watchdog's threshold in these tests (default 30 s)
+# The watchdog's threshold in these tests: 4 s keeps CI short; FEDLEARN_FAULTS_STALE_S=30
+# reruns the kill test at the service's default (the figure in BENCHMARKS.md).
+STALE_S = float(os.environ.get("FEDLEARN_FAULTS_STALE_S", "4"))
 HEAL_BOUND_S = 60.0
 BASE = Base.fresh([f"item={i}" for i in range(40)] + ["genre=x"], 6, version="1")
 

@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 
 from fedlearn.model import Base, Clone, Delta, TrainConfig, learn_many, train_base
+from fedlearn.model.batch import learn_many_shadow
 
 river = pytest.importorskip("river")
 from river import facto, optim  # noqa: E402
@@ -142,3 +143,38 @@ def test_l2_pulls_the_delta_toward_the_base(base: Base) -> None:
     learn_many(base, pulled, events, 0.1, l2=1.0)
     assert np.abs(pulled["u1"].v).sum() < np.abs(free["u1"].v).sum()
     assert abs(pulled["u1"].w0) < abs(free["u1"].w0)
+
+
+@pytest.mark.parametrize(("lr", "l2", "scale"), [(0.1, 0.3, 1.0), (2.0, 0.0, 9.0)])
+def test_compiled_update_equals_numpy_reference(
+    base: Base, lr: float, l2: float, scale: float
+) -> None:
+    """numba's loop (``kernel.py``, in input order) against the numpy reference (steps across
+    users): predictions, shadow predictions and deltas to 1e-9. In the second case the steps
+    (``lr g x`` up to 18) are far beyond ``fm.MAX_STEP``, so the clipping is compared too."""
+    users = [f"u{i}" for i in range(14)]
+    events = [(u, {n: v * scale for n, v in x.items()}, y) for u, x, y in _stream(4, users, 700)]
+    results = {}
+    for engine in ("compiled", "numpy"):
+        deltas = {u: Delta(base.n_factors, dtype=np.float64) for u in users}
+        outputs = [
+            learn_many_shadow(
+                base, deltas, events[start : start + 256], lr, l2, 0.3, max_rows=8, engine=engine
+            )
+            for start in range(0, len(events), 256)
+        ]
+        results[engine] = (outputs, deltas)
+    (compiled, c_deltas), (reference, r_deltas) = results["compiled"], results["numpy"]
+    for (p, base_p), (p_ref, base_p_ref) in zip(compiled, reference, strict=True):
+        np.testing.assert_allclose(p, p_ref, rtol=0, atol=1e-9)
+        np.testing.assert_allclose(base_p, base_p_ref, rtol=0, atol=1e-9)
+    for user in users:
+        assert c_deltas[user].names == r_deltas[user].names
+        np.testing.assert_allclose(c_deltas[user].w, r_deltas[user].w, rtol=0, atol=1e-9)
+        np.testing.assert_allclose(c_deltas[user].v, r_deltas[user].v, rtol=0, atol=1e-9)
+        assert c_deltas[user].w0 == pytest.approx(r_deltas[user].w0, abs=1e-9)
+
+
+def test_learn_many_refuses_an_unknown_engine(base: Base) -> None:
+    with pytest.raises(ValueError, match="engine must be one of"):
+        learn_many(base, {}, [("u1", {"item=i1": 1.0}, 1)], 0.1, engine="fortran")

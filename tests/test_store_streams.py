@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import threading
+import time
+
 import pytest
 
 from fedlearn.store import Store, StreamFullError, shard_of
@@ -152,3 +155,30 @@ def test_trim_keeps_pending_and_undelivered_entries(store: Store):
     remaining = [e.event["event_id"] for e in store.streams.read_batch(1, "t", block_ms=0)]
     assert remaining == ["e3", "e4"] and store.streams.length(1) == 2
     assert store.streams.trim_acked(1) == 0  # delivered but pending
+
+
+def test_read_many_waits_on_all_shards_and_wakes_on_the_first_event(store: Store):
+    for shard in (0, 1, 2, 3):
+        store.streams.ensure_group(shard)
+    assert store.streams.read_many([0, 1, 2, 3], "t", block_ms=0) == {}
+    user = users_of(2, 4, 1)[0]
+
+    def append_later() -> None:
+        time.sleep(0.2)
+        store.streams.append_events(2, events(user, ["late"]))
+
+    thread = threading.Thread(target=append_later)
+    thread.start()
+    # The stream was empty when the read began: it got the event only by waiting for it.
+    got = store.streams.read_many([0, 1, 2, 3], "t", block_ms=5000)
+    thread.join()
+    assert list(got) == [2]
+    assert [e.event["event_id"] for e in got[2]] == ["late"]
+    assert store.streams.pending_count(2) == 1  # pending until a commit acknowledges it
+
+
+def test_read_many_refuses_bad_arguments_before_any_read(store: Store):
+    with pytest.raises(ValueError, match="shard"):
+        store.streams.read_many([0, 9], "t", block_ms=0)
+    with pytest.raises(ValueError, match=r"block_ms must be an int in 0\.\.10000, got -1"):
+        store.streams.read_many([0], "t", block_ms=-1)

@@ -12,7 +12,6 @@ from __future__ import annotations
 from typing import Annotated, Any, Literal
 from urllib.parse import quote
 
-import orjson
 from flask import Response, request, url_for
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 
@@ -21,7 +20,7 @@ from fedlearn.aggregate.strategies import StrategyName
 from fedlearn.api.context import api_context
 from fedlearn.api.errors import NotFound, Problem, Unavailable, ValidationFailed
 from fedlearn.api.parsing import read_json, validate
-from fedlearn.api.routing import ApiBlueprint, Reply
+from fedlearn.api.routing import ApiBlueprint, Reply, json_response
 from fedlearn.api.schemas import BaseVersion, _whole
 from fedlearn.store import UnknownVersionError
 
@@ -75,12 +74,6 @@ class RollbackRequest(BaseModel):
 class RollbackDone(BaseModel):
     version: str
     previous: str | None
-
-
-def _json(data: Any, status: int = 200) -> Response:
-    response = Response(orjson.dumps(data), status=status, mimetype="application/json")
-    response.headers["Cache-Control"] = "no-store"
-    return response
 
 
 def _rounds() -> Any:
@@ -177,7 +170,7 @@ def start_aggregation() -> Response:
         )
         raise Unavailable(f"could not hand the round to the workers' broker: {exc}") from None
     url = url_for("aggregations.get_aggregation", round_id=round_id)
-    response = _json({"id": round_id, "status": RoundStatus.QUEUED, "url": url}, status=202)
+    response = json_response({"id": round_id, "status": RoundStatus.QUEUED, "url": url}, status=202)
     response.headers["Location"] = url
     return response
 
@@ -195,7 +188,7 @@ def get_aggregation(round_id: str) -> Response:
     record = _rounds().get(round_id)
     if record is None:
         raise NotFound(f"no aggregation round {round_id!r}; POST /v1/aggregations starts one")
-    return _json(record)
+    return json_response(record)
 
 
 @bp.operation(
@@ -218,4 +211,4 @@ def rollback_base(body: RollbackRequest) -> Response:
             f"base version {body.version!r} was never published; `fedlearn base list` shows "
             f"the published ones"
         ) from None
-    return _json({"version": body.version, "previous": previous})
+    return json_response({"version": body.version, "previous": previous})

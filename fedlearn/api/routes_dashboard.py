@@ -16,13 +16,12 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated
 
-import orjson
 from flask import Blueprint, Response, redirect, request, send_from_directory
 from pydantic import BaseModel, ConfigDict, Field
 
 from fedlearn.api.context import api_context
 from fedlearn.api.errors import NotFound
-from fedlearn.api.routing import ApiBlueprint, Reply
+from fedlearn.api.routing import ApiBlueprint, Reply, json_response
 from fedlearn.telemetry.dashboard import DashboardData, dashboard_data
 
 STATIC = Path(__file__).resolve().parent / "static"
@@ -56,9 +55,7 @@ def get_dashboard_data(query: DashboardQuery) -> Response:
     rounds. Aggregate counts only: the answer's size does not grow with the users."""
     store = api_context().store
     data = dashboard_data(store.telemetry, rounds=query.rounds, versions=query.versions)
-    response = Response(orjson.dumps(data), mimetype="application/json")
-    response.headers["Cache-Control"] = "no-store"
-    return response
+    return json_response(data)
 
 
 # --- the page and its files (not API operations: outside the OpenAPI document) ---------------

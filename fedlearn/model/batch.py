@@ -10,6 +10,8 @@ A real log is bursty (a user rates films in a row), so a batch of 1,000 events o
 hundreds of steps of a few events each: the cost is numpy calls per step, not arithmetic.
 Hence weight and latents share one table (``[w, v_0 .. v_k-1]`` per row, one gather and one
 scatter per step) and the events are sorted by step once, so each step reads contiguous slices.
+That numpy loop is the readable reference; what runs by default is the same step compiled
+(``kernel.py``), which walks the events in input order without Python per event.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from fedlearn.model.block import PAD
 from fedlearn.model.delta import Delta
 
 LabelledEvent = tuple[str, Mapping[str, float], int]
+ENGINES = ("compiled", "numpy")  # kernel.test_then_train, or the numpy loop below (reference)
 
 
 class _Workspace:
@@ -141,6 +144,8 @@ def learn_many(
     l2: float = 0.0,
     bias_lr: float | None = None,
     max_rows: int | None = None,
+    *,
+    engine: str = "compiled",
 ) -> np.ndarray:
     """Test-then-train ``events`` (``(user, features, label)``) on the users' clones.
 
@@ -149,9 +154,10 @@ def learn_many(
     (River's ``intercept_lr``; ``lr`` when not given). After the batch, a delta longer than
     ``max_rows`` loses its least recently used rows (``None``: no cap). Every step is clipped
     and every delta parameter kept within ``fm.MAX_DELTA``. Returns the probability predicted
-    for each event before its update, in input order.
+    for each event before its update, in input order. ``engine`` is ``"compiled"`` (numba,
+    ``kernel.py``) or ``"numpy"`` (the readable reference, held to the same results).
     """
-    return _learn(base, deltas, events, lr, l2, bias_lr, max_rows, shadow=False)[0]
+    return _learn(base, deltas, events, lr, l2, bias_lr, max_rows, shadow=False, engine=engine)[0]
 
 
 def learn_many_shadow(
@@ -162,13 +168,15 @@ def learn_many_shadow(
     l2: float = 0.0,
     bias_lr: float | None = None,
     max_rows: int | None = None,
+    *,
+    engine: str = "compiled",
 ) -> tuple[np.ndarray, np.ndarray]:
     """:func:`learn_many`, also returning what the base alone predicted for each event.
 
     The shadow score costs one more forward pass on rows already gathered, which is why the
     trainer gets it here rather than from a separate ``Clone(base)`` pass.
     """
-    return _learn(base, deltas, events, lr, l2, bias_lr, max_rows, shadow=True)
+    return _learn(base, deltas, events, lr, l2, bias_lr, max_rows, shadow=True, engine=engine)
 
 
 def _learn(
@@ -181,13 +189,38 @@ def _learn(
     max_rows: int | None,
     *,
     shadow: bool,
+    engine: str = "compiled",
 ) -> tuple[np.ndarray, np.ndarray]:
+    if engine not in ENGINES:
+        raise ValueError(f"engine must be one of {ENGINES}, got {engine!r}")
     if not events:
         return np.zeros(0), np.zeros(0)
     bias_lr = lr if bias_lr is None else bias_lr
     ws = _Workspace(events)
     ws.load(base, deltas)
     y = np.fromiter((e[2] for e in events), np.float64, len(events))
+    if engine == "compiled":
+        from fedlearn.model.kernel import test_then_train
+
+        row_scale = np.ones(len(ws.delta_rows))
+        args = (ws.delta_rows, ws.base_rows, ws.dw0, row_scale, base.w0, lr, l2, bias_lr)
+        predictions, base_predictions = test_then_train(ws.idx, ws.x, ws.uid, y, *args)
+        if not shadow:
+            base_predictions = np.zeros(0)
+    else:
+        predictions, base_predictions = _numpy_steps(base, ws, y, lr, l2, bias_lr, shadow=shadow)
+    ws.store(deltas)
+    if max_rows is not None:
+        for user in ws.users:
+            deltas[user].evict(max_rows)
+    return predictions, base_predictions
+
+
+def _numpy_steps(
+    base: Base, ws: _Workspace, y: np.ndarray, lr: float, l2: float, bias_lr: float, *, shadow: bool
+) -> tuple[np.ndarray, np.ndarray]:
+    """The readable reference of ``kernel.test_then_train``: one vectorized step per event
+    position, across users. Updates the workspace; returns (clone, base) predictions."""
     base_predictions = np.zeros(0)
     if shadow:
         rows = ws.base_rows[ws.idx]
@@ -198,7 +231,7 @@ def _learn(
     bounds = np.searchsorted(ws.position[order], np.arange(int(ws.position.max()) + 2)).tolist()
     idx_all, x_all, uid_all, y_all = ws.idx[order], ws.x[order], ws.uid[order], y[order]
     x3_all = x_all[:, :, None]
-    sorted_predictions = np.empty(len(events))
+    sorted_predictions = np.empty(len(y))
     table, base_rows, dw0_all, w0 = ws.delta_rows, ws.base_rows, ws.dw0, base.w0
     # d - lr (grad + l2 d) = d (1 - lr l2) - lr grad: the L2 pull as a decay, one op fewer.
     decay, bias_decay = 1.0 - lr * l2, 1.0 - bias_lr * l2
@@ -235,10 +268,6 @@ def _learn(
         dw0_all[u] = fm.bound_delta(bias)
         # Padding slots wrote zeros over the padding row; it must stay all zero, and it does,
         # because their x is 0 and the padding row's delta starts at 0.
-    ws.store(deltas)
-    if max_rows is not None:
-        for user in ws.users:
-            deltas[user].evict(max_rows)
-    predictions = np.empty(len(events))
+    predictions = np.empty(len(y))
     predictions[order] = sorted_predictions
     return predictions, base_predictions

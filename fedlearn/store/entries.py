@@ -12,12 +12,12 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 import orjson
 
 from fedlearn.data.validate import check_context
-from fedlearn.store.keys import check_id
+from fedlearn.store.keys import MAX_ID_LEN, check_id
 
 FIELD = b"e"
 DELETED = "entry was deleted from the stream"
@@ -33,16 +33,17 @@ def decode_id(raw: bytes | str) -> str:
     return raw.decode("ascii") if isinstance(raw, bytes) else raw
 
 
-@dataclass(frozen=True, slots=True)
-class Entry:
-    """One stream entry: ``id`` is the stream id (``"<ms>-<seq>"``), ``event`` the record."""
+class Entry(NamedTuple):
+    """One stream entry: ``id`` is the stream id (``"<ms>-<seq>"``), ``event`` the record.
+
+    A named tuple rather than a frozen dataclass: one is made per event on the trainer's hot
+    path, and a tuple is built in C."""
 
     id: str
     event: dict[str, Any]
 
 
-@dataclass(frozen=True, slots=True)
-class Rejected:
+class Rejected(NamedTuple):
     """An entry that holds no decodable event; ``reason`` says why, ``raw`` is its payload."""
 
     id: str
@@ -119,11 +120,66 @@ def event_problem(event: Mapping[str, Any]) -> str | None:
     return None
 
 
+SIGNALS = ("click", "skip")
+_CHECKED_CONTEXTS: dict[tuple[Any, ...], None] = {}  # contexts that passed, by their items
+_MAX_CHECKED_CONTEXTS = 4096  # a few hours, devices, pages; cleared when full
+
+
+def _context_fine(context: Any) -> bool:
+    """Whether ``context`` passes ``check_context``, remembering the ones that did: a few
+    contexts (hour, device) repeat across many events."""
+    if context is None:
+        return True
+    try:
+        key = tuple(context.items())
+        if key in _CHECKED_CONTEXTS:
+            return True
+    except (AttributeError, TypeError):  # not a mapping, or an unhashable value: check in full
+        return False
+    try:
+        check_context(context)
+    except ValueError:
+        return False
+    if len(_CHECKED_CONTEXTS) >= _MAX_CHECKED_CONTEXTS:
+        _CHECKED_CONTEXTS.clear()
+    _CHECKED_CONTEXTS[key] = None
+    return True
+
+
+def _plain(event: Mapping[str, Any]) -> bool:
+    """Whether ``event`` has the common shape that ``event_problem`` accepts, leaving only the
+    control characters of its ids to check (``screen_events`` does that for the whole batch)."""
+    user, item = event.get("user"), event.get("item")
+    return (
+        type(user) is str
+        and type(item) is str
+        and 0 < len(user) <= MAX_ID_LEN
+        and 0 < len(item) <= MAX_ID_LEN
+        and event.get("signal") in SIGNALS
+        and "type" not in event
+        and event.get("prediction_id") is None
+        and _context_fine(event.get("context"))
+    )
+
+
 def screen_events(batch: Batch) -> Batch:
-    """``batch`` with the entries that are no applicable event moved to ``rejected``."""
+    """``batch`` with the entries that are no applicable event moved to ``rejected``.
+
+    Most entries are plain events: their shape is checked in one pass and the ids of all of
+    them for control characters in one ``isprintable`` call over their concatenation. Any entry
+    that is not plain, or every entry when that call finds something, goes through
+    ``event_problem``, which names what is wrong.
+    """
+    entries = batch.entries
+    plain = [_plain(e.event) for e in entries]
+    ids = "".join(
+        [e.event["user"] + e.event["item"] for e, ok in zip(entries, plain, strict=True) if ok]
+    )
+    if not ids.isprintable():  # stricter than the ids' rule: then decide one by one
+        plain = [False] * len(entries)
     kept = []
-    for entry in batch.entries:
-        problem = event_problem(entry.event)
+    for entry, ok in zip(entries, plain, strict=True):
+        problem = None if ok else event_problem(entry.event)
         if problem is None:
             kept.append(entry)
         else:
@@ -141,13 +197,23 @@ def _batch(items: list[Entry | Rejected]) -> Batch:
 
 
 def parse_entries(raw: Any) -> Batch:
-    """A ``Batch`` from redis-py's parsed entry list ``[(id, {field: value} | None), ...]``."""
-    return _batch(
-        [
-            _decode(entry_id, (fields or {}).get(FIELD), DELETED if not fields else NO_FIELD)
-            for entry_id, fields in raw or ()
-        ]
-    )
+    """A ``Batch`` from redis-py's parsed entry list ``[(id, {field: value} | None), ...]``.
+
+    The common case (a JSON object in ``e``) is decoded in one tight loop; anything else goes
+    through ``_decode``, which says precisely what is wrong with it."""
+    batch = Batch()
+    good, loads = batch.entries.append, orjson.loads
+    for entry_id, fields in raw or ():
+        payload = fields.get(FIELD) if fields else None
+        if payload is not None and payload[:1] == b"{":
+            try:
+                good(Entry(decode_id(entry_id), loads(payload)))
+                continue
+            except orjson.JSONDecodeError:
+                pass
+        item = _decode(entry_id, payload, DELETED if not fields else NO_FIELD)
+        (batch.entries if isinstance(item, Entry) else batch.rejected).append(item)  # type: ignore[arg-type]
+    return batch
 
 
 def parse_flat(flat: list[Any]) -> Batch:
@@ -161,11 +227,17 @@ def parse_flat(flat: list[Any]) -> Batch:
     )
 
 
-def parse_read(reply: Any) -> Batch:
-    """The ``Batch`` of an XREADGROUP/XREAD reply on a single stream (RESP2 list or RESP3 map)."""
+def parse_read_many(reply: Any) -> dict[str, Batch]:
+    """Each stream's ``Batch`` (by stream key) of an XREADGROUP/XREAD reply over several
+    streams (RESP2 list of ``[key, entries]`` or RESP3 map); streams without entries are left
+    out."""
     if not reply:
-        return Batch()
-    if isinstance(reply, Mapping):
-        streams = list(reply.values())
-        return parse_entries(streams[0][0] if streams and streams[0] else [])
-    return parse_entries(reply[0][1])
+        return {}
+    pairs = reply.items() if isinstance(reply, Mapping) else ((key, e) for key, e in reply)
+    out = {}
+    for key, entries in pairs:
+        if isinstance(reply, Mapping):
+            entries = entries[0] if entries else []
+        if entries:
+            out[decode_id(key)] = parse_entries(entries)
+    return out

@@ -14,9 +14,6 @@ import orjson
 
 from fedlearn.store import keys
 
-FEATURES_KEY = "fl:items:features"
-TITLES_KEY = "fl:items:titles"
-
 
 class Catalog:
     """Put and read items' features and titles."""
@@ -35,9 +32,9 @@ class Catalog:
         pipe = self._r.pipeline(transaction=False)
         for start in range(0, len(features), 1000):
             chunk = dict(list(features.items())[start : start + 1000])
-            pipe.hset(FEATURES_KEY, mapping=chunk)
+            pipe.hset(keys.item_features(), mapping=chunk)
         for start in range(0, len(titles), 1000):
-            pipe.hset(TITLES_KEY, mapping=dict(list(titles.items())[start : start + 1000]))
+            pipe.hset(keys.item_titles(), mapping=dict(list(titles.items())[start : start + 1000]))
         pipe.execute()
         return len(features)
 
@@ -46,17 +43,17 @@ class Catalog:
         items = list(dict.fromkeys(items))
         if not items:
             return {}
-        raw = self._r.hmget(FEATURES_KEY, items)
+        raw = self._r.hmget(keys.item_features(), items)
         return {item: orjson.loads(r) for item, r in zip(items, raw, strict=True) if r is not None}
 
     def count(self) -> int:
-        return int(self._r.hlen(FEATURES_KEY))
+        return int(self._r.hlen(keys.item_features()))
 
     def page(self, limit: int, cursor: int = 0) -> tuple[list[dict[str, Any]], int]:
         """Up to about ``limit`` items ``{id, title, features}`` and the next HSCAN cursor."""
-        cursor, raw = self._r.hscan(FEATURES_KEY, cursor, count=limit)
+        cursor, raw = self._r.hscan(keys.item_features(), cursor, count=limit)
         ids = list(raw)[:limit]
-        titles = self._r.hmget(TITLES_KEY, ids) if ids else []
+        titles = self._r.hmget(keys.item_titles(), ids) if ids else []
         items = [
             {
                 "id": i.decode(),

@@ -23,10 +23,21 @@ Key map (shard 3, user "42"):
 ``fl:{s3}:dead``               dead letters: entries and records set aside, with the reason
 ``fl:{s3}:rebase:<version>``   hash user -> ``<stream id before>|<share JSON>``: the rebases
                                promoting ``<version>`` sent to the shard (``Streams``)
+``fl:{s3}:snap``               hash user -> the user's snapshot at their last contribution
+``fl:{s3}:cand:r1:a``          snapshot candidates of attempt ``a`` of round ``r1``
+``fl:{s3}:rcand:r1``           the winning candidates of round ``r1`` rebased (promoted)
+``fl:{s3}:part:r1``            a round's partial result on the shard (winning attempt, blobs)
+``fl:{s3}:archive:<gen>``      the users' last deltas of a generation (monthly retrain)
 ``fl:{base}:blob:<version>``   an immutable base file (``.flfm`` bytes)
 ``fl:{base}:current``          the current base version id
 ``fl:{base}:history``          list of JSON ``{"version", "meta", "created_at"}``
 ``fl:{base}:config``           hash of service-wide settings
+``fl:{rounds}:lock``           the running round's id (PX expiry): one round at a time
+``fl:{rounds}:round:r1``       hash: ``status`` and JSON fields (config, result, ...)
+``fl:{rounds}:index``          sorted set of round ids by creation time; ``open``: unfinished
+``fl:{rounds}:momentum:<v>``   FedAvgM's momentum buffer after publishing version ``v``
+``fl:trainers``                sorted set of live trainers by heartbeat time
+``fl:items:features``          hash item -> features (JSON); ``fl:items:titles``: titles
 ``fl:{telemetry}:trainer:<o>`` trainer ``<o>``'s latest metrics snapshot (JSON, EX expiry)
 ``fl:{telemetry}:trainers``    sorted set owner -> time of its latest snapshot (ms)
 =============================  =====================================================
@@ -200,3 +211,80 @@ def trainer_snapshot(owner: str) -> str:
 def trainer_snapshots() -> str:
     """The live trainers: a sorted set of owner -> time of its latest snapshot (ms)."""
     return f"{PREFIX}:{TELEMETRY_TAG}:trainers"
+
+
+# --- aggregation rounds (``store.rounds``): one slot for the global ones ----------------------
+ROUNDS_TAG = "{rounds}"
+
+
+def round_lock() -> str:
+    """The running round's id (PX expiry): one round at a time."""
+    return f"{PREFIX}:{ROUNDS_TAG}:lock"
+
+
+def round_record(round_id: str) -> str:
+    """Hash: ``status`` and JSON fields (config, result, ...)."""
+    return f"{PREFIX}:{ROUNDS_TAG}:round:{round_id}"
+
+
+def round_index() -> str:
+    """Sorted set of round ids by creation time."""
+    return f"{PREFIX}:{ROUNDS_TAG}:index"
+
+
+def rounds_open() -> str:
+    """Set of the rounds not finished (queued .. published)."""
+    return f"{PREFIX}:{ROUNDS_TAG}:open"
+
+
+def round_shares(version: str) -> str:
+    """How the round that published ``version`` maps a user's change to its share."""
+    return f"{PREFIX}:{ROUNDS_TAG}:shares:{version}"
+
+
+def round_momentum(version: str) -> str:
+    """FedAvgM's momentum buffer after publishing ``version``."""
+    return f"{PREFIX}:{ROUNDS_TAG}:momentum:{version}"
+
+
+def snapshots(shard: int) -> str:
+    """Hash user -> the user's snapshot at their last contribution (``aggregate.snapshots``)."""
+    return f"{PREFIX}:{tag(shard)}:snap"
+
+
+def candidates(shard: int, round_id: str, attempt: str) -> str:
+    """Hash user -> snapshot candidate written by one map attempt of a round."""
+    return f"{PREFIX}:{tag(shard)}:cand:{round_id}:{attempt}"
+
+
+def rebased_candidates(shard: int, round_id: str) -> str:
+    """Hash user -> the round's winning candidate rebased on its version (what is promoted)."""
+    return f"{PREFIX}:{tag(shard)}:rcand:{round_id}"
+
+
+def partial(shard: int, round_id: str) -> str:
+    """Hash: a round's winning map attempt on the shard, its meta, bucket blobs, norms."""
+    return f"{PREFIX}:{tag(shard)}:part:{round_id}"
+
+
+def archive(shard: int, generation: int) -> str:
+    """Hash user -> the user's last delta of ``generation`` (kept by the monthly retrain)."""
+    return f"{PREFIX}:{tag(shard)}:archive:{generation}"
+
+
+# --- service-wide sets without a slot of their own -----------------------------------------
+
+
+def trainer_members() -> str:
+    """Sorted set of live trainers by heartbeat time (``store.members``)."""
+    return f"{PREFIX}:trainers"
+
+
+def item_features() -> str:
+    """Hash item id -> the item's features as JSON (``store.items``)."""
+    return f"{PREFIX}:items:features"
+
+
+def item_titles() -> str:
+    """Hash item id -> the item's title (``store.items``)."""
+    return f"{PREFIX}:items:titles"

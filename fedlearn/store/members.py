@@ -12,8 +12,7 @@ import time
 from typing import Any
 
 from fedlearn.store import keys
-
-MEMBERS_KEY = "fl:trainers"
+from fedlearn.store.connection import text
 
 
 class Members:
@@ -25,15 +24,13 @@ class Members:
     def heartbeat(self, owner: str, *, now_ms: int | None = None) -> None:
         keys.check_id("owner", owner)
         now_ms = int(time.time() * 1000) if now_ms is None else now_ms
-        self._r.zadd(MEMBERS_KEY, {owner: now_ms})
+        self._r.zadd(keys.trainer_members(), {owner: now_ms})
 
     def leave(self, owner: str) -> None:
-        self._r.zrem(MEMBERS_KEY, owner)
+        self._r.zrem(keys.trainer_members(), owner)
 
     def alive(self, ttl_ms: int, *, now_ms: int | None = None) -> list[str]:
         """Trainers heard from within ``ttl_ms``, oldest member first; forgets the others."""
         now_ms = int(time.time() * 1000) if now_ms is None else now_ms
-        self._r.zremrangebyscore(MEMBERS_KEY, "-inf", now_ms - ttl_ms)
-        return [
-            m.decode() if isinstance(m, bytes) else m for m in self._r.zrange(MEMBERS_KEY, 0, -1)
-        ]
+        self._r.zremrangebyscore(keys.trainer_members(), "-inf", now_ms - ttl_ms)
+        return [text(m) for m in self._r.zrange(keys.trainer_members(), 0, -1)]

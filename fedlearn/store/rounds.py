@@ -2,9 +2,6 @@
 round-scoped snapshot candidates and partial results of the map step, FedAvgM's momentum per
 base version, and the archive of a generation's deltas.
 
-Key map (round ``r1``, shard 3, attempt ``a``):
-
-=================================  ===========================================================
 ``fl:{rounds}:lock``               the running round's id (PX expiry): one round at a time
 ``fl:{rounds}:round:r1``           hash: ``status`` and JSON fields (config, result, ...)
 ``fl:{rounds}:index``              sorted set of round ids by creation time
@@ -17,6 +14,10 @@ Key map (round ``r1``, shard 3, attempt ``a``):
 ``fl:{s3}:part:r1``                hash: the winning attempt, its meta, bucket blobs, norms
 ``fl:{s3}:archive:<generation>``   hash user -> the user's last delta of that generation
 =================================  ===========================================================
+=======
+Its keys are spelled in ``store/keys.py`` (the lock, records, index, open set and momentum in
+the rounds' own slot; snapshots, candidates, partials and archives in each shard's), its Lua
+scripts in ``store/scripts.py``.
 
 Per-shard keys carry the shard's tag and global ones ``{rounds}``, and every Lua script here
 touches keys of one slot only, so all of it runs on a Redis Cluster.
@@ -33,79 +34,20 @@ import orjson
 
 from fedlearn.store import keys
 from fedlearn.store.connection import text as _text
-from fedlearn.store.scripts import CMP_NUM, RELEASE_LEASE, RENEW_LEASE
+from fedlearn.store.scripts import (
+    RELEASE_LEASE,
+    RENEW_LEASE,
+    ROUND_COMMIT_PARTIAL,
+    ROUND_CREATE,
+    ROUND_PROMOTE_SNAPSHOTS,
+    ROUND_TRANSITION,
+)
 
-TAG = "{rounds}"
 CANDIDATE_TTL_S = 7 * 24 * 3600  # a crashed attempt's leftovers disappear by themselves
 MOMENTUM_TTL_S = 90 * 24 * 3600
 
 
 _ROUND_ID = re.compile(r"[A-Za-z0-9._-]{1,64}")
-
-# KEYS: record, index, open.  ARGV: round id, created_at, then field/value pairs -> 1 | 0
-_CREATE = """
-if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
-redis.call('HSET', KEYS[1], 'status', 'queued', unpack(ARGV, 3))
-redis.call('ZADD', KEYS[2], ARGV[2], ARGV[1])
-redis.call('SADD', KEYS[3], ARGV[1])
-return 1
-"""
-
-# KEYS: record, open.  ARGV: round id, allowed statuses ("a,b"; "" any), new status,
-# terminal ("1"/"0"), then field/value pairs -> {"OK", previous} | {"STATUS", current}
-# | {"MISSING"}
-_TRANSITION = """
-local cur = redis.call('HGET', KEYS[1], 'status')
-if not cur then return {'MISSING'} end
-if ARGV[2] ~= '' then
-  local ok = false
-  for s in string.gmatch(ARGV[2], '[^,]+') do
-    if s == cur then ok = true end
-  end
-  if not ok then return {'STATUS', cur} end
-end
-redis.call('HSET', KEYS[1], 'status', ARGV[3], unpack(ARGV, 5))
-if ARGV[4] == '1' then redis.call('SREM', KEYS[2], ARGV[1]) end
-return {'OK', cur}
-"""
-
-# KEYS: partial, candidates of the attempt.  ARGV: attempt, then field/value pairs
-# -> the winning attempt (the first to commit; later ones are duplicates)
-_COMMIT_PARTIAL = """
-local have = redis.call('HGET', KEYS[1], 'attempt')
-if have then return have end
-redis.call('HSET', KEYS[1], 'attempt', ARGV[1], unpack(ARGV, 2))
-redis.call('PERSIST', KEYS[2])
-return ARGV[1]
-"""
-
-# KEYS: candidates, snapshots.  ARGV: cursor, count -> {next cursor, promoted}
-# A candidate replaces a snapshot only if it is later in (generation, last_event) order.
-_PROMOTE = (
-    CMP_NUM
-    + """
-local function later(new, old)
-  local pattern = '^(%d+)|(%d+)-(%d+)|'
-  local ng, nms, nseq = string.match(new, pattern)
-  local og, oms, oseq = string.match(old, pattern)
-  if not og then return true end
-  local c = cmp_num(ng, og)
-  if c == 0 then c = cmp_num(nms, oms) end
-  if c == 0 then c = cmp_num(nseq, oseq) end
-  return c > 0
-end
-local r = redis.call('HSCAN', KEYS[1], ARGV[1], 'COUNT', ARGV[2])
-local items, moved = r[2], 0
-for i = 1, #items, 2 do
-  local old = redis.call('HGET', KEYS[2], items[i])
-  if not old or later(items[i + 1], old) then
-    redis.call('HSET', KEYS[2], items[i], items[i + 1])
-    moved = moved + 1
-  end
-end
-return {r[1], moved}
-"""
-)
 
 
 def check_round_id(round_id: str) -> None:
@@ -123,61 +65,56 @@ class Rounds:
         # The round lock is a lease on a key: the leases' compare-and-set scripts serve it.
         self._renew = client.register_script(RENEW_LEASE)
         self._release = client.register_script(RELEASE_LEASE)
-        self._create = client.register_script(_CREATE)
-        self._transition = client.register_script(_TRANSITION)
-        self._commit_partial = client.register_script(_COMMIT_PARTIAL)
-        self._promote = client.register_script(_PROMOTE)
+        self._create = client.register_script(ROUND_CREATE)
+        self._transition = client.register_script(ROUND_TRANSITION)
+        self._commit_partial = client.register_script(ROUND_COMMIT_PARTIAL)
+        self._promote = client.register_script(ROUND_PROMOTE_SNAPSHOTS)
 
     # -- keys ---------------------------------------------------------------------------------
 
     @staticmethod
-    def _global_key(*parts: object) -> str:
-        """A key in the rounds' own slot (tag ``{rounds}``)."""
-        return ":".join([keys.PREFIX, TAG, *map(str, parts)])
-
-    def _shard_key(self, shard: int, *parts: object) -> str:
-        """A key in ``shard``'s slot, beside the shard's deltas."""
-        keys.check_shard(shard, self.n_shards)
-        return ":".join([keys.PREFIX, keys.tag(shard), *map(str, parts)])
-
-    @staticmethod
     def lock_key() -> str:
-        return Rounds._global_key("lock")
+        return keys.round_lock()
 
     @staticmethod
     def record_key(round_id: str) -> str:
-        return Rounds._global_key("round", round_id)
+        return keys.round_record(round_id)
 
     @staticmethod
     def index_key() -> str:
-        return Rounds._global_key("index")
+        return keys.round_index()
 
     @staticmethod
     def open_key() -> str:
-        return Rounds._global_key("open")
+        return keys.rounds_open()
 
     @staticmethod
     def momentum_key(version: str) -> str:
-        return Rounds._global_key("momentum", version)
+        return keys.round_momentum(version)
 
     def snapshots_key(self, shard: int) -> str:
-        return self._shard_key(shard, "snap")
+        keys.check_shard(shard, self.n_shards)
+        return keys.snapshots(shard)
 
     def candidates_key(self, shard: int, round_id: str, attempt: str) -> str:
-        return self._shard_key(shard, "cand", round_id, attempt)
+        keys.check_shard(shard, self.n_shards)
+        return keys.candidates(shard, round_id, attempt)
 
     def rebased_key(self, shard: int, round_id: str) -> str:
-        return self._shard_key(shard, "rcand", round_id)
+        keys.check_shard(shard, self.n_shards)
+        return keys.rebased_candidates(shard, round_id)
 
     @staticmethod
     def shares_key(version: str) -> str:
-        return Rounds._global_key("shares", version)
+        return keys.round_shares(version)
 
     def partial_key(self, shard: int, round_id: str) -> str:
-        return self._shard_key(shard, "part", round_id)
+        keys.check_shard(shard, self.n_shards)
+        return keys.partial(shard, round_id)
 
     def archive_key(self, shard: int, generation: int) -> str:
-        return self._shard_key(shard, "archive", generation)
+        keys.check_shard(shard, self.n_shards)
+        return keys.archive(shard, generation)
 
     # -- the lock -------------------------------------------------------------------------------
 

@@ -236,6 +236,74 @@ return {1, '0'}
 """
 
 
+# --- aggregation rounds (store/rounds.py) ---------------------------------------------
+
+# KEYS: record, index, open.  ARGV: round id, created_at, then field/value pairs -> 1 | 0
+ROUND_CREATE = """
+if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
+redis.call('HSET', KEYS[1], 'status', 'queued', unpack(ARGV, 3))
+redis.call('ZADD', KEYS[2], ARGV[2], ARGV[1])
+redis.call('SADD', KEYS[3], ARGV[1])
+return 1
+"""
+
+# KEYS: record, open.  ARGV: round id, allowed statuses ("a,b"; "" any), new status,
+# terminal ("1"/"0"), then field/value pairs -> {"OK", previous} | {"STATUS", current}
+# | {"MISSING"}
+ROUND_TRANSITION = """
+local cur = redis.call('HGET', KEYS[1], 'status')
+if not cur then return {'MISSING'} end
+if ARGV[2] ~= '' then
+  local ok = false
+  for s in string.gmatch(ARGV[2], '[^,]+') do
+    if s == cur then ok = true end
+  end
+  if not ok then return {'STATUS', cur} end
+end
+redis.call('HSET', KEYS[1], 'status', ARGV[3], unpack(ARGV, 5))
+if ARGV[4] == '1' then redis.call('SREM', KEYS[2], ARGV[1]) end
+return {'OK', cur}
+"""
+
+# KEYS: partial, candidates of the attempt.  ARGV: attempt, then field/value pairs
+# -> the winning attempt (the first to commit; later ones are duplicates)
+ROUND_COMMIT_PARTIAL = """
+local have = redis.call('HGET', KEYS[1], 'attempt')
+if have then return have end
+redis.call('HSET', KEYS[1], 'attempt', ARGV[1], unpack(ARGV, 2))
+redis.call('PERSIST', KEYS[2])
+return ARGV[1]
+"""
+
+# KEYS: candidates, snapshots.  ARGV: cursor, count -> {next cursor, promoted}
+# A candidate replaces a snapshot only if it is later in (generation, last_event) order.
+ROUND_PROMOTE_SNAPSHOTS = (
+    CMP_NUM
+    + """
+local function later(new, old)
+  local pattern = '^(%d+)|(%d+)-(%d+)|'
+  local ng, nms, nseq = string.match(new, pattern)
+  local og, oms, oseq = string.match(old, pattern)
+  if not og then return true end
+  local c = cmp_num(ng, og)
+  if c == 0 then c = cmp_num(nms, oms) end
+  if c == 0 then c = cmp_num(nseq, oseq) end
+  return c > 0
+end
+local r = redis.call('HSCAN', KEYS[1], ARGV[1], 'COUNT', ARGV[2])
+local items, moved = r[2], 0
+for i = 1, #items, 2 do
+  local old = redis.call('HGET', KEYS[2], items[i])
+  if not old or later(items[i + 1], old) then
+    redis.call('HSET', KEYS[2], items[i], items[i + 1])
+    moved = moved + 1
+  end
+end
+return {r[1], moved}
+"""
+)
+
+
 @dataclass(frozen=True)
 class Scripts:
     """The scripts registered on one client (``Redis`` or ``RedisCluster``)."""

@@ -20,12 +20,19 @@ from collections.abc import Mapping, Sequence
 from typing import Any, NamedTuple
 
 import redis
+from redis.cluster import RedisCluster
 
 from fedlearn.store import keys
 from fedlearn.store.commit import CommitResult, commit_args, read_reply
 from fedlearn.store.connection import text as _text
 from fedlearn.store.deadletters import DeadLetter
-from fedlearn.store.entries import Batch, decode_id, encode, parse_flat, parse_read
+from fedlearn.store.entries import (
+    Batch,
+    decode_id,
+    encode,
+    parse_flat,
+    parse_read_many,
+)
 from fedlearn.store.errors import StoreError, StreamFullError
 from fedlearn.store.scripts import Scripts
 from fedlearn.store.streamid import StreamId
@@ -209,21 +216,51 @@ class Streams:
         ``block_ms=0`` does not wait (it does not mean "forever" here). The entries stay
         pending for ``consumer`` until ``commit_batch`` acknowledges them.
         """
-        keys.check_shard(shard, self.n_shards)
+        return self.read_many([shard], consumer, count=count, block_ms=block_ms).get(shard, Batch())
+
+    @property
+    def can_block_on_many(self) -> bool:
+        """Whether one XREADGROUP can wait on several shards' streams. Not on a Redis
+        Cluster: the streams live in different slots, and a multi-key command must stay in
+        one slot (CROSSSLOT), even on one node."""
+        return not isinstance(self._r, RedisCluster)
+
+    def read_many(
+        self, shards: Sequence[int], consumer: str, *, count: int = 500, block_ms: int = 1000
+    ) -> dict[int, Batch]:
+        """New entries of ``shards`` for ``consumer`` (up to ``count`` per shard), waiting at
+        most ``block_ms`` for the first one on any of them: one XREADGROUP with BLOCK, so an
+        idle trainer picks an event up as soon as it lands instead of polling.
+
+        ``block_ms=0`` does not wait. Only shards with entries are in the answer; as with
+        ``read_batch``, the entries stay pending until ``commit_batch`` acknowledges them.
+        On a cluster (see ``can_block_on_many``) only a single shard can be given.
+        """
+        for shard in shards:
+            keys.check_shard(shard, self.n_shards)
         keys.check_id("consumer", consumer)
         _check_positive("count", count, MAX_COUNT)
         if not isinstance(block_ms, int) or not 0 <= block_ms <= MAX_BLOCK_MS:
             raise ValueError(f"block_ms must be an int in 0..{MAX_BLOCK_MS}, got {block_ms!r}")
-        streams = {keys.stream(shard): ">"}
+        if not shards:
+            return {}
+        if len(shards) > 1 and not self.can_block_on_many:
+            raise ValueError(
+                f"a Redis Cluster reads one shard per XREADGROUP, got shards {list(shards)!r}; "
+                f"use read_batch per shard"
+            )
+        shard_of_key = {keys.stream(shard): shard for shard in shards}
+        streams = dict.fromkeys(shard_of_key, ">")
         block = block_ms or None
         try:
             reply = self._r.xreadgroup(self.group, consumer, streams, count=count, block=block)
         except redis.ResponseError as exc:
             if "NOGROUP" not in str(exc):
                 raise
-            self.ensure_group(shard)
+            for shard in shards:
+                self.ensure_group(shard)
             reply = self._r.xreadgroup(self.group, consumer, streams, count=count, block=block)
-        return parse_read(reply)
+        return {shard_of_key[key]: batch for key, batch in parse_read_many(reply).items()}
 
     def claim(self, shard: int, consumer: str, *, min_idle_ms: int = 0, count: int = 500) -> Batch:
         """Take over up to ``count`` pending entries idle for ``min_idle_ms`` (XAUTOCLAIM).

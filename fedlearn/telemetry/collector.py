@@ -14,7 +14,7 @@ import redis
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
-from fedlearn.aggregate.round import TERMINAL
+from fedlearn.aggregate.round import RoundStatus
 from fedlearn.store.bases import BaseInfo
 from fedlearn.store.telemetry import ShardStats, Telemetry
 from fedlearn.telemetry.dashboard import RoundRow, round_row
@@ -93,7 +93,7 @@ def _round_families(
     counts: dict[str, int] = {}
     for row in rows:
         counts[row.status] = counts.get(row.status, 0) + 1
-    for status in sorted(TERMINAL | {"queued", "running", "publishing", "published"}):
+    for status in sorted(RoundStatus):
         by_status.add_metric([status], counts.get(status, 0))
     yield by_status
     last_end = GaugeMetricFamily(
@@ -108,7 +108,9 @@ def _round_families(
         seen.add(row.status)
         last_end.add_metric([row.status], row.finished_at)
     yield last_end
-    published = next((r for r in rows if r.status in ("published", "done")), None)
+    published = next(
+        (r for r in rows if r.status in (RoundStatus.PUBLISHED, RoundStatus.DONE)), None
+    )
     figures = (
         ("fedlearn_round_duration_seconds", "Duration of the latest published round", "duration"),
         ("fedlearn_round_users", "Users who contributed to the latest published round", "users"),

@@ -141,7 +141,8 @@ def apply_batch(
         event = entry.event
         user = event["user"]
         state = states[user]
-        sid = StreamId.parse(entry.id)
+        ms, _, seq = entry.id.partition("-")  # an id Redis gave: no need to validate it
+        sid = StreamId(int(ms), int(seq))
         if sid <= state.last_event:
             out.skipped += 1
             continue

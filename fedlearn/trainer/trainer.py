@@ -33,6 +33,7 @@ from fedlearn.config import setting_default
 from fedlearn.model import Base, Delta
 from fedlearn.model.errors import ModelFormatError
 from fedlearn.model.gating import Gate, GateSettings
+from fedlearn.model.kernel import warm_up
 from fedlearn.serving.base_cache import BaseCache, NoBaseError
 from fedlearn.store import Batch, LeaseLostError, StaleCommitError, Store, new_owner_token
 from fedlearn.store.deadletters import DeadLetter
@@ -74,6 +75,10 @@ class TrainerConfig:
     lease_ttl_ms: int = setting_default("trainer_lease_ttl_ms")
     idle_sleep_s: float = 0.005
     idle_sleep_max_s: float = 0.04
+    # An idle trainer waits in one blocking XREADGROUP over its shards for at most this long
+    # (and never past its next lease heartbeat, a third of the lease TTL): an event is picked
+    # up as soon as it lands, and SIGTERM is answered within this time.
+    max_block_ms: int = 500
     base_refresh_s: float = 1.0
     max_cached_users: int = 200_000
     eventlog_every_s: float = 1.0
@@ -145,10 +150,14 @@ class Trainer:
         """Work until ``stop`` is set, then finish cleanly.
 
         The event log is drained by a thread of its own: its fsyncs would otherwise stall
-        training every second (the freshness tail). An idle trainer backs off from polling
-        every ``idle_sleep_s`` to at most ``idle_sleep_max_s`` (one non-blocking read per shard,
-        since a blocking read over several shards' streams is not possible on a cluster).
+        training every second (the freshness tail). An idle trainer waits in one blocking read
+        over all its shards (``wait_and_work``). On a Redis Cluster, where one XREADGROUP
+        cannot span shards (slots), a trainer owning several shards instead backs off from
+        polling every ``idle_sleep_s`` to at most ``idle_sleep_max_s``.
         """
+        started = time.perf_counter()
+        warm_up()  # the compiled update: from numba's disk cache, or compiled on a first start
+        log.info("update kernel ready in %.2f s", time.perf_counter() - started)
         heartbeat_every = self.config.lease_ttl_ms / 3000
         last_beat = last_trim = -float("inf")
         idle = self.config.idle_sleep_s
@@ -165,6 +174,8 @@ class Trainer:
                         last_beat = now
                     self.telemetry.maybe_publish(self.telemetry_state, now)
                     applied = self.step()
+                    if not applied:
+                        applied = self.wait_and_work(last_beat + heartbeat_every - now)
                     if now - last_trim >= self.config.trim_every_s:
                         for shard in list(self.shards):
                             self.store.streams.trim_acked(shard)
@@ -180,11 +191,11 @@ class Trainer:
                 if outage_since is not None:
                     log.info("Redis answers again after %.1f s", time.monotonic() - outage_since)
                     outage_since = None
-                if applied:
-                    idle = self.config.idle_sleep_s
-                else:
+                if applied is None:  # no blocking read was possible: poll, backing off
                     stop.wait(idle)
                     idle = min(2 * idle, self.config.idle_sleep_max_s)
+                else:
+                    idle = self.config.idle_sleep_s
             clean = True
         except RedisUnreachableError:
             redis_gone = True
@@ -275,6 +286,25 @@ class Trainer:
         """One pass over the owned shards: at most one batch each. Returns events applied."""
         base = self.bases.current()
         return sum(self.work_shard(shard, base) for shard in list(self.shards))
+
+    def wait_and_work(self, budget_s: float) -> int | None:
+        """Wait up to ``budget_s`` (at most ``max_block_ms``) for new entries on the owned
+        shards in one blocking XREADGROUP, and apply and commit what arrives. Returns the
+        events applied, or None when no blocking read was possible (no shard owned, a shard
+        still redoing a previous owner's entries, or several shards on a cluster)."""
+        shards = list(self.shards)
+        if not shards or any(self.shards[s].recovering for s in shards):
+            return None
+        if len(shards) > 1 and not self.store.streams.can_block_on_many:
+            return None
+        block_ms = min(self.config.max_block_ms, int(budget_s * 1000))
+        if block_ms < 1:
+            return 0  # the heartbeat is due first
+        base = self.bases.current()
+        batches = self.store.streams.read_many(
+            shards, self.owner, count=self.config.batch_size, block_ms=block_ms
+        )
+        return sum(self.process(s, screen_events(b), base) for s, b in batches.items())
 
     def work_shard(self, shard: int, base: Base) -> int:
         state = self.shards[shard]

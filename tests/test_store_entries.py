@@ -1,0 +1,87 @@
+"""Stream entries in bulk: the fast paths of decoding and screening decide as the precise ones.
+
+``parse_entries`` and ``screen_events`` take a shortcut for the common entry (a JSON object,
+a plain event); every entry must still end up exactly where ``_decode`` and ``event_problem``,
+applied one by one, put it, with their reasons.
+"""
+
+from __future__ import annotations
+
+import orjson
+
+from fedlearn.store.entries import (
+    DELETED,
+    FIELD,
+    NO_FIELD,
+    Batch,
+    Entry,
+    event_problem,
+    parse_entries,
+    screen_events,
+)
+
+
+def _event(i: int, **changes: object) -> dict:
+    event = {"event_id": f"e{i}", "user": f"u{i % 7}", "item": f"i{i % 11}", "signal": "click",
+             "context": {"hour": str(i % 3)}}  # fmt: skip
+    event.update(changes)
+    return {k: v for k, v in event.items() if v is not None}
+
+
+BAD = [
+    _event(100, user="u\x07bell"),  # plain shape, a control character: caught in bulk
+    _event(101, item="i\x1b"),
+    _event(102, signal="like"),
+    _event(103, context={"hour": "2\n1"}),
+    _event(104, context={"user": "victim"}),  # a reserved context key
+    _event(105, context={"tags": ["a"]}),  # an unhashable value: checked in full
+    _event(106, context={"price": 1e9}),
+    _event(107, user="x" * 129),
+    _event(108, type="replay"),
+    _event(109, prediction_id=""),
+]
+GOOD = [_event(i) for i in range(40)] + [
+    _event(200, user="ユーザー"),
+    _event(201, user="u\u2028sep"),  # printable per the id rule, not per isprintable: slow path
+    _event(202, prediction_id="p1"),
+    {"event_id": "forget:1", "user": "u1", "type": "forget", "ts": 1.0},
+]
+
+
+def test_screening_in_bulk_rejects_exactly_what_event_problem_rejects() -> None:
+    events = GOOD[:20] + BAD + GOOD[20:]
+    for round_ in range(2):  # the second time, the good contexts are remembered
+        batch = screen_events(Batch([Entry(f"{i}-{round_}", e) for i, e in enumerate(events)]))
+        expected = {f"{i}-{round_}": event_problem(e) for i, e in enumerate(events)}
+        assert [e.id for e in batch.entries] == [i for i, p in expected.items() if p is None]
+        assert {r.id: r.reason for r in batch.rejected} == {
+            i: f"invalid event: {p}" for i, p in expected.items() if p is not None
+        }
+        assert len(batch.rejected) == len(BAD)
+
+
+def test_a_control_character_sends_the_whole_batch_to_the_precise_check() -> None:
+    events = [*GOOD[:5], _event(300, user="bad\x00"), *GOOD[5:10]]
+    batch = screen_events(Batch([Entry(f"{i}-0", e) for i, e in enumerate(events)]))
+    assert [r.id for r in batch.rejected] == ["5-0"]
+    assert "control characters" in batch.rejected[0].reason
+    assert len(batch.entries) == 10
+
+
+def test_decoding_in_bulk_keeps_order_and_says_why_an_entry_is_rejected() -> None:
+    raw = [
+        (b"1-0", {FIELD: orjson.dumps(GOOD[0])}),
+        (b"2-0", {FIELD: b"{not json"}),
+        (b"3-0", {FIELD: b"[1, 2]"}),
+        (b"4-0", None),
+        (b"5-0", {b"other": b"x"}),
+        (b"6-0", {FIELD: orjson.dumps(GOOD[1])}),
+    ]
+    batch = parse_entries(raw)
+    assert batch.entries == [Entry("1-0", GOOD[0]), Entry("6-0", GOOD[1])]
+    reasons = {r.id: r.reason for r in batch.rejected}
+    assert reasons["2-0"].startswith("field 'e' is not JSON")
+    assert reasons["3-0"] == "field 'e' is JSON list, not an object"
+    assert reasons["4-0"] == DELETED
+    assert reasons["5-0"] == NO_FIELD
+    assert batch.ids == ["1-0", "6-0", "2-0", "3-0", "4-0", "5-0"]
