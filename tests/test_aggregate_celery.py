@@ -32,7 +32,7 @@ from fedlearn.config import load_settings
 from fedlearn.devtools import EmbeddedRedis
 from fedlearn.jobs.app import MAP_SHARD, MONTHLY, PROMOTE, REDUCE, START_ROUND, make_celery
 from fedlearn.model import Base, Delta
-from fedlearn.store import Store
+from fedlearn.store import Store, keys
 
 REPO = Path(__file__).resolve().parents[1]
 N_SHARDS = 4
@@ -285,3 +285,33 @@ def test_the_cli_hands_a_round_to_the_workers_and_waits(
     result = CliRunner().invoke(aggregate, ["--no-wait"], env=env)
     round_id = result.output.strip()
     assert wait_for(store, round_id)["status"] == "skipped"  # nothing new since
+
+
+def test_the_promotion_sends_each_participant_one_rebase_of_its_share(
+    cluster: tuple[str, Celery, Path], store: Store
+) -> None:
+    """The workers' promotion rebases: one entry per participant in its shard's stream, the
+    shares adding up to the published step, and the snapshots rebased (nothing left to fold)."""
+    app = cluster[1]
+    base, deltas = users_on_base(store, 9, 20)
+    round_id = create_round(rounds_of(store), CONFIG, trigger="test")
+    app.send_task(START_ROUND, args=[round_id])
+    assert wait_for(store, round_id)["status"] == "done"
+    entries = [
+        orjson.loads(fields[b"e"])
+        for shard in range(N_SHARDS)
+        for _, fields in store.client.xrange(keys.stream(shard))
+    ]
+    assert sorted(e["user"] for e in entries) == sorted(deltas)
+    assert {e["type"] for e in entries} == {"rebase"} and {e["base"] for e in entries} == {"2"}
+    new = Base.from_bytes(store.bases.get_base("2"))
+    names = sorted(new.index)
+    shares = [Delta.from_json(e["share"], K, dtype=np.float64) for e in entries]
+    step = new.rows(names)[0] - base.rows(names)[0]
+    np.testing.assert_allclose(sum(s.lookup(names)[0] for s in shares), step, atol=1e-5)
+    again = create_round(rounds_of(store), CONFIG, trigger="test")
+    app.send_task(START_ROUND, args=[again])
+    # No trainer applied the entries: the map step counts them as applied (the snapshots
+    # hold the rebased deltas), so no share comes back as a change and nothing is folded.
+    record = wait_for(store, again)
+    assert record["status"] == "skipped" and record["result"]["users"] == 0

@@ -86,7 +86,8 @@ def test_the_next_round_counts_only_what_was_learned_since(store: Store) -> None
     run_round_inline(store, CONFIG)
     assert run_round_inline(store, CONFIG)["status"] == "skipped"  # nothing new
     assert store.bases.current_version() == "2"
-    write_deltas(store, {"u1": delta({"item=a": 1.5}, 5)}, base="1")
+    # u1 was alone on item=a: the rebase took it all out of its delta (0), it learned 0.5 since
+    write_deltas(store, {"u1": delta({"item=a": 0.5}, 5)}, base="1")
     record = run_round_inline(store, CONFIG)
     assert record["result"]["users"] == 1 and record["result"]["events"] == 3
     assert row(current(store), "item=a")[0] == pytest.approx(1.0 + 0.5)
@@ -126,10 +127,11 @@ def test_a_duplicated_map_task_counts_the_first_reading_once(store: Store) -> No
     promote_round(store, rounds, round_id)
     assert row(current(store), "item=a")[0] == pytest.approx(2.0)
     assert len(store.bases.history()) == 2
-    # u1's snapshot is what the round read (1.0), so the next round sees its 8.0 of change
+    # u1's snapshot is what the round read (1.0) rebased (minus its share, 1.0 * 1/2), so the
+    # next round sees 9.0 - 0.5 of change
     record = run_round_inline(store, CONFIG)
     assert record["result"]["users"] == 1
-    assert row(current(store), "item=a")[0] == pytest.approx(2.0 + 8.0)
+    assert row(current(store), "item=a")[0] == pytest.approx(2.0 + 8.5)
 
 
 def mapped_round(store: Store) -> tuple[Rounds, str]:
@@ -169,7 +171,8 @@ def test_a_round_published_but_not_promoted_is_finished_by_the_next(store: Store
     record = run_round_inline(store, CONFIG)
     assert rounds.get(first)["status"] == "done"  # type: ignore[index]
     assert record["result"]["users"] == 1 and record["result"]["parent"] == "2"
-    assert row(current(store), "item=a")[0] == pytest.approx(2.0 + 1.0)
+    # the snapshot is u1's 1.0 minus its share of the first round (0.5)
+    assert row(current(store), "item=a")[0] == pytest.approx(2.0 + 1.5)
 
 
 def test_one_round_at_a_time(store: Store) -> None:
@@ -208,11 +211,12 @@ def test_rollback_moves_the_pointer_and_ids_are_never_reused(store: Store) -> No
     publish_base(store)
     write_deltas(store, {"u1": delta({"item=a": 1.0}, 1)}, base="1")
     run_round_inline(store, CONFIG)
-    write_deltas(store, {"u1": delta({"item=a": 3.0}, 2)}, base="1")
+    # each round takes u1's change (alone on item=a) out of its delta: it learns from 0 again
+    write_deltas(store, {"u1": delta({"item=a": 2.0}, 2)}, base="1")
     run_round_inline(store, CONFIG)
     assert store.bases.current_version() == "3"
     assert store.bases.rollback("2") == "3"
-    write_deltas(store, {"u1": delta({"item=a": 4.0}, 3)}, base="1")
+    write_deltas(store, {"u1": delta({"item=a": 1.0}, 3)}, base="1")
     record = run_round_inline(store, CONFIG)
     assert record["result"]["parent"] == "2" and record["result"]["version"] == "4"
     assert row(current(store), "item=a")[0] == pytest.approx(1.0 + 1.0)
@@ -232,7 +236,8 @@ def test_fedavgm_momentum_follows_the_published_version(store: Store) -> None:
     config = CONFIG.with_(strategy="fedavgm", server_lr=1.0, momentum=0.5)
     write_deltas(store, {"u1": delta({"item=a": 1.0}, 1)}, base="1")
     run_round_inline(store, config)
-    write_deltas(store, {"u1": delta({"item=a": 1.0, "item=b": 2.0}, 2)}, base="1")
+    # item=a went into the base and out of u1's delta (rebase); u1 now moves only item=b
+    write_deltas(store, {"u1": delta({"item=b": 2.0}, 2)}, base="1")
     run_round_inline(store, config)
     new = current(store)
     assert row(new, "item=a")[0] == pytest.approx(1.0 + 0.5 * 1.0)  # momentum alone

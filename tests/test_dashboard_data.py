@@ -96,6 +96,8 @@ def test_the_data_shows_a_run_from_events_to_a_round(
     trainer.telemetry.publish(trainer.telemetry_state())
     record = run_round_inline(store, AggregationConfig(min_users=2, min_row_users=1))
     assert record["status"] == "done"
+    for _ in range(3):  # the promotion's rebase entries (no events: step() counts none)
+        trainer.step()
 
     data = client.get("/v1/dashboard/data?rounds=5", headers=admin).get_json()
     assert data["totals"]["applied"] == 600

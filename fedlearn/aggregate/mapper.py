@@ -25,6 +25,7 @@ from fedlearn.aggregate.partials import PartialBuilder
 from fedlearn.aggregate.round import RoundStatus
 from fedlearn.aggregate.snapshots import Snapshot
 from fedlearn.model import Delta, ModelFormatError
+from fedlearn.serving.clones import pending_rebases, rebase_versions
 from fedlearn.store import Store
 from fedlearn.store.rounds import Rounds
 
@@ -48,7 +49,7 @@ def _chunks(users: Iterable[str], size: int) -> Iterator[list[str]]:
         yield chunk
 
 
-def _snapshot(blob: bytes | None, generation: int) -> Snapshot | None:
+def snapshot_of(blob: bytes | None, generation: int) -> Snapshot | None:
     """The user's snapshot of this generation, if it has one; raises ``ModelFormatError``
     or ``ValueError`` when it does not decode."""
     if blob is None:
@@ -57,7 +58,7 @@ def _snapshot(blob: bytes | None, generation: int) -> Snapshot | None:
     return snap if snap.generation == generation else None
 
 
-def _read(
+def read_pair(
     blob: bytes, snap: Snapshot | None, config: AggregationConfig
 ) -> tuple[Delta, Delta | None] | str:
     """The user's delta and snapshot delta, or the reason (``checks.REASONS``) they cannot
@@ -102,6 +103,7 @@ def map_shard(
     started = time.perf_counter()
     stale = 0
     rejections = Rejections()
+    versions = rebase_versions(store.bases.meta(record["base"]))
     for users in _chunks(store.deltas.users(shard), CHUNK):
         records = store.deltas.get_many(shard, users)
         snapshots = rounds.snapshots(shard, list(records))
@@ -113,13 +115,13 @@ def map_shard(
                 stale += 1  # an old generation's clone: it restarts, it does not contribute
                 continue
             try:
-                snap = _snapshot(snapshots.get(user), generation)
+                snap = snapshot_of(snapshots.get(user), generation)
             except (ModelFormatError, ValueError):
                 snap, read = None, "unreadable"  # garbage never counts, not even as a base
             else:
                 if snap is not None and snap.last_event >= rec.last_event:
                     continue  # nothing learned since the last contribution
-                read = _read(rec.delta, snap, config)
+                read = read_pair(rec.delta, snap, config)
             if isinstance(read, str):
                 # one bad record must not stop every round: reject it with its reason, go on
                 rejections.add(read, user)
@@ -129,11 +131,12 @@ def map_shard(
             if delta.n_factors != k or (old is not None and old.n_factors != k):
                 stale += 1
                 continue
-            pairs.append((delta, old, rec.events - (snap.events if snap else 0)))
+            # a rebase its trainer has not applied yet is counted as done (the snapshot has it)
+            current = pending_rebases(store, versions, rec, delta) if versions else delta
+            pairs.append((current, old, rec.events - (snap.events if snap else 0)))
             names.append(user)
-            candidates[user] = Snapshot(
-                generation, rec.last_event, rec.events, rec.delta
-            ).to_bytes()
+            blob = rec.delta if current is delta else current.to_bytes()
+            candidates[user] = Snapshot(generation, rec.last_event, rec.events, blob).to_bytes()
         if pairs:
             changes = user_changes(
                 pairs, k, builder.table, clip_norm=config.clip_norm,

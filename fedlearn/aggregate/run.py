@@ -34,6 +34,7 @@ from fedlearn.aggregate.partials import (
     update_from_bytes,
     update_to_bytes,
 )
+from fedlearn.aggregate.promote import REBASE_LOOKBACK, rebase_participants
 from fedlearn.aggregate.round import RoundStatus, move
 from fedlearn.aggregate.shadow import shadow_refusal
 from fedlearn.aggregate.strategies import INTERCEPT
@@ -274,7 +275,11 @@ def reduce_round(
         new_rows=sum(1 for n in applied.names if n != INTERCEPT and n not in base.index),
         **norm_summary(norms, config.clip_norm),
     )
-    meta = {**base.meta, "generation": record["generation"], "parent": version, "round": summary}
+    meta = {
+        **base.meta, "generation": record["generation"], "parent": version, "round": summary,
+        # the promotions whose rebase the API may have to apply on the fly (serving.clones)
+        "rebase_versions": [new_version, *base.meta.get("rebase_versions", [])][:REBASE_LOOKBACK],
+    }  # fmt: skip
     new_base = apply_update(base, applied, version=new_version, meta=meta)
     try:
         summary["candidate"] = check_candidate(
@@ -297,6 +302,7 @@ def reduce_round(
         return _end_unpublished(store, rounds, round_id, summary, RoundStatus.REJECTED, refused)
     if new_state is not None:
         rounds.put_momentum(new_version, update_to_bytes(new_state))
+    rounds.put_shares(new_version, folded.shares.to_bytes())  # for the promotion's rebase
     running = [RoundStatus.RUNNING]
     moved, was = move(
         rounds, round_id, RoundStatus.PUBLISHING, allowed=running, new_version=new_version
@@ -351,15 +357,17 @@ def _finish_publishing(
 def promote_round(
     store: Store, rounds: Rounds, round_id: str, *, release: bool = True
 ) -> dict[str, Any]:
-    """Make a published round's candidates the users' snapshots, mark it ``done`` and release
-    the lock. Anything else is left as it is (returns the record)."""
+    """Rebase the participants of a published round (``promote``), make its rebased
+    candidates the users' snapshots, mark it ``done`` and release the lock. Anything else is
+    left as it is (returns the record)."""
     record = rounds.get(round_id)
     if record is None:
         raise LookupError(f"round {round_id!r} does not exist")
     if record["status"] == RoundStatus.PUBLISHED:
+        rebased = rebase_participants(store, rounds, record)
         promoted = 0
         for shard in range(store.n_shards):
-            promoted += rounds.promote(shard, round_id)
+            promoted += rounds.promote(shard, round_id, rebased=rebased)
             rounds.drop_partial(shard, round_id)
         # from published, the one status before done (TRANSITIONS)
         move(rounds, round_id, RoundStatus.DONE, promoted=promoted, finished_at=time.time())

@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from fedlearn.aggregate.config import AggregationConfig
-from fedlearn.aggregate.fold import fold_pairs
+from fedlearn.aggregate.fold import fold_and_rebase
 from fedlearn.aggregate.strategies import RowUpdate
 from fedlearn.model import Base, Clone, Delta
 from fedlearn.model.gating import Gate, GateSettings
@@ -97,8 +97,10 @@ class AggregatedClonesArm(ClonesArm):
     default :class:`~fedlearn.aggregate.config.AggregationConfig`: its strategy, clipping,
     weights, ``min_users`` and ``min_row_users``, so a user's own ``user=<id>`` row, changed
     by that user alone, stays private). Rows the base did not have are added, so the base
-    learns items that appeared after it was trained. Deltas are kept: a clone is the new base
-    plus the user's delta, so returning users see the round's result.
+    learns items that appeared after it was trained. Each contributor's delta is then rebased on
+    the new base as the service does (``aggregate.rebase``: the user's share of the step is
+    taken out, rows left at zero dropped), so a returning user gets the others' part of the
+    round and its own change once.
 
     ``rule`` is how changes are averaged:
 
@@ -146,10 +148,10 @@ class AggregatedClonesArm(ClonesArm):
         """One round: the block's users' changes folded into the base (weighted by their
         events of the block); a round with too few users leaves the base as it was."""
         self.rounds += 1
-        pairs = [(self.deltas[u], before.get(u), n) for u, n in users.items() if u in self.deltas]
-        new, self._state, _ = fold_pairs(
-            self.base, pairs, self.config, version=f"{self.base.version}+{self.rounds}",
-            state=self._state, rng=self._rng, per_row=self.rule == "row-mean",
+        new, self._state, _ = fold_and_rebase(
+            self.base, self.deltas, users, before, self.config,
+            version=f"{self.base.version}+{self.rounds}", state=self._state, rng=self._rng,
+            per_row=self.rule == "row-mean",
         )  # fmt: skip
         if new is not None:
             self.base = new

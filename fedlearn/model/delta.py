@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from fedlearn.model.errors import ModelFormatError
+from fedlearn.model.fm import MAX_DELTA
 
 MAGIC = b"FLDL"
 FORMAT = 2  # 2 added the CRC-32 trailer; format 1 (without it) is still read
@@ -26,6 +27,10 @@ MAX_FACTORS = 1024  # far above any useful k; only there to refuse a garbled hea
 # films, so a real user's delta (items, genres, a few context values) stays below it, while a
 # user sending a new context string with every event is held to ~0.2 MB at k = 10.
 DEFAULT_MAX_ROWS = 4096
+# A rebased row (``rebase``) whose every parameter is at most this far from zero is dropped.
+# Deltas are stored as float32, whose resolution near the largest delta values (MAX_DELTA =
+# 16) is about 1e-6: a row within it of zero is zero up to the storage's own rounding.
+REBASE_TOLERANCE = 1e-6
 
 
 class Delta:
@@ -130,6 +135,15 @@ class Delta:
         self.index = {name: row for row, name in enumerate(keep)}
         return excess
 
+    def drop(self, names: Iterable[str]) -> None:
+        """Remove rows ``names`` (those present), keeping the others' recency order."""
+        gone = set(names)
+        keep = [n for n in self.index if n not in gone]
+        rows = np.fromiter((self.index[n] for n in keep), np.int64, len(keep))
+        self._w, self._v = self._w[rows], self._v[rows]
+        self.names = keep
+        self.index = {name: row for row, name in enumerate(keep)}
+
     def _recency_order(self) -> tuple[list[str], np.ndarray]:
         names = list(self.index)
         return names, np.fromiter(self.index.values(), np.int64, len(names))
@@ -184,6 +198,19 @@ class Delta:
         delta._v = v.astype(delta.dtype)
         return delta
 
+    @classmethod
+    def from_rows(
+        cls, n_factors: int, names: list[str], w: np.ndarray, v: np.ndarray, w0: float = 0.0
+    ) -> Delta:
+        """A float64 delta of rows ``names``: weights ``w``, latents ``v`` ``(m, k)``."""
+        delta = cls(n_factors, dtype=np.float64)
+        rows = delta.rows_of(names)
+        if len(rows):
+            delta._w[rows] = w
+            delta._v[rows] = np.asarray(v, dtype=np.float64).reshape(len(rows), n_factors)
+        delta.w0 = float(w0)
+        return delta
+
     def to_json(self) -> dict[str, Any]:
         """The JSON form, rows in recency order (least recently used first), as the binary."""
         order, rows = self._recency_order()
@@ -206,6 +233,27 @@ class Delta:
 
     def __repr__(self) -> str:
         return f"Delta(rows={len(self)}, events={self.n_events}, k={self.n_factors})"
+
+
+def rebase(delta: Delta, share: Delta, *, bound: float = MAX_DELTA) -> Delta:
+    """``delta`` minus ``share`` (what a round folded into the base for this user, see
+    ``fedlearn.aggregate.rebase``): the same clone expressed on the new base. Rows of
+    ``share`` left within :data:`REBASE_TOLERANCE` of zero are dropped; parameters stay in
+    ``[-bound, bound]`` (the clones' box). The one rebase of the trainer, the snapshots, the
+    API (on the fly) and the replay; ``delta`` is not modified."""
+    out = delta.copy()
+    out.w0 = float(np.clip(delta.w0 - share.w0, -bound, bound))
+    if not len(share):
+        return out
+    rows = out.rows_of(share.names)
+    # in float64: a user alone on a row lands on zero exactly
+    w = out._w[rows].astype(np.float64) - share.w
+    v = out._v[rows].astype(np.float64) - share.v
+    out._w[rows] = np.clip(w, -bound, bound)
+    out._v[rows] = np.clip(v, -bound, bound)
+    zero = (np.abs(w) <= REBASE_TOLERANCE) & (np.abs(v) <= REBASE_TOLERANCE).all(axis=1)
+    out.drop(share.names[i] for i in np.flatnonzero(zero))
+    return out
 
 
 def events_of(blob: bytes) -> int:

@@ -21,9 +21,11 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+import orjson
 
 from fedlearn.config import Settings
 from fedlearn.model import Base, Clone, Delta, event_features
+from fedlearn.model.delta import rebase
 from fedlearn.model.errors import ModelFormatError
 from fedlearn.model.gating import Gate
 from fedlearn.serving.base_cache import BaseCache, NoBaseError
@@ -67,6 +69,29 @@ def delta_applies(record: DeltaRecord, delta: Delta, base: Base, bases: BaseCach
     return record.generation == bases.generation(base) and delta.n_factors == base.n_factors
 
 
+def pending_rebases(
+    store: Store, versions: Sequence[str], record: DeltaRecord, delta: Delta
+) -> Delta:
+    """``delta`` rebased on the fly on the promotions of ``versions`` whose ``rebase`` entry
+    the user's trainer has not applied yet (its ``last_event`` has not passed the stream id
+    noted before the entry), oldest first, with the trainer's own function. The API serves
+    this, and a round's map step counts it, so neither counts a share twice."""
+    notes = store.streams.rebase_notes(store.shard_of(record.user), record.user, versions)
+    for _, before, share in reversed(notes):
+        if record.last_event <= before:
+            try:
+                taken = Delta.from_json(orjson.loads(share), delta.n_factors, dtype=np.float64)
+            except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
+                continue  # the trainer sets an unreadable share aside the same way
+            delta = rebase(delta, taken)
+    return delta
+
+
+def rebase_versions(meta: Mapping[str, Any]) -> list[str]:
+    """The promotions a base's lineage lists as possibly not yet applied by every trainer."""
+    return [str(v) for v in meta.get("rebase_versions") or []]
+
+
 def current_base(store: Store, bases: BaseCache) -> Base:
     """The current base, its pointer read now (one tiny GET), its bytes decoded once.
 
@@ -105,6 +130,7 @@ def load_clone(
                 on_unreadable()
             return UserClone(user, base, Delta(base.n_factors), None, "base")
         if delta_applies(record, delta, base, bases):
+            delta = pending_rebases(store, rebase_versions(base.meta), record, delta)
             return UserClone(user, base, delta, record, serve)
     return UserClone(user, base, Delta(base.n_factors), None)
 

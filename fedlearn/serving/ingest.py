@@ -11,6 +11,7 @@ streams.
 
 from __future__ import annotations
 
+import hashlib
 import time
 import uuid
 from collections.abc import Sequence
@@ -18,8 +19,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from fedlearn.store import Store, StreamFullError
+from fedlearn.store.keys import MAX_ID_LEN
 
 FORGET = "forget"
+REBASE = "rebase"
 
 
 def forget_entry(user: str) -> dict[str, Any]:
@@ -28,6 +31,25 @@ def forget_entry(user: str) -> dict[str, Any]:
         "event_id": f"forget:{uuid.uuid4().hex}",
         "user": user,
         "type": FORGET,
+        "ts": time.time(),
+    }
+
+
+def rebase_entry(user: str, version: str, generation: int, share: dict[str, Any]) -> dict[str, Any]:
+    """The stream entry that tells the shard's trainer to take ``share`` (a delta's JSON
+    form: what promoting base ``version`` of ``generation`` folded in for ``user``) out of
+    the user's delta. Its id is fixed by (version, user), so sending it again is a
+    duplicate, not a second rebase."""
+    event_id = f"rebase:{version}:{user}"
+    if len(event_id) > MAX_ID_LEN:  # ids are at most 128 characters; the hash stays fixed
+        event_id = f"rebase:{hashlib.blake2b(event_id.encode(), digest_size=16).hexdigest()}"
+    return {
+        "event_id": event_id,
+        "user": user,
+        "type": REBASE,
+        "base": version,
+        "generation": generation,
+        "share": share,
         "ts": time.time(),
     }
 

@@ -92,10 +92,15 @@ def _decode(entry_id: bytes | str, payload: bytes | None, why_missing: str) -> E
 
 def event_problem(event: Mapping[str, Any]) -> str | None:
     """Why a shard stream's entry is no event the trainer can apply, or None when it is one
-    (an event or a ``forget`` entry, as CONTRACTS.md defines them)."""
+    (an event, a ``forget`` or a ``rebase`` entry, as CONTRACTS.md defines them)."""
     try:
         check_id("user", event.get("user"))
         if event.get("type") == "forget":
+            return None
+        if event.get("type") == "rebase":
+            share = event.get("share")
+            if not isinstance(share, dict) or not {"w0", "features", "w", "v"} <= share.keys():
+                return "a rebase entry needs a share {w0, features, w, v}"
             return None
         if "type" in event:
             return f"unknown entry type {event['type']!r}"

@@ -21,8 +21,11 @@ Key map (shard 3, user "42"):
 ``fl:{s3}:rate:events:42``     the user's ingest rate limit (GCRA; also ``rate:rank:42``)
 ``fl:{s3}:revoked:42``         when the user was forgotten: older tokens are refused (EX)
 ``fl:{s3}:dead``               dead letters: entries and records set aside, with the reason
+``fl:{s3}:rebase:<version>``   hash user -> ``<stream id before>|<share JSON>``: the rebases
+                               promoting ``<version>`` sent to the shard (``Streams``)
 ``fl:{s3}:snap``               hash user -> the user's snapshot at their last contribution
 ``fl:{s3}:cand:r1:a``          snapshot candidates of attempt ``a`` of round ``r1``
+``fl:{s3}:rcand:r1``           the winning candidates of round ``r1`` rebased (promoted)
 ``fl:{s3}:part:r1``            a round's partial result on the shard (winning attempt, blobs)
 ``fl:{s3}:archive:<gen>``      the users' last deltas of a generation (monthly retrain)
 ``fl:{base}:blob:<version>``   an immutable base file (``.flfm`` bytes)
@@ -138,6 +141,11 @@ def lease(shard: int) -> str:
 
 def commit_token(shard: int) -> str:
     return f"{PREFIX}:{tag(shard)}:commit"
+
+
+def rebase_notes(shard: int, version: str) -> str:
+    """The rebase entries that promoting ``version`` sent to ``shard`` (``Streams.rebase``)."""
+    return f"{PREFIX}:{tag(shard)}:rebase:{version}"
 
 
 def dead_letters(shard: int) -> str:
@@ -256,6 +264,11 @@ def rounds_open() -> str:
     return f"{PREFIX}:{ROUNDS_TAG}:open"
 
 
+def round_shares(version: str) -> str:
+    """How the round that published ``version`` maps a user's change to its share."""
+    return f"{PREFIX}:{ROUNDS_TAG}:shares:{version}"
+
+
 def round_momentum(version: str) -> str:
     """FedAvgM's momentum buffer after publishing ``version``."""
     return f"{PREFIX}:{ROUNDS_TAG}:momentum:{version}"
@@ -269,6 +282,11 @@ def snapshots(shard: int) -> str:
 def candidates(shard: int, round_id: str, attempt: str) -> str:
     """Hash user -> snapshot candidate written by one map attempt of a round."""
     return f"{PREFIX}:{tag(shard)}:cand:{round_id}:{attempt}"
+
+
+def rebased_candidates(shard: int, round_id: str) -> str:
+    """Hash user -> the round's winning candidate rebased on its version (what is promoted)."""
+    return f"{PREFIX}:{tag(shard)}:rcand:{round_id}"
 
 
 def partial(shard: int, round_id: str) -> str:

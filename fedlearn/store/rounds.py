@@ -2,6 +2,19 @@
 round-scoped snapshot candidates and partial results of the map step, FedAvgM's momentum per
 base version, and the archive of a generation's deltas.
 
+``fl:{rounds}:lock``               the running round's id (PX expiry): one round at a time
+``fl:{rounds}:round:r1``           hash: ``status`` and JSON fields (config, result, ...)
+``fl:{rounds}:index``              sorted set of round ids by creation time
+``fl:{rounds}:open``               set of rounds not finished (queued .. published)
+``fl:{rounds}:momentum:<version>`` FedAvgM's momentum buffer after publishing ``version``
+``fl:{s3}:snap``                   hash user -> snapshot (``aggregate.snapshots.Snapshot``)
+``fl:{s3}:cand:r1:a``              hash user -> snapshot candidate written by one map attempt
+``fl:{s3}:rcand:r1``               hash user -> the winning candidate rebased (what is promoted)
+``fl:{rounds}:shares:<version>``   how the round publishing ``version`` maps a change to a share
+``fl:{s3}:part:r1``                hash: the winning attempt, its meta, bucket blobs, norms
+``fl:{s3}:archive:<generation>``   hash user -> the user's last delta of that generation
+=================================  ===========================================================
+=======
 Its keys are spelled in ``store/keys.py`` (the lock, records, index, open set and momentum in
 the rounds' own slot; snapshots, candidates, partials and archives in each shard's), its Lua
 scripts in ``store/scripts.py``.
@@ -14,7 +27,7 @@ from __future__ import annotations
 
 import re
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
 import orjson
@@ -86,6 +99,14 @@ class Rounds:
     def candidates_key(self, shard: int, round_id: str, attempt: str) -> str:
         keys.check_shard(shard, self.n_shards)
         return keys.candidates(shard, round_id, attempt)
+
+    def rebased_key(self, shard: int, round_id: str) -> str:
+        keys.check_shard(shard, self.n_shards)
+        return keys.rebased_candidates(shard, round_id)
+
+    @staticmethod
+    def shares_key(version: str) -> str:
+        return keys.round_shares(version)
 
     def partial_key(self, shard: int, round_id: str) -> str:
         keys.check_shard(shard, self.n_shards)
@@ -230,13 +251,47 @@ class Rounds:
     def drop_candidates(self, shard: int, round_id: str, attempt: str) -> None:
         self._r.delete(self.candidates_key(shard, round_id, attempt))
 
-    def promote(self, shard: int, round_id: str, *, count: int = 200) -> int:
-        """Make the winning candidates of ``round_id`` the users' snapshots (only forward),
-        then drop them. Idempotent: a second call finds nothing left to do."""
+    def candidates(
+        self, shard: int, round_id: str, *, count: int = 500
+    ) -> Iterator[dict[str, bytes]]:
+        """The winning attempt's candidates of ``round_id``, ``count`` users at a time."""
+        attempt = self.partial_field(shard, round_id, "attempt")
+        if attempt is None:
+            return
+        key = self.candidates_key(shard, round_id, _text(attempt))
+        chunk: dict[str, bytes] = {}
+        for user, value in self._r.hscan_iter(key, count=count):
+            chunk[_text(user)] = value
+            if len(chunk) >= count:
+                yield chunk
+                chunk = {}
+        if chunk:
+            yield chunk
+
+    def write_rebased(self, shard: int, round_id: str, values: Mapping[str, bytes]) -> None:
+        """Keep the rebased candidates that ``promote(rebased=True)`` makes the snapshots."""
+        if values:
+            key = self.rebased_key(shard, round_id)
+            pipe = self._r.pipeline(transaction=False)
+            pipe.hset(key, mapping=dict(values))
+            pipe.expire(key, CANDIDATE_TTL_S)
+            pipe.execute()
+
+    def put_shares(self, version: str, blob: bytes) -> None:
+        self._put_of_version(self.shares_key, version, blob, CANDIDATE_TTL_S)
+
+    def get_shares(self, version: str) -> bytes | None:
+        return self._get_of_version(self.shares_key, version)
+
+    def promote(self, shard: int, round_id: str, *, count: int = 200, rebased: bool = False) -> int:
+        """Make the winning candidates of ``round_id`` (``rebased``: their rebased copies)
+        the users' snapshots (only forward), then drop them. Idempotent: a second call finds
+        nothing left to do."""
         attempt = self.partial_field(shard, round_id, "attempt")
         if attempt is None:
             return 0
-        cand = self.candidates_key(shard, round_id, _text(attempt))
+        raw = self.candidates_key(shard, round_id, _text(attempt))
+        cand = self.rebased_key(shard, round_id) if rebased else raw
         snap = self.snapshots_key(shard)
         cursor, moved = b"0", 0
         while True:
@@ -244,7 +299,7 @@ class Rounds:
             moved += int(n)
             if _text(cursor) == "0":
                 break
-        self._r.delete(cand)
+        self._r.delete(cand, raw)
         return moved
 
     def discard(self, shard: int, round_id: str) -> None:
@@ -252,7 +307,7 @@ class Rounds:
         attempt = self.partial_field(shard, round_id, "attempt")
         if attempt is not None:
             self.drop_candidates(shard, round_id, _text(attempt))
-        self._r.delete(self.partial_key(shard, round_id))
+        self._r.delete(self.partial_key(shard, round_id), self.rebased_key(shard, round_id))
 
     def drop_partial(self, shard: int, round_id: str) -> None:
         """Drop the partial result, after its candidates were promoted."""
@@ -275,12 +330,21 @@ class Rounds:
     # -- momentum and archive ----------------------------------------------------------------
 
     def put_momentum(self, version: str, blob: bytes) -> None:
-        keys.check_version(version)
-        self._r.set(self.momentum_key(version), blob, ex=MOMENTUM_TTL_S)
+        self._put_of_version(self.momentum_key, version, blob, MOMENTUM_TTL_S)
 
     def get_momentum(self, version: str) -> bytes | None:
+        return self._get_of_version(self.momentum_key, version)
+
+    def _put_of_version(
+        self, key: Callable[[str], str], version: str, blob: bytes, ttl_s: int
+    ) -> None:
+        """A blob a round keeps for a published ``version`` (momentum, share table)."""
         keys.check_version(version)
-        return self._r.get(self.momentum_key(version))
+        self._r.set(key(version), blob, ex=ttl_s)
+
+    def _get_of_version(self, key: Callable[[str], str], version: str) -> bytes | None:
+        keys.check_version(version)
+        return self._r.get(key(version))
 
     def archive(self, shard: int, generation: int, records: Mapping[str, bytes]) -> int:
         """Keep ``records`` (user -> snapshot-encoded delta) under ``generation``'s archive."""

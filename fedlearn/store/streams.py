@@ -33,7 +33,7 @@ from fedlearn.store.entries import (
     parse_flat,
     parse_read_many,
 )
-from fedlearn.store.errors import StreamFullError
+from fedlearn.store.errors import StoreError, StreamFullError
 from fedlearn.store.scripts import Scripts
 from fedlearn.store.streamid import StreamId
 
@@ -115,6 +115,79 @@ class Streams:
         if reply[0] == b"FULL":
             raise StreamFullError(shard, int(reply[1]), len(events), self.maxlen)
         return AppendResult(int(reply[1]), int(reply[2]))
+
+    def append_rebases(
+        self,
+        shard: int,
+        version: str,
+        entries: Mapping[str, Mapping[str, Any]],
+        *,
+        notes_ttl_s: int,
+        attempts: int = 50,
+    ) -> AppendResult:
+        """Append the rebase entries (user -> entry) of promoting ``version``, and note each
+        beside the stream id that preceded it (``rebase_notes``), in one transaction.
+
+        A user's entries after that id start with its rebase entry, so the rebase was applied
+        exactly when the user's ``last_event`` passed it (what the API checks). ``WATCH``
+        keeps anything from being appended in between; a note, once written, is never
+        overwritten (a resent rebase is a duplicate entry and keeps its first note). Raises
+        ``StreamFullError``, writing nothing, when the entries do not fit.
+        """
+        keys.check_shard(shard, self.n_shards)
+        keys.check_version(version)
+        stream, notes = keys.stream(shard), keys.rebase_notes(shard, version)
+        window = int(time.time() // self.dedupe_window_s)
+        args: list[Any] = []
+        for entry in entries.values():
+            args += [keys.check_id("rebase event_id", entry.get("event_id")), encode(entry)]
+        if not args:
+            return AppendResult(0, 0)
+        for _ in range(attempts):
+            with self._r.pipeline(transaction=True) as pipe:
+                try:
+                    pipe.watch(stream)
+                    length = int(pipe.xlen(stream))
+                    if length + len(entries) > self.maxlen:
+                        raise StreamFullError(shard, length, len(entries), self.maxlen)
+                    # the last id ever generated: entries may have been trimmed since
+                    before = "0-0"
+                    if pipe.exists(stream):
+                        before = decode_id(pipe.xinfo_stream(stream)["last-generated-id"])
+                    pipe.multi()
+                    self._scripts.append_events(
+                        keys=[stream, keys.seen(shard, window), keys.seen(shard, window - 1)],
+                        args=[self.maxlen, 2 * self.dedupe_window_s, *args],
+                        client=pipe,
+                    )
+                    for user, entry in entries.items():
+                        pipe.hsetnx(notes, user, f"{before}|".encode() + encode(entry["share"]))
+                    pipe.expire(notes, notes_ttl_s)
+                    reply = pipe.execute()[0]
+                except redis.WatchError:
+                    continue
+            return AppendResult(int(reply[1]), int(reply[2]))
+        raise StoreError(
+            f"shard {shard}: the stream changed during {attempts} attempts to append the "
+            f"rebases of version {version}; the promotion is retried by the next round"
+        )
+
+    def rebase_notes(
+        self, shard: int, user: str, versions: Sequence[str]
+    ) -> list[tuple[str, StreamId, bytes]]:
+        """The user's rebase notes of ``versions``: (version, the stream id before the entry,
+        the share as JSON bytes), in the order of ``versions``."""
+        if not versions:
+            return []
+        pipe = self._r.pipeline(transaction=False)
+        for version in versions:
+            pipe.hget(keys.rebase_notes(shard, version), user)
+        out = []
+        for version, raw in zip(versions, pipe.execute(), strict=True):
+            if raw is not None:
+                before, _, share = bytes(raw).partition(b"|")
+                out.append((version, StreamId.parse(before), share))
+        return out
 
     def length(self, shard: int) -> int:
         """Entries in the stream: unread, pending and acknowledged-but-not-yet-trimmed."""

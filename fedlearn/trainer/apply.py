@@ -17,10 +17,10 @@ import numpy as np
 
 from fedlearn.model import Base, Delta, event_features
 from fedlearn.model.batch import learn_many_shadow
-from fedlearn.model.delta import DEFAULT_MAX_ROWS
+from fedlearn.model.delta import DEFAULT_MAX_ROWS, rebase
 from fedlearn.model.gating import Gate, GateSettings
 from fedlearn.model.metrics import log_losses
-from fedlearn.serving.ingest import FORGET
+from fedlearn.serving.ingest import FORGET, REBASE
 from fedlearn.store.entries import Entry
 from fedlearn.store.streamid import StreamId
 from fedlearn.telemetry.trainer import CLONE_RESETS
@@ -65,6 +65,7 @@ class AppliedBatch:
     applied: int = 0
     skipped: int = 0
     forgotten: int = 0
+    rebased: int = 0
     reset: list[str] = field(default_factory=list)  # users whose clone went non-finite
     labels: np.ndarray = field(default_factory=lambda: np.zeros(0))
     predictions: np.ndarray = field(default_factory=lambda: np.zeros(0))
@@ -83,6 +84,20 @@ def _reset_non_finite(working: dict[str, Delta], n_factors: int) -> list[str]:
         working[user] = Delta(n_factors)
         CLONE_RESETS.labels(reason="non_finite").inc()
     return reset
+
+
+def rebase_user(delta: Delta, event: Mapping[str, Any], generation: int) -> Delta:
+    """``delta`` with a ``rebase`` entry's share taken out (what the round that promoted
+    ``event["base"]`` folded in for the user, ``fedlearn.aggregate.rebase``), as a new delta.
+    A share of another generation than ``generation`` (the trainer's base's) is no rebase:
+    monthly retraining restarted the clone from a base that never folded it in."""
+    if event.get("generation", generation) != generation:
+        return delta.copy()
+    try:
+        share = Delta.from_json(event["share"], delta.n_factors, dtype=np.float64)
+    except (KeyError, TypeError, ValueError):
+        return delta.copy()
+    return rebase(delta, share) if share.is_finite() else delta.copy()
 
 
 def features_of(
@@ -144,6 +159,7 @@ def apply_batch(
         e.event["user"]: i for i, e in enumerate(entries) if e.event.get("type") == FORGET
     }
     forgotten: dict[str, StreamId] = {}
+    rebased: dict[str, StreamId] = {}
     for i, entry in enumerate(entries):
         event = entry.event
         user = event["user"]
@@ -159,6 +175,16 @@ def apply_batch(
                 working[user] = Delta(base.n_factors)
             out.forgotten += 1
             continue
+        if event.get("type") == REBASE:
+            if user in forgotten:  # an erased clone keeps nothing derived from its data
+                forgotten[user] = sid
+            else:
+                working[user] = rebase_user(
+                    working.get(user, state.delta), event, int(base.meta.get("generation", 0))
+                )
+                rebased[user] = sid
+            out.rebased += 1
+            continue
         if user not in working:
             working[user] = state.delta.copy()
         features, source = features_of(event, item_features, prediction_features)
@@ -166,6 +192,10 @@ def apply_batch(
         kept.append((entry, source, sid))
     for user, sid in forgotten.items():
         out.users[user] = UserState(working[user], sid)
+    for user, sid in rebased.items():
+        previous = states[user].gate
+        gate = Gate(previous.loss_clone, previous.loss_base, previous.events)
+        out.users[user] = UserState(working[user], sid, gate)
     if not events:
         return out
     positions = np.empty(len(events), dtype=np.int64)  # how many events each user had before

@@ -145,6 +145,17 @@ class Strategy(ABC):
         return average, None
 
     @property
+    def gain(self) -> float:
+        """How much of the round's average the step applies (FedAvgM: its server rate);
+        a user's share of the step scales by it (``aggregate.rebase``)."""
+        return 1.0
+
+    def kept_range(self, count: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Rank rules: the first and last sorted position (per row of ``count`` values)
+        whose values the average keeps; what a user's share of the step depends on."""
+        raise NotImplementedError(f"{self.name} averages by weight, not by rank")
+
+    @property
     def stateful(self) -> bool:
         return type(self).step is not Strategy.step
 

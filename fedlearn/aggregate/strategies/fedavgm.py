@@ -34,6 +34,10 @@ class FedAvgM(Strategy):
         self.momentum = float(momentum)
         self.noise_multiplier = check_noise(noise_multiplier)
 
+    @property
+    def gain(self) -> float:
+        return self.server_lr
+
     def aggregate(self, rows: RowSums, rng: np.random.Generator) -> RowUpdate:
         return weighted_mean(rows, noise_std=noise_std(self.noise_multiplier, rows), rng=rng)
 

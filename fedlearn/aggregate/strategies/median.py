@@ -17,5 +17,8 @@ class Median(Strategy):
     name: ClassVar[str] = "median"
     needs_values: ClassVar[bool] = True
 
+    def kept_range(self, count: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        return (count - 1) // 2, count // 2  # the middle value, or the two middle ones
+
     def aggregate(self, rows: RowValues, rng: np.random.Generator) -> RowUpdate:
         return grouped_median(rows)

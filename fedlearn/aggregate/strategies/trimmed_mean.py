@@ -26,5 +26,9 @@ class TrimmedMean(Strategy):
             raise ValueError(f"beta (trim fraction per side) must be in [0, 0.5), got {beta}")
         self.beta = float(beta)
 
+    def kept_range(self, count: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        trim = np.floor(self.beta * count).astype(np.int64)
+        return trim, count - trim - 1
+
     def aggregate(self, rows: RowValues, rng: np.random.Generator) -> RowUpdate:
         return grouped_trimmed_mean(rows, self.beta)
