@@ -91,6 +91,12 @@ def movielens(src: Path, out: Path, skip_bad: bool) -> None:
     type=click.FloatRange(min=0.0),
     help="How far tastes turn over the time span, in quarter turns (0 = none).",
 )
+@click.option(
+    "--shift-at",
+    default=None,
+    type=click.FloatRange(min=0.0, max=1.0, min_open=True, max_open=True),
+    help="A sudden shift of tastes and item biases at this fraction of the time span.",
+)
 def synthetic(
     out: Path,
     n_users: int,
@@ -100,6 +106,7 @@ def synthetic(
     fixed_counts: bool,
     seed: int,
     drift: float,
+    shift_at: float | None,
 ) -> None:
     """Draw a seeded synthetic log with known per-user tastes (and optional drift)."""
     from fedlearn.data.synthetic import write_synthetic
@@ -113,6 +120,7 @@ def synthetic(
             counts="fixed" if fixed_counts else "zipf",
             seed=seed,
             drift=drift,
+            shift_at=shift_at,
             genres_per_item=min(default_of(SyntheticConfig, "genres_per_item"), n_genres),
         )
     except ValueError as exc:

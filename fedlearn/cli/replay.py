@@ -8,6 +8,7 @@ A data problem ends the command with the file, the line and what to do, never a 
 from __future__ import annotations
 
 import math
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -114,14 +115,29 @@ def format_table(result: ReplayResult) -> str:
         return "  ".join([first, *rest])
 
     rule = "  ".join("-" * w for w in widths)
-    return "\n".join([_summary(result), "", line(header), rule, *map(line, rows)])
+    table = [_summary(result), "", line(header), rule, *map(line, rows)]
+    return "\n".join([*table, "", format_drift(result)])
+
+
+def format_drift(result: ReplayResult) -> str:
+    """The drift events the trainers' detectors would have raised, and when."""
+    if not result.drift:
+        return "drift: the trainers' detectors would have raised no drift event"
+    lines = [f"drift: {len(result.drift)} event(s) the trainers' detectors would have raised"]
+    for d in result.drift:
+        when = datetime.fromtimestamp(d["ts"], UTC).strftime("%Y-%m-%d %H:%M")
+        lines.append(
+            f"  live event {d['index']:,} ({when} UTC): {d['signal']} "
+            f"{d['before']:.4f} -> {d['after']:.4f}"
+        )
+    return "\n".join(lines)
 
 
 def format_markdown(result: ReplayResult) -> str:
     header = [c.format(n=result.config.first_n) for c in COLUMNS]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(r) + " |" for r in _rows(result)]
-    return _summary(result) + "\n\n" + "\n".join(lines)
+    return _summary(result) + "\n\n" + "\n".join(lines) + "\n\n" + format_drift(result)
 
 
 def _summary(result: ReplayResult) -> str:

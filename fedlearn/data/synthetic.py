@@ -4,7 +4,8 @@ Real logs cannot tell us whether a model found the users' tastes; this one can. 
 a taste vector over genres (returned in :class:`SyntheticTruth`), every item a few genres and a
 bias, and a click happens with probability ``sigmoid(base + taste(t)·genres + bias + hour
 effect + noise)``. With ``drift`` the tastes rotate over time, so an online per-user model has
-something to follow that a frozen base cannot. Everything is drawn with numpy in bulk, so a
+something to follow that a frozen base cannot; with ``shift_at`` they jump at a known time
+(the test bed of drift detection). Everything is drawn with numpy in bulk, so a
 million events take seconds; :meth:`SyntheticLog.events` streams them without any file.
 """
 
@@ -34,6 +35,9 @@ class SyntheticConfig:
     distribution, keeping the total at ``n_users * events_per_user``; ``"fixed"`` gives every
     user exactly ``events_per_user``. ``drift`` is how far tastes turn over the whole time
     span, in quarter turns: 0 = fixed, 1 = each user ends up with an unrelated taste.
+    ``shift_at`` (a fraction of the time span) is a sudden shift instead: from then on every
+    user's taste is its unrelated one and the items' biases are drawn anew (what is popular
+    changes too, which the shared base can learn back); None: no shift.
     """
 
     n_users: int = 1000
@@ -50,6 +54,7 @@ class SyntheticConfig:
     noise_scale: float = 0.3
     base_logit: float = -0.5
     drift: float = 0.0
+    shift_at: float | None = None
     start_ts: float = 1_600_000_000.0
     days: float = 90.0
     seed: int = 0
@@ -64,6 +69,8 @@ class SyntheticConfig:
                 f"'genres_per_item' ({self.genres_per_item}) must be at most 'n_genres' "
                 f"({self.n_genres})"
             )
+        if self.shift_at is not None and not 0.0 < self.shift_at < 1.0:
+            raise ValueError(f"'shift_at' must be in (0, 1) or None, got {self.shift_at!r}")
         if self.counts not in ("zipf", "fixed"):
             raise ValueError(f"'counts' must be 'zipf' or 'fixed', got {self.counts!r}")
         for name in ("tail", "days"):
@@ -88,6 +95,7 @@ class SyntheticTruth:
     item_genres: np.ndarray  # (n_items, n_genres): 0/1
     item_bias: np.ndarray  # (n_items,)
     genre_names: tuple[str, ...]
+    item_bias_shifted: np.ndarray | None = None  # (n_items,): after ``shift_at``, if any
 
     def tastes_at(self, users: np.ndarray, angle: np.ndarray) -> np.ndarray:
         """Tastes of ``users`` after turning by ``angle`` radians (rows of a matrix)."""
@@ -175,11 +183,16 @@ def generate(config: SyntheticConfig) -> SyntheticLog:
     for lo in range(0, len(user), _CHUNK):
         hi = min(lo + _CHUNK, len(user))
         angle = config.drift * (math.pi / 2) * (ts[lo:hi] - config.start_ts) / span
+        bias = truth.item_bias[item[lo:hi]]
+        if truth.item_bias_shifted is not None:
+            shifted = ts[lo:hi] >= config.start_ts + config.shift_at * span
+            angle = np.where(shifted, math.pi / 2, angle)
+            bias = np.where(shifted, truth.item_bias_shifted[item[lo:hi]], bias)
         tastes = truth.tastes_at(user[lo:hi], angle)
         logit = (
             config.base_logit
             + np.einsum("ij,ij->i", tastes, truth.item_genres[item[lo:hi]])
-            + truth.item_bias[item[lo:hi]]
+            + bias
             # Evenings click more: a known, learnable effect of the context feature.
             + config.hour_scale * np.cos(2 * math.pi * (hour[lo:hi] - 21) / 24)
             + r_noise.normal(0.0, config.noise_scale, hi - lo)
@@ -207,7 +220,13 @@ def _truth(
     genres = (ranks < k[:, None]).astype(np.float64)
     bias = r_items.normal(0.0, config.item_bias_scale, config.n_items)
     names = tuple(f"g{g}" for g in range(n_g))
-    return SyntheticTruth(start, turn, genres, bias, names)
+    # Drawn after everything else, so a log with a shift is the same log up to the shift.
+    shifted = (
+        None
+        if config.shift_at is None
+        else r_items.normal(0.0, config.item_bias_scale, config.n_items)
+    )
+    return SyntheticTruth(start, turn, genres, bias, names, shifted)
 
 
 def _counts(config: SyntheticConfig, rng: np.random.Generator) -> np.ndarray:

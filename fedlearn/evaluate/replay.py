@@ -156,6 +156,8 @@ class ReplayResult:
     split_ts: float
     arms: list[ArmResult]
     timings: dict[str, float]
+    # The drift events the trainers' detectors would have raised (fedlearn.evaluate.drift).
+    drift: list[dict[str, Any]] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -169,6 +171,7 @@ class ReplayResult:
             "arms": [a.to_dict() for a in self.arms],
             "timings": self.timings,
             "config": self.config.to_dict(),
+            "drift": self.drift,
         }
 
 
@@ -389,6 +392,17 @@ def replay(
         for name in config.arms
         for arm in _make_arms(name, base, river_base, config)
     ]
+    drift = []
+    if base is not None:
+        from fedlearn.evaluate.drift import replay_drift
+
+        began = time.perf_counter()
+        found = replay_drift(
+            live, log.ts[cut:], base, lr=config.lr, bias_lr=config.bias_lr, l2=config.l2,
+            round_every=config.agg_every,
+        )  # fmt: skip
+        drift = [d.to_dict() for d in found]
+        timings["drift"] = time.perf_counter() - began
     train_users = {u for u, _, _ in train}
     live_users = {u for u, _, _ in live}
     return ReplayResult(
@@ -401,4 +415,5 @@ def replay(
         split_ts=float(log.ts[cut]),
         arms=results,
         timings=timings,
+        drift=drift,
     )
