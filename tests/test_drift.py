@@ -71,8 +71,9 @@ def test_a_falling_loss_is_learning_not_drift() -> None:
 
 
 def test_what_the_detectors_see_does_not_depend_on_the_batch_sizes() -> None:
-    (calm_y, calm_loss), (shift_y, shift_loss) = stream(30_000, 0.3, 0.6, 3), stream(
-        10_000, 0.8, 1.0, 4
+    (calm_y, calm_loss), (shift_y, shift_loss) = (
+        stream(30_000, 0.3, 0.6, 3),
+        stream(10_000, 0.8, 1.0, 4),
     )
     labels, loss = np.r_[calm_y, shift_y], np.r_[calm_loss, shift_loss]
     one = feed(DriftDetectors(SETTINGS), labels, loss, batch=1000)
@@ -189,8 +190,9 @@ def test_no_early_round_while_another_round_holds_the_lock(store: Store, celery_
 
 def test_a_synthetic_shift_changes_only_what_comes_after_it() -> None:
     common = {"n_users": 200, "events_per_user": 20, "seed": 5}
-    calm, shifted = generate(SyntheticConfig(**common)), generate(
-        SyntheticConfig(**common, shift_at=0.5)
+    calm, shifted = (
+        generate(SyntheticConfig(**common)),
+        generate(SyntheticConfig(**common, shift_at=0.5)),
     )
     at = np.searchsorted(calm.ts, calm.config.start_ts + 0.5 * calm.config.days * 86_400)
     np.testing.assert_array_equal(calm.p[:at], shifted.p[:at])
