@@ -236,3 +236,15 @@ def test_the_dashboard_data_carries_the_latest_drift_events(store: Store) -> Non
         ("unseen_share", None, "t")
     ]
     assert DashboardData.model_validate(data).drift[0].magnitude == pytest.approx(0.19)
+
+
+def test_the_alert_rules_name_the_exported_metrics() -> None:
+    from pathlib import Path
+
+    import yaml
+
+    rules = yaml.safe_load(
+        (Path(__file__).resolve().parents[1] / "monitoring" / "drift.rules.yml").read_text()
+    )
+    exprs = " ".join(r["expr"] for g in rules["groups"] for r in g["rules"])
+    assert "fedlearn_drift_events_total" in exprs and "fedlearn_drift_actions_total" in exprs
