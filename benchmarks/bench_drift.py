@@ -135,6 +135,39 @@ def _svg(curves: dict[str, list[float]], window: int, path: Path) -> None:
     path.write_text("\n".join(parts))
 
 
+def trainer_cost(batches: int, batch: int, n_shards: int = 8) -> dict[str, float]:
+    """The trainer's side alone: ``DriftDetectors`` per shard and overall (8 ADWIN per
+    shard's batch, as ``DriftMonitor`` runs them) plus the signals, on a long stream (the
+    windows grown as in a trainer that has run for a while), in microseconds per event."""
+    from fedlearn.model import Base
+
+    names = [f"item={i}" for i in range(500)] + [f"genre=g{g}" for g in range(8)]
+    base = Base.fresh(names + [f"hour={h}" for h in range(24)], 10, version="1")
+    rng = np.random.default_rng(0)
+    features = [
+        {f"user=u{i % 300}": 1.0, f"item={i % 600}": 1.0, "genre=g1": 1.0, f"hour={i % 24}": 1.0}
+        for i in range(batch)
+    ]
+    detectors = drift_module.DriftDetectors()
+    signals_s = detect_s = 0.0
+    for k in range(batches):
+        labels = (rng.random(batch) < 0.4).astype(float)
+        clone, base_p = rng.random(batch), rng.random(batch)
+        began = time.perf_counter()
+        signals = drift_module.batch_signals(labels, clone, base_p, features, base)
+        middle = time.perf_counter()
+        detectors.observe(k % n_shards, signals)
+        signals_s += middle - began
+        detect_s += time.perf_counter() - middle
+    events = batches * batch
+    per_event = 1e6 * (signals_s + detect_s) / events
+    return {
+        "signals_us_per_event": 1e6 * signals_s / events,
+        "detectors_us_per_event": 1e6 * detect_s / events,
+        "share_of_100k_trainer": per_event * 1e-6 * TRAINER_EVENTS_PER_S,
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--seeds", type=int, default=10)
@@ -149,7 +182,14 @@ def main() -> None:
     parser.add_argument("--windows", type=int, default=15)
     parser.add_argument("--plot", type=Path, default=None)
     parser.add_argument("--json", action="store_true")
+    parser.add_argument(
+        "--trainer-cost", type=int, default=0, metavar="BATCHES",
+        help="only measure the trainer side's cost over this many batches, and exit",
+    )  # fmt: skip
     args = parser.parse_args()
+    if args.trainer_cost:
+        print(orjson.dumps(trainer_cost(args.trainer_cost, args.batch)).decode())
+        return
 
     timed = _Timed(drift_module.DriftDetectors.observe)
     drift_module.DriftDetectors.observe = lambda self, *a: timed(self, *a)  # type: ignore[method-assign]
