@@ -248,3 +248,18 @@ def test_the_alert_rules_name_the_exported_metrics() -> None:
     )
     exprs = " ".join(r["expr"] for g in rules["groups"] for r in g["rules"])
     assert "fedlearn_drift_events_total" in exprs and "fedlearn_drift_actions_total" in exprs
+
+
+def test_persistent_drift_starts_the_retrain_when_so_configured(
+    store: Store, redis_url: str, tmp_path
+) -> None:
+    from fedlearn.jobs.app import MONTHLY
+
+    settings = load_settings(
+        redis_url=redis_url, n_shards=2, data_dir=tmp_path, drift_retrain="start",
+        drift_retrain_events=1, drift_early_round=False,
+    )  # fmt: skip
+    done = DriftActions(store, settings)(DriftEvent("unseen_share", None, 0.0, 0.3, 64))
+    assert done == {"retrain": {"outcome": "started", "recent": 1, "at": done["retrain"]["at"]}}
+    queued = [orjson.loads(m)["headers"]["task"] for m in store.client.lrange("celery", 0, -1)]
+    assert queued == [MONTHLY]
