@@ -26,6 +26,18 @@ from fedlearn.trainer.eventlog import EventLogWriter
 from fedlearn.trainer.trainer import Trainer, TrainerConfig
 
 
+def drift_monitor(store: Store, settings: Settings, name: str) -> DriftMonitor | None:
+    """The trainer's drift detection and its actions, as the settings say (None: off)."""
+    if not settings.drift_detection:
+        return None
+    from fedlearn.jobs.drift import DriftActions
+
+    detectors = DriftSettings(chunk_events=settings.drift_chunk_events, delta=settings.drift_delta)
+    return DriftMonitor(
+        store.drift, trainer=name, settings=detectors, act=DriftActions(store, settings)
+    )
+
+
 @click.command()
 @click.option(
     "--name",
@@ -57,18 +69,6 @@ from fedlearn.trainer.trainer import Trainer, TrainerConfig
     default=None,
     help="Folder of the durable event log (default: DATA_DIR/eventlog).",
 )
-def drift_monitor(store: Store, settings: Settings, name: str) -> DriftMonitor | None:
-    """The trainer's drift detection and its actions, as the settings say (None: off)."""
-    if not settings.drift_detection:
-        return None
-    from fedlearn.jobs.drift import DriftActions
-
-    detectors = DriftSettings(chunk_events=settings.drift_chunk_events, delta=settings.drift_delta)
-    return DriftMonitor(
-        store.drift, trainer=name, settings=detectors, act=DriftActions(store, settings)
-    )
-
-
 @fail_with_config_errors
 def worker(
     name: str, batch_size: int, metrics_port: int | None, metrics_host: str, eventlog: Path | None
