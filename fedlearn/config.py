@@ -235,6 +235,32 @@ class Settings(BaseSettings):
         default=None, description="the event log it reads; unset: DATA_DIR/eventlog"
     )
 
+    # --- drift: detected in the trainers, acted on (fedlearn/trainer/drift.py) ------------
+    drift_detection: bool = Field(
+        default=True, description="trainers watch their signals with River's ADWIN"
+    )
+    drift_chunk_events: int = Field(
+        default=32, ge=1, description="events averaged into one detector observation"
+    )
+    drift_delta: float = Field(
+        default=1e-4, gt=0, lt=1, description="ADWIN's confidence; smaller: fewer false alarms"
+    )
+    drift_early_round: bool = Field(
+        default=True, description="a drift event starts an aggregation round early"
+    )
+    drift_early_round_min_s: float = _positive_finite(
+        600.0, "at most one drift-triggered round per this many seconds"
+    )
+    drift_retrain: Literal["off", "propose", "start"] = Field(
+        default="propose", description="when drift persists: record a proposal, or retrain"
+    )
+    drift_retrain_events: int = Field(
+        default=5, ge=1, description="drift events within the window that count as persistent"
+    )
+    drift_retrain_window_s: float = _positive_finite(
+        86_400.0, "the window of persistent drift; one retrain action per window"
+    )
+
     # --- HTTP ----------------------------------------------------------------------------
     api_host: str = Field(default="127.0.0.1", description="address the API listens on")
     api_port: int = Field(default=8000, ge=0, le=65535, description="port the API listens on")

@@ -34,6 +34,7 @@ from fedlearn.api.server import ThreadedServer
 from fedlearn.config import load_settings
 from fedlearn.model import Base
 from fedlearn.store import Store
+from fedlearn.store.drift import DriftEvent
 from fedlearn.trainer.apply import CloneSettings
 from fedlearn.trainer.publisher import Publisher
 from fedlearn.trainer.trainer import Trainer, TrainerConfig
@@ -80,6 +81,7 @@ try {
         Object.entries(s.charts).map(([id, c]) => [id, c.data[0].length])),
       applied: text('kpi-applied'), base: text('kpi-base'), status: text('status'),
       rounds: rows('rounds'), shards: rows('shards'), trainers: rows('trainers'),
+      drift: rows('drift'),
       loginShown: document.getElementById('login').offsetParent !== null,
       boardShown: document.getElementById('board').offsetParent !== null,
     };
@@ -220,6 +222,12 @@ def test_the_dashboard_shows_a_live_run_in_chromium(run: Run, tmp_path: Path) ->
     first = run_round_inline(run.store, AggregationConfig(min_users=2, min_row_users=1))
     assert first["status"] == "done"
     run.threads[1].start()
+    # A drift event a second into the page's watch, so its marker falls inside the charts.
+    early = {"early_round": {"outcome": "started", "round": first["id"]}}
+    run.store.drift.record(
+        DriftEvent("click_rate", 2, 0.3, 0.5, 4000, trainer="trainer-1", at=time.time() + 1,
+                   actions=early)
+    )  # fmt: skip
 
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     shot = ARTIFACTS / "dashboard.png"
@@ -249,4 +257,7 @@ def test_the_dashboard_shows_a_live_run_in_chromium(run: Run, tmp_path: Path) ->
     assert {row[1] for row in facts["rounds"]} <= {"done", "published", "running", "publishing"}
     assert len(facts["shards"]) == 4 and all(row[-1] == "trainer-1" for row in facts["shards"])
     assert [row[0] for row in facts["trainers"]] == ["trainer-1"]
+    assert [row[1:3] + row[-1:] for row in facts["drift"]] == [
+        ["click_rate", "2", f"early_round: started ({first['id']})"]
+    ]
     assert shot.is_file() and shot.stat().st_size > 20_000

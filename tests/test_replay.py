@@ -106,7 +106,8 @@ def test_the_table_names_every_arm(synthetic_dir: Path) -> None:
     assert "x3" in lines[7]
     # Then the reference arm (the first clones arm) minus the others, with intervals.
     assert lines[9].startswith("differences: arm minus against, [95 % paired bootstrap")
-    assert [line.split()[:2] for line in lines[13:]] == [["clones", "x1"]] * 2
+    assert [line.split()[:2] for line in lines[13:15]] == [["clones", "x1"]] * 2
+    assert any(line.startswith("drift: ") for line in lines)
 
 
 def test_limit_and_split(synthetic_dir: Path) -> None:

@@ -9,6 +9,7 @@ from typing import Any
 
 from flask import Response, request
 
+from fedlearn.aggregate.publish import BaseRefused, publish_base
 from fedlearn.api.auth import issue_token
 from fedlearn.api.context import api_context
 from fedlearn.api.errors import Problem, Unavailable, ValidationFailed
@@ -24,7 +25,6 @@ from fedlearn.api.schemas import (
     TokenResponse,
 )
 from fedlearn.config import ConfigError
-from fedlearn.serving.publish import BaseRefused, publish_base
 from fedlearn.store import VersionExistsError
 
 bp = ApiBlueprint("admin", __name__, tag="admin")

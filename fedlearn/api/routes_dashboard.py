@@ -54,7 +54,9 @@ def get_dashboard_data(query: DashboardQuery) -> Response:
     """Trainers' merged snapshots, per-shard stream state, the base timeline and the latest
     rounds. Aggregate counts only: the answer's size does not grow with the users."""
     store = api_context().store
-    data = dashboard_data(store.telemetry, rounds=query.rounds, versions=query.versions)
+    data = dashboard_data(
+        store.telemetry, rounds=query.rounds, versions=query.versions, drift=store.drift
+    )
     return json_response(data)
 
 

@@ -15,9 +15,9 @@ from fedlearn.api.context import api_context
 from fedlearn.api.errors import NotFound
 from fedlearn.api.routing import ApiBlueprint, Reply, json_response
 from fedlearn.api.schemas import BaseRef, Catalog, ItemsQuery, UserModel
+from fedlearn.serving.base_cache import PUBLISH_HINT
 from fedlearn.serving.clones import load_clone, model_json
 from fedlearn.serving.ingest import forget_entry
-from fedlearn.serving.publish import PUBLISH_HINT
 from fedlearn.store import UnknownVersionError
 
 bp = ApiBlueprint("models", __name__, tag="models")

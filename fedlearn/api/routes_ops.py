@@ -11,7 +11,7 @@ from fedlearn.api.errors import Unavailable
 from fedlearn.api.openapi import build_document
 from fedlearn.api.routing import ApiBlueprint, Reply, json_response
 from fedlearn.api.schemas import Health, Ready
-from fedlearn.serving.publish import PUBLISH_HINT
+from fedlearn.serving.base_cache import PUBLISH_HINT
 
 bp = ApiBlueprint("ops", __name__, tag="ops")
 

@@ -107,7 +107,7 @@ def retrain(eventlog: Path | None, no_publish: bool) -> None:
 @fail_with_config_errors
 def publish(file: Path, version: str | None, stage: bool) -> None:
     """Publish the base model FILE (.flfm, from `fedlearn train-base`) and make it current."""
-    from fedlearn.serving.publish import BaseRefused, publish_base
+    from fedlearn.aggregate.publish import BaseRefused, publish_base
     from fedlearn.store import VersionExistsError
 
     settings, store = _store()

@@ -115,6 +115,12 @@ def movielens(src: Path, out: Path, skip_bad: bool) -> None:
     type=click.FloatRange(min=0.0),
     help="Spread of the genre taste all users share (each adds their own to it).",
 )
+@click.option(
+    "--shift-at",
+    default=None,
+    type=click.FloatRange(min=0.0, max=1.0, min_open=True, max_open=True),
+    help="A sudden shift of tastes and item biases at this fraction of the time span.",
+)
 def synthetic(
     out: Path,
     n_users: int,
@@ -127,6 +133,7 @@ def synthetic(
     repeat: float,
     affinity_scale: float,
     population_taste_scale: float,
+    shift_at: float | None,
 ) -> None:
     """Draw a seeded synthetic log with known per-user tastes (and optional drift)."""
     from fedlearn.data.synthetic import write_synthetic
@@ -143,6 +150,7 @@ def synthetic(
             repeat=repeat,
             affinity_scale=affinity_scale,
             population_taste_scale=population_taste_scale,
+            shift_at=shift_at,
             genres_per_item=min(default_of(SyntheticConfig, "genres_per_item"), n_genres),
         )
     except ValueError as exc:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -148,7 +149,7 @@ def _tables(result: ReplayResult, render: Render) -> str:
     if result.differences:
         parts += ["", _DIFF_NOTE.format(b=result.config.bootstrap), ""]
         parts += render([c.format(n=n) for c in DIFF_COLUMNS], _diff_rows(result))
-    return "\n".join(parts)
+    return "\n".join([*parts, "", format_drift(result)])
 
 
 _DIFF_NOTE = (
@@ -163,6 +164,20 @@ def format_table(result: ReplayResult) -> str:
 
 def format_markdown(result: ReplayResult) -> str:
     return _tables(result, _markdown)
+
+
+def format_drift(result: ReplayResult) -> str:
+    """The drift events the trainers' detectors would have raised, and when."""
+    if not result.drift:
+        return "drift: the trainers' detectors would have raised no drift event"
+    lines = [f"drift: {len(result.drift)} event(s) the trainers' detectors would have raised"]
+    for d in result.drift:
+        when = datetime.fromtimestamp(d["ts"], UTC).strftime("%Y-%m-%d %H:%M")
+        lines.append(
+            f"  live event {d['index']:,} ({when} UTC): {d['signal']} "
+            f"{d['before']:.4f} -> {d['after']:.4f}"
+        )
+    return "\n".join(lines)
 
 
 def _summary(result: ReplayResult) -> str:

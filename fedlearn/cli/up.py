@@ -82,7 +82,7 @@ def up(
 
                 install_demo(store, progress=lambda msg: click.echo(f"demo         {msg}"))
             else:
-                from fedlearn.serving.publish import PUBLISH_HINT
+                from fedlearn.serving.base_cache import PUBLISH_HINT
 
                 click.echo(f"note         no base model is published yet: {PUBLISH_HINT}")
     for sig in (signal.SIGTERM, signal.SIGINT):

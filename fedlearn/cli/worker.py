@@ -16,13 +16,27 @@ from pathlib import Path
 import click
 
 from fedlearn.cli.common import default_of, fail_with_config_errors
+from fedlearn.config import Settings
 from fedlearn.devtools.runtime import require_redis_url, service_settings
 from fedlearn.model import Base
 from fedlearn.store import Store
 from fedlearn.telemetry.logs import configure_logging
 from fedlearn.trainer.apply import CloneSettings
+from fedlearn.trainer.drift import DriftMonitor, DriftSettings
 from fedlearn.trainer.eventlog import EventLogWriter
 from fedlearn.trainer.trainer import Trainer, TrainerConfig
+
+
+def drift_monitor(store: Store, settings: Settings, name: str) -> DriftMonitor | None:
+    """The trainer's drift detection and its actions, as the settings say (None: off)."""
+    if not settings.drift_detection:
+        return None
+    from fedlearn.jobs.drift import DriftActions
+
+    detectors = DriftSettings(chunk_events=settings.drift_chunk_events, delta=settings.drift_delta)
+    return DriftMonitor(
+        store.drift, trainer=name, settings=detectors, act=DriftActions(store, settings)
+    )
 
 
 @click.command()
@@ -86,7 +100,9 @@ def worker(
         lease_ttl_ms=settings.trainer_lease_ttl_ms,
         gating=settings.gate,
     )
-    trainer = Trainer(store, clone_settings, config, eventlog=writer)
+    trainer = Trainer(
+        store, clone_settings, config, eventlog=writer, drift=drift_monitor(store, settings, name)
+    )
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())

@@ -4,7 +4,8 @@ Real logs cannot tell us whether a model found the users' tastes; this one can. 
 a taste vector over genres (returned in :class:`SyntheticTruth`), every item a few genres and a
 bias, and a click happens with probability ``sigmoid(base + taste(t)·genres + bias + hour
 effect + noise)``. With ``drift`` the tastes rotate over time, so an online per-user model has
-something to follow that a frozen base cannot. With ``repeat`` an impression shows the user one
+something to follow that a frozen base cannot; with ``shift_at`` they jump at a known time
+(the test bed of drift detection). With ``repeat`` an impression shows the user one
 of their recent items again (after a click or a skip), and ``affinity_scale`` gives every
 (user, item) pair a taste of its own that no shared feature explains: only a per-user item row
 can learn it, and only because the item comes back, which is where a clone should pay.
@@ -38,6 +39,9 @@ class SyntheticConfig:
     distribution, keeping the total at ``n_users * events_per_user``; ``"fixed"`` gives every
     user exactly ``events_per_user``. ``drift`` is how far tastes turn over the whole time
     span, in quarter turns: 0 = fixed, 1 = each user ends up with an unrelated taste.
+    ``shift_at`` (a fraction of the time span) is a sudden shift instead: from then on every
+    user's taste is its unrelated one and the items' biases are drawn anew (what is popular
+    changes too, which the shared base can learn back); None: no shift.
     """
 
     n_users: int = 1000
@@ -59,6 +63,7 @@ class SyntheticConfig:
     repeat: float = 0.0
     repeat_window: int = 5
     affinity_scale: float = 0.0
+    shift_at: float | None = None
     start_ts: float = 1_600_000_000.0
     days: float = 90.0
     seed: int = 0
@@ -74,6 +79,8 @@ class SyntheticConfig:
                 f"'genres_per_item' ({self.genres_per_item}) must be at most 'n_genres' "
                 f"({self.n_genres})"
             )
+        if self.shift_at is not None and not 0.0 < self.shift_at < 1.0:
+            raise ValueError(f"'shift_at' must be in (0, 1) or None, got {self.shift_at!r}")
         if self.counts not in ("zipf", "fixed"):
             raise ValueError(f"'counts' must be 'zipf' or 'fixed', got {self.counts!r}")
         for name in ("tail", "days"):
@@ -104,6 +111,7 @@ class SyntheticTruth:
     # The (user, item) affinities of the pairs in the log: sorted keys user * n_items + item.
     affinity_keys: np.ndarray | None = None
     affinity: np.ndarray | None = None
+    item_bias_shifted: np.ndarray | None = None  # (n_items,): after ``shift_at``, if any
 
     def tastes_at(self, users: np.ndarray, angle: np.ndarray) -> np.ndarray:
         """Tastes of ``users`` after turning by ``angle`` radians (rows of a matrix)."""
@@ -205,11 +213,16 @@ def generate(config: SyntheticConfig) -> SyntheticLog:
     for lo in range(0, len(user), _CHUNK):
         hi = min(lo + _CHUNK, len(user))
         angle = config.drift * (math.pi / 2) * (ts[lo:hi] - config.start_ts) / span
+        bias = truth.item_bias[item[lo:hi]]
+        if truth.item_bias_shifted is not None:
+            shifted = ts[lo:hi] >= config.start_ts + config.shift_at * span
+            angle = np.where(shifted, math.pi / 2, angle)
+            bias = np.where(shifted, truth.item_bias_shifted[item[lo:hi]], bias)
         tastes = truth.tastes_at(user[lo:hi], angle)
         logit = (
             config.base_logit
             + np.einsum("ij,ij->i", tastes, truth.item_genres[item[lo:hi]])
-            + truth.item_bias[item[lo:hi]]
+            + bias
             + truth.affinity_of(user[lo:hi], item[lo:hi])
             # Evenings click more: a known, learnable effect of the context feature.
             + config.hour_scale * np.cos(2 * math.pi * (hour[lo:hi] - 21) / 24)
@@ -238,7 +251,13 @@ def _truth(
     genres = (ranks < k[:, None]).astype(np.float64)
     bias = r_items.normal(0.0, config.item_bias_scale, config.n_items)
     names = tuple(f"g{g}" for g in range(n_g))
-    return SyntheticTruth(start, turn, genres, bias, names)
+    # Drawn after everything else, so a log with a shift is the same log up to the shift.
+    shifted = (
+        None
+        if config.shift_at is None
+        else r_items.normal(0.0, config.item_bias_scale, config.n_items)
+    )
+    return SyntheticTruth(start, turn, genres, bias, names, item_bias_shifted=shifted)
 
 
 def _repeat_recent(

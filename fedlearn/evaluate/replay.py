@@ -201,6 +201,8 @@ class ReplayResult:
     river_copy_bytes: int | None = None
     # Per arm, (live events seen, AUC so far) at evenly spaced moments: the progressive curve.
     curves: dict[str, list[tuple[int, float]]] = field(default_factory=dict)
+    # The drift events the trainers' detectors would have raised (fedlearn.evaluate.drift).
+    drift: list[dict[str, Any]] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -217,6 +219,7 @@ class ReplayResult:
             "curves": self.curves,
             "timings": self.timings,
             "config": self.config.to_dict(),
+            "drift": self.drift,
         }
 
 
@@ -443,6 +446,16 @@ def replay(
     began = time.perf_counter()
     results, differences, curves = _compare(events, config, scored)
     timings["compare"] = time.perf_counter() - began
+    drift = []
+    if base is not None:
+        from fedlearn.evaluate.drift import replay_drift
+
+        began = time.perf_counter()
+        found = replay_drift(
+            live, log.ts[cut:], base, settings=config.clone_settings(), round_every=config.agg_every
+        )
+        drift = [d.to_dict() for d in found]
+        timings["drift"] = time.perf_counter() - began
     train_users = {u for u, _, _ in train}
     live_users = {u for u, _, _ in live}
     return ReplayResult(
@@ -458,6 +471,7 @@ def replay(
         differences=differences,
         curves=curves,
         river_copy_bytes=None if river_base is None else len(pickle.dumps(river_base)),
+        drift=drift,
     )
 
 

@@ -10,8 +10,13 @@ from __future__ import annotations
 import time
 
 from fedlearn.model import Base
-from fedlearn.serving.publish import PUBLISH_HINT
 from fedlearn.store import Store
+
+# How to get a first base, named wherever its absence is reported (API, trainer, `up`).
+PUBLISH_HINT = (
+    "train one with `fedlearn train-base DIR --out base.flfm` and publish it with "
+    "`fedlearn base publish base.flfm`, or start the service with `fedlearn up --demo`"
+)
 
 
 class NoBaseError(RuntimeError):

@@ -42,6 +42,8 @@ Key map (shard 3, user "42"):
 ``fl:{items}:staging:<t>:...`` a catalog being written, renamed into place when complete
 ``fl:{telemetry}:trainer:<o>`` trainer ``<o>``'s latest metrics snapshot (JSON, EX expiry)
 ``fl:{telemetry}:trainers``    sorted set owner -> time of its latest snapshot (ms)
+``fl:{drift}:events``          drift events with the actions they caused (bounded stream)
+``fl:{drift}:gate:<action>``   held while ``<action>`` may not run again (PX expiry)
 =============================  =====================================================
 
 The trainers' snapshot keys share the tag ``{telemetry}``, so one MGET reads every snapshot on
@@ -305,3 +307,18 @@ def archive(shard: int, generation: int) -> str:
 def trainer_members() -> str:
     """Sorted set of live trainers by heartbeat time (``store.members``)."""
     return f"{PREFIX}:trainers"
+
+
+# --- drift events and the throttles of their actions (one slot, tag {drift}) ------------------
+
+DRIFT_TAG = "{drift}"
+
+
+def drift_events() -> str:
+    """The drift events the trainers detected, each with the actions it caused (a stream)."""
+    return f"{PREFIX}:{DRIFT_TAG}:events"
+
+
+def drift_gate(action: str) -> str:
+    """Exists while ``action`` (``early_round``, ``retrain``) may not be taken again."""
+    return f"{PREFIX}:{DRIFT_TAG}:gate:{action}"

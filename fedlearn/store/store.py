@@ -31,6 +31,7 @@ from fedlearn.store.bases import Bases
 from fedlearn.store.connection import Client, connect
 from fedlearn.store.deadletters import DeadLetters
 from fedlearn.store.deltas import Deltas
+from fedlearn.store.drift import DriftLog
 from fedlearn.store.items import Catalog
 from fedlearn.store.leases import Leases
 from fedlearn.store.members import Members
@@ -81,6 +82,7 @@ class Store:
         self.rounds = Rounds(client, n_shards)
         self.telemetry = Telemetry(client, n_shards, self.rounds, group=group)
         self.dead_letters = DeadLetters(client, n_shards)
+        self.drift = DriftLog(client)
 
     @classmethod
     def from_url(cls, url: str, n_shards: int, **options: Any) -> Store:

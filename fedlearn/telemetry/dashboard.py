@@ -17,6 +17,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, Field
 
 from fedlearn.store.bases import BaseInfo
+from fedlearn.store.drift import DriftLog
 from fedlearn.store.telemetry import ShardStats, Telemetry
 from fedlearn.telemetry.summary import summarize
 
@@ -137,6 +138,19 @@ class Bases(BaseModel):
     versions: list[VersionRow] = Field(description="the latest published versions, oldest first")
 
 
+class DriftRow(BaseModel):
+    id: str
+    signal: str
+    shard: int | None = Field(description="None: over all of the trainer's shards")
+    before: float = Field(description="the signal's mean before the change")
+    after: float = Field(description="its mean since")
+    magnitude: float
+    events: int = Field(description="events the detector had seen when it fired")
+    trainer: str
+    at: float
+    actions: dict[str, Any] = Field(description="what was done about it (early_round, retrain)")
+
+
 class DashboardData(BaseModel):
     at: float
     n_shards: int
@@ -150,6 +164,7 @@ class DashboardData(BaseModel):
     bases: Bases
     # Dataclasses themselves: pydantic validates them and puts their schema in the OpenAPI.
     rounds: list[RoundRow] = Field(description="the latest rounds, newest first")
+    drift: list[DriftRow] = Field(default=[], description="the latest drift events, newest first")
 
 
 def version_row(info: BaseInfo, current: str | None) -> dict[str, Any]:
@@ -177,7 +192,12 @@ def version_row(info: BaseInfo, current: str | None) -> dict[str, Any]:
 
 
 def dashboard_data(
-    telemetry: Telemetry, *, rounds: int = 20, versions: int = 100
+    telemetry: Telemetry,
+    *,
+    rounds: int = 20,
+    versions: int = 100,
+    drift: DriftLog | None = None,
+    drift_events: int = 50,
 ) -> dict[str, Any]:
     """Everything the dashboard shows, read from the store now."""
     now = time.time()
@@ -198,4 +218,5 @@ def dashboard_data(
         "shards": [asdict(s) for s in telemetry.shard_stats()],
         "bases": {"current": current, "versions": [version_row(i, current) for i in tail]},
         "rounds": [round_row(r).to_json() for r in telemetry.recent_rounds(rounds)],
+        "drift": [e.to_json() for e in drift.latest(limit=drift_events)] if drift else [],
     }

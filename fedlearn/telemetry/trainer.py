@@ -65,6 +65,16 @@ AUC = Gauge(
     f"Progressive ROC AUC over the latest {AUC_WINDOW} events",
     ["model", "events"],
 )
+DRIFT_EVENTS = Counter(
+    "fedlearn_drift_events",
+    "Drift events the trainer's detectors raised (per shard and over all its shards)",
+    ["signal"],
+)
+DRIFT_ACTIONS = Counter(
+    "fedlearn_drift_actions",
+    "Actions taken on drift: early_round started, retrain proposed or started",
+    ["action"],
+)
 
 AUC_EVERY_S = 2.0  # AUC over the window is not free: recompute it at most this often
 

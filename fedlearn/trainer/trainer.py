@@ -47,6 +47,7 @@ from fedlearn.trainer.apply import (
     UserState,
     apply_batch,
 )
+from fedlearn.trainer.drift import DriftMonitor
 from fedlearn.trainer.eventlog import EventLogWriter
 from fedlearn.trainer.publisher import Publisher, TrainerState
 
@@ -113,6 +114,7 @@ class Trainer:
         config: TrainerConfig | None = None,
         *,
         eventlog: EventLogWriter | None = None,
+        drift: DriftMonitor | None = None,
     ) -> None:
         from fedlearn.trainer.ownership import Ownership
 
@@ -121,6 +123,7 @@ class Trainer:
         self.config = config or TrainerConfig()
         self.owner = new_owner_token(self.config.name)
         self.eventlog = eventlog
+        self.drift = drift
         self.bases = BaseCache(store, refresh_s=self.config.base_refresh_s)
         self.shards: dict[int, _Shard] = {}
         self.ownership = Ownership(
@@ -143,6 +146,8 @@ class Trainer:
 
     def _loss(self, shard: int) -> None:
         self.shards.pop(shard, None)
+        if self.drift:
+            self.drift.detectors.forget(shard)
 
     # -- the loop ---------------------------------------------------------------------------
 
@@ -375,6 +380,11 @@ class Trainer:
             state.users.move_to_end(user)
         self._evict(state)
         self._observe(shard, batch, result, time.perf_counter() - started)
+        if self.drift:  # after the commit: what it sees was applied, exactly once
+            self.drift.observe(
+                shard, result.labels, result.predictions, result.base_predictions,
+                result.log.get("features", []), base,
+            )  # fmt: skip
         self.applied_total += result.applied
         return result.applied
 

@@ -98,6 +98,30 @@
     return { label, stroke: color, width: 2, spanGaps: false, ...extra };
   }
 
+  /** A uPlot plugin: a dashed red line at the time of every drift event in view. */
+  function driftMarkers() {
+    const draw = (u) => {
+      const events = state.drift || [];
+      const [lo, hi] = [u.scales.x.min, u.scales.x.max];
+      const { ctx } = u;
+      const { top, height } = u.bbox;
+      ctx.save();
+      ctx.strokeStyle = "#d62728";
+      ctx.lineWidth = 1.5 * devicePixelRatio;
+      ctx.setLineDash([4 * devicePixelRatio, 3 * devicePixelRatio]);
+      for (const e of events) {
+        if (lo === undefined || e.at < lo || e.at > hi) continue;
+        const x = Math.round(u.valToPos(e.at, "x", true));
+        ctx.beginPath();
+        ctx.moveTo(x, top);
+        ctx.lineTo(x, top + height);
+        ctx.stroke();
+      }
+      ctx.restore();
+    };
+    return { hooks: { draw: [draw] } };
+  }
+
   function makeChart(id, series, opts = {}) {
     const el = $(id);
     const chart = new uPlot(
@@ -108,6 +132,7 @@
         scales: { x: { time: true }, ...(opts.scales || {}) },
         axes: [{}, { size: 60, ...(opts.yAxis || {}) }],
         legend: { live: true },
+        plugins: [driftMarkers()],
       },
       [[], ...series.map(() => [])],
       el,
@@ -145,6 +170,7 @@
   }
 
   function drawCharts(series, data) {
+    state.drift = data.drift || []; // before setData: the markers' draw hook reads it
     const c = state.charts;
     c["chart-auc"].setData([series.t, series.aucClone, series.aucBase, series.aucCloneFirst, series.aucBaseFirst]);
     c["chart-rate"].setData([series.t, series.rate]);
@@ -158,6 +184,14 @@
   }
 
   // --- tiles and tables ---------------------------------------------------------------------
+
+  function describeActions(actions) {
+    const parts = Object.entries(actions || {}).map(([name, what]) =>
+      typeof what === "object" && what !== null
+        ? `${name}: ${what.outcome ?? "?"}${what.round ? ` (${what.round})` : ""}`
+        : `${name}: ${what}`);
+    return parts.length ? parts.join("; ") : "none";
+  }
 
   function drawNumbers(data) {
     const p = data.progressive.all || {};
@@ -173,6 +207,11 @@
       cell(seconds(r.duration_s), "num"), cell(num(r.users), "num"), cell(num(r.events), "num"),
       cell(r.clipped_fraction === null ? "–" : `${num(100 * r.clipped_fraction, 1)} %`, "num"),
       cell(r.version ?? "–"), cell(r.strategy ?? "–"), cell(r.error ?? r.shadow ?? "", "note"),
+    ]);
+    fillTable("drift", data.drift || [], (d) => [
+      cell(clock(d.at)), cell(d.signal), cell(d.shard === null ? "all" : String(d.shard)),
+      cell(num(d.before, 4), "num"), cell(num(d.after, 4), "num"), cell(num(d.events), "num"),
+      cell(d.trainer), cell(describeActions(d.actions), "note"),
     ]);
     fillTable("shards", data.shards, (s) => [
       cell(String(s.shard)), cell(num(s.users), "num"), cell(num(s.length), "num"), cell(num(s.pending), "num"),

@@ -20,10 +20,6 @@ from fedlearn.store import Store
 from fedlearn.store.keys import check_version
 
 # What every "no base yet" message tells the user to do.
-PUBLISH_HINT = (
-    "train one with `fedlearn train-base DIR --out base.flfm` and publish it with "
-    "`fedlearn base publish base.flfm`, or start the service with `fedlearn up --demo`"
-)
 
 
 class BaseRefused(ValueError):
