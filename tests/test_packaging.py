@@ -21,7 +21,6 @@ PYPROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text())
 BENCHMARKS = ROOT / "benchmarks"
 # Ours: the packages, and the benchmark scripts, which `fedlearn bench` imports by file name.
 OURS = {"fedlearn", "workers"} | {p.stem for p in BENCHMARKS.glob("*.py")}
-OPTIONAL = {"river"}  # imported only behind the `river` extra (the reference arms)
 
 
 def _dist_name(requirement: str) -> str:
@@ -50,14 +49,11 @@ def test_every_library_the_package_imports_is_declared() -> None:
     declared = {_dist_name(r) for r in PYPROJECT["project"]["dependencies"]}
     by_module = importlib.metadata.packages_distributions()
     missing = {}
-    for module in sorted(imported_modules([ROOT / "fedlearn", ROOT / "workers"]) - OPTIONAL):
+    for module in sorted(imported_modules([ROOT / "fedlearn", ROOT / "workers"])):
         dists = {d.lower().replace("_", "-") for d in by_module.get(module, [module])}
         if not dists & declared:
             missing[module] = sorted(dists)
     assert missing == {}, f"imported but not in [project].dependencies: {missing}"
-    assert "river" in {
-        _dist_name(r) for r in PYPROJECT["project"]["optional-dependencies"]["river"]
-    }
 
 
 @pytest.mark.slow
