@@ -8,7 +8,6 @@ command), with its data in a folder of our own, so a load test never touches ``.
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import sys
 import threading
@@ -21,7 +20,7 @@ import psutil
 import urllib3
 
 from fedlearn.devtools.embedded import free_port
-from fedlearn.devtools.lifecycle import Startable
+from fedlearn.devtools.lifecycle import Startable, log_tail, stop_process
 from fedlearn.devtools.runtime import read_runtime
 
 START_TIMEOUT_S = 180.0  # the demo trains its base at the first start: seconds, not minutes
@@ -111,22 +110,13 @@ class Service(Startable):
 
     def stop(self, timeout: float = 60.0) -> None:
         if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+            stop_process(self.proc, timeout)
         if self._log is not None:
             self._log.close()
             self._log = None
 
     def log_tail(self, lines: int = 25) -> str:
-        try:
-            text = self.log_path.read_text(errors="replace")
-        except OSError:
-            return "(no log)"
-        return "\n".join(text.splitlines()[-lines:])
+        return log_tail(self.log_path, lines)
 
 
 def part_of(proc: psutil.Process) -> str:

@@ -24,6 +24,7 @@ import orjson
 import urllib3
 
 from fedlearn.config import Settings, settings_env
+from fedlearn.devtools.lifecycle import stop_process
 from fedlearn.model import Base
 from fedlearn.store import Store
 
@@ -242,12 +243,7 @@ def pid_alive(pid: int) -> bool:
 def stop_gracefully(proc: subprocess.Popen[bytes], timeout: float = 60) -> int:
     """SIGTERM ``proc`` (a `fedlearn up`, say) and wait; its whole group is SIGKILLed if it
     does not stop within ``timeout`` s. Returns its exit status."""
-    proc.send_signal(signal.SIGTERM)
-    try:
-        return proc.wait(timeout)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        return proc.wait()
+    return stop_process(proc, timeout, group=True)
 
 
 # --- `fedlearn up` as a person starts it --------------------------------------------------

@@ -27,7 +27,7 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 from fedlearn.devtools.errors import EmbeddedRedisError, RedisNotFoundError
-from fedlearn.devtools.lifecycle import Startable
+from fedlearn.devtools.lifecycle import Startable, log_tail
 
 HOST = "127.0.0.1"
 CLUSTER_BUS_OFFSET = 10000  # Redis 6.2 puts the cluster bus at port + 10000 (no cluster-port)
@@ -339,8 +339,4 @@ class EmbeddedRedis(Startable):
         self._proc = None
 
     def _log_tail(self, lines: int = 15) -> str:
-        try:
-            text = self.log_file.read_text(errors="replace")
-        except OSError:
-            return "(no log)"
-        return "\n".join(text.splitlines()[-lines:])
+        return log_tail(self.log_file, lines)

@@ -3,6 +3,10 @@ as context managers: ``with EmbeddedRedis(folder) as server: ...``."""
 
 from __future__ import annotations
 
+import os
+import signal
+import subprocess
+from pathlib import Path
 from types import TracebackType
 from typing import Self
 
@@ -26,3 +30,27 @@ class Startable:
         tb: TracebackType | None,
     ) -> None:
         self.stop()
+
+
+def stop_process(proc: subprocess.Popen[bytes], timeout: float, *, group: bool = False) -> int:
+    """SIGTERM ``proc`` and wait up to ``timeout`` s for it to finish cleanly; then SIGKILL it
+    (its whole process group with ``group``, for a parent that leaves children behind).
+    Returns its exit status."""
+    proc.send_signal(signal.SIGTERM)
+    try:
+        return proc.wait(timeout)
+    except subprocess.TimeoutExpired:
+        if group:
+            os.killpg(proc.pid, signal.SIGKILL)
+        else:
+            proc.kill()
+        return proc.wait()
+
+
+def log_tail(path: Path, lines: int) -> str:
+    """The last ``lines`` lines of a process's log file, for an error message."""
+    try:
+        text = path.read_text(errors="replace")
+    except OSError:
+        return "(no log)"
+    return "\n".join(text.splitlines()[-lines:])

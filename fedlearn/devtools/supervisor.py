@@ -33,6 +33,7 @@ from fedlearn.config import Settings, ensure_secret_key
 from fedlearn.devtools import EmbeddedRedis
 from fedlearn.devtools.embedded import free_port
 from fedlearn.devtools.errors import EmbeddedRedisError
+from fedlearn.devtools.lifecycle import stop_process
 from fedlearn.devtools.runtime import clear_runtime, read_runtime, write_runtime
 
 STOP_TIMEOUT_S = 20.0
@@ -112,12 +113,7 @@ class Part:
         if not self.alive():
             return
         assert self.proc is not None
-        self.proc.send_signal(signal.SIGTERM)
-        try:
-            self.proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
+        stop_process(self.proc, timeout)
         self.kill_leftovers()
 
 
