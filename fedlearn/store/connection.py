@@ -17,7 +17,7 @@ from __future__ import annotations
 from typing import Any
 
 import redis
-from redis.backoff import ExponentialWithJitterBackoff
+from redis.backoff import ExponentialWithJitterBackoff, NoBackoff
 from redis.cluster import RedisCluster
 from redis.retry import Retry
 
@@ -41,6 +41,19 @@ def _options(
     if client_name is not None:
         options["client_name"] = client_name
     return options
+
+
+def without_retries(client: Client) -> Client:
+    """A client on the same server that never resends a command by itself, for the one command
+    that is not safe to resend: XREADGROUP ``>`` moves the group past the entries it delivers,
+    so after a lost reply a resend would strand them unseen in the consumer's pending list. The
+    caller sees the error instead, and redoes its pending entries first (in order). A cluster
+    client keeps its retries: its reads are per node and documented in ARCHITECTURE.md."""
+    if isinstance(client, RedisCluster):
+        return client
+    pool = client.connection_pool
+    kwargs = {**pool.connection_kwargs, "retry": Retry(NoBackoff(), 0)}
+    return redis.Redis(connection_pool=redis.ConnectionPool(pool.connection_class, **kwargs))
 
 
 def text(value: bytes | str) -> str:

@@ -113,6 +113,7 @@ class Store:
         return bool(reply)
 
     def close(self) -> None:
+        self.streams.close()
         self.client.close()
 
     def __enter__(self) -> Store:

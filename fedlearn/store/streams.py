@@ -25,6 +25,7 @@ from redis.cluster import RedisCluster
 from fedlearn.store import keys
 from fedlearn.store.commit import CommitResult, commit_args, read_reply
 from fedlearn.store.connection import text as _text
+from fedlearn.store.connection import without_retries
 from fedlearn.store.deadletters import DeadLetter
 from fedlearn.store.entries import (
     Batch,
@@ -70,11 +71,17 @@ class Streams:
         _check_positive("dedupe_window_s", dedupe_window_s, 10**8)
         keys.check_id("group", group)
         self._r = client
+        self._reader = without_retries(client)  # XREADGROUP only (connection.without_retries)
         self._scripts = scripts
         self.n_shards = n_shards
         self.maxlen = maxlen
         self.dedupe_window_s = dedupe_window_s
         self.group = group
+
+    def close(self) -> None:
+        """Disconnect the reading client's own connections (the shared client is the store's)."""
+        if self._reader is not self._r:
+            self._reader.connection_pool.disconnect()
 
     # --- ingest --------------------------------------------------------------------------
 
@@ -253,13 +260,13 @@ class Streams:
         streams = dict.fromkeys(shard_of_key, ">")
         block = block_ms or None
         try:
-            reply = self._r.xreadgroup(self.group, consumer, streams, count=count, block=block)
+            reply = self._reader.xreadgroup(self.group, consumer, streams, count=count, block=block)
         except redis.ResponseError as exc:
             if "NOGROUP" not in str(exc):
                 raise
             for shard in shards:
                 self.ensure_group(shard)
-            reply = self._r.xreadgroup(self.group, consumer, streams, count=count, block=block)
+            reply = self._reader.xreadgroup(self.group, consumer, streams, count=count, block=block)
         return {shard_of_key[key]: batch for key, batch in parse_read_many(reply).items()}
 
     def claim(self, shard: int, consumer: str, *, min_idle_ms: int = 0, count: int = 500) -> Batch:
