@@ -8,8 +8,8 @@ URL scheme to get wrong). ``cluster=True``/``False`` skips the question.
 Clients return bytes (``decode_responses=False``: deltas and bases are binary), use hiredis
 when it is installed (redis-py picks it by itself), check idle connections before use, and
 retry connection errors and timeouts with jittered exponential backoff. Every write we send is
-safe to resend: appends de-duplicate by event id, commits carry a token, publishing the same
-base twice is a no-op.
+safe to resend (appends de-duplicate by event id, commits carry a token, publishing the same
+base twice is a no-op) but one: XREADGROUP, which goes through ``without_retries``.
 """
 
 from __future__ import annotations
