@@ -136,6 +136,13 @@ class Settings(BaseSettings):
         default=3600, ge=1, le=30 * 24 * 3600, description="a prediction record expires after this"
     )
     base_cache_size: int = Field(default=4, ge=1, description="bases kept decoded per process")
+    # Partial bases (model/rowset.py): a session fetches the buckets of the rows it scores.
+    base_bucket_rows: int = Field(
+        default=8, ge=1, le=4096, description="rows per bucket of a partial base (at most, avg)"
+    )
+    max_base_rows_features: int = Field(
+        default=1000, ge=1, description="feature names per POST /v1/base/{version}/rows"
+    )
 
     # --- the trainers -------------------------------------------------------------------
     trainer_lease_ttl_ms: int = Field(
