@@ -138,7 +138,7 @@ class Settings(BaseSettings):
     base_cache_size: int = Field(default=4, ge=1, description="bases kept decoded per process")
     # Partial bases (model/rowset.py): a session fetches the buckets of the rows it scores.
     base_bucket_rows: int = Field(
-        default=8, ge=1, le=4096, description="rows per bucket of a partial base (at most, avg)"
+        default=2, ge=1, le=4096, description="rows per bucket of a partial base (at most, avg)"
     )
     max_base_rows_features: int = Field(
         default=1000, ge=1, description="feature names per POST /v1/base/{version}/rows"

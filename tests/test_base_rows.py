@@ -6,12 +6,12 @@ from __future__ import annotations
 
 import zlib
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import orjson
 import pytest
-import urllib3
 
 from fedlearn.api import issue_token
 from fedlearn.client import ApiError, Client
@@ -29,14 +29,18 @@ from fedlearn.model.rowset import (
     bucket_of,
     exact_rowset,
 )
+from fedlearn.model.rowset_vectors import make_rowset_vectors
 from fedlearn.store import Store
 from fedlearn.trainer.apply import CloneSettings
 from fedlearn.trainer.trainer import Trainer
 from tests.live import Api, gunicorn_api
+from tests.test_api_http import problem
+from tests.test_vectors import assert_close
 
 SECRET = "test-secret-key-0123456789abcdef"
 N_SHARDS = 2
 ROWS_PER_BUCKET = 4
+ROWSET_VECTORS = Path(__file__).resolve().parents[1] / "client_js" / "test" / "rowset-vectors.json"
 GENRES = ("Drama", "Comedy", "Sci-Fi", "Noir")
 
 
@@ -184,22 +188,18 @@ def server(settings: Settings, tmp_path_factory: pytest.TempPathFactory) -> Iter
 
 
 @pytest.fixture
-def store(redis_url: str, server: str) -> Iterator[Store]:
+def admin(server: str, settings: Settings, redis_url: str) -> Iterator[Api]:
+    """An admin's HTTP client, on a clean database (``redis_url`` flushes it) with BASE."""
     with Store.from_url(redis_url, N_SHARDS) as s:
         s.bases.put_base(BASE.version, BASE.to_bytes(), {"generation": 0})
         s.bases.set_current(BASE.version)
-        yield s
+    yield Api(server, issue_token(settings, admin=True).token)
 
 
 @pytest.fixture
-def admin(server: str, settings: Settings) -> Api:
-    return Api(server, issue_token(settings, admin=True).token)
-
-
-def problem(response: urllib3.BaseHTTPResponse, status: int) -> dict[str, Any]:
-    assert response.status == status, response.data[:300]
-    assert response.headers["Content-Type"] == "application/problem+json"
-    return response.json()
+def store(admin: Api, redis_url: str) -> Iterator[Store]:
+    with Store.from_url(redis_url, N_SHARDS) as s:
+        yield s
 
 
 def test_the_model_answer_names_the_buckets_and_each_bucket_is_immutable(
@@ -296,3 +296,13 @@ def test_a_partial_session_on_an_unknown_bucket_url_raises_the_problem(
     with pytest.raises(ApiError) as caught:
         client.prepare(session, ["2", "3", "4", "5", "6"])
     assert caught.value.status == 404 and caught.value.problem["n_buckets"] == 128
+
+
+def test_the_committed_rowset_vectors_are_what_python_computes() -> None:
+    """client_js/test/rowset-vectors.json holds the buckets and scores the JS tests check;
+    regenerate it with `python -m fedlearn.model.rowset_vectors <that path>`."""
+    committed = orjson.loads(ROWSET_VECTORS.read_bytes())
+    fresh = orjson.loads(orjson.dumps(make_rowset_vectors()))
+    assert committed.keys() == fresh.keys()
+    for key in fresh:
+        assert_close(committed[key], fresh[key], key)

@@ -10,11 +10,12 @@ import { FedError, invalid, safe } from './errors.js';
 import { checkContext, checkId, eventFeatures } from './features.js';
 import { learnOne, score } from './fm.js';
 import { parseBase } from './format.js';
+import { PartialBase, parseRowSet } from './rowset.js';
 import { Lru } from './lru.js';
 import { EventQueue } from './queue.js';
 import { localStorageOrNull, uuid } from './platform.js';
 import { Transport, httpError } from './transport.js';
-import { baseLocation, checkModel, checkVersion } from './usermodel.js';
+import { baseLocation, checkModel, checkVersion, resolveUrl } from './usermodel.js';
 
 /** @typedef {import('./format.js').Base} Base */
 /** @typedef {import('./queue.js').FedEvent} FedEvent */
@@ -42,6 +43,9 @@ import { baseLocation, checkModel, checkVersion } from './usermodel.js';
  * @property {(error: FedError) => void} [onError] dropped/rejected events and other notices
  * @property {(stats: FedClient['stats']) => void} [onChange] queue or model changed
  * @property {boolean} [learnOnDevice] apply each signal's SGD step locally (default true)
+ * @property {'whole' | 'partial'} [baseRows] 'partial' fetches only the base rows the session
+ *   scores (the user's own at start, the candidates' in `prepare`), in immutable buckets the HTTP
+ *   cache keeps: kilobytes whatever the catalog's size; 'whole' (the default) downloads the base
  * @property {number} [batchSize] events per request (default 20)
  * @property {number} [flushMs] the longest an event waits before being sent (default 2000)
  * @property {number} [capacity] the most events kept offline (default 1000)
@@ -53,7 +57,7 @@ import { baseLocation, checkModel, checkVersion } from './usermodel.js';
  */
 
 export class FedClient {
-  /** @type {Base} */ #base;
+  /** @type {Base | PartialBase} */ #base;
   /** @type {Delta} */ #delta;
   /** @type {UserModel} */ #model;
   /** @type {Transport} */ #transport;
@@ -63,6 +67,7 @@ export class FedClient {
   #root;
   #user;
   #learnOnDevice;
+  #partial;
   #learned = 0;
   #baseCache;
   #onError;
@@ -85,6 +90,9 @@ export class FedClient {
     if (this.#user.includes('/')) invalid('user', o.user, "must not contain '/'");
     this.#learnOnDevice = o.learnOnDevice ?? true;
     if (typeof this.#learnOnDevice !== 'boolean') invalid('learnOnDevice', o.learnOnDevice, 'must be true or false');
+    const rows = o.baseRows ?? 'whole';
+    if (rows !== 'whole' && rows !== 'partial') invalid('baseRows', o.baseRows, 'must be "whole" or "partial"');
+    this.#partial = rows === 'partial';
     const memory = o.predictionMemory ?? 1000;
     if (!Number.isSafeInteger(memory) || memory < 1) invalid('predictionMemory', memory, 'must be an integer >= 1');
     this.#baseCache = o.baseCache ?? defaultBaseCache();
@@ -133,7 +141,7 @@ export class FedClient {
     return this.#transport.token;
   }
 
-  /** @returns {Base} the base this client scores with */
+  /** @returns {Base | PartialBase} the base this client scores with (partial: the rows fetched) */
   get base() {
     return this.#base;
   }
@@ -208,6 +216,26 @@ export class FedClient {
     return this.#signal(itemId, 'skip', context, options);
   }
 
+  /**
+   * Fetch the base rows that ranking `items` in `context` reads and the session lacks (with
+   * `baseRows: 'partial'`; a whole base holds them all). Call it before `rank`: ranking or
+   * learning on a row never fetched throws a FedError of kind "missing_rows".
+   * @param {{id: string, features?: Record<string, number>}[]} items
+   * @param {Context} [context]
+   * @returns {Promise<number>} the buckets fetched
+   */
+  async prepare(items, context) {
+    if (!Array.isArray(items)) invalid('items', items, 'must be a list of {id, features?}');
+    if (!(this.#base instanceof PartialBase)) return 0;
+    const ctx = checkContext('context', context);
+    const names = items.flatMap((item, i) => {
+      if (!item || typeof item !== 'object') invalid(`items[${i}]`, item, 'must be an object {id, features?}');
+      const id = checkId(`items[${i}].id`, item.id);
+      return Object.keys(eventFeatures(this.#user, id, item.features, ctx, this.#model.user_features));
+    });
+    return this.#fetchRows(this.#base, names);
+  }
+
   /** @returns {Promise<void>} send every queued event now */
   flush() {
     return this.#queue.flush();
@@ -221,6 +249,10 @@ export class FedClient {
   async refresh() {
     const model = await this.serverModel();
     const base = this.#base?.version === model.base_version ? this.#base : await this.#loadBase(model);
+    if (base instanceof PartialBase) {
+      // The user's own rows, and on a new version those the session had already fetched.
+      await this.#fetchRows(base, [`user=${this.#user}`, ...Object.keys(model.user_features ?? {}), ...(this.#base instanceof PartialBase ? this.#base.features : [])]);
+    }
     const delta = Delta.fromJSON(model.delta, base.nFactors);
     this.#base = base;
     this.#delta = delta;
@@ -274,7 +306,7 @@ export class FedClient {
     if (predictionId !== undefined) event.prediction_id = checkId('predictionId', predictionId);
     /** @type {number | undefined} */
     let prediction;
-    if (this.#learnOnDevice && this.#servedDelta()) {
+    if (this.#learnOnDevice && this.#servedDelta() && this.#holdsRows(features)) {
       const { lr, l2, bias_lr: biasLr = lr, max_rows: maxRows } = this.#model;
       prediction = learnOne(this.#base, this.#delta, features, signal === 'click' ? 1 : 0, { lr, l2, biasLr, maxRows });
       this.#learned += 1;
@@ -289,6 +321,7 @@ export class FedClient {
    * @returns {Promise<Base>}
    */
   async #loadBase(model) {
+    if (this.#partial) return new PartialBase(model.base_version, model.base_rows);
     const { url, key, sameOrigin } = baseLocation(this.#root, model);
     let bytes;
     try {
@@ -314,6 +347,42 @@ export class FedClient {
       this.#onError(new FedError(`could not cache base ${model.base_version}: ${e}`, { kind: 'storage', cause: e }));
     }
     return base;
+  }
+
+  /**
+   * Whether a partial base holds every row of `features`: an item signalled without being
+   * prepared is still sent (the server trains on it) but not learned on the device.
+   * @param {Record<string, number>} features
+   */
+  #holdsRows(features) {
+    const base = this.#base;
+    if (!(base instanceof PartialBase) || base.missing(Object.keys(features)).length === 0) return true;
+    this.#onError(new FedError('a signal on rows not fetched (call prepare) was sent but not learned on the device', { kind: 'missing_rows' }));
+    return false;
+  }
+
+  /**
+   * Fetch the buckets of `names` that `base` lacks, a few at a time. Buckets are immutable:
+   * the browser's HTTP cache (and any CDN) answers a repeated one without the API.
+   * @param {PartialBase} base
+   * @param {string[]} names
+   * @returns {Promise<number>} the buckets fetched
+   */
+  async #fetchRows(base, names) {
+    const queue = base.missing(names);
+    const fetchOne = async (bucket) => {
+      const { url, sameOrigin } = resolveUrl(this.#root, base.bucketUrl(bucket));
+      const res = await this.#transport.request(url, {}, { auth: sameOrigin });
+      if (!res.ok) await httpError(`GET ${url}`, res);
+      base.add(parseRowSet(await res.arrayBuffer()));
+    };
+    const worker = async () => {
+      for (let b = queue.shift(); b !== undefined; b = queue.shift()) await fetchOne(b);
+    };
+    const total = queue.length;
+    await Promise.all(Array.from({ length: Math.min(ROW_FETCHES, total) }, worker));
+    this.#onChange(this.stats);
+    return total;
   }
 
   /**
@@ -343,3 +412,5 @@ export class FedClient {
 }
 
 const START = Symbol('FedClient.start');
+/** Buckets fetched at once: a browser opens about six connections per origin on HTTP/1.1. */
+const ROW_FETCHES = 6;

@@ -9,6 +9,7 @@ export { FedError } from './errors.js';
 export { eventFeatures, MAX_FEATURE_VALUE } from './features.js';
 export { fnv1a32, learnOne, MAX_DELTA, MAX_STEP, mulberry32, score, sigmoid, unseenLatent } from './fm.js';
 export { parseBase } from './format.js';
+export { bucketOf, PartialBase, parseRowSet } from './rowset.js';
 
 // The public types, for TypeScript users (types/fedlearn.d.ts is generated from these).
 /** @typedef {import('./client.js').StartOptions} StartOptions */
@@ -16,4 +17,6 @@ export { parseBase } from './format.js';
 /** @typedef {import('./client.js').Context} Context */
 /** @typedef {import('./queue.js').FedEvent} FedEvent */
 /** @typedef {import('./format.js').Base} Base */
+/** @typedef {import('./rowset.js').RowSet} RowSet */
+/** @typedef {import('./rowset.js').BaseRows} BaseRows */
 /** @typedef {import('./usermodel.js').UserModel} UserModel */

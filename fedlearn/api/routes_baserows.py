@@ -14,7 +14,7 @@ from flask import Response, request
 from fedlearn.api.context import api_context
 from fedlearn.api.errors import NotFound, PayloadTooLarge
 from fedlearn.api.parsing import read_json, validate
-from fedlearn.api.routes_models import IMMUTABLE, empty_response
+from fedlearn.api.routes_models import FLFM, IMMUTABLE, immutable_response
 from fedlearn.api.routing import ApiBlueprint, Reply, list_length
 from fedlearn.api.schemas import RowsRequest
 from fedlearn.serving.base_rows import BucketNotServedError, bucket_bytes, exact_bytes
@@ -22,7 +22,7 @@ from fedlearn.store import UnknownVersionError
 
 bp = ApiBlueprint("base_rows", __name__, tag="models")
 
-FLRS = "application/octet-stream"
+FLRS = FLFM  # both are application/octet-stream
 BUCKET_PARAMS = {
     "n_buckets": (int, "the bucket count the model answer names (base_rows.n_buckets)"),
     "bucket": (int, "fnv1a32(utf8(feature name)) % n_buckets"),
@@ -66,13 +66,7 @@ def get_bucket(version: str, n_buckets: int, bucket: int) -> Response:
         raise _unknown_version(version) from None
     except BucketNotServedError as exc:
         raise NotFound(str(exc), extra={"n_buckets": exc.n_buckets}) from None
-    if request.if_none_match.contains_weak(etag):
-        response = empty_response(304)
-    else:
-        response = Response(blob, mimetype=FLRS)
-    response.set_etag(etag)
-    response.headers["Cache-Control"] = IMMUTABLE
-    return response
+    return immutable_response(blob, etag)
 
 
 @bp.operation(

@@ -35,6 +35,17 @@ def bucket_url(version: str, n_buckets: int) -> str:
     return url.removesuffix("0") + "{bucket}"
 
 
+def immutable_response(blob: bytes, etag: str) -> Response:
+    """Bytes that never change under ``etag``: cacheable for good, 304 when the client has them."""
+    if request.if_none_match.contains_weak(etag):  # RFC 9110: weak comparison, and '*'
+        response = empty_response(304)
+    else:
+        response = Response(blob, mimetype=FLFM)
+    response.set_etag(etag)
+    response.headers["Cache-Control"] = IMMUTABLE
+    return response
+
+
 def empty_response(status: int) -> Response:
     response = Response(status=status)
     del response.headers["Content-Type"]  # no body, so no type (werkzeug adds text/html)
@@ -148,13 +159,7 @@ def get_base(version: str) -> Response:
         raise NotFound(
             f"base version {version!r} does not exist; GET /v1/base/current names the current one"
         ) from None
-    if request.if_none_match.contains_weak(version):  # RFC 9110: weak comparison, and '*'
-        response = empty_response(304)
-    else:
-        response = Response(blob, mimetype=FLFM)
-    response.set_etag(version)
-    response.headers["Cache-Control"] = IMMUTABLE
-    return response
+    return immutable_response(blob, version)
 
 
 @bp.operation(

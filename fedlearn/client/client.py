@@ -63,6 +63,8 @@ class Client:
         self._bases: dict[str, tuple[str, Base]] = {}  # base URL -> (ETag, parsed base)
         self._rowsets: dict[str, RowSet] = {}  # bucket URL -> its rows (immutable)
         self.received_bytes = 0  # bodies, status lines and headers of every answer
+        self.received_body_bytes = 0  # the bodies alone
+        self.responses = 0
 
     # -- users ------------------------------------------------------------------------------
 
@@ -256,6 +258,8 @@ class Client:
                 self._sleep(self._backoff(attempt, None))
                 continue
             self.received_bytes += _wire_size(response)
+            self.received_body_bytes += len(response.data)
+            self.responses += 1
             if response.status in ok:
                 return response
             if response.status in RETRY_STATUSES and not last:
