@@ -4,6 +4,7 @@ local scores equal the server's rank scores."""
 
 from __future__ import annotations
 
+import subprocess
 import zlib
 from collections.abc import Iterator
 from pathlib import Path
@@ -35,11 +36,13 @@ from fedlearn.trainer.apply import CloneSettings
 from fedlearn.trainer.trainer import Trainer
 from tests.live import Api, gunicorn_api
 from tests.test_api_http import problem
+from tests.test_browser_e2e import ROOT, _missing_tools
 from tests.test_vectors import assert_close
 
 SECRET = "test-secret-key-0123456789abcdef"
 N_SHARDS = 2
 ROWS_PER_BUCKET = 4
+PARTIAL_SCRIPT = ROOT / "client_js" / "test" / "e2e" / "partial.mjs"
 ROWSET_VECTORS = Path(__file__).resolve().parents[1] / "client_js" / "test" / "rowset-vectors.json"
 GENRES = ("Drama", "Comedy", "Sci-Fi", "Noir")
 
@@ -306,3 +309,34 @@ def test_the_committed_rowset_vectors_are_what_python_computes() -> None:
     assert committed.keys() == fresh.keys()
     for key in fresh:
         assert_close(committed[key], fresh[key], key)
+
+
+def test_a_partial_session_in_chromium_ranks_as_the_server_and_caches_buckets(
+    server: str, settings: Settings, admin: Api, store: Store
+) -> None:
+    """The browser client (client_js/test/e2e/partial.mjs) in headless Chromium, loaded from
+    the API's origin: the same order and scores as POST /rank, never the whole base, and a
+    second session whose buckets all come from the browser's HTTP cache."""
+    reason = _missing_tools()
+    if reason:
+        pytest.skip(f"browser test skipped: {reason}")
+    trained_user(admin, store, "alice")
+    request = {"items": candidates(30), "context": {"hour": "21"}}
+    token = issue_token(settings, user="alice").token
+    done = subprocess.run(
+        ["node", str(PARTIAL_SCRIPT), server, "alice", token, orjson.dumps(request).decode()],
+        capture_output=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr.decode()[-2000:]
+    run = orjson.loads(done.stdout.splitlines()[-1])
+    assert run["problems"] == []
+    first, second = run["first"], run["second"]
+    assert [i for i, _ in first["ranked"]] == [i for i, _ in run["served"]]
+    for (_, mine), (_, theirs) in zip(first["ranked"], run["served"], strict=True):
+        assert mine == pytest.approx(theirs, abs=1e-6)
+    assert second["ranked"] == first["ranked"]
+    buckets = [r for r in first["requests"] if "/buckets/" in r["url"]]
+    assert first["fetched"] > 0 and len(buckets) == first["fetched"] + 1  # + the user's row
+    assert not any(r["url"] == "/v1/base/v1" for r in first["requests"] + second["requests"])
+    cached = [r for r in second["requests"] if "/buckets/" in r["url"]]
+    assert len(cached) == len(buckets) and all(r["transfer"] == 0 for r in cached), cached
