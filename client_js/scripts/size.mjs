@@ -2,13 +2,14 @@
 // Uses esbuild (a devDependency: `npm install`), else `npx --yes esbuild`; without either, an
 // approximate minifier (comments and indentation stripped from the concatenated modules,
 // which overestimates the real minified size) so the check still runs offline.
-// Exits 1 when the minified+gzipped module exceeds the budget (10 KB).
+// Exits 1 when the minified+gzipped module exceeds the budget (11 KB: 10 KB, raised by 1 KB for
+// partial bases, issue 18, which save a million-item catalog 55 MB per session).
 import { execFileSync } from 'node:child_process';
 import { readFileSync, readdirSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { gzipSync } from 'node:zlib';
 
-const BUDGET = 10 * 1024;
+const BUDGET = 11 * 1024;
 const src = fileURLToPath(new URL('../src/', import.meta.url));
 const entry = `${src}fedlearn.js`;
 

@@ -357,7 +357,7 @@ export class FedClient {
   #holdsRows(features) {
     const base = this.#base;
     if (!(base instanceof PartialBase) || base.missing(Object.keys(features)).length === 0) return true;
-    this.#onError(new FedError('a signal on rows not fetched (call prepare) was sent but not learned on the device', { kind: 'missing_rows' }));
+    this.#onError(new FedError('sent, not learned on the device: its rows are not fetched (prepare)', { kind: 'missing_rows' }));
     return false;
   }
 
@@ -371,7 +371,7 @@ export class FedClient {
   async #fetchRows(base, names) {
     const queue = base.missing(names);
     const fetchOne = async (bucket) => {
-      const { url, sameOrigin } = resolveUrl(this.#root, base.bucketUrl(bucket));
+      const { url, sameOrigin } = resolveUrl(this.#root, base.url.replace('{bucket}', bucket));
       const res = await this.#transport.request(url, {}, { auth: sameOrigin });
       if (!res.ok) await httpError(`GET ${url}`, res);
       base.add(parseRowSet(await res.arrayBuffer()));

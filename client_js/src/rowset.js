@@ -16,6 +16,18 @@ import { floats, readBlob } from './format.js';
 const UTF8 = new TextEncoder();
 
 /**
+ * @param {Float32Array} a
+ * @param {number} size
+ * @returns {Float32Array} `a`, or a copy with room for twice `size` when it is smaller
+ */
+function grow(a, size) {
+  if (a.length >= size) return a;
+  const b = new Float32Array(2 * size);
+  b.set(a);
+  return b;
+}
+
+/**
  * @typedef {object} RowSet one `.flrs` blob
  * @property {string} version the base version its rows belong to
  * @property {number} nFactors
@@ -54,25 +66,22 @@ export function bucketOf(name, nBuckets) {
 export function parseRowSet(data) {
   const { buf, bytes, h, header } = readBlob(data, { magic: 'FLRS', formats: [1], what: 'row set', checksummed: () => true });
   const { version, n_factors: k, n_rows: m, n_buckets: nBuckets, buckets, features } = header;
-  const fail = (field, value, rule) => invalid(`row set header.${field}`, value, rule);
-  if (typeof version !== 'string' || !version) fail('version', version, 'must be a non-empty string');
-  if (!Number.isInteger(k) || k < 1) fail('n_factors', k, 'must be a positive integer');
-  if (!Number.isInteger(nBuckets) || nBuckets < 0) fail('n_buckets', nBuckets, 'must be an integer >= 0');
-  if (!Array.isArray(features) || features.length !== m) fail('features', features, `must list n_rows (${m}) names`);
-  if (new Set(features).size !== m || !features.every((f) => typeof f === 'string')) {
-    fail('features', features, 'must hold distinct strings');
-  }
-  if (!Array.isArray(buckets) || !buckets.every((b) => Number.isInteger(b) && b >= 0 && b < nBuckets)) {
-    fail('buckets', buckets, `must list buckets below n_buckets ${nBuckets}`);
-  }
-  if (nBuckets && !features.every((f) => buckets.includes(bucketOf(f, nBuckets)))) {
-    fail('features', features, 'must all hash to the buckets the header lists');
-  }
-  const expected = 16 + h + 4 * m * (1 + k);
-  if (bytes.length !== expected) invalid('row set length', bytes.length, `must be ${expected} for ${m} rows x ${k} factors`);
+  const rules = [
+    ['version', typeof version === 'string' && version, 'must be a non-empty string'],
+    ['n_factors', Number.isInteger(k) && k > 0, 'must be a positive integer'],
+    ['n_buckets', Number.isInteger(nBuckets) && nBuckets >= 0, 'must be an integer >= 0'],
+    ['features', Array.isArray(features) && features.length === m && new Set(features).size === m &&
+      features.every((f) => typeof f === 'string'), 'must list n_rows distinct names'],
+    ['buckets', Array.isArray(buckets) && buckets.every((b) => Number.isInteger(b) && b >= 0 && b < nBuckets),
+      'must list buckets below n_buckets'],
+    // A row filed under the wrong bucket would hide that bucket's real row behind a guess.
+    ['features', !nBuckets || features.every((f) => buckets.includes(bucketOf(f, nBuckets))), 'must hash to the listed buckets'],
+    ['length', bytes.length === 16 + h + 4 * m * (1 + k), `must fit ${m} rows x ${k} factors`],
+  ];
+  for (const [field, ok, rule] of rules) if (!ok) invalid(`row set ${field}`, header[field] ?? bytes.length, rule);
   const w = floats(buf, 16 + h, m);
   const v = floats(buf, 16 + h + 4 * m, m * k);
-  if (!w.every(Number.isFinite) || !v.every(Number.isFinite)) invalid('row set weights', 'NaN or infinity', 'must all be finite numbers');
+  if (!w.every(Number.isFinite) || !v.every(Number.isFinite)) invalid('row set weights', 'NaN', 'must be finite');
   return { version, nFactors: k, nBuckets, buckets, features, w, v };
 }
 
@@ -91,14 +100,16 @@ export class PartialBase {
    * @param {BaseRows} rows the model answer's `base_rows`
    */
   constructor(version, rows) {
-    if (!rows || typeof rows !== 'object') invalid('model.base_rows', rows, 'must be an object (a server without partial bases?)');
-    const { url, n_buckets: nBuckets, n_factors: k, w0, init_seed: seed, init_scale: scale } = rows;
-    if (typeof url !== 'string' || !url.includes('{bucket}')) invalid('model.base_rows.url', url, 'must hold "{bucket}"');
-    if (!Number.isSafeInteger(nBuckets) || nBuckets < 1) invalid('model.base_rows.n_buckets', nBuckets, 'must be an integer >= 1');
-    if (!Number.isSafeInteger(k) || k < 1) invalid('model.base_rows.n_factors', k, 'must be an integer >= 1');
-    if (!Number.isFinite(w0)) invalid('model.base_rows.w0', w0, 'must be a finite number');
-    if (!Number.isFinite(scale)) invalid('model.base_rows.init_scale', scale, 'must be a finite number');
-    if (!Number.isSafeInteger(seed)) invalid('model.base_rows.init_seed', seed, 'must be an integer');
+    const { url, n_buckets: nBuckets, n_factors: k, w0, init_seed: seed, init_scale: scale } = rows ?? {};
+    const rules = [
+      ['url', typeof url === 'string' && url.includes('{bucket}'), 'must hold "{bucket}"'],
+      ['n_buckets', Number.isSafeInteger(nBuckets) && nBuckets > 0, 'must be an integer >= 1'],
+      ['n_factors', Number.isSafeInteger(k) && k > 0, 'must be an integer >= 1'],
+      ['w0', Number.isFinite(w0), 'must be a finite number'],
+      ['init_scale', Number.isFinite(scale), 'must be a finite number'],
+      ['init_seed', Number.isSafeInteger(seed), 'must be an integer'],
+    ];
+    for (const [field, ok, rule] of rules) if (!ok) invalid(`model.base_rows.${field}`, rows?.[field], rule);
     this.version = version;
     this.url = url;
     this.nBuckets = nBuckets;
@@ -131,45 +142,25 @@ export class PartialBase {
   }
 
   /**
-   * @param {number} bucket
-   * @returns {string} the bucket's URL (relative as the server gave it)
-   */
-  bucketUrl(bucket) {
-    return this.url.replace('{bucket}', String(bucket));
-  }
-
-  /**
    * Take a fetched bucket's rows.
    * @param {RowSet} rows
    */
   add(rows) {
     if (rows.version !== this.version || rows.nBuckets !== this.nBuckets || rows.nFactors !== this.nFactors) {
-      invalid('row set', `${rows.version} (${rows.nBuckets} buckets, k=${rows.nFactors})`,
-        `must belong to base ${JSON.stringify(this.version)} (${this.nBuckets} buckets, k=${this.nFactors})`);
+      invalid('row set', rows.version, `must belong to base ${JSON.stringify(this.version)} (${this.nBuckets} buckets, k=${this.nFactors})`);
     }
     const k = this.nFactors;
     const fresh = rows.features.map((name, i) => [name, i]).filter(([name]) => !Map.prototype.has.call(this.index, name));
-    this.#reserve(this.features.length + fresh.length);
-    for (const [name, i] of fresh) {
-      const row = this.features.length;
+    const n = this.features.length;
+    this.w = grow(this.w, n + fresh.length);
+    this.v = grow(this.v, (n + fresh.length) * k);
+    fresh.forEach(([name, i], j) => {
+      Map.prototype.set.call(this.index, name, n + j);
       this.features.push(name);
-      Map.prototype.set.call(this.index, name, row);
-      this.w[row] = rows.w[i];
-      this.v.set(rows.v.subarray(i * k, i * k + k), row * k);
-    }
+      this.w[n + j] = rows.w[i];
+      this.v.set(rows.v.subarray(i * k, i * k + k), (n + j) * k);
+    });
     for (const b of rows.buckets) this.buckets.add(b);
-  }
-
-  /** @param {number} rows grow the arrays (doubling) to hold this many rows */
-  #reserve(rows) {
-    if (rows <= this.w.length) return;
-    const size = Math.max(rows, 2 * this.w.length);
-    const w = new Float32Array(size);
-    const v = new Float32Array(size * this.nFactors);
-    w.set(this.w);
-    v.set(this.v);
-    this.w = w;
-    this.v = v;
   }
 }
 
@@ -197,14 +188,10 @@ class RowIndex extends Map {
     if (row !== undefined) return row;
     const bucket = bucketOf(name, this.#base.nBuckets);
     if (this.#base.buckets.has(bucket)) return undefined;
-    throw new FedError(
-      `the row of feature ${JSON.stringify(name)} (bucket ${bucket}) is not fetched: await client.prepare(items, context) before ranking or learning on it`,
-      { kind: 'missing_rows', field: 'features', value: name },
-    );
+    throw new FedError(`the row of ${JSON.stringify(name)} (bucket ${bucket}) is not fetched: await client.prepare(items) first`, {
+      kind: 'missing_rows',
+      value: name,
+    });
   }
 
-  /** @param {string} name @returns {boolean} whether the base holds the row (throws like get) */
-  has(name) {
-    return this.get(name) !== undefined;
-  }
 }

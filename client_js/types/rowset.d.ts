@@ -62,16 +62,10 @@ export class PartialBase {
      */
     missing(names: Iterable<string>): number[];
     /**
-     * @param {number} bucket
-     * @returns {string} the bucket's URL (relative as the server gave it)
-     */
-    bucketUrl(bucket: number): string;
-    /**
      * Take a fetched bucket's rows.
      * @param {RowSet} rows
      */
     add(rows: RowSet): void;
-    #private;
 }
 /**
  * one `.flrs` blob
