@@ -7,6 +7,7 @@ a round publishes a new one.
 
 from __future__ import annotations
 
+import threading
 import time
 
 from fedlearn.model import Base
@@ -38,6 +39,7 @@ class BaseCache:
         self._current: str | None = None
         self._checked = -float("inf")
         self._buckets: dict[tuple[str, int], BucketIndex] = {}
+        self._building = threading.Lock()
 
     def get(self, version: str) -> Base:
         """The base ``version`` (``UnknownVersionError`` if never published)."""
@@ -54,10 +56,15 @@ class BaseCache:
         the base) and kept like the decoded bases: a bucket request slices it, never scans."""
         index = self._buckets.get((version, n_buckets))
         if index is None:
-            index = BucketIndex(self.get(version), n_buckets)
-            self._buckets[(version, n_buckets)] = index
-            while len(self._buckets) > self.keep:
-                self._buckets.pop(next(iter(self._buckets)))
+            # One build at a time: the first sessions after a publish arrive together, and
+            # each build is a second of CPU at a million rows; the others then find it built.
+            with self._building:
+                index = self._buckets.get((version, n_buckets))
+                if index is None:
+                    index = BucketIndex(self.get(version), n_buckets)
+                    self._buckets[(version, n_buckets)] = index
+                    while len(self._buckets) > self.keep:
+                        self._buckets.pop(next(iter(self._buckets)))
         return index
 
     def current(self) -> Base:
