@@ -248,10 +248,12 @@ export class FedClient {
    */
   async refresh() {
     const model = await this.serverModel();
-    const base = this.#base?.version === model.base_version ? this.#base : await this.#loadBase(model);
+    // A partial base is also replaced when its buckets moved (another FEDLEARN_BASE_BUCKET_ROWS).
+    const same = this.#base?.version === model.base_version && (this.#base?.url ?? '') === (this.#partial ? model.base_rows?.url : '');
+    const base = same ? this.#base : await this.#loadBase(model);
     if (base instanceof PartialBase) {
       // The user's own rows, and on a new version those the session had already fetched.
-      await this.#fetchRows(base, [`user=${this.#user}`, ...Object.keys(model.user_features ?? {}), ...(this.#base instanceof PartialBase ? this.#base.features : [])]);
+      await this.#fetchRows(base, [`user=${this.#user}`, ...Object.keys(model.user_features ?? {}), ...(this.#base instanceof PartialBase ? this.#base.wanted : [])]);
     }
     const delta = Delta.fromJSON(model.delta, base.nFactors);
     this.#base = base;
@@ -369,6 +371,7 @@ export class FedClient {
    * @returns {Promise<number>} the buckets fetched
    */
   async #fetchRows(base, names) {
+    for (const name of names) base.wanted.add(name);
     const queue = base.missing(names);
     const fetchOne = async (bucket) => {
       const { url, sameOrigin } = resolveUrl(this.#root, base.url.replace('{bucket}', bucket));

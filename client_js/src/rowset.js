@@ -92,6 +92,7 @@ export function parseRowSet(data) {
 export class PartialBase {
   /** @type {Set<number>} */ buckets = new Set();
   /** @type {string[]} */ features = [];
+  /** @type {Set<string>} names whose rows were asked for (a new version fetches them again) */ wanted = new Set();
   w = new Float32Array(16);
   /** @type {Float32Array} */ v;
 

@@ -63,15 +63,15 @@ test('a corrupt, foreign or lying bucket is refused with what is wrong', () => {
 const API = 'https://api.test';
 const ITEMS = ['3', '7', '12', '35'].map((id, i) => ({ id, features: i % 2 ? { 'genre=Drama': 1 } : { 'genre=Comédie': 1 } }));
 
-function server() {
+function server(rows = () => vectors.base_rows) {
   return scriptedFetch((call) => {
     if (call.url === `${API}/v1/users/alice/model`) {
       return json({
-        user: 'alice', base_version: 'rows-v1', base_url: '/v1/base/rows-v1', base_rows: vectors.base_rows,
+        user: 'alice', base_version: 'rows-v1', base_url: '/v1/base/rows-v1', base_rows: rows(),
         delta: vectors.delta, lr: 0.3, l2: 0, events_applied: 6, serve: 'clone',
       });
     }
-    const hit = call.url.match(/\/v1\/base\/rows-v1\/buckets\/8\/(\d+)$/);
+    const hit = call.url.match(/\/v1\/base\/rows-v1\/buckets\/8\/(\d+)(\?.*)?$/);
     if (hit) return new Response(bytesOf(vectors.buckets[hit[1]]));
     if (call.url === `${API}/v1/base/rows-v1`) return new Response(bytesOf(vectors.base));
     return json({ title: 'Not Found', detail: call.url }, 404);
@@ -112,6 +112,22 @@ test('a partial session fetches the user row at start and the candidates\' bucke
   assert.equal(prediction, undefined);
   assert.equal(event.item, '29', 'an unprepared signal is still sent');
   assert.equal(errors[0]?.kind, 'missing_rows');
+});
+
+test('a refresh whose buckets moved starts a new partial base with the rows it had', async () => {
+  let url = vectors.base_rows.url;
+  const s = server(() => ({ ...vectors.base_rows, url }));
+  const client = await start(s, { baseRows: 'partial' });
+  await client.prepare(ITEMS, { hour: '21' });
+  const before = client.base;
+  await client.refresh();
+  assert.equal(client.base, before, 'the same buckets: kept');
+  url = `${url}?moved`;
+  await client.refresh();
+  assert.notEqual(client.base, before);
+  assert.deepEqual([...client.base.buckets].sort(), [...before.buckets].sort(), 'the same rows, fetched anew');
+  assert.ok(s.calls.at(-1).url.endsWith('?moved'));
+  assert.equal(client.rank(ITEMS, { hour: '21' }).length, ITEMS.length);
 });
 
 test('baseRows is validated', async () => {

@@ -42,6 +42,7 @@ export class PartialBase {
     constructor(version: string, rows: BaseRows);
     /** @type {Set<number>} */ buckets: Set<number>;
     /** @type {string[]} */ features: string[];
+    /** @type {Set<string>} names whose rows were asked for (a new version fetches them again) */ wanted: Set<string>;
     w: Float32Array<ArrayBuffer>;
     /** @type {Float32Array} */ v: Float32Array;
     version: string;
