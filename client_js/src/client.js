@@ -228,11 +228,9 @@ export class FedClient {
     if (!Array.isArray(items)) invalid('items', items, 'must be a list of {id, features?}');
     if (!(this.#base instanceof PartialBase)) return 0;
     const ctx = checkContext('context', context);
-    const names = items.flatMap((item, i) => {
-      if (!item || typeof item !== 'object') invalid(`items[${i}]`, item, 'must be an object {id, features?}');
-      const id = checkId(`items[${i}].id`, item.id);
-      return Object.keys(eventFeatures(this.#user, id, item.features, ctx, this.#model.user_features));
-    });
+    const names = items.flatMap((item, i) =>
+      Object.keys(eventFeatures(this.#user, checkId(`items[${i}].id`, item?.id), item?.features, ctx, this.#model.user_features)),
+    );
     return this.#fetchRows(this.#base, names);
   }
 
@@ -359,7 +357,7 @@ export class FedClient {
   #holdsRows(features) {
     const base = this.#base;
     if (!(base instanceof PartialBase) || base.missing(Object.keys(features)).length === 0) return true;
-    this.#onError(new FedError('sent, not learned on the device: its rows are not fetched (prepare)', { kind: 'missing_rows' }));
+    this.#onError(new FedError('rows not fetched: sent, not learned', { kind: 'missing_rows' }));
     return false;
   }
 
