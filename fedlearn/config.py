@@ -162,6 +162,13 @@ class Settings(BaseSettings):
     explore_min_temperature: float = _positive_finite(
         0.02, "the lowest softmax temperature a rank request may ask for"
     )
+    # Partial bases (model/rowset.py): a session fetches the buckets of the rows it scores.
+    base_bucket_rows: int = Field(
+        default=2, ge=1, le=4096, description="rows per bucket of a partial base (at most, avg)"
+    )
+    max_base_rows_features: int = Field(
+        default=1000, ge=1, description="feature names per POST /v1/base/{version}/rows"
+    )
 
     # --- the trainers -------------------------------------------------------------------
     trainer_lease_ttl_ms: int = Field(

@@ -1,9 +1,10 @@
 """Fuzzing the binary parsers: whatever the bytes, only ModelFormatError, and no big allocation.
 
 A record read from Redis or a file a client sent may be anything: random bytes, a truncated
-write, a flipped bit. ``Base.from_bytes``, ``Delta.from_bytes`` and ``Gate.from_bytes`` must
-answer ``ModelFormatError`` (or a model, when the bytes happen to be valid) and never reserve
-more memory than the input justifies: issue #10 found a 32-byte delta that reserved 4 GB.
+write, a flipped bit. ``Base.from_bytes``, ``Delta.from_bytes``, ``Gate.from_bytes`` and
+``RowSet.from_bytes`` must answer ``ModelFormatError`` (or a model, when the bytes happen to be
+valid) and never reserve more memory than the input justifies: issue #10 found a 32-byte delta
+that reserved 4 GB.
 Format 1 (no checksum) is fuzzed too, so the structural checks are reached, not only the CRC.
 """
 
@@ -21,6 +22,7 @@ from hypothesis import strategies as st
 
 from fedlearn.model import Base, Clone, Delta, ModelFormatError
 from fedlearn.model.gating import Gate
+from fedlearn.model.rowset import BucketIndex, RowSet, exact_rowset
 from tests.test_model_formats import base_as_format_1, delta_as_format_1
 
 # Bytes allocated per input byte that a parse may use (Python objects for the names in the
@@ -44,6 +46,10 @@ def _valid_blobs() -> dict[str, list[bytes]]:
         "base": [base.to_bytes(), base_as_format_1(base.to_bytes())],
         "delta": [clone.delta.to_bytes(), delta_as_format_1(clone.delta.to_bytes())],
         "gate": [gate, gate[:24]],
+        "rowset": [
+            BucketIndex(base, 4).rowset(1).to_bytes(),
+            exact_rowset(base, names[:3]).to_bytes(),
+        ],
     }
 
 
@@ -52,6 +58,7 @@ PARSERS: dict[str, Callable[[bytes], object]] = {
     "base": Base.from_bytes,
     "delta": Delta.from_bytes,
     "gate": Gate.from_bytes,
+    "rowset": RowSet.from_bytes,
 }
 
 
@@ -117,13 +124,14 @@ def test_damaged_valid_records_raise_only_model_format_errors(
     parse_only_format_errors(kind, data.draw(_mutated(kind)))
 
 
-@pytest.mark.parametrize("magic", [b"FLDL", b"FLFM"])
+@pytest.mark.parametrize("magic", [b"FLDL", b"FLFM", b"FLRS"])
 @FUZZ
 @given(rest=st.binary(min_size=12, max_size=64))
 def test_a_valid_magic_on_random_bytes_raises_only_model_format_errors(
     magic: bytes, rest: bytes
 ) -> None:
-    parse_only_format_errors("delta" if magic == b"FLDL" else "base", magic + rest)
+    kind = {b"FLDL": "delta", b"FLFM": "base", b"FLRS": "rowset"}[magic]
+    parse_only_format_errors(kind, magic + rest)
 
 
 def test_a_32_byte_delta_claiming_billions_of_rows_is_refused_before_allocating() -> None:

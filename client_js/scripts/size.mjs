@@ -2,13 +2,15 @@
 // Uses esbuild (a devDependency: `npm install`), else `npx --yes esbuild`; without either, an
 // approximate minifier (comments and indentation stripped from the concatenated modules,
 // which overestimates the real minified size) so the check still runs offline.
-// Exits 1 when the minified+gzipped module exceeds the budget (10 KB).
+// Exits 1 when the minified+gzipped module exceeds the budget: 12 KB, raised deliberately from
+// 10 KB for partial bases (issue 18: +1.4 KB, saving 55 MB per session at a million items) beside
+// rank's exploration policies (issue 15); the two together measured 11.2 KB.
 import { execFileSync } from 'node:child_process';
 import { readFileSync, readdirSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { gzipSync } from 'node:zlib';
 
-const BUDGET = 10 * 1024;
+const BUDGET = 12 * 1024;
 const src = fileURLToPath(new URL('../src/', import.meta.url));
 const entry = `${src}fedlearn.js`;
 

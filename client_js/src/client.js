@@ -11,11 +11,12 @@ import { checkContext, checkId, eventFeatures } from './features.js';
 import { learnOne, score } from './fm.js';
 import { parseBase } from './format.js';
 import { checkPolicy, GREEDY, rankWithPolicy } from './policy.js';
+import { PartialBase, parseRowSet } from './rowset.js';
 import { Lru } from './lru.js';
 import { EventQueue } from './queue.js';
 import { localStorageOrNull, uuid } from './platform.js';
 import { Transport, httpError } from './transport.js';
-import { baseLocation, checkModel, checkVersion } from './usermodel.js';
+import { baseLocation, checkModel, checkVersion, resolveUrl } from './usermodel.js';
 
 /** @typedef {import('./format.js').Base} Base */
 /** @typedef {import('./queue.js').FedEvent} FedEvent */
@@ -57,6 +58,9 @@ import { baseLocation, checkModel, checkVersion } from './usermodel.js';
  * @property {(error: FedError) => void} [onError] dropped/rejected events and other notices
  * @property {(stats: FedClient['stats']) => void} [onChange] queue or model changed
  * @property {boolean} [learnOnDevice] apply each signal's SGD step locally (default true)
+ * @property {'whole' | 'partial'} [baseRows] 'partial' fetches only the base rows the session
+ *   scores (the user's own at start, the candidates' in `prepare`), in immutable buckets the HTTP
+ *   cache keeps: kilobytes whatever the catalog's size; 'whole' (the default) downloads the base
  * @property {number} [batchSize] events per request (default 20)
  * @property {number} [flushMs] the longest an event waits before being sent (default 2000)
  * @property {number} [capacity] the most events kept offline (default 1000)
@@ -70,7 +74,7 @@ import { baseLocation, checkModel, checkVersion } from './usermodel.js';
  */
 
 export class FedClient {
-  /** @type {Base} */ #base;
+  /** @type {Base | PartialBase} */ #base;
   /** @type {Delta} */ #delta;
   /** @type {UserModel} */ #model;
   /** @type {Transport} */ #transport;
@@ -82,6 +86,7 @@ export class FedClient {
   #root;
   #user;
   #learnOnDevice;
+  #partial;
   #learned = 0;
   #baseCache;
   #onError;
@@ -104,6 +109,9 @@ export class FedClient {
     if (this.#user.includes('/')) invalid('user', o.user, "must not contain '/'");
     this.#learnOnDevice = o.learnOnDevice ?? true;
     if (typeof this.#learnOnDevice !== 'boolean') invalid('learnOnDevice', o.learnOnDevice, 'must be true or false');
+    const rows = o.baseRows ?? 'whole';
+    if (rows !== 'whole' && rows !== 'partial') invalid('baseRows', o.baseRows, 'must be "whole" or "partial"');
+    this.#partial = rows === 'partial';
     const memory = o.predictionMemory ?? 1000;
     if (!Number.isSafeInteger(memory) || memory < 1) invalid('predictionMemory', memory, 'must be an integer >= 1');
     this.#baseCache = o.baseCache ?? defaultBaseCache();
@@ -153,7 +161,7 @@ export class FedClient {
     return this.#transport.token;
   }
 
-  /** @returns {Base} the base this client scores with */
+  /** @returns {Base | PartialBase} the base this client scores with (partial: the rows fetched) */
   get base() {
     return this.#base;
   }
@@ -236,6 +244,24 @@ export class FedClient {
     return this.#signal(itemId, 'skip', context, options);
   }
 
+  /**
+   * Fetch the base rows that ranking `items` in `context` reads and the session lacks (with
+   * `baseRows: 'partial'`; a whole base holds them all). Call it before `rank`: ranking or
+   * learning on a row never fetched throws a FedError of kind "missing_rows".
+   * @param {{id: string, features?: Record<string, number>}[]} items
+   * @param {Context} [context]
+   * @returns {Promise<number>} the buckets fetched
+   */
+  async prepare(items, context) {
+    if (!Array.isArray(items)) invalid('items', items, 'must be a list of {id, features?}');
+    if (!(this.#base instanceof PartialBase)) return 0;
+    const ctx = checkContext('context', context);
+    const names = items.flatMap((item, i) =>
+      Object.keys(eventFeatures(this.#user, checkId(`items[${i}].id`, item?.id), item?.features, ctx, this.#model.user_features)),
+    );
+    return this.#fetchRows(this.#base, names);
+  }
+
   /** @returns {Promise<void>} send every queued event now */
   flush() {
     return this.#queue.flush();
@@ -248,7 +274,13 @@ export class FedClient {
    */
   async refresh() {
     const model = await this.serverModel();
-    const base = this.#base?.version === model.base_version ? this.#base : await this.#loadBase(model);
+    // A partial base is also replaced when its buckets moved (another FEDLEARN_BASE_BUCKET_ROWS).
+    const same = this.#base?.version === model.base_version && (this.#base?.url ?? '') === (this.#partial ? model.base_rows?.url : '');
+    const base = same ? this.#base : await this.#loadBase(model);
+    if (base instanceof PartialBase) {
+      // The user's own rows, and on a new version those the session had already fetched.
+      await this.#fetchRows(base, [`user=${this.#user}`, ...Object.keys(model.user_features ?? {}), ...(this.#base instanceof PartialBase ? this.#base.wanted : [])]);
+    }
     const delta = Delta.fromJSON(model.delta, base.nFactors);
     this.#base = base;
     this.#delta = delta;
@@ -303,7 +335,7 @@ export class FedClient {
     else if (seen) Object.assign(event, seen.shown); // ranked here: say how it was shown
     /** @type {number | undefined} */
     let prediction;
-    if (this.#learnOnDevice && this.#servedDelta()) {
+    if (this.#learnOnDevice && this.#servedDelta() && this.#holdsRows(features)) {
       const { lr, l2, bias_lr: biasLr = lr, max_rows: maxRows } = this.#model;
       prediction = learnOne(this.#base, this.#delta, features, signal === 'click' ? 1 : 0, { lr, l2, biasLr, maxRows });
       this.#learned += 1;
@@ -318,6 +350,7 @@ export class FedClient {
    * @returns {Promise<Base>}
    */
   async #loadBase(model) {
+    if (this.#partial) return new PartialBase(model.base_version, model.base_rows);
     const { url, key, sameOrigin } = baseLocation(this.#root, model);
     let bytes;
     try {
@@ -343,6 +376,43 @@ export class FedClient {
       this.#onError(new FedError(`could not cache base ${model.base_version}: ${e}`, { kind: 'storage', cause: e }));
     }
     return base;
+  }
+
+  /**
+   * Whether a partial base holds every row of `features`: an item signalled without being
+   * prepared is still sent (the server trains on it) but not learned on the device.
+   * @param {Record<string, number>} features
+   */
+  #holdsRows(features) {
+    const base = this.#base;
+    if (!(base instanceof PartialBase) || base.missing(Object.keys(features)).length === 0) return true;
+    this.#onError(new FedError('rows not fetched: sent, not learned', { kind: 'missing_rows' }));
+    return false;
+  }
+
+  /**
+   * Fetch the buckets of `names` that `base` lacks, a few at a time. Buckets are immutable:
+   * the browser's HTTP cache (and any CDN) answers a repeated one without the API.
+   * @param {PartialBase} base
+   * @param {string[]} names
+   * @returns {Promise<number>} the buckets fetched
+   */
+  async #fetchRows(base, names) {
+    for (const name of names) base.wanted.add(name);
+    const queue = base.missing(names);
+    const fetchOne = async (bucket) => {
+      const { url, sameOrigin } = resolveUrl(this.#root, base.url.replace('{bucket}', bucket));
+      const res = await this.#transport.request(url, {}, { auth: sameOrigin });
+      if (!res.ok) await httpError(`GET ${url}`, res);
+      base.add(parseRowSet(await res.arrayBuffer()));
+    };
+    const worker = async () => {
+      for (let b = queue.shift(); b !== undefined; b = queue.shift()) await fetchOne(b);
+    };
+    const total = queue.length;
+    await Promise.all(Array.from({ length: Math.min(ROW_FETCHES, total) }, worker));
+    this.#onChange(this.stats);
+    return total;
   }
 
   /**
@@ -372,3 +442,5 @@ export class FedClient {
 }
 
 const START = Symbol('FedClient.start');
+/** Buckets fetched at once: a browser opens about six connections per origin on HTTP/1.1. */
+const ROW_FETCHES = 6;

@@ -10,6 +10,7 @@ export { eventFeatures, MAX_FEATURE_VALUE } from './features.js';
 export { fnv1a32, learnOne, MAX_DELTA, MAX_STEP, mulberry32, score, sigmoid, unseenLatent } from './fm.js';
 export { parseBase } from './format.js';
 export { checkPolicy, GREEDY, rankWithPolicy, slotProbabilities } from './policy.js';
+export { bucketOf, PartialBase, parseRowSet } from './rowset.js';
 
 // The public types, for TypeScript users (types/fedlearn.d.ts is generated from these).
 /** @typedef {import('./client.js').StartOptions} StartOptions */
@@ -19,4 +20,6 @@ export { checkPolicy, GREEDY, rankWithPolicy, slotProbabilities } from './policy
 /** @typedef {import('./policy.js').Policy} Policy */
 /** @typedef {import('./queue.js').FedEvent} FedEvent */
 /** @typedef {import('./format.js').Base} Base */
+/** @typedef {import('./rowset.js').RowSet} RowSet */
+/** @typedef {import('./rowset.js').BaseRows} BaseRows */
 /** @typedef {import('./usermodel.js').UserModel} UserModel */

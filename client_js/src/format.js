@@ -7,7 +7,6 @@
 import { crc32 } from './crc32.js';
 import { FedError, invalid, show } from './errors.js';
 
-const MAGIC = [0x46, 0x4c, 0x46, 0x4d]; // "FLFM"
 const FORMATS = [1, 2];
 const LITTLE_ENDIAN = new Uint8Array(new Uint16Array([1]).buffer)[0] === 1;
 
@@ -32,44 +31,9 @@ const LITTLE_ENDIAN = new Uint8Array(new Uint16Array([1]).buffer)[0] === 1;
  * @returns {Base}
  */
 export function parseBase(data) {
-  /** @type {ArrayBuffer} */
-  let buf;
-  if (data instanceof ArrayBuffer) buf = data;
-  else if (ArrayBuffer.isView(data)) {
-    // Copied: a view need not start on the 4-byte boundary a Float32Array view requires.
-    buf = new Uint8Array(data.buffer, data.byteOffset, data.byteLength).slice().buffer;
-  } else invalid('base', data, 'must be an ArrayBuffer of FLFM bytes');
-  const bytes = new Uint8Array(buf);
-  if (bytes.length < 16) fail('length', bytes.length, 'must be at least 16 bytes');
-  if (!MAGIC.every((b, i) => bytes[i] === b)) {
-    fail('magic', String.fromCharCode(...bytes.subarray(0, 4)), 'must be "FLFM"; is this a base model?');
-  }
-  const view = new DataView(buf);
-  const format = view.getUint32(4, true);
-  if (!FORMATS.includes(format)) {
-    fail('format version', format, `must be one of ${FORMATS.join(', ')}; upgrade the client`);
-  }
-  const h = view.getUint32(8, true);
-  if (h % 8 !== 0 || 16 + h > bytes.length) {
-    fail('header length', h, `must be a multiple of 8 within the ${bytes.length} bytes`);
-  }
-  if (format >= 2) {
-    const stored = view.getUint32(12, true);
-    const actual = crc32(bytes.subarray(16));
-    if (stored !== actual) {
-      fail('checksum', `0x${stored.toString(16)}`, `must be the CRC-32 0x${actual.toString(16)} of bytes 16..; the download is corrupt`);
-    }
-  }
-  let header;
-  try {
-    header = JSON.parse(new TextDecoder('utf-8', { fatal: true }).decode(bytes.subarray(16, 16 + h)));
-  } catch (e) {
-    throw new FedError(`base header is not UTF-8 JSON: ${e.message}`, { field: 'header', cause: e });
-  }
-  if (header === null || typeof header !== 'object') fail('header', header, 'must be a JSON object');
+  const { buf, bytes, h, header } = readBlob(data, { magic: 'FLFM', formats: FORMATS, what: 'base' });
   const k = header.n_factors;
   const names = header.features;
-  if (header.format !== format) fail('header.format', header.format, `must be ${format}, as the preamble`);
   if (typeof header.version !== 'string' || !header.version) {
     fail('header.version', header.version, 'must be a non-empty string');
   }
@@ -119,13 +83,63 @@ export function parseBase(data) {
 }
 
 /**
+ * The checked preamble and JSON header shared by the base and the row set formats: 4-byte
+ * magic, uint32 format, uint32 header length H (a multiple of 8), uint32 CRC-32 of bytes 16..
+ * (format 1 of the base: none), then H bytes of UTF-8 JSON.
+ * @param {ArrayBuffer | ArrayBufferView} data
+ * @param {{magic: string, formats: number[], what: string, checksummed?: (format: number) => boolean}} kind
+ * @returns {{buf: ArrayBuffer, bytes: Uint8Array, format: number, h: number, header: any}}
+ */
+export function readBlob(data, { magic, formats, what, checksummed = (f) => f >= 2 }) {
+  const fail = (field, value, rule) => {
+    throw new FedError(`${what} ${field} ${rule}, got ${show(value)}`, { field, value });
+  };
+  /** @type {ArrayBuffer} */
+  let buf;
+  if (data instanceof ArrayBuffer) buf = data;
+  else if (ArrayBuffer.isView(data)) {
+    // Copied: a view need not start on the 4-byte boundary a Float32Array view requires.
+    buf = new Uint8Array(data.buffer, data.byteOffset, data.byteLength).slice().buffer;
+  } else invalid(what, data, `must be an ArrayBuffer of ${magic} bytes`);
+  const bytes = new Uint8Array(buf);
+  if (bytes.length < 16) fail('length', bytes.length, 'must be at least 16 bytes');
+  const found = String.fromCharCode(...bytes.subarray(0, 4));
+  if (found !== magic) fail('magic', found, `must be "${magic}"; is this a ${what}?`);
+  const view = new DataView(buf);
+  const format = view.getUint32(4, true);
+  if (!formats.includes(format)) {
+    fail('format version', format, `must be one of ${formats.join(', ')}; upgrade the client`);
+  }
+  const h = view.getUint32(8, true);
+  if (h % 8 !== 0 || 16 + h > bytes.length) {
+    fail('header length', h, `must be a multiple of 8 within the ${bytes.length} bytes`);
+  }
+  if (checksummed(format)) {
+    const stored = view.getUint32(12, true);
+    const actual = crc32(bytes.subarray(16));
+    if (stored !== actual) {
+      fail('checksum', `0x${stored.toString(16)}`, `must be the CRC-32 0x${actual.toString(16)} of bytes 16..; the download is corrupt`);
+    }
+  }
+  let header;
+  try {
+    header = JSON.parse(new TextDecoder('utf-8', { fatal: true }).decode(bytes.subarray(16, 16 + h)));
+  } catch (e) {
+    throw new FedError(`${what} header is not UTF-8 JSON: ${e.message}`, { field: 'header', cause: e });
+  }
+  if (header === null || typeof header !== 'object') fail('header', header, 'must be a JSON object');
+  if (header.format !== format) fail('header.format', header.format, `must be ${format}, as the preamble`);
+  return { buf, bytes, format, h, header };
+}
+
+/**
  * A little-endian float32 array: a view when the platform is little-endian (all current ones).
  * @param {ArrayBuffer} buf
  * @param {number} offset
  * @param {number} length
  * @returns {Float32Array}
  */
-function floats(buf, offset, length) {
+export function floats(buf, offset, length) {
   if (LITTLE_ENDIAN) return new Float32Array(buf, offset, length);
   const view = new DataView(buf, offset);
   return Float32Array.from({ length }, (_, i) => view.getFloat32(4 * i, true));

@@ -20,6 +20,7 @@ import { invalid } from './errors.js';
  * @property {number} events_applied
  * @property {'clone' | 'base'} serve
  * @property {Record<string, number>} [user_features] the user's table features, if the server sends them
+ * @property {import('./rowset.js').BaseRows} [base_rows] where the base's buckets of rows are
  */
 
 /**
@@ -60,22 +61,33 @@ export function checkVersion(base, model) {
 }
 
 /**
+ * A URL the server gave (relative to the API root, or absolute: a CDN), resolved, and whether
+ * it is on the API's own origin (only then may it see the token).
+ * @param {string} root
+ * @param {string} given
+ */
+export function resolveUrl(root, given) {
+  const page = globalThis.location?.href;
+  let api;
+  let url = given;
+  try {
+    api = new URL(`${root}/`, page);
+    url = new URL(given, api).href;
+  } catch {
+    // A relative root outside a page (e.g. tests): keep the URL as given.
+  }
+  const sameOrigin = !api || new URL(url, api).origin === api.origin;
+  return { url, api, sameOrigin };
+}
+
+/**
  * Where the base is, under which cache key, and whether it is on the API's own origin.
  * @param {string} root
  * @param {UserModel} model
  */
 export function baseLocation(root, model) {
-  const page = globalThis.location?.href;
-  let api;
-  let url = model.base_url;
-  try {
-    api = new URL(`${root}/`, page);
-    url = new URL(model.base_url, api).href;
-  } catch {
-    // A relative root outside a page (e.g. tests): keep the URL as given.
-  }
+  const { url, api, sameOrigin } = resolveUrl(root, model.base_url);
   const origin = api?.origin && api.origin !== 'null' ? api.origin : 'https://fedlearn.invalid';
-  const sameOrigin = !api || new URL(url, api).origin === api.origin;
   // Keyed by the immutable version, not the URL: the same version is the same bytes.
   return { url, key: `${origin}/__fedlearn__/bases/${encodeURIComponent(model.base_version)}`, sameOrigin };
 }

@@ -36,6 +36,9 @@
  * @property {(error: FedError) => void} [onError] dropped/rejected events and other notices
  * @property {(stats: FedClient['stats']) => void} [onChange] queue or model changed
  * @property {boolean} [learnOnDevice] apply each signal's SGD step locally (default true)
+ * @property {'whole' | 'partial'} [baseRows] 'partial' fetches only the base rows the session
+ *   scores (the user's own at start, the candidates' in `prepare`), in immutable buckets the HTTP
+ *   cache keeps: kilobytes whatever the catalog's size; 'whole' (the default) downloads the base
  * @property {number} [batchSize] events per request (default 20)
  * @property {number} [flushMs] the longest an event waits before being sent (default 2000)
  * @property {number} [capacity] the most events kept offline (default 1000)
@@ -60,8 +63,8 @@ export class FedClient {
     get user(): string;
     /** @returns {string} the current bearer token (it changes after onTokenExpired) */
     get token(): string;
-    /** @returns {Base} the base this client scores with */
-    get base(): Base;
+    /** @returns {Base | PartialBase} the base this client scores with (partial: the rows fetched) */
+    get base(): Base | PartialBase;
     /** What a status panel shows: queue, model size, versions. */
     get stats(): {
         /**
@@ -137,6 +140,18 @@ export class FedClient {
         event: FedEvent;
         prediction?: number;
     };
+    /**
+     * Fetch the base rows that ranking `items` in `context` reads and the session lacks (with
+     * `baseRows: 'partial'`; a whole base holds them all). Call it before `rank`: ranking or
+     * learning on a row never fetched throws a FedError of kind "missing_rows".
+     * @param {{id: string, features?: Record<string, number>}[]} items
+     * @param {Context} [context]
+     * @returns {Promise<number>} the buckets fetched
+     */
+    prepare(items: {
+        id: string;
+        features?: Record<string, number>;
+    }[], context?: Context): Promise<number>;
     /** @returns {Promise<void>} send every queued event now */
     flush(): Promise<void>;
     /**
@@ -233,6 +248,12 @@ export type StartOptions = {
      */
     learnOnDevice?: boolean | undefined;
     /**
+     * 'partial' fetches only the base rows the session
+     * scores (the user's own at start, the candidates' in `prepare`), in immutable buckets the HTTP
+     * cache keeps: kilobytes whatever the catalog's size; 'whole' (the default) downloads the base
+     */
+    baseRows?: "whole" | "partial" | undefined;
+    /**
      * events per request (default 20)
      */
     batchSize?: number | undefined;
@@ -270,4 +291,5 @@ export type StartOptions = {
      */
     random?: (() => number) | undefined;
 };
+import { PartialBase } from './rowset.js';
 import { FedError } from './errors.js';

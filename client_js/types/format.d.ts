@@ -18,6 +18,34 @@
  * @returns {Base}
  */
 export function parseBase(data: ArrayBuffer | ArrayBufferView): Base;
+/**
+ * The checked preamble and JSON header shared by the base and the row set formats: 4-byte
+ * magic, uint32 format, uint32 header length H (a multiple of 8), uint32 CRC-32 of bytes 16..
+ * (format 1 of the base: none), then H bytes of UTF-8 JSON.
+ * @param {ArrayBuffer | ArrayBufferView} data
+ * @param {{magic: string, formats: number[], what: string, checksummed?: (format: number) => boolean}} kind
+ * @returns {{buf: ArrayBuffer, bytes: Uint8Array, format: number, h: number, header: any}}
+ */
+export function readBlob(data: ArrayBuffer | ArrayBufferView, { magic, formats, what, checksummed }: {
+    magic: string;
+    formats: number[];
+    what: string;
+    checksummed?: (format: number) => boolean;
+}): {
+    buf: ArrayBuffer;
+    bytes: Uint8Array;
+    format: number;
+    h: number;
+    header: any;
+};
+/**
+ * A little-endian float32 array: a view when the platform is little-endian (all current ones).
+ * @param {ArrayBuffer} buf
+ * @param {number} offset
+ * @param {number} length
+ * @returns {Float32Array}
+ */
+export function floats(buf: ArrayBuffer, offset: number, length: number): Float32Array;
 export type Base = {
     /**
      * the immutable base version id

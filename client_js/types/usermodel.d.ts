@@ -12,6 +12,7 @@
  * @property {number} events_applied
  * @property {'clone' | 'base'} serve
  * @property {Record<string, number>} [user_features] the user's table features, if the server sends them
+ * @property {import('./rowset.js').BaseRows} [base_rows] where the base's buckets of rows are
  */
 /**
  * Validate the model endpoint's answer before using any of it.
@@ -25,6 +26,17 @@ export function checkModel(m: any): UserModel;
  * @returns {Base}
  */
 export function checkVersion(base: Base, model: UserModel): Base;
+/**
+ * A URL the server gave (relative to the API root, or absolute: a CDN), resolved, and whether
+ * it is on the API's own origin (only then may it see the token).
+ * @param {string} root
+ * @param {string} given
+ */
+export function resolveUrl(root: string, given: string): {
+    url: string;
+    api: URL | undefined;
+    sameOrigin: boolean;
+};
 /**
  * Where the base is, under which cache key, and whether it is on the API's own origin.
  * @param {string} root
@@ -65,4 +77,8 @@ export type UserModel = {
      * the user's table features, if the server sends them
      */
     user_features?: Record<string, number> | undefined;
+    /**
+     * where the base's buckets of rows are
+     */
+    base_rows?: import("./rowset.js").BaseRows | undefined;
 };

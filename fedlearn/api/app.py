@@ -17,6 +17,7 @@ from fedlearn.api import (
     request_hooks,
     routes_admin,
     routes_aggregations,
+    routes_baserows,
     routes_dashboard,
     routes_docs,
     routes_events,
@@ -37,6 +38,7 @@ from fedlearn.telemetry.collector import StoreCollector
 
 BLUEPRINTS = (
     routes_models,
+    routes_baserows,
     routes_events,
     routes_rank,
     routes_admin,

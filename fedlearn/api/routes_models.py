@@ -2,7 +2,8 @@
 
 A session starts with ``GET /v1/users/{user}/model`` (small: the user's delta and where the
 base is); the base itself comes from ``GET /v1/base/{version}``, immutable and cacheable
-forever, so a returning client revalidates it with ``If-None-Match`` and gets a 304.
+forever, so a returning client revalidates it with ``If-None-Match`` and gets a 304. A client
+that needs only some rows fetches their buckets instead (``routes_baserows``, ``base_rows``).
 ``GET /v1/base/current`` answers ``307`` to the versioned URL (with ``{version, url}`` as its
 body, for clients that do not follow redirects); it is never cached.
 """
@@ -16,6 +17,7 @@ from fedlearn.api.errors import NotFound
 from fedlearn.api.routing import ApiBlueprint, Reply, json_response
 from fedlearn.api.schemas import BaseRef, Catalog, ItemsQuery, UserModel
 from fedlearn.serving.base_cache import PUBLISH_HINT
+from fedlearn.serving.base_rows import rows_head, served_buckets
 from fedlearn.serving.clones import load_clone, model_json
 from fedlearn.serving.ingest import forget_entry
 from fedlearn.store import UnknownVersionError
@@ -26,7 +28,25 @@ IMMUTABLE = "public, max-age=31536000, immutable"
 FLFM = "application/octet-stream"
 
 
-def _empty(status: int) -> Response:
+def bucket_url(version: str, n_buckets: int) -> str:
+    """The URL template of ``version``'s buckets (``routes_baserows``), ``{bucket}`` standing
+    for the number."""
+    url = url_for("base_rows.get_bucket", version=version, n_buckets=n_buckets, bucket=0)
+    return url.removesuffix("0") + "{bucket}"
+
+
+def immutable_response(blob: bytes, etag: str) -> Response:
+    """Bytes that never change under ``etag``: cacheable for good, 304 when the client has them."""
+    if request.if_none_match.contains_weak(etag):  # RFC 9110: weak comparison, and '*'
+        response = empty_response(304)
+    else:
+        response = Response(blob, mimetype=FLFM)
+    response.set_etag(etag)
+    response.headers["Cache-Control"] = IMMUTABLE
+    return response
+
+
+def empty_response(status: int) -> Response:
     response = Response(status=status)
     del response.headers["Content-Type"]  # no body, so no type (werkzeug adds text/html)
     return response
@@ -49,7 +69,10 @@ def get_model(user: str) -> Response:
         gate_eta=ctx.settings.gate_eta, on_unreadable=ctx.metrics.unreadable_records.inc,
     )  # fmt: skip
     base_url = url_for("models.get_base", version=clone.base.version)
-    return json_response(model_json(clone, ctx.settings, base_url))
+    answer = model_json(clone, ctx.settings, base_url)
+    rows_url = bucket_url(clone.base.version, served_buckets(clone.base, ctx.settings))
+    answer["base_rows"] = rows_head(clone.base, ctx.settings, rows_url)
+    return json_response(answer)
 
 
 @bp.operation(
@@ -84,7 +107,7 @@ def delete_user(user: str) -> Response:
     if current is not None:
         generation = max(generation, ctx.bases.generation(ctx.bases.get(current)))
     ctx.store.rounds.forget_user(shard, user, generations=range(generation + 1))
-    return _empty(204)
+    return empty_response(204)
 
 
 @bp.operation(
@@ -136,13 +159,7 @@ def get_base(version: str) -> Response:
         raise NotFound(
             f"base version {version!r} does not exist; GET /v1/base/current names the current one"
         ) from None
-    if request.if_none_match.contains_weak(version):  # RFC 9110: weak comparison, and '*'
-        response = _empty(304)
-    else:
-        response = Response(blob, mimetype=FLFM)
-    response.set_etag(version)
-    response.headers["Cache-Control"] = IMMUTABLE
-    return response
+    return immutable_response(blob, version)
 
 
 @bp.operation(

@@ -276,10 +276,22 @@ class DeltaJson(BaseModel):
     v: list[list[float]]
 
 
+class BaseRows(BaseModel):
+    """Where a client fetches only the base rows it scores (docs/CONTRACTS.md, row sets)."""
+
+    url: str = Field(description="immutable URL of a bucket's .flrs bytes, with {bucket} in it")
+    n_buckets: int = Field(description="bucket of a feature: fnv1a32(utf8(name)) % n_buckets")
+    n_factors: int
+    w0: float
+    init_seed: int
+    init_scale: float
+
+
 class UserModel(BaseModel):
     user: str
     base_version: str
     base_url: str = Field(description="immutable URL of the base's .flfm bytes")
+    base_rows: BaseRows = Field(description="the base's scalars and its buckets of rows")
     delta: DeltaJson
     lr: float
     l2: float
@@ -288,6 +300,10 @@ class UserModel(BaseModel):
     events_applied: int
     last_event: str | None = Field(description="stream id of the last applied event")
     serve: Literal["clone", "base"]
+
+
+class RowsRequest(_Strict):
+    features: Annotated[list[FeatureName], Field(min_length=1)]
 
 
 class BaseRef(BaseModel):

@@ -12,11 +12,14 @@ import orjson
 import urllib3
 
 from fedlearn.client.errors import ApiError, ClientError
+from fedlearn.client.local import candidates, needed_features
 from fedlearn.client.types import Event, Ranking, Session
 from fedlearn.model import Base
+from fedlearn.model.rowset import PartialBase, RowSet
 
 RETRY_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
 MAX_RETRY_AFTER_S = 60.0
+MAX_KEPT_BUCKETS = 1 << 16  # ~60 MB of buckets at most, whatever a long-lived client ranks
 # A round's statuses it never leaves (the server's aggregate.round.TERMINAL; a test keeps
 # them equal: the client imports nothing of the server).
 ROUND_ENDED = frozenset({"done", "skipped", "failed", "abandoned", "rejected"})
@@ -58,14 +61,56 @@ class Client:
         self._sleep = sleep
         self._http = urllib3.PoolManager(retries=False, timeout=timeout_s)
         self._bases: dict[str, tuple[str, Base]] = {}  # base URL -> (ETag, parsed base)
+        self._rowsets: dict[str, RowSet] = {}  # bucket URL -> its rows (immutable)
+        self.received_bytes = 0  # bodies, status lines and headers of every answer
+        self.received_body_bytes = 0  # the bodies alone
+        self.responses = 0
 
     # -- users ------------------------------------------------------------------------------
 
-    def start_session(self, user: str) -> Session:
-        """The user's model and its base; the base is downloaded once per version."""
+    def start_session(
+        self,
+        user: str,
+        items: Iterable[str | Mapping[str, Any]] | None = None,
+        *,
+        context: Mapping[str, Any] | None = None,
+    ) -> Session:
+        """The user's model and its base. Without ``items`` the whole base, downloaded once
+        per version; with them (ids or ``{"id", "features"}``, as :meth:`rank` takes) only
+        the buckets of rows that scoring them in ``context`` reads (``session.base`` is then a
+        ``PartialBase``; :meth:`prepare` fetches more), so the bytes do not grow with the
+        catalog."""
         model = self._json("GET", f"/v1/users/{_seg(user)}/model")
-        base, downloaded = self._base(model["base_url"])
-        return Session(user=user, model=model, base=base, base_downloaded=downloaded)
+        if items is None:
+            base, downloaded = self._base(model["base_url"])
+            return Session(user=user, model=model, base=base, base_downloaded=downloaded)
+        session = Session(
+            user=user,
+            model=model,
+            base=PartialBase.from_json(model["base_version"], model["base_rows"]),
+            base_downloaded=False,
+        )
+        self.prepare(session, items, context=context)
+        return session
+
+    def prepare(
+        self,
+        session: Session,
+        items: Iterable[str | Mapping[str, Any]],
+        *,
+        context: Mapping[str, Any] | None = None,
+    ) -> int:
+        """Fetch the buckets a partial session lacks to score ``items`` locally; returns how
+        many it fetched (buckets are immutable: kept in memory by URL, never refetched)."""
+        base = session.base
+        if not isinstance(base, PartialBase):
+            return 0  # a whole base holds every row
+        names = needed_features(session.user, candidates(items), context)
+        missing = base.missing(names)
+        template = session.model["base_rows"]["url"]
+        for bucket in missing:
+            base.add(self._bucket(template.replace("{bucket}", str(bucket))))
+        return len(missing)
 
     def rank(
         self,
@@ -153,6 +198,15 @@ class Client:
 
     # -- the seam ---------------------------------------------------------------------------
 
+    def _bucket(self, url: str) -> RowSet:
+        rows = self._rowsets.get(url)
+        if rows is None:
+            rows = RowSet.from_bytes(self._request("GET", url).data)
+            if len(self._rowsets) >= MAX_KEPT_BUCKETS:
+                self._rowsets.pop(next(iter(self._rowsets)))  # the oldest: enough to bound it
+            self._rowsets[url] = rows
+        return rows
+
     def _base(self, url: str) -> tuple[Base, bool]:
         cached = self._bases.get(url)
         headers = {"If-None-Match": cached[0]} if cached else {}
@@ -211,6 +265,9 @@ class Client:
                     ) from exc
                 self._sleep(self._backoff(attempt, None))
                 continue
+            self.received_bytes += _wire_size(response)
+            self.received_body_bytes += len(response.data)
+            self.responses += 1
             if response.status in ok:
                 return response
             if response.status in RETRY_STATUSES and not last:
@@ -232,6 +289,12 @@ class Client:
 def _seg(value: str) -> str:
     """A path segment, quoted: an id can't reach another route."""
     return quote(value, safe="")
+
+
+def _wire_size(response: urllib3.BaseHTTPResponse) -> int:
+    """Bytes of an answer as HTTP/1.1 sent it: status line, headers, body."""
+    head = sum(len(k) + len(v) + 4 for k, v in response.headers.items())
+    return len("HTTP/1.1 200 OK\r\n\r\n") + head + len(response.data)
 
 
 def _request_id(response: urllib3.BaseHTTPResponse) -> str | None:

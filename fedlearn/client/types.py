@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import time
 import uuid
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from fedlearn.client.local import candidates, rank_locally
 from fedlearn.model import Base
+from fedlearn.model.rowset import PartialBase
 
 Signal = Literal["click", "skip"]
 
@@ -48,12 +51,24 @@ class Event:
 
 @dataclass(frozen=True)
 class Session:
-    """A user's session start: their model (``GET /v1/users/{user}/model``) and its base."""
+    """A user's session start: their model (``GET /v1/users/{user}/model``) and its base,
+    whole or partial (the rows of the buckets fetched so far)."""
 
     user: str
     model: dict[str, Any]  # the server's UserModel: delta, learning rates, serve
-    base: Base
+    base: Base | PartialBase
     base_downloaded: bool  # False when the cached copy was still current (a 304)
+
+    def rank_locally(
+        self,
+        items: Iterable[str | Mapping[str, Any]],
+        *,
+        context: Mapping[str, Any] | None = None,
+    ) -> list[tuple[str, float]]:
+        """Score ``items`` here, with the clone the server serves, best first: the scores of
+        ``POST /v1/users/{user}/rank`` for the same items and context. A partial base raises
+        ``MissingRowsError`` for rows it has not fetched (``Client.prepare`` fetches them)."""
+        return rank_locally(self.user, self.model, self.base, candidates(items), context)
 
     @property
     def base_version(self) -> str:

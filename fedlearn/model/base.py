@@ -13,7 +13,7 @@ import os
 import struct
 import tempfile
 import zlib
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -133,16 +133,7 @@ class Base:
 
         A name the base never saw gets weight 0 and its deterministic starting latent.
         """
-        idx = np.fromiter((self.index.get(n, -1) for n in names), np.int64, len(names))
-        w = np.zeros(len(names))
-        v = np.empty((len(names), self.n_factors))
-        known = idx >= 0
-        w[known] = self.w[idx[known]]
-        v[known] = self.v[idx[known]]
-        if not known.all():
-            unseen = [n for n, ok in zip(names, known, strict=True) if not ok]
-            v[~known] = init_latents(unseen, self.n_factors, self.init_seed, self.init_scale)
-        return w, v
+        return gather_rows(self.index, self.w, self.v, names, self.init_seed, self.init_scale)
 
     # -- format ---------------------------------------------------------------------------
 
@@ -162,10 +153,7 @@ class Base:
 
     def to_bytes(self) -> bytes:
         """The ``.flfm`` bytes (CONTRACTS.md), with the CRC-32 of bytes 16.. at bytes 12..15."""
-        header = orjson.dumps(self.header(), option=orjson.OPT_SERIALIZE_NUMPY)
-        header += b" " * (-len(header) % 8)
-        body = b"".join((header, self.w.astype("<f4").tobytes(), self.v.astype("<f4").tobytes()))
-        return _PREFIX.pack(MAGIC, FORMAT, len(header), zlib.crc32(body)) + body
+        return pack_arrays(MAGIC, FORMAT, self.header(), self.w, self.v)
 
     @classmethod
     def from_bytes(cls, blob: bytes) -> Base:
@@ -231,6 +219,42 @@ class Base:
 
     def __repr__(self) -> str:
         return f"Base(version={self.version!r}, features={self.n_features}, k={self.n_factors})"
+
+
+def pack_arrays(
+    magic: bytes, fmt: int, header: dict[str, Any], w: np.ndarray, v: np.ndarray
+) -> bytes:
+    """The layout a base and a row set share: 16-byte prefix (magic, format, header length,
+    CRC-32 of bytes 16..), the JSON header padded to 8 bytes, then ``w`` and ``v`` as
+    little-endian float32."""
+    head = orjson.dumps(header, option=orjson.OPT_SERIALIZE_NUMPY)
+    head += b" " * (-len(head) % 8)
+    body = b"".join((head, w.astype("<f4").tobytes(), v.astype("<f4").tobytes()))
+    return _PREFIX.pack(magic, fmt, len(head), zlib.crc32(body)) + body
+
+
+def gather_rows(
+    index: Mapping[str, int],
+    w: np.ndarray,
+    v: np.ndarray,
+    names: list[str],
+    init_seed: int,
+    init_scale: float,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Weights and latents (float64) of ``names`` from rows ``index`` points at in ``w``/``v``;
+    a name ``index`` lacks gets weight 0 and its deterministic starting latent. Shared by the
+    whole base and the partial one a client fetched (``rowset.PartialBase``)."""
+    k = v.shape[1]
+    idx = np.fromiter((index.get(n, -1) for n in names), np.int64, len(names))
+    out_w = np.zeros(len(names))
+    out_v = np.empty((len(names), k))
+    known = idx >= 0
+    out_w[known] = w[idx[known]]
+    out_v[known] = v[idx[known]]
+    if not known.all():
+        unseen = [n for n, ok in zip(names, known, strict=True) if not ok]
+        out_v[~known] = init_latents(unseen, k, init_seed, init_scale)
+    return out_w, out_v
 
 
 def _decode_header(blob: bytes) -> dict[str, Any]:

@@ -9,6 +9,7 @@ JavaScript reproduces exactly with ``Math.imul`` (see ``client_js/src/fm.js``).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from functools import lru_cache
 
 import numpy as np
@@ -22,6 +23,25 @@ def fnv1a32(data: bytes) -> int:
     for byte in data:
         h = ((h ^ byte) * 0x01000193) & _MASK
     return h
+
+
+def fnv1a32_many(names: Sequence[str]) -> np.ndarray:
+    """``fnv1a32`` of every name's UTF-8 bytes, vectorized over names (uint32 array).
+
+    The names are laid out as a byte matrix, one column per name, and hashed one byte
+    position at a time over all of them (a name shorter than the position keeps its hash):
+    a million feature names take about a second, the per-name loop many.
+    """
+    encoded = [name.encode("utf-8") for name in names]
+    lengths = np.fromiter(map(len, encoded), np.int64, len(encoded))
+    width = int(lengths.max(initial=0))
+    h = np.full(len(encoded), 0x811C9DC5, np.uint64)
+    if width == 0:
+        return h.astype(np.uint32)
+    table = np.array(encoded, dtype=f"S{width}").view(np.uint8).reshape(len(encoded), width)
+    for pos, column in enumerate(np.ascontiguousarray(table.T)):
+        np.copyto(h, ((h ^ column) * 0x01000193) & _MASK, where=lengths > pos)
+    return h.astype(np.uint32)
 
 
 def _imul(a: int, b: int) -> int:

@@ -7,9 +7,11 @@ a round publishes a new one.
 
 from __future__ import annotations
 
+import threading
 import time
 
 from fedlearn.model import Base
+from fedlearn.model.rowset import BucketIndex
 from fedlearn.store import Store
 
 # How to get a first base, named wherever its absence is reported (API, trainer, `up`).
@@ -36,6 +38,8 @@ class BaseCache:
         self._bases: dict[str, Base] = {}
         self._current: str | None = None
         self._checked = -float("inf")
+        self._buckets: dict[tuple[str, int], BucketIndex] = {}
+        self._building = threading.Lock()
 
     def get(self, version: str) -> Base:
         """The base ``version`` (``UnknownVersionError`` if never published)."""
@@ -46,6 +50,22 @@ class BaseCache:
             while len(self._bases) > self.keep:
                 self._bases.pop(next(iter(self._bases)))
         return base
+
+    def bucket_index(self, version: str, n_buckets: int) -> BucketIndex:
+        """The rows of ``version`` grouped in ``n_buckets`` buckets, built once (one pass over
+        the base) and kept like the decoded bases: a bucket request slices it, never scans."""
+        index = self._buckets.get((version, n_buckets))
+        if index is None:
+            # One build at a time: the first sessions after a publish arrive together, and
+            # each build is a second of CPU at a million rows; the others then find it built.
+            with self._building:
+                index = self._buckets.get((version, n_buckets))
+                if index is None:
+                    index = BucketIndex(self.get(version), n_buckets)
+                    self._buckets[(version, n_buckets)] = index
+                    while len(self._buckets) > self.keep:
+                        self._buckets.pop(next(iter(self._buckets)))
+        return index
 
     def current(self) -> Base:
         """The current base; raises :class:`NoBaseError` before the first is published."""
