@@ -47,6 +47,7 @@ def settings(redis_server: EmbeddedRedis, tmp_path_factory: pytest.TempPathFacto
         data_dir=tmp_path_factory.mktemp("api-data"),
         api_port=free_port(),
         api_workers=2,
+        gate_blend=False,  # the gate as a switch (tests/test_serving_blend.py: the mixture)
     )
 
 
@@ -122,6 +123,7 @@ def test_a_user_without_a_delta_gets_an_empty_one(admin: Api, store: Store, sett
         "events_applied": 0,
         "last_event": None,
         "serve": "clone",
+        "clone_weight": 1.0,
     }
 
 

@@ -8,8 +8,9 @@ import { defaultBaseCache } from './basecache.js';
 import { Delta } from './delta.js';
 import { FedError, invalid, safe } from './errors.js';
 import { checkContext, checkId, eventFeatures } from './features.js';
-import { learnOne, score } from './fm.js';
+import { learnOne } from './fm.js';
 import { parseBase } from './format.js';
+import { servedScore } from './gating.js';
 import { Lru } from './lru.js';
 import { EventQueue } from './queue.js';
 import { localStorageOrNull, uuid } from './platform.js';
@@ -145,6 +146,7 @@ export class FedClient {
       user: this.#user,
       baseVersion: m?.base_version,
       serve: m?.serve,
+      cloneWeight: m?.clone_weight,
       nFactors: this.#base?.nFactors,
       baseFeatures: this.#base?.nFeatures,
       deltaRows: this.#delta?.size ?? 0,
@@ -171,13 +173,13 @@ export class FedClient {
   rank(items, context) {
     if (!Array.isArray(items)) invalid('items', items, 'must be a list of {id, features?}');
     const ctx = { ...checkContext('context', context) };
-    const delta = this.#servedDelta();
+    const weight = this.#model.clone_weight;
     const userFeatures = this.#model.user_features;
     const scored = items.map((item, i) => {
       if (!item || typeof item !== 'object') invalid(`items[${i}]`, item, 'must be an object {id, features?}');
       const id = checkId(`items[${i}].id`, item.id);
       const features = eventFeatures(this.#user, id, item.features, ctx, userFeatures);
-      return { id, score: score(this.#base, delta, features), item, features, i };
+      return { id, score: servedScore(this.#base, this.#delta, weight, features), item, features, i };
     });
     scored.sort((a, b) => b.score - a.score || a.i - b.i);
     return scored.map(({ id, score: s, item, features }) => {
@@ -249,9 +251,9 @@ export class FedClient {
     await this.#queue.close();
   }
 
-  /** @returns {Delta | null} the delta used to score: none when the server serves the base */
+  /** @returns {Delta | null} the delta the served score uses: none when the base alone is served */
   #servedDelta() {
-    return this.#model.serve === 'base' ? null : this.#delta;
+    return this.#model.clone_weight > 0 ? this.#delta : null;
   }
 
   /**

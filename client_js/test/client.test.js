@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { afterEach, test } from 'node:test';
-import { FedClient, eventFeatures, parseBase, score } from '../src/fedlearn.js';
+import { Delta, FedClient, eventFeatures, parseBase, score } from '../src/fedlearn.js';
 import { memoryCache } from '../src/basecache.js';
 import { buildBase, json, manualTimers, memoryStorage, scriptedFetch, settle } from './helpers.js';
 
@@ -143,6 +143,21 @@ test('a prediction_id from a server-side ranking is passed through', async () =>
   const client = await start(server());
   assert.equal(client.click('1', undefined, { predictionId: 'abc123' }).event.prediction_id, 'abc123');
   assert.throws(() => client.click('1', undefined, { predictionId: '' }), /predictionId must be a non-empty string/);
+});
+
+test('a blending gate ranks by its mix of clone and base (clone_weight)', async () => {
+  const delta = { w0: 2, features: [], w: [], v: [] };
+  const client = await start(server({ model: { delta, serve: 'base', clone_weight: 0.25 } }));
+  const base = parseBase(BASE_BYTES);
+  const [top] = client.rank(ITEMS);
+  const x = eventFeatures('u 7', top.id, top.item.features, {});
+  const clone = score(base, Delta.fromJSON(delta, base.nFactors), x);
+  assert.ok(Math.abs(top.score - (0.25 * clone + 0.75 * score(base, null, x))) < 1e-12);
+  assert.equal(client.stats.cloneWeight, 0.25);
+});
+
+test('a clone_weight outside [0, 1] is refused, naming the field', async () => {
+  await assert.rejects(start(server({ model: { clone_weight: 1.5 } })), /model\.clone_weight.*between 0 and 1/);
 });
 
 test('serve "base" ranks with the base alone and does not learn on the device', async () => {

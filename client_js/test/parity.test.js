@@ -19,6 +19,7 @@ import {
   MAX_STEP,
   parseBase,
   score,
+  servedScore,
 } from '../src/fedlearn.js';
 
 const path = process.env.FEDLEARN_VECTORS ?? fileURLToPath(new URL('./vectors.json', import.meta.url));
@@ -60,12 +61,17 @@ test('parity with the Python server (shared vectors)', { skip: missing }, () => 
     Object.entries(vectors.bases).map(([name, b64]) => [name, parseBase(new Uint8Array(Buffer.from(b64, 'base64')))]),
   );
   assert.ok(vectors.cases.length > 0, 'the vectors file holds no cases');
+  assert.ok(vectors.cases.some((c) => c.served?.length), 'the vectors hold no served (gate) scores');
   vectors.cases.forEach((c, i) => {
     const what = `case ${i} (base ${c.base})`;
     const base = bases.get(c.base);
     assert.ok(base, `${what}: no base named ${JSON.stringify(c.base)} in "bases"`);
     const delta = Delta.fromJSON(c.delta, base.nFactors);
     near(score(base, delta, c.features), c.expected_score, `${what} score`);
+    (c.served ?? []).forEach((s) => {
+      const served = servedScore(base, delta, s.clone_weight, c.features);
+      near(served, s.expected_served_score, `${what} served score at clone weight ${s.clone_weight}`);
+    });
     (c.updates ?? []).forEach((u, j) => {
       const hyper = { lr: c.lr, l2: c.l2, biasLr: c.bias_lr ?? c.lr, maxRows: c.max_rows };
       const p = learnOne(base, delta, u.features, u.y, hyper);

@@ -2,6 +2,7 @@ export { FedClient } from "./client.js";
 export { crc32 } from "./crc32.js";
 export { FedError } from "./errors.js";
 export { parseBase } from "./format.js";
+export { servedScore } from "./gating.js";
 export type StartOptions = import("./client.js").StartOptions;
 export type SignalOptions = import("./client.js").SignalOptions;
 export type Context = import("./client.js").Context;

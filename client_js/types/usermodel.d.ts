@@ -10,7 +10,9 @@
  * @property {number} [bias_lr] the intercept's step (`lr` when absent)
  * @property {number} [max_rows] the cap on the delta's rows (the server's default when absent)
  * @property {number} events_applied
- * @property {'clone' | 'base'} serve
+ * @property {'clone' | 'base'} serve the likelier of the two by the user's gate
+ * @property {number} clone_weight the clone's weight in a served score (1: the clone, 0: the
+ *   base, between: their mixture); from `serve` when absent (an older server)
  * @property {Record<string, number>} [user_features] the user's table features, if the server sends them
  */
 /**
@@ -60,7 +62,15 @@ export type UserModel = {
      */
     max_rows?: number | undefined;
     events_applied: number;
+    /**
+     * the likelier of the two by the user's gate
+     */
     serve: "clone" | "base";
+    /**
+     * the clone's weight in a served score (1: the clone, 0: the
+     * base, between: their mixture); from `serve` when absent (an older server)
+     */
+    clone_weight: number;
     /**
      * the user's table features, if the server sends them
      */

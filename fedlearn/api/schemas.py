@@ -195,6 +195,12 @@ class UserModel(BaseModel):
     events_applied: int
     last_event: str | None = Field(description="stream id of the last applied event")
     serve: Literal["clone", "base"]
+    clone_weight: float = Field(
+        ge=0,
+        le=1,
+        description="the clone's weight in a served score: w p_clone + (1 - w) p_base (1: the "
+        "clone, 0: the base; between them when the gate blends)",
+    )
 
 
 class BaseRef(BaseModel):

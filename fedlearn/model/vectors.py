@@ -16,10 +16,13 @@ from fedlearn.model.clone import Clone
 from fedlearn.model.delta import DEFAULT_MAX_ROWS, Delta
 from fedlearn.model.features import MAX_FEATURE_VALUE, event_features
 from fedlearn.model.fm import MAX_DELTA, MAX_STEP
+from fedlearn.model.gating import served
 
 # Contexts both sides must refuse: keys that would make the model's own features, and a
 # number beyond the feature bound.
 REFUSED_CONTEXTS = [{"user": "victim"}, {"item=42": 1.0}, {"score": 1e6}]
+# Clone weights a gate sends: the switch's two (base, clone) and two mixtures.
+SERVED_WEIGHTS = (0.0, 0.25, 0.7, 1.0)
 
 
 def _random_base(rng: np.random.Generator, n_factors: int, version: str) -> Base:
@@ -82,13 +85,19 @@ def _case(
         clone.delta.w[:] = MAX_DELTA - 0.25  # views of the rows in use, not the spare capacity
         clone.delta.v[:] = signs * (MAX_DELTA - 0.25)
     features = sample(rng, user, -1)
+    clone_p, base_p = clone.predict_proba_one(features), Clone(base).predict_proba_one(features)
     record: dict[str, Any] = {
         "base": base.version,
         "user": user,
         **hyper,
         "delta": clone.delta.to_json(),
         "features": features,
-        "expected_score": clone.predict_proba_one(features),
+        "expected_score": clone_p,
+        # What a gate with each clone weight serves (fedlearn.model.gating.served).
+        "served": [
+            {"clone_weight": w, "expected_served_score": float(served(clone_p, base_p, w))}
+            for w in SERVED_WEIGHTS
+        ],
         "updates": [],
     }
     for step in range(n_updates):

@@ -27,7 +27,7 @@ from fedlearn.config import Settings
 from fedlearn.model import Base, Clone, Delta, event_features
 from fedlearn.model.delta import rebase
 from fedlearn.model.errors import ModelFormatError
-from fedlearn.model.gating import Gate
+from fedlearn.model.gating import Gate, GateSettings, served
 from fedlearn.serving.base_cache import BaseCache, NoBaseError
 from fedlearn.store import DeltaRecord, Store
 from fedlearn.store.predictions import PredictionQuota
@@ -41,19 +41,30 @@ Candidate = tuple[str, Mapping[str, float] | None]
 
 @dataclass(frozen=True)
 class UserClone:
-    """The base, the delta that applies to it, the stored record it came from, and what to
-    serve: ``"clone"``, or ``"base"`` when the user's gate found the base predicting better."""
+    """The base, the delta that applies to it, the stored record it came from, and the
+    clone's weight in what is served (the user's gate's, ``fedlearn.model.gating``): 1 serves
+    the clone, 0 the base, in between their mixture."""
 
     user: str
     base: Base
     delta: Delta
     record: DeltaRecord | None  # None when the user has no usable delta
-    serve: str = "clone"
+    clone_weight: float = 1.0
 
     @property
-    def served_delta(self) -> Delta:
-        """The delta scores use: the user's, or an empty one when the base is served."""
-        return self.delta if self.serve == "clone" else Delta(self.base.n_factors)
+    def serve(self) -> str:
+        """The likelier expert, ``"clone"`` or ``"base"`` (what a switch serves)."""
+        return "clone" if self.clone_weight >= 0.5 else "base"
+
+    def scores(
+        self, samples: Sequence[Mapping[str, float]], hyper: Mapping[str, Any]
+    ) -> np.ndarray:
+        """What the user is served for each sample: the gate's mix of clone and base,
+        scoring only the models the weight needs."""
+        w = self.clone_weight
+        clone = Clone(self.base, self.delta, **hyper).predict_proba_many(samples) if w else 0.0
+        plain = 0.0 if w == 1 else Clone(self.base, **hyper).predict_proba_many(samples)
+        return np.asarray(served(clone, plain, w), dtype=np.float64)
 
     @property
     def events_applied(self) -> int:
@@ -109,7 +120,7 @@ def load_clone(
     bases: BaseCache,
     user: str,
     *,
-    gate_eta: float,
+    gating: GateSettings,
     on_unreadable: Callable[[], None] | None = None,
 ) -> UserClone:
     """The user's clone on the current base (``NoBaseError`` before any base exists).
@@ -121,18 +132,19 @@ def load_clone(
     if record is not None:
         try:
             delta = Delta.from_bytes(record.delta)
-            serve = Gate.from_bytes(record.gate).serve(gate_eta)
+            weight = gating.weight(Gate.from_bytes(record.gate))
         except UNREADABLE as exc:
             log.warning(
                 "user %r: the stored delta record is unreadable (%s); serving the base", user, exc
             )
             if on_unreadable is not None:
                 on_unreadable()
-            return UserClone(user, base, Delta(base.n_factors), None, "base")
+            return UserClone(user, base, Delta(base.n_factors), None, 0.0)
         if delta_applies(record, delta, base, bases):
             delta = pending_rebases(store, rebase_versions(base.meta), record, delta)
-            return UserClone(user, base, delta, record, serve)
-    return UserClone(user, base, Delta(base.n_factors), None)
+            return UserClone(user, base, delta, record, weight)
+    # No usable delta: the clone is the base, weighed as a new gate weighs it (the same score).
+    return UserClone(user, base, Delta(base.n_factors), None, gating.weight(Gate()))
 
 
 def model_json(clone: UserClone, settings: Settings, base_url: str) -> dict[str, Any]:
@@ -146,6 +158,7 @@ def model_json(clone: UserClone, settings: Settings, base_url: str) -> dict[str,
         "events_applied": clone.events_applied,
         "last_event": clone.last_event,
         "serve": clone.serve,
+        "clone_weight": clone.clone_weight,
     }
 
 
@@ -182,13 +195,13 @@ def rank(
     ``prediction_ttl_s``, within the user's ``quota``: an event naming it trains on exactly
     what was scored here.
     """
-    clone = load_clone(store, bases, user, gate_eta=settings.gate_eta, on_unreadable=on_unreadable)
+    clone = load_clone(store, bases, user, gating=settings.gate, on_unreadable=on_unreadable)
     per_item = item_features(store, candidates)
     ids = list(per_item)
     context = context or None
     samples = [event_features(user, item, context, per_item[item]) for item in ids]
     hyper = settings.clone_hyper(clone.base.hyper)
-    scores = Clone(clone.base, clone.served_delta, **hyper).predict_proba_many(samples)
+    scores = clone.scores(samples, hyper)
     order = np.argsort(-scores, kind="stable")
     if k is not None:
         order = order[:k]
