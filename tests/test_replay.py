@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import math
 import re
+from collections import Counter
 from dataclasses import replace
 from pathlib import Path
 
@@ -281,6 +282,23 @@ def test_the_gated_arm_serves_and_updates_gates_exactly_as_the_trainer(blend: bo
         clone, frozen = arm.clone_predictions[0], arm.base_predictions[0]
         last = applied.served_predictions[-1]
         assert min(clone[-1], frozen[-1]) < last < max(clone[-1], frozen[-1])
+
+
+def test_a_learned_start_gives_a_new_user_the_mean_of_the_last_round_s_own_rows() -> None:
+    arm = AggregatedClonesArm(
+        _base(), settings=CloneSettings(lr=0.5, l2=0.0, bias_lr=0.5), learned_start=True
+    )
+    arm.process([(u, {f"user={u}": 1.0, "item=a": 1.0}, 1) for u in ("1", "2")] * 3)
+
+    def own_row(user: str) -> np.ndarray:
+        bw, bv = arm.base.rows([f"user={user}"])
+        dw, dv = arm.deltas[user].lookup([f"user={user}"])
+        return np.concatenate([bw + dw, (bv + dv)[0]])
+
+    mean = (own_row("1") + own_row("2")) / 2  # private rows: the round left them as they were
+    assert arm.start_row is not None and not np.allclose(mean[1:], 0)
+    arm._start_new_users(Counter({"3": 1}))
+    np.testing.assert_allclose(own_row("3"), mean, atol=1e-6)  # float32 storage
 
 
 # -- the update's levers ----------------------------------------------------------------
