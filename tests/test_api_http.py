@@ -124,7 +124,9 @@ def test_a_user_without_a_delta_gets_an_empty_one(admin: Api, store: Store, sett
         "last_event": None,
         "serve": "clone",
         "clone_weight": 1.0,
-    }
+        "gate": {"loss_clone": 0.0, "loss_base": 0.0, "decay": settings.gate_decay,
+                 "eta": settings.gate_eta, "blend": False},
+    }  # fmt: skip
 
 
 def test_the_base_is_immutable_and_revalidates_with_304(admin: Api, store: Store):

@@ -41,6 +41,10 @@ def test_the_model_sends_the_gate_s_weight_and_rank_serves_the_mixture(
     model = admin.call("GET", "/v1/users/alice/model").json()
     assert model["clone_weight"] == pytest.approx(weight, rel=1e-12)
     assert model["serve"] == gate.serve(settings.gate_eta)
+    assert model["gate"] == {
+        "loss_clone": loss_clone, "loss_base": loss_base, "decay": settings.gate_decay,
+        "eta": settings.gate_eta, "blend": True,
+    }  # fmt: skip
     ranked = admin.call("POST", "/v1/users/alice/rank", {"items": [{"id": "a"}]}).json()
     x = {"user=alice": 1.0, "item=a": 1.0}
     clone, plain = Clone(BASE, delta).predict_proba_one(x), Clone(BASE).predict_proba_one(x)

@@ -8,9 +8,9 @@ import { defaultBaseCache } from './basecache.js';
 import { Delta } from './delta.js';
 import { FedError, invalid, safe } from './errors.js';
 import { checkContext, checkId, eventFeatures } from './features.js';
-import { learnOne } from './fm.js';
+import { learnOne, score } from './fm.js';
 import { parseBase } from './format.js';
-import { servedScore } from './gating.js';
+import { gateWeight, servedScore, updateGate } from './gating.js';
 import { Lru } from './lru.js';
 import { EventQueue } from './queue.js';
 import { localStorageOrNull, uuid } from './platform.js';
@@ -277,8 +277,15 @@ export class FedClient {
     /** @type {number | undefined} */
     let prediction;
     if (this.#learnOnDevice && this.#servedDelta()) {
-      const { lr, l2, bias_lr: biasLr = lr, max_rows: maxRows } = this.#model;
-      prediction = learnOne(this.#base, this.#delta, features, signal === 'click' ? 1 : 0, { lr, l2, biasLr, maxRows });
+      const { lr, l2, bias_lr: biasLr = lr, max_rows: maxRows, gate } = this.#model;
+      const y = signal === 'click' ? 1 : 0;
+      const baseP = gate ? score(this.#base, null, features) : 0;
+      prediction = learnOne(this.#base, this.#delta, features, y, { lr, l2, biasLr, maxRows });
+      if (gate) {
+        // As the trainer does: both models' predictions before the step move the gate.
+        updateGate(gate, prediction, baseP, y);
+        this.#model.clone_weight = gateWeight(gate);
+      }
       this.#learned += 1;
     }
     this.#queue.enqueue(event);

@@ -9,7 +9,7 @@ export { FedError } from './errors.js';
 export { eventFeatures, MAX_FEATURE_VALUE } from './features.js';
 export { fnv1a32, learnOne, MAX_DELTA, MAX_STEP, mulberry32, score, sigmoid, unseenLatent } from './fm.js';
 export { parseBase } from './format.js';
-export { servedScore } from './gating.js';
+export { gateWeight, servedScore, updateGate } from './gating.js';
 
 // The public types, for TypeScript users (types/fedlearn.d.ts is generated from these).
 /** @typedef {import('./client.js').StartOptions} StartOptions */

@@ -21,6 +21,8 @@ import { invalid } from './errors.js';
  * @property {'clone' | 'base'} serve the likelier of the two by the user's gate
  * @property {number} clone_weight the clone's weight in a served score (1: the clone, 0: the
  *   base, between: their mixture); from `serve` when absent (an older server)
+ * @property {import('./gating.js').GateState} [gate] the gate's state, moved by on-device
+ *   learning (absent from an older server: the weight then stays as sent)
  * @property {Record<string, number>} [user_features] the user's table features, if the server sends them
  */
 
@@ -46,11 +48,21 @@ export function checkModel(m) {
   if (!Number.isFinite(m.clone_weight) || m.clone_weight < 0 || m.clone_weight > 1) {
     invalid('model.clone_weight', m.clone_weight, 'must be a number between 0 and 1');
   }
+  if (m.gate !== undefined) checkGate(m.gate);
   m.events_applied ??= 0;
   if (!Number.isSafeInteger(m.events_applied) || m.events_applied < 0) {
     invalid('model.events_applied', m.events_applied, 'must be an integer >= 0');
   }
   return m;
+}
+
+/** @param {any} g the model's `gate` */
+function checkGate(g) {
+  if (!g || typeof g !== 'object') invalid('model.gate', g, 'must be an object');
+  for (const key of ['loss_clone', 'loss_base', 'decay', 'eta']) {
+    if (!Number.isFinite(g[key]) || g[key] < 0) invalid(`model.gate.${key}`, g[key], 'must be a finite number >= 0');
+  }
+  if (typeof g.blend !== 'boolean') invalid('model.gate.blend', g.blend, 'must be true or false');
 }
 
 /**

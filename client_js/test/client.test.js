@@ -156,6 +156,16 @@ test('a blending gate ranks by its mix of clone and base (clone_weight)', async 
   assert.equal(client.stats.cloneWeight, 0.25);
 });
 
+test('learning on the device moves the gate as the trainer does', async () => {
+  const gate = { loss_clone: 0, loss_base: 0, decay: 0.9, eta: 1, blend: true };
+  const client = await start(server({ model: { gate, clone_weight: 0.5 } }));
+  assert.equal(client.stats.cloneWeight, 0.5);
+  client.click('1'); // an empty delta: clone and base predict alike, no evidence either way
+  assert.equal(client.stats.cloneWeight, 0.5);
+  client.click('1'); // the clone learned the first click: it predicts this one better
+  assert.ok(client.stats.cloneWeight > 0.5, String(client.stats.cloneWeight));
+});
+
 test('a clone_weight outside [0, 1] is refused, naming the field', async () => {
   await assert.rejects(start(server({ model: { clone_weight: 1.5 } })), /model\.clone_weight.*between 0 and 1/);
 });

@@ -19,7 +19,9 @@ import {
   MAX_STEP,
   parseBase,
   score,
+  gateWeight,
   servedScore,
+  updateGate,
 } from '../src/fedlearn.js';
 
 const path = process.env.FEDLEARN_VECTORS ?? fileURLToPath(new URL('./vectors.json', import.meta.url));
@@ -91,4 +93,16 @@ test('parity with the Python server (shared vectors)', { skip: missing }, () => 
   for (const context of vectors.refused_contexts ?? []) {
     assert.throws(() => eventFeatures('u', '1', {}, context), /context/, `refused context ${JSON.stringify(context)}`);
   }
+});
+
+test('the gate moves as the Python gate does (shared vectors)', { skip: missing }, () => {
+  const vectors = JSON.parse(readFileSync(path, 'utf8'));
+  assert.ok(vectors.gates?.length, 'the vectors file holds no gate cases');
+  vectors.gates.forEach((c, i) => {
+    const gate = { ...c.gate };
+    c.updates.forEach((u, j) => {
+      updateGate(gate, u.clone_p, u.base_p, u.y);
+      near(gateWeight(gate), u.expected_weight, `gate ${i} update ${j} weight`);
+    });
+  });
 });

@@ -13,6 +13,8 @@
  * @property {'clone' | 'base'} serve the likelier of the two by the user's gate
  * @property {number} clone_weight the clone's weight in a served score (1: the clone, 0: the
  *   base, between: their mixture); from `serve` when absent (an older server)
+ * @property {import('./gating.js').GateState} [gate] the gate's state, moved by on-device
+ *   learning (absent from an older server: the weight then stays as sent)
  * @property {Record<string, number>} [user_features] the user's table features, if the server sends them
  */
 /**
@@ -71,6 +73,11 @@ export type UserModel = {
      * base, between: their mixture); from `serve` when absent (an older server)
      */
     clone_weight: number;
+    /**
+     * the gate's state, moved by on-device
+     * learning (absent from an older server: the weight then stays as sent)
+     */
+    gate?: import("./gating.js").GateState | undefined;
     /**
      * the user's table features, if the server sends them
      */

@@ -17,7 +17,7 @@ import struct
 import time
 import uuid
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -50,6 +50,7 @@ class UserClone:
     delta: Delta
     record: DeltaRecord | None  # None when the user has no usable delta
     clone_weight: float = 1.0
+    gate: Gate = field(default_factory=Gate)  # the losses the weight came from
 
     @property
     def serve(self) -> str:
@@ -132,7 +133,7 @@ def load_clone(
     if record is not None:
         try:
             delta = Delta.from_bytes(record.delta)
-            weight = gating.weight(Gate.from_bytes(record.gate))
+            gate = Gate.from_bytes(record.gate)
         except UNREADABLE as exc:
             log.warning(
                 "user %r: the stored delta record is unreadable (%s); serving the base", user, exc
@@ -142,7 +143,7 @@ def load_clone(
             return UserClone(user, base, Delta(base.n_factors), None, 0.0)
         if delta_applies(record, delta, base, bases):
             delta = pending_rebases(store, rebase_versions(base.meta), record, delta)
-            return UserClone(user, base, delta, record, weight)
+            return UserClone(user, base, delta, record, gating.weight(gate), gate)
     # No usable delta: the clone is the base, weighed as a new gate weighs it (the same score).
     return UserClone(user, base, Delta(base.n_factors), None, gating.weight(Gate()))
 
@@ -159,6 +160,15 @@ def model_json(clone: UserClone, settings: Settings, base_url: str) -> dict[str,
         "last_event": clone.last_event,
         "serve": clone.serve,
         "clone_weight": clone.clone_weight,
+        # What a client needs to move the weight as it learns on the device, as the trainer
+        # does (``client_js/src/gating.js``).
+        "gate": {
+            "loss_clone": clone.gate.loss_clone,
+            "loss_base": clone.gate.loss_base,
+            "decay": settings.gate_decay,
+            "eta": settings.gate_eta,
+            "blend": settings.gate_blend,
+        },
     }
 
 
