@@ -193,6 +193,10 @@ class Settings(BaseSettings):
     gate_decay: float = Field(
         default=_GATE.decay, gt=0, le=1, description="the gate's forgetting of past losses"
     )
+    gate_blend: bool = Field(
+        default=_GATE.blend,
+        description="serve the gate's mixture of clone and base (else the likelier of the two)",
+    )
 
     # --- federated aggregation (fedlearn/aggregate/config.py reads these) ----------------
     aggregation_every_min: int = Field(
@@ -375,7 +379,7 @@ class Settings(BaseSettings):
     @property
     def gate(self) -> GateSettings:
         """The clone/base gate's settings, as the trainer's updates take them."""
-        return GateSettings(decay=self.gate_decay, eta=self.gate_eta)
+        return GateSettings(decay=self.gate_decay, eta=self.gate_eta, blend=self.gate_blend)
 
     def signing_keys(self) -> list[str]:
         """Keys for itsdangerous, oldest first, the signing one last.

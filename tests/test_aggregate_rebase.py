@@ -15,7 +15,7 @@ from fedlearn.aggregate.partials import PartialBuilder
 from fedlearn.aggregate.rebase import ShareTable, rebase
 from fedlearn.aggregate.strategies import STRATEGIES
 from fedlearn.model import Base, Delta
-from fedlearn.model.delta import REBASE_TOLERANCE
+from fedlearn.model.delta import PRUNE_BELOW, REBASE_TOLERANCE
 
 K = 3
 ITEMS = [f"item={i}" for i in range(6)]
@@ -130,6 +130,20 @@ def test_rows_within_the_tolerance_of_zero_are_dropped_the_others_kept() -> None
     np.testing.assert_allclose(out.lookup(["b"])[0], [1.0])
     np.testing.assert_allclose(out.lookup(["b"])[1], [[0, 0, 0]])  # not dropped: w is 1
     assert len(delta) == 3  # the input is left alone
+
+
+def test_a_rebase_drops_every_row_left_below_the_prune_size_and_keeps_the_rest() -> None:
+    small, large = PRUNE_BELOW / 2, PRUNE_BELOW * 2
+    delta = Delta.from_rows(
+        K, ["kept", "tiny", "late-v", "shared"], [1.0, small, small, 2.0],
+        [[0, 0, 0], [small, -small, 0], [0, 0, -large], [1, 1, 1]],
+    )  # fmt: skip
+    share = Delta.from_rows(K, ["shared"], [2.0 - small], [[1, 1, 1 - small]])
+    out = rebase(delta, share)
+    assert out.names == ["kept", "late-v"]  # "tiny" was never shared: dropped all the same
+    unpruned = rebase(delta, share, prune_below=0)
+    assert unpruned.names == ["kept", "tiny", "late-v", "shared"]
+    np.testing.assert_allclose(out.lookup(["late-v"])[1], [[0, 0, -large]])
 
 
 def test_a_rebase_keeps_the_delta_in_its_box() -> None:

@@ -47,6 +47,7 @@ def settings(redis_server: EmbeddedRedis, tmp_path_factory: pytest.TempPathFacto
         data_dir=tmp_path_factory.mktemp("api-data"),
         api_port=free_port(),
         api_workers=2,
+        gate_blend=False,  # the gate as a switch (tests/test_serving_blend.py: the mixture)
     )
 
 
@@ -124,7 +125,10 @@ def test_a_user_without_a_delta_gets_an_empty_one(admin: Api, store: Store, sett
         "events_applied": 0,
         "last_event": None,
         "serve": "clone",
-    }
+        "clone_weight": 1.0,
+        "gate": {"loss_clone": 0.0, "loss_base": 0.0, "decay": settings.gate_decay,
+                 "eta": settings.gate_eta, "blend": False},
+    }  # fmt: skip
 
 
 def test_the_base_is_immutable_and_revalidates_with_304(admin: Api, store: Store):

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 
 from fedlearn.model import ModelFormatError
-from fedlearn.model.gating import Gate, GateSettings
+from fedlearn.model.gating import Gate, GateSettings, serve_then_update, served
 from fedlearn.model.metrics import log_loss_one as log_loss
 
 SETTINGS = GateSettings(decay=0.9, eta=1.0)
@@ -57,3 +58,39 @@ def test_a_format_1_gate_record_is_still_read() -> None:
 def test_a_malformed_gate_record_says_what_is_wrong(blob: bytes, message: str) -> None:
     with pytest.raises(ModelFormatError, match=message):
         Gate.from_bytes(blob)
+
+
+@pytest.mark.parametrize(("loss_clone", "loss_base"), [(0.0, 0.0), (3.0, 1.0), (1.0, 2.5)])
+def test_a_switch_weighs_one_expert_fully_and_a_blend_by_hedge(
+    loss_clone: float, loss_base: float
+) -> None:
+    gate = Gate(loss_clone, loss_base, 5)
+    switch, blend = GateSettings(blend=False), GateSettings(blend=True)
+    assert switch.weight(gate) == (1.0 if gate.serve(switch.eta) == "clone" else 0.0)
+    assert blend.weight(gate) == gate.p_clone(blend.eta)
+
+
+def test_a_weight_of_one_serves_the_clone_exactly_and_zero_the_base() -> None:
+    clone, base = np.array([0.123456789, 0.9]), np.array([0.5, 0.1])
+    assert served(clone, base, 1.0).tolist() == clone.tolist()
+    assert served(clone, base, 0.0).tolist() == base.tolist()
+    assert served(0.8, 0.2, 0.25) == pytest.approx(0.35)
+
+
+def test_each_event_is_served_by_the_gate_as_it_stood_before_it() -> None:
+    settings = GateSettings(decay=0.9, eta=2.0, blend=True)
+    users = ["a", "b", "a", "a"]
+    labels = np.array([1.0, 0.0, 1.0, 1.0])
+    clone, base = np.array([0.9, 0.2, 0.9, 0.9]), np.array([0.4, 0.6, 0.4, 0.4])
+    gates: dict[str, Gate] = {"b": Gate(1.0, 5.0, 3)}
+    out = serve_then_update(gates, users, labels, clone, base, settings)
+    expected, replayed = [], {"b": Gate(1.0, 5.0, 3)}
+    for i, user in enumerate(users):
+        gate = replayed.setdefault(user, Gate())
+        w = gate.p_clone(settings.eta)
+        expected.append(w * clone[i] + (1 - w) * base[i])
+        gate.update(log_loss(int(labels[i]), clone[i]), log_loss(int(labels[i]), base[i]), 0.9)
+    assert out.tolist() == pytest.approx(expected, abs=1e-15)
+    assert out[0] == pytest.approx(0.5 * 0.9 + 0.5 * 0.4)  # a new gate: no evidence, even
+    assert out[2] > out[0]  # the clone predicted "a" better, so it weighs more afterwards
+    assert gates == replayed

@@ -14,6 +14,7 @@ from fedlearn.aggregate.rebase import ShareTable
 from fedlearn.aggregate.round import RoundStatus
 from fedlearn.aggregate.run import begin_round, create_round, reduce_round, run_round_inline
 from fedlearn.model import Base, Delta
+from fedlearn.model.gating import GateSettings
 from fedlearn.serving.base_cache import BaseCache
 from fedlearn.serving.clones import load_clone
 from fedlearn.serving.ingest import rebase_entry
@@ -93,7 +94,7 @@ def test_a_user_alone_on_a_row_does_not_get_it_twice_and_the_api_agrees_before_t
     new = Base.from_bytes(store.bases.get_base(store.bases.current_version()))
     assert ALONE in new.index  # alice's row was folded into the base
     # The trainer has not read the rebase entries yet: the API rebases on the fly.
-    served = load_clone(store, BaseCache(store), "alice", gate_eta=1.0).delta
+    served = load_clone(store, BaseCache(store), "alice", gating=GateSettings()).delta
     assert ALONE not in served.index
     np.testing.assert_allclose(
         _clone_row(new, served, ALONE), _clone_row(base, before["alice"], ALONE), atol=1e-6
@@ -106,7 +107,7 @@ def test_a_user_alone_on_a_row_does_not_get_it_twice_and_the_api_agrees_before_t
     )
     for user in users:  # what the API served on the fly is what the trainer then stored
         names = sorted(after[user].names)
-        served = load_clone(store, BaseCache(store), user, gate_eta=1.0).delta
+        served = load_clone(store, BaseCache(store), user, gating=GateSettings()).delta
         assert sorted(served.names) == names
         np.testing.assert_allclose(served.lookup(names)[0], after[user].lookup(names)[0], atol=1e-6)
     # The snapshots were rebased too: without new events, the next round has nothing to fold.

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import math
 import re
+from collections import Counter
 from dataclasses import replace
 from pathlib import Path
 
@@ -241,13 +242,63 @@ def test_a_clone_arm_predicts_and_learns_exactly_as_the_trainer_applies_a_batch(
 def test_the_gated_arm_serves_the_gate_s_choice_before_each_event() -> None:
     base = _base()
     arm = GatedClonesArm(
-        base, settings=CloneSettings(lr=0.5, l2=0.0, bias_lr=0.5), gating=GateSettings(eta=50)
+        base,
+        settings=CloneSettings(lr=0.5, l2=0.0, bias_lr=0.5),
+        gating=GateSettings(eta=50, blend=False),
     )
     x = {"user=1": 1.0, "item=a": 1.0}
     served = arm.process([("1", x, 1)] * 6)
     clone, frozen = arm.clone_predictions[0], arm.base_predictions[0]
     assert served[0] == clone[0], "a new gate serves the clone (ties go to the clone)"
     assert served[-1] == clone[-1] != frozen[-1], "the clone learned the clicks: still served"
+
+
+@pytest.mark.parametrize("blend", [False, True])
+def test_the_gated_arm_serves_and_updates_gates_exactly_as_the_trainer(blend: bool) -> None:
+    from fedlearn.store.entries import Entry
+    from fedlearn.trainer.apply import UserState, apply_batch
+
+    base, settings = _base(), CloneSettings(lr=0.5, l2=0.0, bias_lr=0.5)
+    gating = GateSettings(eta=3.0, blend=blend)
+    signals = ["click", "click", "skip", "click", "skip", "click", "click", "skip"]
+    events = [
+        {"event_id": f"{i}", "user": f"u{i % 2}", "item": "ab"[i % 3 == 0], "signal": s}
+        for i, s in enumerate(signals)
+    ]
+    applied = apply_batch(
+        base, {u: UserState(Delta(3)) for u in ("u0", "u1")},
+        [Entry(f"{i + 1}-0", e) for i, e in enumerate(events)], settings,
+        item_features=lambda item: {}, prediction_features=lambda pid, item: None,
+        applied_at=0.0, gating=gating,
+    )  # fmt: skip
+    arm = GatedClonesArm(base, settings=settings, gating=gating)
+    labels = applied.labels.astype(int).tolist()
+    labelled = [
+        (e["user"], x, y) for e, x, y in zip(events, applied.log["features"], labels, strict=True)
+    ]
+    assert arm.process(labelled).tolist() == applied.served_predictions.tolist()
+    assert {u: applied.users[u].gate for u in ("u0", "u1")} == arm.gates
+    if blend:  # the mixture lies strictly between the two experts once the gate has evidence
+        clone, frozen = arm.clone_predictions[0], arm.base_predictions[0]
+        last = applied.served_predictions[-1]
+        assert min(clone[-1], frozen[-1]) < last < max(clone[-1], frozen[-1])
+
+
+def test_a_learned_start_gives_a_new_user_the_mean_of_the_last_round_s_own_rows() -> None:
+    arm = AggregatedClonesArm(
+        _base(), settings=CloneSettings(lr=0.5, l2=0.0, bias_lr=0.5), learned_start=True
+    )
+    arm.process([(u, {f"user={u}": 1.0, "item=a": 1.0}, 1) for u in ("1", "2")] * 3)
+
+    def own_row(user: str) -> np.ndarray:
+        bw, bv = arm.base.rows([f"user={user}"])
+        dw, dv = arm.deltas[user].lookup([f"user={user}"])
+        return np.concatenate([bw + dw, (bv + dv)[0]])
+
+    mean = (own_row("1") + own_row("2")) / 2  # private rows: the round left them as they were
+    assert arm.start_row is not None and not np.allclose(mean[1:], 0)
+    arm._start_new_users(Counter({"3": 1}))
+    np.testing.assert_allclose(own_row("3"), mean, atol=1e-6)  # float32 storage
 
 
 # -- the update's levers ----------------------------------------------------------------
@@ -381,8 +432,8 @@ def test_bad_lever_and_report_settings_are_refused(field: str, value: float, mes
 
 def test_a_blending_gate_serves_the_hedge_mixture_of_clone_and_base() -> None:
     settings = CloneSettings(lr=0.5, l2=0.0, bias_lr=0.5)
-    gating = GateSettings(eta=1.0)
-    arm = GatedClonesArm(_base(), settings=settings, gating=gating, blend=True)
+    gating = GateSettings(eta=1.0, blend=True)
+    arm = GatedClonesArm(_base(), settings=settings, gating=gating)
     x = {"user=1": 1.0, "item=a": 1.0}
     served = arm.process([("1", x, 1), ("1", x, 0), ("1", x, 1)])
     clone, frozen = arm.clone_predictions[0], arm.base_predictions[0]

@@ -41,6 +41,7 @@ def test_the_committed_vectors_are_what_the_model_computes() -> None:
     assert_close(committed["cases"], fresh["cases"], "cases")
     assert committed["bases"] == fresh["bases"], "the base files differ: run `fedlearn vectors`"
     assert committed["refused_contexts"] == fresh["refused_contexts"]
+    assert_close(committed["gates"], fresh["gates"], "gates")
     assert committed["bounds"] == fresh["bounds"]
 
 

@@ -12,6 +12,7 @@ import { learnOne, score } from './fm.js';
 import { parseBase } from './format.js';
 import { checkPolicy, GREEDY, rankWithPolicy } from './policy.js';
 import { PartialBase, parseRowSet } from './rowset.js';
+import { gateWeight, servedScore, updateGate } from './gating.js';
 import { Lru } from './lru.js';
 import { EventQueue } from './queue.js';
 import { localStorageOrNull, uuid } from './platform.js';
@@ -173,6 +174,7 @@ export class FedClient {
       user: this.#user,
       baseVersion: m?.base_version,
       serve: m?.serve,
+      cloneWeight: m?.clone_weight,
       nFactors: this.#base?.nFactors,
       baseFeatures: this.#base?.nFeatures,
       deltaRows: this.#delta?.size ?? 0,
@@ -204,13 +206,13 @@ export class FedClient {
     const random = options.random ?? Math.random;
     if (typeof random !== 'function') invalid('options.random', random, 'must be a function returning [0, 1)');
     const ctx = { ...checkContext('context', context) };
-    const delta = this.#servedDelta();
+    const weight = this.#model.clone_weight;
     const userFeatures = this.#model.user_features;
     const scored = items.map((item, i) => {
       if (!item || typeof item !== 'object') invalid(`items[${i}]`, item, 'must be an object {id, features?}');
       const id = checkId(`items[${i}].id`, item.id);
       const features = eventFeatures(this.#user, id, item.features, ctx, userFeatures);
-      return { id, score: score(this.#base, delta, features), item, features, i };
+      return { id, score: servedScore(this.#base, this.#delta, weight, features), item, features, i };
     });
     const scores = scored.map((c) => c.score);
     const { order, propensities } = rankWithPolicy(scores, scored.length, policy, random);
@@ -309,9 +311,9 @@ export class FedClient {
     await this.#queue.close();
   }
 
-  /** @returns {Delta | null} the delta used to score: none when the server serves the base */
+  /** @returns {Delta | null} the delta the served score uses: none when the base alone is served */
   #servedDelta() {
-    return this.#model.serve === 'base' ? null : this.#delta;
+    return this.#model.clone_weight > 0 ? this.#delta : null;
   }
 
   /**
@@ -336,8 +338,15 @@ export class FedClient {
     /** @type {number | undefined} */
     let prediction;
     if (this.#learnOnDevice && this.#servedDelta() && this.#holdsRows(features)) {
-      const { lr, l2, bias_lr: biasLr = lr, max_rows: maxRows } = this.#model;
-      prediction = learnOne(this.#base, this.#delta, features, signal === 'click' ? 1 : 0, { lr, l2, biasLr, maxRows });
+      const { lr, l2, bias_lr: biasLr = lr, max_rows: maxRows, gate } = this.#model;
+      const y = signal === 'click' ? 1 : 0;
+      const baseP = gate ? score(this.#base, null, features) : 0;
+      prediction = learnOne(this.#base, this.#delta, features, y, { lr, l2, biasLr, maxRows });
+      if (gate) {
+        // As the trainer does: both models' predictions before the step move the gate.
+        updateGate(gate, prediction, baseP, y);
+        this.#model.clone_weight = gateWeight(gate);
+      }
       this.#learned += 1;
     }
     this.#queue.enqueue(event);

@@ -11,6 +11,7 @@ export { fnv1a32, learnOne, MAX_DELTA, MAX_STEP, mulberry32, score, sigmoid, uns
 export { parseBase } from './format.js';
 export { checkPolicy, GREEDY, rankWithPolicy, slotProbabilities } from './policy.js';
 export { bucketOf, PartialBase, parseRowSet } from './rowset.js';
+export { gateWeight, servedScore, updateGate } from './gating.js';
 
 // The public types, for TypeScript users (types/fedlearn.d.ts is generated from these).
 /** @typedef {import('./client.js').StartOptions} StartOptions */

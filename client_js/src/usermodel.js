@@ -18,7 +18,11 @@ import { invalid } from './errors.js';
  * @property {number} [bias_lr] the intercept's step (`lr` when absent)
  * @property {number} [max_rows] the cap on the delta's rows (the server's default when absent)
  * @property {number} events_applied
- * @property {'clone' | 'base'} serve
+ * @property {'clone' | 'base'} serve the likelier of the two by the user's gate
+ * @property {number} clone_weight the clone's weight in a served score (1: the clone, 0: the
+ *   base, between: their mixture); from `serve` when absent (an older server)
+ * @property {import('./gating.js').GateState} [gate] the gate's state, moved by on-device
+ *   learning (absent from an older server: the weight then stays as sent)
  * @property {Record<string, number>} [user_features] the user's table features, if the server sends them
  * @property {import('./rowset.js').BaseRows} [base_rows] where the base's buckets of rows are
  */
@@ -41,11 +45,25 @@ export function checkModel(m) {
   if (!Number.isSafeInteger(m.max_rows) || m.max_rows < 1) invalid('model.max_rows', m.max_rows, 'must be an integer >= 1');
   m.serve ??= 'clone';
   if (m.serve !== 'clone' && m.serve !== 'base') invalid('model.serve', m.serve, 'must be "clone" or "base"');
+  m.clone_weight ??= m.serve === 'base' ? 0 : 1;
+  if (!Number.isFinite(m.clone_weight) || m.clone_weight < 0 || m.clone_weight > 1) {
+    invalid('model.clone_weight', m.clone_weight, 'must be a number between 0 and 1');
+  }
+  if (m.gate !== undefined) checkGate(m.gate);
   m.events_applied ??= 0;
   if (!Number.isSafeInteger(m.events_applied) || m.events_applied < 0) {
     invalid('model.events_applied', m.events_applied, 'must be an integer >= 0');
   }
   return m;
+}
+
+/** @param {any} g the model's `gate` */
+function checkGate(g) {
+  if (!g || typeof g !== 'object') invalid('model.gate', g, 'must be an object');
+  for (const key of ['loss_clone', 'loss_base', 'decay', 'eta']) {
+    if (!Number.isFinite(g[key]) || g[key] < 0) invalid(`model.gate.${key}`, g[key], 'must be a finite number >= 0');
+  }
+  if (typeof g.blend !== 'boolean') invalid('model.gate.blend', g.blend, 'must be true or false');
 }
 
 /**

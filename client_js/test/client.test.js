@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { afterEach, test } from 'node:test';
-import { FedClient, eventFeatures, parseBase, score } from '../src/fedlearn.js';
+import { Delta, FedClient, eventFeatures, parseBase, score } from '../src/fedlearn.js';
 import { memoryCache } from '../src/basecache.js';
 import { buildBase, json, manualTimers, memoryStorage, scriptedFetch, settle } from './helpers.js';
 
@@ -170,6 +170,31 @@ test('a local ranking explores under its policy and each event says how its item
   const sent = posts(s)[0].body.events;
   assert.deepEqual(sent[0].policy, { kind: 'epsilon', epsilon: 0.2 });
   assert.throws(() => client.rank(ITEMS, {}, { policy: { kind: 'epsilon', epsilon: 2 } }), /options.policy.epsilon must be a number in \[0, 1\]/);
+});
+
+test('a blending gate ranks by its mix of clone and base (clone_weight)', async () => {
+  const delta = { w0: 2, features: [], w: [], v: [] };
+  const client = await start(server({ model: { delta, serve: 'base', clone_weight: 0.25 } }));
+  const base = parseBase(BASE_BYTES);
+  const [top] = client.rank(ITEMS);
+  const x = eventFeatures('u 7', top.id, top.item.features, {});
+  const clone = score(base, Delta.fromJSON(delta, base.nFactors), x);
+  assert.ok(Math.abs(top.score - (0.25 * clone + 0.75 * score(base, null, x))) < 1e-12);
+  assert.equal(client.stats.cloneWeight, 0.25);
+});
+
+test('learning on the device moves the gate as the trainer does', async () => {
+  const gate = { loss_clone: 0, loss_base: 0, decay: 0.9, eta: 1, blend: true };
+  const client = await start(server({ model: { gate, clone_weight: 0.5 } }));
+  assert.equal(client.stats.cloneWeight, 0.5);
+  client.click('1'); // an empty delta: clone and base predict alike, no evidence either way
+  assert.equal(client.stats.cloneWeight, 0.5);
+  client.click('1'); // the clone learned the first click: it predicts this one better
+  assert.ok(client.stats.cloneWeight > 0.5, String(client.stats.cloneWeight));
+});
+
+test('a clone_weight outside [0, 1] is refused, naming the field', async () => {
+  await assert.rejects(start(server({ model: { clone_weight: 1.5 } })), /model\.clone_weight.*between 0 and 1/);
 });
 
 test('serve "base" ranks with the base alone and does not learn on the device', async () => {

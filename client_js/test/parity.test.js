@@ -19,6 +19,9 @@ import {
   MAX_STEP,
   parseBase,
   score,
+  gateWeight,
+  servedScore,
+  updateGate,
 } from '../src/fedlearn.js';
 
 const path = process.env.FEDLEARN_VECTORS ?? fileURLToPath(new URL('./vectors.json', import.meta.url));
@@ -60,12 +63,17 @@ test('parity with the Python server (shared vectors)', { skip: missing }, () => 
     Object.entries(vectors.bases).map(([name, b64]) => [name, parseBase(new Uint8Array(Buffer.from(b64, 'base64')))]),
   );
   assert.ok(vectors.cases.length > 0, 'the vectors file holds no cases');
+  assert.ok(vectors.cases.some((c) => c.served?.length), 'the vectors hold no served (gate) scores');
   vectors.cases.forEach((c, i) => {
     const what = `case ${i} (base ${c.base})`;
     const base = bases.get(c.base);
     assert.ok(base, `${what}: no base named ${JSON.stringify(c.base)} in "bases"`);
     const delta = Delta.fromJSON(c.delta, base.nFactors);
     near(score(base, delta, c.features), c.expected_score, `${what} score`);
+    (c.served ?? []).forEach((s) => {
+      const served = servedScore(base, delta, s.clone_weight, c.features);
+      near(served, s.expected_served_score, `${what} served score at clone weight ${s.clone_weight}`);
+    });
     (c.updates ?? []).forEach((u, j) => {
       const hyper = { lr: c.lr, l2: c.l2, biasLr: c.bias_lr ?? c.lr, maxRows: c.max_rows };
       const p = learnOne(base, delta, u.features, u.y, hyper);
@@ -85,4 +93,16 @@ test('parity with the Python server (shared vectors)', { skip: missing }, () => 
   for (const context of vectors.refused_contexts ?? []) {
     assert.throws(() => eventFeatures('u', '1', {}, context), /context/, `refused context ${JSON.stringify(context)}`);
   }
+});
+
+test('the gate moves as the Python gate does (shared vectors)', { skip: missing }, () => {
+  const vectors = JSON.parse(readFileSync(path, 'utf8'));
+  assert.ok(vectors.gates?.length, 'the vectors file holds no gate cases');
+  vectors.gates.forEach((c, i) => {
+    const gate = { ...c.gate };
+    c.updates.forEach((u, j) => {
+      updateGate(gate, u.clone_p, u.base_p, u.y);
+      near(gateWeight(gate), u.expected_weight, `gate ${i} update ${j} weight`);
+    });
+  });
 });

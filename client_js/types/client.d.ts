@@ -90,6 +90,7 @@ export class FedClient {
         user: any;
         baseVersion: string;
         serve: "clone" | "base";
+        cloneWeight: number;
         nFactors: number;
         baseFeatures: number;
         deltaRows: number;

@@ -17,3 +17,4 @@ export { eventFeatures, MAX_FEATURE_VALUE } from "./features.js";
 export { fnv1a32, learnOne, MAX_DELTA, MAX_STEP, mulberry32, score, sigmoid, unseenLatent } from "./fm.js";
 export { checkPolicy, GREEDY, rankWithPolicy, slotProbabilities } from "./policy.js";
 export { bucketOf, PartialBase, parseRowSet } from "./rowset.js";
+export { gateWeight, servedScore, updateGate } from "./gating.js";

@@ -10,7 +10,11 @@
  * @property {number} [bias_lr] the intercept's step (`lr` when absent)
  * @property {number} [max_rows] the cap on the delta's rows (the server's default when absent)
  * @property {number} events_applied
- * @property {'clone' | 'base'} serve
+ * @property {'clone' | 'base'} serve the likelier of the two by the user's gate
+ * @property {number} clone_weight the clone's weight in a served score (1: the clone, 0: the
+ *   base, between: their mixture); from `serve` when absent (an older server)
+ * @property {import('./gating.js').GateState} [gate] the gate's state, moved by on-device
+ *   learning (absent from an older server: the weight then stays as sent)
  * @property {Record<string, number>} [user_features] the user's table features, if the server sends them
  * @property {import('./rowset.js').BaseRows} [base_rows] where the base's buckets of rows are
  */
@@ -72,7 +76,20 @@ export type UserModel = {
      */
     max_rows?: number | undefined;
     events_applied: number;
+    /**
+     * the likelier of the two by the user's gate
+     */
     serve: "clone" | "base";
+    /**
+     * the clone's weight in a served score (1: the clone, 0: the
+     * base, between: their mixture); from `serve` when absent (an older server)
+     */
+    clone_weight: number;
+    /**
+     * the gate's state, moved by on-device
+     * learning (absent from an older server: the weight then stays as sent)
+     */
+    gate?: import("./gating.js").GateState | undefined;
     /**
      * the user's table features, if the server sends them
      */

@@ -66,7 +66,7 @@ def get_model(user: str) -> Response:
     ctx = api_context()
     clone = load_clone(
         ctx.store, ctx.bases, user,
-        gate_eta=ctx.settings.gate_eta, on_unreadable=ctx.metrics.unreadable_records.inc,
+        gating=ctx.settings.gate, on_unreadable=ctx.metrics.unreadable_records.inc,
     )  # fmt: skip
     base_url = url_for("models.get_base", version=clone.base.version)
     answer = model_json(clone, ctx.settings, base_url)

@@ -287,6 +287,14 @@ class BaseRows(BaseModel):
     init_scale: float
 
 
+class GateState(BaseModel):
+    loss_clone: float = Field(ge=0, description="the clone's discounted log loss on the user")
+    loss_base: float = Field(ge=0, description="the base's discounted log loss on the user")
+    decay: float = Field(description="the losses' discount per event")
+    eta: float = Field(description="Hedge's rate: clone_weight = sigmoid(eta (L_base - L_clone))")
+    blend: bool = Field(description="serve the mixture (else 1 or 0 for the likelier model)")
+
+
 class UserModel(BaseModel):
     user: str
     base_version: str
@@ -300,6 +308,13 @@ class UserModel(BaseModel):
     events_applied: int
     last_event: str | None = Field(description="stream id of the last applied event")
     serve: Literal["clone", "base"]
+    clone_weight: float = Field(
+        ge=0,
+        le=1,
+        description="the clone's weight in a served score: w p_clone + (1 - w) p_base (1: the "
+        "clone, 0: the base; between them when the gate blends)",
+    )
+    gate: GateState = Field(description="the gate, for a client that learns on the device")
 
 
 class RowsRequest(_Strict):

@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 
 from fedlearn.model import Base, Clone, Delta, event_features
+from fedlearn.model.gating import served
 from fedlearn.model.rowset import PartialBase
 
 Candidates = list[tuple[str, Mapping[str, float] | None]]
@@ -52,12 +53,19 @@ def rank_locally(
     items: Candidates,
     context: Mapping[str, Any] | None,
 ) -> list[tuple[str, float]]:
-    """Score ``items`` with the clone the model answer serves, best first (ties keep order);
-    a partial base missing a row raises ``MissingRowsError`` rather than guess it."""
-    delta = Delta(base.n_factors)
-    if model.get("serve", "clone") == "clone":
+    """Score ``items`` as the server serves them (the gate's mix of clone and base, by the
+    answer's ``clone_weight``), best first (ties keep order); a partial base missing a row
+    raises ``MissingRowsError`` rather than guess it."""
+    weight = float(
+        model.get("clone_weight", 1.0 if model.get("serve", "clone") == "clone" else 0.0)
+    )
+    x = samples(user, items, context)
+    # Only the models the weight needs are scored, as the server's UserClone.scores does.
+    clone_p = 0.0
+    if weight > 0:
         delta = Delta.from_json(model["delta"], base.n_factors)
-    clone = Clone(base, delta)  # type: ignore[arg-type]  # a PartialBase has Base's rows()
-    scores = clone.predict_proba_many(samples(user, items, context))
+        clone_p = Clone(base, delta).predict_proba_many(x)  # type: ignore[arg-type]  # a PartialBase has Base's rows()
+    base_p = 0.0 if weight == 1 else Clone(base).predict_proba_many(x)  # type: ignore[arg-type]
+    scores = np.asarray(served(clone_p, base_p, weight), dtype=np.float64)
     order = np.argsort(-scores, kind="stable")
     return [(items[i][0], float(scores[i])) for i in order]

@@ -24,8 +24,8 @@ from fedlearn.aggregate.config import AggregationConfig
 from fedlearn.aggregate.fold import fold_and_rebase
 from fedlearn.aggregate.strategies import RowUpdate
 from fedlearn.model import Base, Clone, Delta
-from fedlearn.model.gating import Gate, GateSettings
-from fedlearn.model.metrics import log_losses
+from fedlearn.model.features import USER_PREFIX
+from fedlearn.model.gating import Gate, GateSettings, serve_then_update
 from fedlearn.trainer.apply import CloneSettings, learn_clones
 
 LabelledEvent = tuple[str, Mapping[str, float], int]
@@ -119,10 +119,14 @@ class AggregatedClonesArm(ClonesArm):
         name: str = "clones-agg",
         aggregation: AggregationConfig | None = None,
         seed: int = 0,
+        learned_start: bool = False,
         **kw: Any,
     ) -> None:
         """``aggregation``: the rounds' config (default: the service's); ``seed`` seeds the
-        rounds' noise (none unless the config asks for it); ``kw``: :class:`ClonesArm`'s."""
+        rounds' noise (none unless the config asks for it); ``learned_start`` (a lever, replay
+        only): a user new to the base starts their own row from the mean of the last round's
+        participants' own rows (Reptile-like) instead of its hash-random latent; ``kw``:
+        :class:`ClonesArm`'s."""
         if rule not in AGG_RULES:
             known = ", ".join(AGG_RULES)
             raise ValueError(f"aggregation rule must be one of {known}, got {rule!r}")
@@ -132,6 +136,8 @@ class AggregatedClonesArm(ClonesArm):
         self.config = aggregation or AggregationConfig()
         self._state: RowUpdate | None = None  # the strategy's (FedAvgM's momentum)
         self._rng = np.random.default_rng(seed)
+        self.learned_start = learned_start
+        self.start_row: tuple[float, np.ndarray] | None = None  # (w, v) of a new user's row
 
     def process(self, block: Sequence[LabelledEvent]) -> np.ndarray:
         return self.learn_and_fold(block)[0]
@@ -139,10 +145,34 @@ class AggregatedClonesArm(ClonesArm):
     def learn_and_fold(self, block: Sequence[LabelledEvent]) -> tuple[np.ndarray, np.ndarray]:
         """Test-then-train ``block`` on the clones, then fold their changes (one round)."""
         users = Counter(user for user, _, _ in block)
+        if self.start_row is not None:
+            self._start_new_users(users)
         before = {u: self.deltas[u].copy() for u in users if u in self.deltas}
         predictions = self.learn(block)
+        if self.learned_start:
+            self.start_row = self._mean_own_row(users)
         self._fold(before, users)
         return predictions
+
+    def _mean_own_row(self, users: Counter[str]) -> tuple[float, np.ndarray]:
+        """The mean of ``users``' own rows (``user=<id>``, base plus delta) as they stand."""
+        names = [USER_PREFIX + u for u in users]
+        bw, bv = self.base.rows(names)
+        rows = [self.deltas[u].lookup([n]) for u, n in zip(users, names, strict=True)]
+        w = bw + np.array([dw[0] for dw, _ in rows])
+        v = bv + np.array([dv[0] for _, dv in rows])
+        return float(w.mean()), v.mean(axis=0)
+
+    def _start_new_users(self, users: Counter[str]) -> None:
+        """Give users the base does not know, and who have no clone yet, the learned start."""
+        w, v = self.start_row
+        for user in users:
+            name = USER_PREFIX + user
+            if user in self.deltas or name in self.base.index:
+                continue
+            bw, bv = self.base.rows([name])
+            row = {"w0": 0.0, "features": [name], "w": [w - bw[0]], "v": [(v - bv[0]).tolist()]}
+            self.deltas[user] = Delta.from_json(row, self.base.n_factors)
 
     def _fold(self, before: Mapping[str, Delta], users: Counter[str]) -> None:
         """One round: the block's users' changes folded into the base (weighted by their
@@ -158,28 +188,21 @@ class AggregatedClonesArm(ClonesArm):
 
 
 class GatedClonesArm(AggregatedClonesArm):
-    """Aggregated clones, each user served the clone or the base by the user's gate.
+    """Aggregated clones, each user served by the user's gate.
 
     The gate is the service's (``fedlearn.model.gating``): Hedge over the discounted log
-    losses of the clone and of the base (scored in shadow on every event). The arm returns the
-    served predictions and keeps both experts' predictions in ``clone_predictions`` and
-    ``base_predictions``, so the replay can compare the gate with the better of the two per
-    user. ``blend`` (a lever measured in the replay only, not what the service serves) serves
-    the Hedge mixture ``w p_clone + (1 - w) p_base`` instead of the likelier expert.
+    losses of the clone and of the base (scored in shadow on every event), served through the
+    trainer's own :func:`~fedlearn.model.gating.serve_then_update` (the likelier expert, or
+    their mixture when ``gating.blend``). The arm returns the served predictions and keeps both
+    experts' predictions in ``clone_predictions`` and ``base_predictions``, so the replay can
+    compare the gate with the better of the two per user.
     """
 
     def __init__(
-        self,
-        base: Base,
-        *,
-        gating: GateSettings,
-        blend: bool = False,
-        name: str = "clones-gated",
-        **kw: Any,
+        self, base: Base, *, gating: GateSettings, name: str = "clones-gated", **kw: Any
     ) -> None:
         super().__init__(base, name=name, **kw)
         self.gating = gating
-        self.blend = blend
         self.gates: dict[str, Gate] = {}
         self.clone_predictions: list[np.ndarray] = []
         self.base_predictions: list[np.ndarray] = []
@@ -187,19 +210,8 @@ class GatedClonesArm(AggregatedClonesArm):
     def process(self, block: Sequence[LabelledEvent]) -> np.ndarray:
         clone, base = self.learn_and_fold(block)
         y = np.fromiter((y for _, _, y in block), np.float64, len(block))
-        losses = zip(log_losses(y, clone).tolist(), log_losses(y, base).tolist(), strict=True)
-        served = np.empty(len(block))
-        for i, ((user, _, _), (clone_loss, base_loss)) in enumerate(
-            zip(block, losses, strict=True)
-        ):
-            # Served by the gate as it stood before the event, then updated as the trainer does.
-            gate = self.gates.setdefault(user, Gate())
-            if self.blend:
-                w = gate.p_clone(self.gating.eta)
-                served[i] = w * clone[i] + (1.0 - w) * base[i]
-            else:
-                served[i] = clone[i] if gate.serve(self.gating.eta) == "clone" else base[i]
-            gate.update(clone_loss, base_loss, self.gating.decay)
+        users = [user for user, _, _ in block]
+        served = serve_then_update(self.gates, users, y, clone, base, self.gating)
         self.clone_predictions.append(clone)
         self.base_predictions.append(base)
         return served

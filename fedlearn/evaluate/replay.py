@@ -91,7 +91,8 @@ class ReplayConfig:
     shared_lr_scale: float = 1.0
     lr_half_life: float | None = None
     gate_decay: float = setting_default("gate_decay")
-    gate_blend: bool = False  # replay-only lever: serve the gate's mixture of clone and base
+    gate_blend: bool = setting_default("gate_blend")  # serve the gate's mixture, not a switch
+    learned_start: bool = False  # lever: a new user's row starts from the rounds' mean
     agg_every: int = 1000
     agg_rule: str = "row-mean"
     first_n: int = 5
@@ -304,12 +305,15 @@ def _make_arms(name: str, base: Base | None, river_base: Any, config: ReplayConf
             for m in config.lr_multiples
         ]
     if name == "clones-gated":
-        gating = GateSettings(decay=config.gate_decay, eta=setting_default("gate_eta"))
+        gating = GateSettings(
+            decay=config.gate_decay, eta=setting_default("gate_eta"), blend=config.gate_blend
+        )
         return [
             GatedClonesArm(
-                base, settings=one, rule=config.agg_rule, gating=gating, blend=config.gate_blend
+                base, settings=one, rule=config.agg_rule, gating=gating,
+                learned_start=config.learned_start,
             )
-        ]
+        ]  # fmt: skip
     if name == "clones-agg":
         return [
             AggregatedClonesArm(
@@ -317,6 +321,7 @@ def _make_arms(name: str, base: Base | None, river_base: Any, config: ReplayConf
                 settings=config.clone_settings(m),
                 rule=config.agg_rule,
                 name=f"clones-agg x{m:g}",
+                learned_start=config.learned_start,
             )
             for m in config.lr_multiples
         ]

@@ -35,6 +35,7 @@ GRIDS = {
     "rounds": {"agg_every": (250, 1000, 4000)},
     "gate": {"gate_decay": (0.9, 0.95, 0.99, 0.999)},
     "blend": {"gate_blend": (False, True)},
+    "start": {"learned_start": (False, True)},
 }
 
 

@@ -31,6 +31,11 @@ DEFAULT_MAX_ROWS = 4096
 # Deltas are stored as float32, whose resolution near the largest delta values (MAX_DELTA =
 # 16) is about 1e-6: a row within it of zero is zero up to the storage's own rounding.
 REBASE_TOLERANCE = 1e-6
+# After a rebase, any row whose every parameter is below this in size is dropped too (issue 11:
+# most of a MovieLens delta is small item rows of films the user will not see again; dropping
+# rows under 0.01 after each round shrinks deltas by a third there and by an eighth on the
+# synthetic log with repeats, at no AUC measurable to 1e-4 on rolling folds of the first 30 %).
+PRUNE_BELOW = 0.01
 
 
 class Delta:
@@ -235,12 +240,15 @@ class Delta:
         return f"Delta(rows={len(self)}, events={self.n_events}, k={self.n_factors})"
 
 
-def rebase(delta: Delta, share: Delta, *, bound: float = MAX_DELTA) -> Delta:
+def rebase(
+    delta: Delta, share: Delta, *, bound: float = MAX_DELTA, prune_below: float = PRUNE_BELOW
+) -> Delta:
     """``delta`` minus ``share`` (what a round folded into the base for this user, see
     ``fedlearn.aggregate.rebase``): the same clone expressed on the new base. Rows of
-    ``share`` left within :data:`REBASE_TOLERANCE` of zero are dropped; parameters stay in
-    ``[-bound, bound]`` (the clones' box). The one rebase of the trainer, the snapshots, the
-    API (on the fly) and the replay; ``delta`` is not modified."""
+    ``share`` left within :data:`REBASE_TOLERANCE` of zero are dropped, and so is every row
+    whose parameters are all below ``prune_below`` in size (the clone falls back to the base
+    there); parameters stay in ``[-bound, bound]`` (the clones' box). The one rebase of the
+    trainer, the snapshots, the API (on the fly) and the replay; ``delta`` is not modified."""
     out = delta.copy()
     out.w0 = float(np.clip(delta.w0 - share.w0, -bound, bound))
     if not len(share):
@@ -253,6 +261,9 @@ def rebase(delta: Delta, share: Delta, *, bound: float = MAX_DELTA) -> Delta:
     out._v[rows] = np.clip(v, -bound, bound)
     zero = (np.abs(w) <= REBASE_TOLERANCE) & (np.abs(v) <= REBASE_TOLERANCE).all(axis=1)
     out.drop(share.names[i] for i in np.flatnonzero(zero))
+    if prune_below > 0 and len(out):
+        tiny = np.maximum(np.abs(out.w), np.abs(out.v).max(axis=1)) < prune_below
+        out.drop(out.names[i] for i in np.flatnonzero(tiny))
     return out
 
 

@@ -16,10 +16,14 @@ from fedlearn.model.clone import Clone
 from fedlearn.model.delta import DEFAULT_MAX_ROWS, Delta
 from fedlearn.model.features import MAX_FEATURE_VALUE, event_features
 from fedlearn.model.fm import MAX_DELTA, MAX_STEP
+from fedlearn.model.gating import Gate, GateSettings, served
+from fedlearn.model.metrics import log_loss_one
 
 # Contexts both sides must refuse: keys that would make the model's own features, and a
 # number beyond the feature bound.
 REFUSED_CONTEXTS = [{"user": "victim"}, {"item=42": 1.0}, {"score": 1e6}]
+# Clone weights a gate sends: the switch's two (base, clone) and two mixtures.
+SERVED_WEIGHTS = (0.0, 0.25, 0.7, 1.0)
 
 
 def _random_base(rng: np.random.Generator, n_factors: int, version: str) -> Base:
@@ -82,13 +86,19 @@ def _case(
         clone.delta.w[:] = MAX_DELTA - 0.25  # views of the rows in use, not the spare capacity
         clone.delta.v[:] = signs * (MAX_DELTA - 0.25)
     features = sample(rng, user, -1)
+    clone_p, base_p = clone.predict_proba_one(features), Clone(base).predict_proba_one(features)
     record: dict[str, Any] = {
         "base": base.version,
         "user": user,
         **hyper,
         "delta": clone.delta.to_json(),
         "features": features,
-        "expected_score": clone.predict_proba_one(features),
+        "expected_score": clone_p,
+        # What a gate with each clone weight serves (fedlearn.model.gating.served).
+        "served": [
+            {"clone_weight": w, "expected_served_score": float(served(clone_p, base_p, w))}
+            for w in SERVED_WEIGHTS
+        ],
         "updates": [],
     }
     for step in range(n_updates):
@@ -98,6 +108,23 @@ def _case(
         )
     record["expected_delta_after"] = clone.delta.to_json()
     return record
+
+
+def _gate_case(rng: np.random.Generator, blend: bool, n_steps: int = 12) -> dict[str, Any]:
+    """A gate's start, events' predictions of both models and labels, the weight after each
+    update (``Gate.update``, ``GateSettings.weight``); the edges 0 and 1 are clipped."""
+    settings = GateSettings(decay=0.9, eta=1.5, blend=blend)
+    gate = Gate(round(float(rng.uniform(0, 2)), 6), round(float(rng.uniform(0, 2)), 6))
+    start = {"loss_clone": gate.loss_clone, "loss_base": gate.loss_base,
+             "decay": settings.decay, "eta": settings.eta, "blend": blend}  # fmt: skip
+    steps = []
+    for step in range(n_steps):
+        clone_p, base_p = (0.0, 1.0) if step == 3 else rng.uniform(0.01, 0.99, 2).tolist()
+        y = int(rng.random() < 0.5)
+        gate.update(log_loss_one(y, clone_p), log_loss_one(y, base_p), settings.decay)
+        steps.append({"clone_p": clone_p, "base_p": base_p, "y": y,
+                      "expected_weight": settings.weight(gate)})  # fmt: skip
+    return {"gate": start, "updates": steps}
 
 
 def make_vectors(seed: int = 0, n_cases: int = 6, n_updates: int = 40) -> dict[str, Any]:
@@ -129,6 +156,8 @@ def make_vectors(seed: int = 0, n_cases: int = 6, n_updates: int = 40) -> dict[s
         "bases": {name: base64.b64encode(b.to_bytes()).decode() for name, b in bases.items()},
         "cases": cases,
         "refused_contexts": REFUSED_CONTEXTS,
+        # Its own generator: adding these left the cases above as they were.
+        "gates": [_gate_case(np.random.default_rng(seed + 1), b) for b in (True, False, True)],
         "bounds": {
             "max_feature_value": MAX_FEATURE_VALUE,
             "max_step": MAX_STEP,

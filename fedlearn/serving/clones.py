@@ -17,7 +17,7 @@ import struct
 import time
 import uuid
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -27,7 +27,7 @@ from fedlearn.config import Settings
 from fedlearn.model import Base, Clone, Delta, event_features
 from fedlearn.model.delta import rebase
 from fedlearn.model.errors import ModelFormatError
-from fedlearn.model.gating import Gate
+from fedlearn.model.gating import Gate, GateSettings, served
 from fedlearn.model.policy import Policy, explored, rank_with_policy
 from fedlearn.serving.base_cache import BaseCache, NoBaseError
 from fedlearn.store import DeltaRecord, Store
@@ -42,19 +42,31 @@ Candidate = tuple[str, Mapping[str, float] | None]
 
 @dataclass(frozen=True)
 class UserClone:
-    """The base, the delta that applies to it, the stored record it came from, and what to
-    serve: ``"clone"``, or ``"base"`` when the user's gate found the base predicting better."""
+    """The base, the delta that applies to it, the stored record it came from, and the
+    clone's weight in what is served (the user's gate's, ``fedlearn.model.gating``): 1 serves
+    the clone, 0 the base, in between their mixture."""
 
     user: str
     base: Base
     delta: Delta
     record: DeltaRecord | None  # None when the user has no usable delta
-    serve: str = "clone"
+    clone_weight: float = 1.0
+    gate: Gate = field(default_factory=Gate)  # the losses the weight came from
 
     @property
-    def served_delta(self) -> Delta:
-        """The delta scores use: the user's, or an empty one when the base is served."""
-        return self.delta if self.serve == "clone" else Delta(self.base.n_factors)
+    def serve(self) -> str:
+        """The likelier expert, ``"clone"`` or ``"base"`` (what a switch serves)."""
+        return "clone" if self.clone_weight >= 0.5 else "base"
+
+    def scores(
+        self, samples: Sequence[Mapping[str, float]], hyper: Mapping[str, Any]
+    ) -> np.ndarray:
+        """What the user is served for each sample: the gate's mix of clone and base,
+        scoring only the models the weight needs."""
+        w = self.clone_weight
+        clone = Clone(self.base, self.delta, **hyper).predict_proba_many(samples) if w else 0.0
+        plain = 0.0 if w == 1 else Clone(self.base, **hyper).predict_proba_many(samples)
+        return np.asarray(served(clone, plain, w), dtype=np.float64)
 
     @property
     def events_applied(self) -> int:
@@ -110,7 +122,7 @@ def load_clone(
     bases: BaseCache,
     user: str,
     *,
-    gate_eta: float,
+    gating: GateSettings,
     on_unreadable: Callable[[], None] | None = None,
 ) -> UserClone:
     """The user's clone on the current base (``NoBaseError`` before any base exists).
@@ -122,18 +134,19 @@ def load_clone(
     if record is not None:
         try:
             delta = Delta.from_bytes(record.delta)
-            serve = Gate.from_bytes(record.gate).serve(gate_eta)
+            gate = Gate.from_bytes(record.gate)
         except UNREADABLE as exc:
             log.warning(
                 "user %r: the stored delta record is unreadable (%s); serving the base", user, exc
             )
             if on_unreadable is not None:
                 on_unreadable()
-            return UserClone(user, base, Delta(base.n_factors), None, "base")
+            return UserClone(user, base, Delta(base.n_factors), None, 0.0)
         if delta_applies(record, delta, base, bases):
             delta = pending_rebases(store, rebase_versions(base.meta), record, delta)
-            return UserClone(user, base, delta, record, serve)
-    return UserClone(user, base, Delta(base.n_factors), None)
+            return UserClone(user, base, delta, record, gating.weight(gate), gate)
+    # No usable delta: the clone is the base, weighed as a new gate weighs it (the same score).
+    return UserClone(user, base, Delta(base.n_factors), None, gating.weight(Gate()))
 
 
 def model_json(clone: UserClone, settings: Settings, base_url: str) -> dict[str, Any]:
@@ -147,6 +160,16 @@ def model_json(clone: UserClone, settings: Settings, base_url: str) -> dict[str,
         "events_applied": clone.events_applied,
         "last_event": clone.last_event,
         "serve": clone.serve,
+        "clone_weight": clone.clone_weight,
+        # What a client needs to move the weight as it learns on the device, as the trainer
+        # does (``client_js/src/gating.js``).
+        "gate": {
+            "loss_clone": clone.gate.loss_clone,
+            "loss_base": clone.gate.loss_base,
+            "decay": settings.gate_decay,
+            "eta": settings.gate_eta,
+            "blend": settings.gate_blend,
+        },
     }
 
 
@@ -189,13 +212,13 @@ def rank(
     (scored below the best item left).
     """
     policy = settings.explore if policy is None else policy
-    clone = load_clone(store, bases, user, gate_eta=settings.gate_eta, on_unreadable=on_unreadable)
+    clone = load_clone(store, bases, user, gating=settings.gate, on_unreadable=on_unreadable)
     per_item = item_features(store, candidates)
     ids = list(per_item)
     context = context or None
     samples = [event_features(user, item, context, per_item[item]) for item in ids]
     hyper = settings.clone_hyper(clone.base.hyper)
-    scores = Clone(clone.base, clone.served_delta, **hyper).predict_proba_many(samples)
+    scores = clone.scores(samples, hyper)
     order, propensities = rank_with_policy(
         scores, len(ids) if k is None else k, policy, rng or np.random.default_rng()
     )

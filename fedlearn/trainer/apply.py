@@ -19,8 +19,7 @@ from fedlearn.data.eventlog import SHOWN_KEYS
 from fedlearn.model import Base, Delta, event_features
 from fedlearn.model.batch import learn_many_shadow
 from fedlearn.model.delta import DEFAULT_MAX_ROWS, rebase
-from fedlearn.model.gating import Gate, GateSettings
-from fedlearn.model.metrics import log_losses
+from fedlearn.model.gating import Gate, GateSettings, serve_then_update
 from fedlearn.serving.ingest import FORGET, REBASE
 from fedlearn.store.entries import Entry
 from fedlearn.store.streamid import StreamId
@@ -72,6 +71,8 @@ class AppliedBatch:
     labels: np.ndarray = field(default_factory=lambda: np.zeros(0))
     predictions: np.ndarray = field(default_factory=lambda: np.zeros(0))
     base_predictions: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    # What each event's user was served (their gate's mix of the two, before the event).
+    served_predictions: np.ndarray = field(default_factory=lambda: np.zeros(0))
     positions: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
 
 
@@ -222,20 +223,16 @@ def apply_batch(
         if user in out.users:  # forgotten earlier in this batch: its state holds the old delta
             out.users[user].delta = working[user]
     labels = np.fromiter((e[2] for e in events), np.float64, len(events))
-    clone_losses, base_losses = (
-        log_losses(labels, p).tolist(),
-        log_losses(labels, base_p).tolist(),
-    )
-    for (_, _, sid), (user, _, _), clone_loss, base_loss in zip(
-        kept, events, clone_losses, base_losses, strict=True
-    ):
+    for (_, _, sid), (user, _, _) in zip(kept, events, strict=True):
         state = out.users.get(user)
         if state is None:
             previous = states[user].gate
             gate = Gate(previous.loss_clone, previous.loss_base, previous.events)
             state = out.users[user] = UserState(working[user], gate=gate)
         state.last_event = max(state.last_event, sid)
-        state.gate.update(clone_loss, base_loss, gating.decay)
+    users = [user for user, _, _ in events]
+    gates = {user: out.users[user].gate for user in set(users)}
+    out.served_predictions = serve_then_update(gates, users, labels, p, base_p, gating)
     # Columns, not one dict per event: the trainer's hot path only builds lists here, and the
     # event log writer (off the hot path) turns them into one line per event.
     out.log = {
