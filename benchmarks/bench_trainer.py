@@ -32,12 +32,11 @@ import numpy as np
 from fedlearn.data.synthetic import SyntheticConfig, generate
 from fedlearn.devtools import EmbeddedRedis
 from fedlearn.model import Base
-from fedlearn.model.kernel import warm_up
 from fedlearn.store import Store, keys
 from fedlearn.store.items import Catalog
 from fedlearn.trainer.apply import CloneSettings
 from fedlearn.trainer.eventlog import EventLogWriter
-from fedlearn.trainer.trainer import Trainer, TrainerConfig
+from fedlearn.trainer.trainer import Trainer, TrainerConfig, prepare_process
 
 N_SHARDS = 8
 N_USERS = 5000
@@ -108,7 +107,7 @@ def drain(
     config = TrainerConfig(name="bench", batch_size=batch)
     trainer = Trainer(store, lambda _base: CLONE, config, eventlog=writer)
     trainer.ownership.maintain()
-    warm_up()  # as Trainer.run does at start; its cost is bench_coldstart.py's figure
+    prepare_process()  # as Trainer.run does at start; the kernel's cost is bench_coldstart.py's
     heartbeat_s = config.lease_ttl_ms / 3000
     profiler = cProfile.Profile() if profile else None
     redis_cpu = _redis_cpu(store)

@@ -17,6 +17,7 @@ its reason, and the user's other events go on (an unreadable delta restarts from
 
 from __future__ import annotations
 
+import gc
 import logging
 import struct
 import threading
@@ -59,6 +60,21 @@ T = TypeVar("T")
 UNREADABLE = (ModelFormatError, struct.error)
 DRAINER_JOIN_S = 5.0  # an fsync or a Redis call in flight; never wait forever for it
 OUTAGE_POLL_S = 0.2
+# The collector's thresholds in a trainer process. A batch allocates a few dicts per event and
+# the trainer keeps every cached user's state alive, so with CPython's default (a collection
+# every 700 allocations, a full one walking all cached users every so often) the collector
+# took a quarter of the trainer's CPU in benchmarks/bench_trainer.py. Nothing of ours relies
+# on cycles being freed promptly; they are still freed, less often.
+GC_THRESHOLDS = (50_000, 20, 100)
+
+
+def prepare_process() -> None:
+    """Ready this process to train: the compiled update loaded (from numba's disk cache, or
+    compiled on a first start) and the garbage collector tuned for the trainer."""
+    warm_up()
+    gc.collect()
+    gc.freeze()  # what exists now (modules, the base) is never walked again
+    gc.set_threshold(*GC_THRESHOLDS)
 
 
 class RedisUnreachableError(redis.ConnectionError):
@@ -161,7 +177,7 @@ class Trainer:
         polling every ``idle_sleep_s`` to at most ``idle_sleep_max_s``.
         """
         started = time.perf_counter()
-        warm_up()  # the compiled update: from numba's disk cache, or compiled on a first start
+        prepare_process()
         log.info("update kernel ready in %.2f s", time.perf_counter() - started)
         heartbeat_every = self.config.lease_ttl_ms / 3000
         last_beat = last_trim = -float("inf")
