@@ -14,6 +14,7 @@ import struct
 import tempfile
 import zlib
 from collections.abc import Iterable
+from itertools import repeat
 from pathlib import Path
 from typing import Any
 
@@ -133,7 +134,8 @@ class Base:
 
         A name the base never saw gets weight 0 and its deterministic starting latent.
         """
-        idx = np.fromiter((self.index.get(n, -1) for n in names), np.int64, len(names))
+        # map() over dict.get runs in C: this is on the trainer's path once per batch.
+        idx = np.fromiter(map(self.index.get, names, repeat(-1)), np.int64, len(names))
         w = np.zeros(len(names))
         v = np.empty((len(names), self.n_factors))
         known = idx >= 0
