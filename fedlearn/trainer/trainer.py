@@ -31,6 +31,7 @@ import numpy as np
 import redis
 
 from fedlearn.config import setting_default
+from fedlearn.data.eventlog import render_applied
 from fedlearn.model import Base, Delta
 from fedlearn.model.errors import ModelFormatError
 from fedlearn.model.gating import Gate, GateSettings
@@ -368,8 +369,9 @@ class Trainer:
                 deltas={u: s.delta.to_bytes() for u, s in result.users.items()},
                 last_ids={u: str(s.last_event) for u, s in result.users.items()},
                 entry_ids=batch.ids,
-                # One applied-log entry per batch (in columns): one XADD, not one per event.
-                log_entries=[result.log] if result.applied else [],
+                # One applied-log entry per batch, its lines encoded: one XADD, not one per
+                # event, and nothing for the event log's writer to decode and encode again.
+                log_entries=[render_applied(result.log)] if result.applied else [],
                 base=base.version,
                 generation=generation,
                 gates={u: s.gate.to_bytes() for u, s in result.users.items()},
