@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import cProfile
+import gc
 import pstats
 import tempfile
 import time
@@ -96,8 +97,11 @@ def drain(
     eventlog: Path | None = None,
     profile: bool = False,
     timeout: float = 600.0,
+    gc_thresholds: tuple[int, int, int] | None = None,
 ) -> dict[str, Any]:
     """Time one in-process trainer draining ``n_events`` from the pre-filled streams.
+
+    ``gc_thresholds`` replaces the trainer's collector thresholds (``bench_gc.py`` compares).
 
     It loops as ``Trainer.run`` does: one batch per owned shard per step, the lease heartbeat
     every third of its lifetime, and with ``eventlog`` the durable log drained to files every
@@ -108,6 +112,8 @@ def drain(
     trainer = Trainer(store, lambda _base: CLONE, config, eventlog=writer)
     trainer.ownership.maintain()
     prepare_process()  # as Trainer.run does at start; the kernel's cost is bench_coldstart.py's
+    if gc_thresholds is not None:
+        gc.set_threshold(*gc_thresholds)
     heartbeat_s = config.lease_ttl_ms / 3000
     profiler = cProfile.Profile() if profile else None
     redis_cpu = _redis_cpu(store)

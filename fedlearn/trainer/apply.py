@@ -110,7 +110,7 @@ def features_of(
     """The features an event trains on, and where they came from (``prediction`` or ``event``).
 
     ``contexts`` (one per batch) remembers each context's encoding: a batch's events share a
-    few hours and devices, and encoding them again for every event was a tenth of the batch.
+    few hours and devices, and encoding them for every event was a tenth of ``apply_batch``.
     The features are :func:`fedlearn.model.event_features`'s, in its order.
     """
     prediction_id = event.get("prediction_id")

@@ -64,8 +64,9 @@ OUTAGE_POLL_S = 0.2
 # The collector's thresholds in a trainer process. A batch allocates a few dicts per event and
 # the trainer keeps every cached user's state alive, so with CPython's default (a collection
 # every 700 allocations, a full one walking all cached users every so often) the collector
-# took a quarter of the trainer's CPU in benchmarks/bench_trainer.py. Nothing of ours relies
-# on cycles being freed promptly; they are still freed, less often.
+# took about a quarter of a benchmarks/bench_trainer.py run's CPU, and a single full pass
+# stalled every shard for up to 428 ms with 50,000 users cached (benchmarks/bench_gc.py).
+# Nothing of ours relies on cycles being freed promptly; they are still freed, less often.
 GC_THRESHOLDS = (50_000, 20, 100)
 
 
