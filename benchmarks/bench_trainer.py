@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import cProfile
+import gc
 import pstats
 import tempfile
 import time
@@ -32,12 +33,11 @@ import numpy as np
 from fedlearn.data.synthetic import SyntheticConfig, generate
 from fedlearn.devtools import EmbeddedRedis
 from fedlearn.model import Base
-from fedlearn.model.kernel import warm_up
 from fedlearn.store import Store, keys
 from fedlearn.store.items import Catalog
 from fedlearn.trainer.apply import CloneSettings
 from fedlearn.trainer.eventlog import EventLogWriter
-from fedlearn.trainer.trainer import Trainer, TrainerConfig
+from fedlearn.trainer.trainer import Trainer, TrainerConfig, prepare_process
 
 N_SHARDS = 8
 N_USERS = 5000
@@ -97,8 +97,11 @@ def drain(
     eventlog: Path | None = None,
     profile: bool = False,
     timeout: float = 600.0,
+    gc_thresholds: tuple[int, int, int] | None = None,
 ) -> dict[str, Any]:
     """Time one in-process trainer draining ``n_events`` from the pre-filled streams.
+
+    ``gc_thresholds`` replaces the trainer's collector thresholds (``bench_gc.py`` compares).
 
     It loops as ``Trainer.run`` does: one batch per owned shard per step, the lease heartbeat
     every third of its lifetime, and with ``eventlog`` the durable log drained to files every
@@ -108,7 +111,9 @@ def drain(
     config = TrainerConfig(name="bench", batch_size=batch)
     trainer = Trainer(store, lambda _base: CLONE, config, eventlog=writer)
     trainer.ownership.maintain()
-    warm_up()  # as Trainer.run does at start; its cost is bench_coldstart.py's figure
+    prepare_process()  # as Trainer.run does at start; the kernel's cost is bench_coldstart.py's
+    if gc_thresholds is not None:
+        gc.set_threshold(*gc_thresholds)
     heartbeat_s = config.lease_ttl_ms / 3000
     profiler = cProfile.Profile() if profile else None
     redis_cpu = _redis_cpu(store)

@@ -6,7 +6,16 @@ from pathlib import Path
 
 import orjson
 
-from fedlearn.data.eventlog import append_lines, day_of, expand, last_log_id, read_log, shard_dir
+from fedlearn.data.eventlog import (
+    append_lines,
+    day_of,
+    expand,
+    last_log_id,
+    read_log,
+    render_applied,
+    shard_dir,
+    stamp,
+)
 
 
 def _line(event_id: str, log_id: str) -> bytes:
@@ -32,18 +41,22 @@ def test_a_torn_last_line_is_cut_and_the_last_whole_one_found(tmp_path: Path) ->
     assert path.read_bytes() == whole
 
 
+# An applied batch in columns, as the trainer builds it (an event may name a field log_id, and
+# hold text that is not ASCII).
+BATCH = {
+    "events": [{"event_id": "a", "log_id": "forged"}, {"event_id": "b", "title": "Amélie"}],
+    "stream_id": ["1-0", "1-1"],
+    "features": [{"item=1": 1.0}, {"item=2": 1.0}],
+    "features_from": ["event", "prediction"],
+    "prediction": [0.5, 0.25],
+    "base_prediction": [0.4, 0.2],
+    "base_version": "v1",
+    "applied_at": 0.0,
+}
+
+
 def test_a_batch_expands_to_one_record_per_event() -> None:
-    batch = {
-        "events": [{"event_id": "a"}, {"event_id": "b"}],
-        "stream_id": ["1-0", "1-1"],
-        "features": [{"item=1": 1.0}, {"item=2": 1.0}],
-        "features_from": ["event", "prediction"],
-        "prediction": [0.5, 0.25],
-        "base_prediction": [0.4, 0.2],
-        "base_version": "v1",
-        "applied_at": 0.0,
-    }
-    records = list(expand(batch))
+    records = list(expand(BATCH))
     assert [r["event_id"] for r in records] == ["a", "b"]
     assert records[1]["features_from"] == "prediction" and records[1]["base_version"] == "v1"
     assert day_of(0.0) == "1970-01-01"
@@ -61,3 +74,12 @@ def test_how_an_item_was_shown_lands_on_its_line_and_batches_from_before_have_no
     shown = {"propensity": 0.25, "slot": 2, "policy": {"kind": "epsilon", "epsilon": 0.1}}
     (line,) = expand({**old, "shown": [shown]})
     assert {key: line[key] for key in shown} == shown  # the record's values win
+
+
+def test_rendered_lines_stamped_with_their_log_id_are_the_expanded_records() -> None:
+    expected = [{**record, "log_id": "7-0"} for record in expand(BATCH)]
+    # The applied log holds the rendered entry as JSON; the writer reads it back and stamps it.
+    entry = orjson.loads(orjson.dumps(render_applied(BATCH)))
+    assert [orjson.loads(line) for line in stamp(entry, "7-0")] == expected
+    # An entry an older trainer wrote (columns) gives the same lines' records.
+    assert [orjson.loads(line) for line in stamp(BATCH, "7-0")] == expected

@@ -197,6 +197,9 @@ USER = users_of(SHARD, 1)[0]
         ({"base": "v 1"}, ValueError, "base version must be"),
         ({"owner": ""}, ValueError, "owner must be 1..128 characters"),
         ({"deltas": {}, "last_ids": {}, "entry_ids": []}, ValueError, "needs entry_ids or"),
+        # Ids are checked in one regex over the batch: one with a newline is not two ids.
+        ({"entry_ids": ["1-0", "2-0\n3-0"]}, ValueError, "stream id must look like"),
+        ({"entry_ids": ["1-0", b"2-0", "x"]}, ValueError, "stream id must look like"),
     ],
 )
 def test_arguments_are_checked_before_any_write(store: Store, kwargs, error, message):

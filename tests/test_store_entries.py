@@ -8,6 +8,7 @@ applied one by one, put it, with their reasons.
 from __future__ import annotations
 
 import orjson
+import pytest
 
 from fedlearn.store.entries import (
     DELETED,
@@ -15,8 +16,10 @@ from fedlearn.store.entries import (
     NO_FIELD,
     Batch,
     Entry,
+    Rejected,
     event_problem,
     parse_entries,
+    parse_read_many,
     screen_events,
 )
 
@@ -68,15 +71,22 @@ def test_a_control_character_sends_the_whole_batch_to_the_precise_check() -> Non
     assert len(batch.entries) == 10
 
 
-def test_decoding_in_bulk_keeps_order_and_says_why_an_entry_is_rejected() -> None:
+def _as_redis_sends(fields: dict[bytes, bytes] | None) -> list[bytes] | None:
+    return None if fields is None else [part for pair in fields.items() for part in pair]
+
+
+@pytest.mark.parametrize("shape", ["parsed", "as sent"])
+def test_decoding_in_bulk_keeps_order_and_says_why_an_entry_is_rejected(shape: str) -> None:
     raw = [
         (b"1-0", {FIELD: orjson.dumps(GOOD[0])}),
         (b"2-0", {FIELD: b"{not json"}),
         (b"3-0", {FIELD: b"[1, 2]"}),
         (b"4-0", None),
         (b"5-0", {b"other": b"x"}),
-        (b"6-0", {FIELD: orjson.dumps(GOOD[1])}),
+        (b"6-0", {b"other": b"x", FIELD: orjson.dumps(GOOD[1])}),
     ]
+    if shape == "as sent":  # the trainer's reader: [field, value, ...] as Redis sends them
+        raw = [(entry_id, _as_redis_sends(fields)) for entry_id, fields in raw]
     batch = parse_entries(raw)
     assert batch.entries == [Entry("1-0", GOOD[0]), Entry("6-0", GOOD[1])]
     reasons = {r.id: r.reason for r in batch.rejected}
@@ -85,3 +95,12 @@ def test_decoding_in_bulk_keeps_order_and_says_why_an_entry_is_rejected() -> Non
     assert reasons["4-0"] == DELETED
     assert reasons["5-0"] == NO_FIELD
     assert batch.ids == ["1-0", "6-0", "2-0", "3-0", "4-0", "5-0"]
+
+
+def test_a_raw_read_over_several_streams_is_decoded_per_stream() -> None:
+    entries = [[b"1-0", [FIELD, orjson.dumps(GOOD[0])]], [b"2-0", None]]
+    for reply in ({b"s:1": entries, b"s:2": []}, [[b"s:1", entries]]):  # RESP3, RESP2
+        batches = parse_read_many(reply, raw=True)
+        assert list(batches) == ["s:1"]
+        assert batches["s:1"].entries == [Entry("1-0", GOOD[0])]
+        assert batches["s:1"].rejected == [Rejected("2-0", DELETED)]

@@ -41,6 +41,20 @@ def test_an_event_naming_its_prediction_trains_on_the_features_prediction_saw() 
     assert source == "event" and found == event_features("a", "1", {"hour": "21"})
 
 
+def test_a_batchs_context_memo_gives_event_features_in_its_order() -> None:
+    """The memo of encoded contexts (one per batch) changes nothing a feature dict holds,
+    its order included, whether a context is met for the first time or again."""
+    catalog = {"1": {"genre=Drama": 1.0, "year": 0.5}}.get
+    contexts: dict = {}
+    for context in ({"hour": "21", "dark": True, "temp": 0.25}, {"hour": "21", "dark": True,
+                    "temp": 0.25}, {"hour": "9"}, None, {}):  # fmt: skip
+        event = {"user": "a", "item": "1", "context": context}
+        found, source = features_of(event, catalog, lambda pid, item: None, contexts)
+        expected = event_features("a", "1", context, catalog("1"))
+        assert source == "event" and list(found.items()) == list(expected.items())
+    assert len(contexts) == 2
+
+
 def test_entries_already_applied_are_skipped_and_the_rest_logged_with_predictions() -> None:
     states = {"a": UserState(Delta(4), StreamId(5, 0)), "b": UserState(Delta(4), NEVER)}
     entries = [entry("4-0", "a", "1"), entry("6-0", "a", "2", "skip"), entry("7-0", "b", "3")]

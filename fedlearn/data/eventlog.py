@@ -18,6 +18,7 @@ from typing import Any
 import orjson
 
 PARTITION = "shard={shard:03d}"
+NUMPY = orjson.OPT_SERIALIZE_NUMPY  # a prediction may be a numpy scalar
 # How an event's item came to be shown (model/policy.py), for off-policy evaluation.
 SHOWN_KEYS = ("propensity", "slot", "policy")
 
@@ -61,6 +62,33 @@ def expand(batch: dict[str, Any]) -> Iterator[dict[str, Any]]:
             "base_version": batch["base_version"],
             "applied_at": batch["applied_at"],
         }
+
+
+def render_applied(batch: dict[str, Any]) -> dict[str, Any]:
+    """An applied batch (columns, as :func:`expand` takes) as the applied log stores it: its
+    events' lines already encoded, each without ``log_id`` (the id of the applied-log entry,
+    known only once it is written; :func:`stamp` adds it), and ``applied_at``.
+
+    The trainer encodes the lines once, in C, instead of the writer decoding the columns into
+    objects and encoding them again (BENCHMARKS.md, "Trainer speed").
+    """
+    records = expand(batch)
+    lines = b"\n".join(orjson.dumps(_without_log_id(r), option=NUMPY) for r in records)
+    return {"applied_at": batch["applied_at"], "lines": lines.decode("utf-8")}
+
+
+def _without_log_id(record: dict[str, Any]) -> dict[str, Any]:
+    record.pop("log_id", None)  # an event field of that name is replaced by the writer's
+    return record
+
+
+def stamp(entry: dict[str, Any], log_id: str) -> list[bytes]:
+    """The file lines of an applied-log entry (:func:`render_applied`'s, or the columns an
+    older trainer wrote), each with ``log_id`` set."""
+    if "lines" not in entry:
+        return [orjson.dumps({**record, "log_id": log_id}) for record in expand(entry)]
+    head = b'{"log_id":' + orjson.dumps(log_id) + b","
+    return [head + line[1:] for line in entry["lines"].encode("utf-8").split(b"\n")]
 
 
 def append_lines(folder: Path, by_day: dict[str, list[bytes]]) -> None:

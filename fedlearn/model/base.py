@@ -14,6 +14,7 @@ import struct
 import tempfile
 import zlib
 from collections.abc import Iterable, Mapping
+from itertools import repeat
 from pathlib import Path
 from typing import Any
 
@@ -245,7 +246,8 @@ def gather_rows(
     a name ``index`` lacks gets weight 0 and its deterministic starting latent. Shared by the
     whole base and the partial one a client fetched (``rowset.PartialBase``)."""
     k = v.shape[1]
-    idx = np.fromiter((index.get(n, -1) for n in names), np.int64, len(names))
+    # map() over dict.get runs in C: this is on the trainer's path once per batch.
+    idx = np.fromiter(map(index.get, names, repeat(-1)), np.int64, len(names))
     out_w = np.zeros(len(names))
     out_v = np.empty((len(names), k))
     known = idx >= 0

@@ -76,7 +76,6 @@ def init_latent(name: str, n_factors: int, seed: int, scale: float) -> np.ndarra
 
 def init_latents(names: list[str], n_factors: int, seed: int, scale: float) -> np.ndarray:
     """Starting latents for many names, one row each, shape ``(len(names), n_factors)``."""
-    out = np.empty((len(names), n_factors), dtype=np.float64)
-    for row, name in enumerate(names):
-        out[row] = init_latent(name, n_factors, seed, scale)
-    return out
+    if not names:
+        return np.empty((0, n_factors), dtype=np.float64)
+    return np.stack([init_latent(name, n_factors, seed, scale) for name in names])

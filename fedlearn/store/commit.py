@@ -28,6 +28,21 @@ from fedlearn.store.streamid import StreamId
 # The ids a batch read from Redis look like this; checking them with one regex (rather than
 # parsing each) keeps validation off the trainer's profile. Anything else is parsed in full.
 _PLAIN_ID = re.compile(r"\d{1,19}-\d{1,19}")
+_PLAIN_IDS = re.compile(r"(?:\d{1,19}-\d{1,19}\n)*")  # the same, for many ids joined by \n
+
+
+def _plain_ids(entry_ids: Sequence[str | bytes | StreamId]) -> list[str]:
+    """``entry_ids`` as strings, checked: all of a batch's plain ids in one regex match."""
+    ids = list(entry_ids)
+    try:
+        joined = "\n".join(ids) + "\n"  # type: ignore[arg-type]
+    except TypeError:  # bytes or StreamId among them
+        joined = ""
+    # The count keeps an id with a newline inside from passing for two.
+    if joined.count("\n") == len(ids) and _PLAIN_IDS.fullmatch(joined):
+        return ids  # type: ignore[return-value]
+    return [i if isinstance(i, str) and _PLAIN_ID.fullmatch(i) else str(StreamId.parse(i))
+            for i in ids]  # fmt: skip
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,8 +95,7 @@ def commit_args(
     keys.check_version(base)
     if not isinstance(generation, int) or isinstance(generation, bool) or generation < 0:
         raise ValueError(f"generation must be an int >= 0, got {generation!r}")
-    ids = [i if isinstance(i, str) and _PLAIN_ID.fullmatch(i) else str(StreamId.parse(i))
-           for i in entry_ids]  # fmt: skip
+    ids = _plain_ids(entry_ids)
     if not ids and not deltas and not dead_letters:
         raise ValueError("commit_batch needs entry_ids or deltas (or dead_letters), got none")
     missing = [u for u in deltas if u not in last_ids]

@@ -196,15 +196,28 @@ def _batch(items: list[Entry | Rejected]) -> Batch:
     return batch
 
 
+def _payload(fields: Mapping[bytes, bytes] | list[bytes] | None) -> bytes | None:
+    """The ``e`` field of an entry's fields, parsed (a dict) or as Redis sent them (a flat
+    ``[field, value, ...]`` list); None when the entry was deleted or has no ``e``."""
+    if not fields:
+        return None
+    if isinstance(fields, Mapping):
+        return fields.get(FIELD)
+    if len(fields) == 2 and fields[0] == FIELD:  # our entries: the one field
+        return fields[1]
+    return dict(zip(fields[::2], fields[1::2], strict=True)).get(FIELD)
+
+
 def parse_entries(raw: Any) -> Batch:
-    """A ``Batch`` from redis-py's parsed entry list ``[(id, {field: value} | None), ...]``.
+    """A ``Batch`` from an entry list ``[(id, {field: value} | None), ...]``, as redis-py
+    parses it, or with each entry's fields as Redis sent them (``[field, value, ...]``).
 
     The common case (a JSON object in ``e``) is decoded in one tight loop; anything else goes
     through ``_decode``, which says precisely what is wrong with it."""
     batch = Batch()
     good, loads = batch.entries.append, orjson.loads
     for entry_id, fields in raw or ():
-        payload = fields.get(FIELD) if fields else None
+        payload = _payload(fields)
         if payload is not None and payload[:1] == b"{":
             try:
                 good(Entry(decode_id(entry_id), loads(payload)))
@@ -227,16 +240,17 @@ def parse_flat(flat: list[Any]) -> Batch:
     )
 
 
-def parse_read_many(reply: Any) -> dict[str, Batch]:
+def parse_read_many(reply: Any, *, raw: bool = False) -> dict[str, Batch]:
     """Each stream's ``Batch`` (by stream key) of an XREADGROUP/XREAD reply over several
     streams (RESP2 list of ``[key, entries]`` or RESP3 map); streams without entries are left
-    out."""
+    out. ``raw``: the reply is as Redis sent it (``streams.raw_reads``), not as redis-py's
+    callback reshapes a RESP3 map (each stream's entries wrapped in a list)."""
     if not reply:
         return {}
     pairs = reply.items() if isinstance(reply, Mapping) else ((key, e) for key, e in reply)
     out = {}
     for key, entries in pairs:
-        if isinstance(reply, Mapping):
+        if isinstance(reply, Mapping) and not raw:
             entries = entries[0] if entries else []
         if entries:
             out[decode_id(key)] = parse_entries(entries)

@@ -44,6 +44,10 @@ MAX_BLOCK_MS = 10_000  # stays well below the client's socket timeout
 MAX_COUNT = 10_000
 
 
+def _as_sent(response: Any, **_options: Any) -> Any:
+    return response
+
+
 class AppendResult(NamedTuple):
     accepted: int
     duplicates: int
@@ -72,6 +76,12 @@ class Streams:
         keys.check_id("group", group)
         self._r = client
         self._reader = without_retries(client)  # XREADGROUP only (connection.without_retries)
+        # The reader's replies skip redis-py's reshaping (a dict per entry, built in Python):
+        # entries.parse_entries reads Redis's own [field, value] lists. A cluster client is
+        # shared, so it keeps its callbacks.
+        self._raw_reads = self._reader is not client
+        if self._raw_reads:
+            self._reader.set_response_callback("XREADGROUP", _as_sent)
         self._scripts = scripts
         self.n_shards = n_shards
         self.maxlen = maxlen
@@ -267,7 +277,8 @@ class Streams:
             for shard in shards:
                 self.ensure_group(shard)
             reply = self._reader.xreadgroup(self.group, consumer, streams, count=count, block=block)
-        return {shard_of_key[key]: batch for key, batch in parse_read_many(reply).items()}
+        batches = parse_read_many(reply, raw=self._raw_reads)
+        return {shard_of_key[key]: batch for key, batch in batches.items()}
 
     def claim(self, shard: int, consumer: str, *, min_idle_ms: int = 0, count: int = 500) -> Batch:
         """Take over up to ``count`` pending entries idle for ``min_idle_ms`` (XAUTOCLAIM).

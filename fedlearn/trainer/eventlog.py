@@ -14,8 +14,6 @@ import os
 import time
 from pathlib import Path
 
-import orjson
-
 from fedlearn.data import eventlog
 from fedlearn.store import Store, StreamId
 
@@ -41,8 +39,8 @@ class EventLogWriter:
     def drain(self, shard: int, *, count: int = 20) -> int:
         """Move up to ``count`` applied batches of ``shard`` into its files; returns the events.
 
-        An applied-log entry holds one committed batch, in columns (see
-        :func:`fedlearn.data.eventlog.expand`)."""
+        An applied-log entry holds one committed batch, its lines encoded by the trainer
+        (:func:`fedlearn.data.eventlog.render_applied`)."""
         after = self.cursor(shard)
         batch = self.store.applied.read(shard, after=after, count=count)
         if not batch.entries and not batch.rejected:
@@ -51,11 +49,9 @@ class EventLogWriter:
         moved = 0
         for entry in batch.entries:
             day = eventlog.day_of(entry.event.get("applied_at", time.time()))
-            lines = by_day.setdefault(day, [])
-            for record in eventlog.expand(entry.event):
-                record["log_id"] = entry.id
-                lines.append(orjson.dumps(record))
-                moved += 1
+            lines = eventlog.stamp(entry.event, entry.id)
+            by_day.setdefault(day, []).extend(lines)
+            moved += len(lines)
         eventlog.append_lines(self.shard_dir(shard), by_day)
         last = max(StreamId.parse(i) for i in batch.ids)
         self._cursor[shard] = last

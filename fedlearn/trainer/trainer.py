@@ -17,6 +17,7 @@ its reason, and the user's other events go on (an unreadable delta restarts from
 
 from __future__ import annotations
 
+import gc
 import logging
 import struct
 import threading
@@ -30,6 +31,7 @@ import numpy as np
 import redis
 
 from fedlearn.config import setting_default
+from fedlearn.data.eventlog import render_applied
 from fedlearn.model import Base, Delta
 from fedlearn.model.errors import ModelFormatError
 from fedlearn.model.gating import Gate, GateSettings
@@ -59,6 +61,22 @@ T = TypeVar("T")
 UNREADABLE = (ModelFormatError, struct.error)
 DRAINER_JOIN_S = 5.0  # an fsync or a Redis call in flight; never wait forever for it
 OUTAGE_POLL_S = 0.2
+# The collector's thresholds in a trainer process. A batch allocates a few dicts per event and
+# the trainer keeps every cached user's state alive, so with CPython's default (a collection
+# every 700 allocations, a full one walking all cached users every so often) the collector
+# took about a quarter of a benchmarks/bench_trainer.py run's CPU, and a single full pass
+# stalled every shard for up to 428 ms with 50,000 users cached (benchmarks/bench_gc.py).
+# Nothing of ours relies on cycles being freed promptly; they are still freed, less often.
+GC_THRESHOLDS = (50_000, 20, 100)
+
+
+def prepare_process() -> None:
+    """Ready this process to train: the compiled update loaded (from numba's disk cache, or
+    compiled on a first start) and the garbage collector tuned for the trainer."""
+    warm_up()
+    gc.collect()
+    gc.freeze()  # what exists now (modules, the base) is never walked again
+    gc.set_threshold(*GC_THRESHOLDS)
 
 
 class RedisUnreachableError(redis.ConnectionError):
@@ -161,7 +179,7 @@ class Trainer:
         polling every ``idle_sleep_s`` to at most ``idle_sleep_max_s``.
         """
         started = time.perf_counter()
-        warm_up()  # the compiled update: from numba's disk cache, or compiled on a first start
+        prepare_process()
         log.info("update kernel ready in %.2f s", time.perf_counter() - started)
         heartbeat_every = self.config.lease_ttl_ms / 3000
         last_beat = last_trim = -float("inf")
@@ -353,8 +371,9 @@ class Trainer:
                 deltas={u: s.delta.to_bytes() for u, s in result.users.items()},
                 last_ids={u: str(s.last_event) for u, s in result.users.items()},
                 entry_ids=batch.ids,
-                # One applied-log entry per batch (in columns): one XADD, not one per event.
-                log_entries=[result.log] if result.applied else [],
+                # One applied-log entry per batch, its lines encoded: one XADD, not one per
+                # event, and nothing for the event log's writer to decode and encode again.
+                log_entries=[render_applied(result.log)] if result.applied else [],
                 base=base.version,
                 generation=generation,
                 gates={u: s.gate.to_bytes() for u, s in result.users.items()},
