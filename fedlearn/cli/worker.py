@@ -84,6 +84,7 @@ def worker(
         stream_maxlen=settings.stream_maxlen,
         dedupe_window_s=settings.dedupe_window_s,
     )
+    store.claim_shard_count()  # a count the data was not laid out with would misroute users
     if metrics_port is not None:
         from prometheus_client import start_http_server
 
