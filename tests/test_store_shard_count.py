@@ -24,9 +24,8 @@ def test_another_count_is_refused_with_both_counts_and_nothing_changes(
     store: Store, redis_url: str
 ) -> None:
     store.claim_shard_count()
-    with Store.from_url(redis_url, 1024) as other:
-        with pytest.raises(ShardCountError) as caught:
-            other.claim_shard_count()
+    with Store.from_url(redis_url, 1024) as other, pytest.raises(ShardCountError) as caught:
+        other.claim_shard_count()
     assert (caught.value.recorded, caught.value.configured) == (4, 1024)
     assert "FEDLEARN_N_SHARDS=1024" in str(caught.value)
     assert "set FEDLEARN_N_SHARDS=4" in str(caught.value)
