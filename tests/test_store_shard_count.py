@@ -49,3 +49,22 @@ def test_a_trainer_of_another_count_exits_with_the_reason(store: Store, redis_ur
     assert done.returncode == 1, done.stderr
     assert "holds a deployment of 4 shards but FEDLEARN_N_SHARDS=8" in done.stderr
     assert store.client.exists(keys.stream(0), keys.lease(0)) == 0, "it touched a shard"
+
+
+@pytest.mark.parametrize("configured", [64, 4])
+def test_data_from_before_the_record_is_checked_against_the_count(
+    redis_url: str, configured: int
+) -> None:
+    """A deployment of 8 shards that ran trainers before counts were recorded: its streams
+    say which count it had, and a larger or smaller one is refused before anything is
+    recorded; its own count is recorded."""
+    with Store.from_url(redis_url, 8) as old:
+        for shard in old.shards:
+            old.streams.ensure_group(shard)  # what every trainer does on gaining a shard
+        other = Store.from_url(redis_url, configured)
+        with pytest.raises(ShardCountError, match="the default was 8") as caught:
+            other.claim_shard_count()
+        other.close()
+        assert caught.value.recorded is None
+        assert old.client.hget(keys.config(), "n_shards") is None
+        assert old.claim_shard_count() == 8

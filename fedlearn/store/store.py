@@ -105,11 +105,25 @@ class Store:
         The record is one hash field (``HSETNX``), never changed by fedlearn afterwards.
         """
         key = keys.config()
-        self.client.hsetnx(key, SHARD_COUNT_FIELD, self.n_shards)
+        if self.client.hget(key, SHARD_COUNT_FIELD) is None:
+            self._check_unrecorded_layout()
+            self.client.hsetnx(key, SHARD_COUNT_FIELD, self.n_shards)
         recorded = int(self.client.hget(key, SHARD_COUNT_FIELD))
         if recorded != self.n_shards:
             raise ShardCountError(recorded, self.n_shards)
         return recorded
+
+    def _check_unrecorded_layout(self) -> None:
+        """A Redis used before the count was recorded: trainers made a consumer group on every
+        shard they owned, so if shard 0 has one, the last shard must too and the one past it
+        must not exist; otherwise the data was laid out for another count (the default was 8).
+        """
+        last, past = self.n_shards - 1, self.n_shards
+        if not self.streams.has_group(0):
+            return
+        beyond = past < keys.MAX_SHARDS and bool(self.client.exists(keys.stream(past)))
+        if beyond or not self.streams.has_group(last):
+            raise ShardCountError(None, self.n_shards)
 
     def shard_of(self, user: str) -> int:
         """The shard of ``user`` (see ``keys.shard_of``)."""
