@@ -5,7 +5,7 @@
 The shard streams are pre-filled with ``--events`` synthetic events
 (``fedlearn.data.synthetic``: 5,000 users with Zipf activity, 2,000 items with genres, an hour
 context) through ``store.streams.append_events``, as the API appends them; then one
-:class:`Trainer`, in this process, owns all ``FEDLEARN_N_SHARDS`` (default 8) shards and drains
+:class:`Trainer`, in this process, owns all ``FEDLEARN_N_SHARDS`` shards and drains
 them: claim/XREADGROUP, load the users' deltas, ``apply_batch`` (features, ``learn_many``,
 shadow base score), the commit script (deltas, ``last_event``, XACK, applied log), metrics.
 Timed from the first step to the last event committed. The trainer is single-threaded, so its
@@ -41,7 +41,7 @@ from fedlearn.trainer.apply import CloneSettings
 from fedlearn.trainer.eventlog import EventLogWriter
 from fedlearn.trainer.trainer import Trainer, TrainerConfig
 
-N_SHARDS = load_settings().n_shards  # FEDLEARN_N_SHARDS: compare shard counts (default 8)
+N_SHARDS = load_settings().n_shards  # the shipped default unless FEDLEARN_N_SHARDS says
 N_USERS = 5000
 N_ITEMS = 2000
 VERSION = "bench-trainer"

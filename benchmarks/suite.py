@@ -30,7 +30,7 @@ from fedlearn.config import load_settings
 from fedlearn.devtools import EmbeddedRedis
 
 SECTIONS = ("ceilings", "http", "trainer", "update", "round")
-N_SHARDS = load_settings().n_shards  # FEDLEARN_N_SHARDS (default 8) for the trainer section
+N_SHARDS = load_settings().n_shards  # the shipped default unless FEDLEARN_N_SHARDS says
 
 
 @dataclass(frozen=True)
