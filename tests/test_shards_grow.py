@@ -114,14 +114,15 @@ def test_events_stay_once_and_in_order_while_trainers_join_and_leave(service: Se
 def test_a_trainer_with_a_backlog_in_many_shards_keeps_its_leases(
     store: Store, redis_url: str, caplog: pytest.LogCaptureFixture
 ) -> None:
-    """32 shards of about 1,000 events each: one pass of a batch per shard is some 32,000
-    events, seconds of work, while a lease lives 1 s. Before passes stopped at the heartbeat
-    the trainer lost every lease mid-pass, again and again, and its commits were refused."""
-    many = Store.from_url(redis_url, 32, stream_maxlen=10_000)
+    """64 shards of about 1,000 events each: one pass of a batch per shard is some 64,000
+    events, several seconds of work, while a lease lives 2 s (renewed every 0.67 s; one batch
+    must stay below the rest, as ever). Before passes stopped at the heartbeat the trainer lost
+    every lease mid-pass, again and again, and its commits were refused."""
+    many = Store.from_url(redis_url, 64, stream_maxlen=10_000)
     publish(many, BASE)
-    events = make_events(32_000, 640, seed=3)
+    events = make_events(64_000, 1280, seed=3)
     append(many, events)
-    trainer = Trainer(many, lambda _b: CLONE, TrainerConfig(batch_size=1000, lease_ttl_ms=1000))
+    trainer = Trainer(many, lambda _b: CLONE, TrainerConfig(batch_size=1000, lease_ttl_ms=2000))
     with caplog.at_level(logging.WARNING, logger="fedlearn.trainer"):
         run_until(trainer, lambda: trainer.applied_total >= len(events), timeout=240)
     lapsed = [r.getMessage() for r in caplog.records if "lease" in r.getMessage()]

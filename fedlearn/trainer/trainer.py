@@ -183,7 +183,7 @@ class Trainer:
                     self.telemetry.maybe_publish(self.telemetry_state, now)
                     applied = self.step(deadline=last_beat + heartbeat_every)
                     if not applied:
-                        applied = self.wait_and_work(last_beat + heartbeat_every - now)
+                        applied = self.wait_and_work(last_beat + heartbeat_every - time.monotonic())
                     if now - last_trim >= self.config.trim_every_s:
                         for shard in list(self.shards):
                             self.store.streams.trim_acked(shard)
