@@ -1,6 +1,7 @@
 """What many shards cost a trainer that is not busy: idle CPU and light-load freshness.
 
     .venv/bin/python benchmarks/bench_shards.py [--shards 8,64,1024] [--idle-s 10] [--probes 40]
+        [--cluster]
 
 For each shard count: a clean Redis with a base, one ``fedlearn worker`` process (as an
 operator starts it) that owns every shard; then, once it owns them all, its CPU and Redis' CPU
@@ -8,6 +9,8 @@ over ``--idle-s`` seconds with no events (the per-shard chores: lease renewals, 
 reads each stream, trims), and ``--probes`` single events appended as the API appends them,
 one every 0.1 s, each timed from its append until the user's stored delta counts it (what a
 session waits for). The trainer-section figures of ``fedlearn bench`` give the busy side.
+With ``--cluster``, the same on a local 3-master Redis Cluster (``devtools/cluster.py``),
+where one XREADGROUP cannot span shards and an idle trainer polls them one by one.
 """
 
 from __future__ import annotations
@@ -21,15 +24,26 @@ from pathlib import Path
 import numpy as np
 import orjson
 import urllib3
-from bench_scaleout import cpu_seconds, redis_cpu
+from bench_scaleout import cpu_seconds
 from procs import trainer
 from prometheus_client.parser import text_string_to_metric_families
+from redis.cluster import RedisCluster
 
 from fedlearn.devtools import EmbeddedRedis
+from fedlearn.devtools.cluster import EmbeddedCluster
 from fedlearn.model import Base
 from fedlearn.store import Store
 
 BASE = Base.fresh([f"item={i}" for i in range(200)], 10, version="bench-shards")
+
+
+def redis_cpu(store: Store) -> float:
+    """CPU seconds of Redis, summed over the nodes on a cluster (INFO answers per node)."""
+    if not store.is_cluster:
+        nodes = [store.client.info("cpu")]
+    else:
+        nodes = list(store.client.info("cpu", target_nodes=RedisCluster.PRIMARIES).values())
+    return sum(float(n["used_cpu_user"]) + float(n["used_cpu_sys"]) for n in nodes)
 
 
 def owned_shards(metrics_url: str) -> int:
@@ -109,9 +123,11 @@ def main() -> None:
     parser.add_argument("--shards", default="8,64,1024")
     parser.add_argument("--idle-s", type=float, default=10.0)
     parser.add_argument("--probes", type=int, default=40)
+    parser.add_argument("--cluster", action="store_true", help="a local 3-master Redis Cluster")
     args = parser.parse_args()
     counts = [int(part) for part in args.shards.split(",")]
-    with tempfile.TemporaryDirectory() as tmp, EmbeddedRedis(Path(tmp) / "redis") as server:
+    kind = EmbeddedCluster if args.cluster else EmbeddedRedis
+    with tempfile.TemporaryDirectory() as tmp, kind(Path(tmp) / "redis") as server:
         rows = measure(server.url, Path(tmp), counts, args.idle_s, args.probes)
     for r in rows:
         print(
