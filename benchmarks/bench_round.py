@@ -39,7 +39,7 @@ from fedlearn.store import Store
 
 REPO = Path(__file__).resolve().parents[1]
 HEADING = "## Aggregation rounds (issue 4)"
-N_SHARDS = 8
+N_SHARDS = load_settings().n_shards  # the shipped default unless FEDLEARN_N_SHARDS says
 K = 10
 N_ITEMS = 20_000
 

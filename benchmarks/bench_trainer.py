@@ -2,15 +2,16 @@
 
     .venv/bin/python benchmarks/bench_trainer.py [--events 200000] [--batch 1000] [--profile]
 
-The shard streams are pre-filled with ``--events`` synthetic events (``fedlearn.data.synthetic``:
-5,000 users with Zipf activity, 2,000 items with genres, an hour context) through
-``store.streams.append_events``, as the API appends them; then one :class:`Trainer`, in this
-process, owns all 8 shards and drains them: claim/XREADGROUP, load the users' deltas,
-``apply_batch`` (features, ``learn_many``, shadow base score), the commit script (deltas,
-``last_event``, XACK, applied log), metrics. Timed from the first step to the last event
-committed. The trainer is single-threaded, so its events/s is per core; Redis works beside it
-on the other core, and its CPU seconds are reported too. The durable event log (JSON Lines on
-disk) is drained every second as ``fedlearn worker`` does, and timed apart.
+The shard streams are pre-filled with ``--events`` synthetic events
+(``fedlearn.data.synthetic``: 5,000 users with Zipf activity, 2,000 items with genres, an hour
+context) through ``store.streams.append_events``, as the API appends them; then one
+:class:`Trainer`, in this process, owns all ``FEDLEARN_N_SHARDS`` shards and drains
+them: claim/XREADGROUP, load the users' deltas, ``apply_batch`` (features, ``learn_many``,
+shadow base score), the commit script (deltas, ``last_event``, XACK, applied log), metrics.
+Timed from the first step to the last event committed. The trainer is single-threaded, so its
+events/s is per core; Redis works beside it on the other core, and its CPU seconds are reported
+too. The durable event log (JSON Lines on disk) is drained every second as ``fedlearn worker``
+does, and timed apart.
 
 Also measured: the Redis memory of the users' delta records (``MEMORY USAGE`` of each hash,
 every user), and with ``--profile`` where the trainer's time goes (cProfile; the profiler
@@ -30,6 +31,7 @@ from typing import Any
 
 import numpy as np
 
+from fedlearn.config import load_settings
 from fedlearn.data.synthetic import SyntheticConfig, generate
 from fedlearn.devtools import EmbeddedRedis
 from fedlearn.model import Base
@@ -39,7 +41,7 @@ from fedlearn.trainer.apply import CloneSettings
 from fedlearn.trainer.eventlog import EventLogWriter
 from fedlearn.trainer.trainer import Trainer, TrainerConfig, prepare_process
 
-N_SHARDS = 8
+N_SHARDS = load_settings().n_shards  # the shipped default unless FEDLEARN_N_SHARDS says
 N_USERS = 5000
 N_ITEMS = 2000
 VERSION = "bench-trainer"
@@ -123,7 +125,7 @@ def drain(
     if profiler:
         profiler.enable()
     while trainer.applied_total < n_events and time.perf_counter() - started < timeout:
-        trainer.step()
+        trainer.step(deadline=time.monotonic() + heartbeat_s - (time.perf_counter() - last_beat))
         now = time.perf_counter()
         if now - last_beat >= heartbeat_s:
             trainer.ownership.maintain()

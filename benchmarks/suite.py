@@ -26,10 +26,11 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from fedlearn.config import load_settings
 from fedlearn.devtools import EmbeddedRedis
 
 SECTIONS = ("ceilings", "http", "trainer", "update", "round")
-N_SHARDS = 8
+N_SHARDS = load_settings().n_shards  # the shipped default unless FEDLEARN_N_SHARDS says
 
 
 @dataclass(frozen=True)

@@ -86,7 +86,10 @@ class Settings(BaseSettings):
         default="everysec", description="the embedded Redis' AOF fsync ('always': lose nothing)"
     )
     n_shards: int = Field(
-        default=8, ge=1, le=16384, description="shards of the event streams; every process agrees"
+        default=64,
+        ge=1,
+        le=16384,
+        description="virtual shards the trainers share; fixed per deployment (Redis records it)",
     )
 
     # --- auth ----------------------------------------------------------------------------

@@ -107,7 +107,7 @@ def test_defaults_and_redis_url_aliases(monkeypatch: pytest.MonkeyPatch):
         if name.startswith("FEDLEARN_") or name == "REDIS_URL":
             monkeypatch.delenv(name)
     settings = load_settings()
-    assert (settings.redis_url, settings.n_shards, settings.auth) == (None, 8, True)
+    assert (settings.redis_url, settings.n_shards, settings.auth) == (None, 64, True)
     assert (settings.api_host, settings.api_port) == ("127.0.0.1", 8000)
     assert settings.max_events_per_request == 500 and settings.max_body_bytes == 1 << 20
     assert settings.stream_maxlen == 100_000

@@ -43,3 +43,11 @@ def test_bad_ttls_are_refused(store: Store, ttl):
     with pytest.raises(ValueError, match=f"ttl_ms must be an int in 1..600000, got {ttl}"):
         store.leases.acquire(0, "a", ttl)
     assert store.leases.holder(0) is None
+
+
+def test_holders_of_many_shards_in_one_look(store: Store):
+    assert store.leases.acquire(1, "a", 5000) and store.leases.acquire(3, "b", 5000)
+    assert store.leases.holders([0, 1, 2, 3]) == [None, "a", None, "b"]
+    assert store.leases.holders([]) == []
+    with pytest.raises(ValueError, match=r"0\.\.3"):
+        store.leases.holders([1, 4])

@@ -9,6 +9,8 @@ fork, never by a worker importing the app.
 
 from __future__ import annotations
 
+import logging
+
 import redis
 from flask import Flask, Response
 
@@ -30,7 +32,7 @@ from fedlearn.api.context import EXTENSION, ApiContext, BlobCache
 from fedlearn.api.errors import Unavailable
 from fedlearn.config import ConfigError, Settings, load_settings
 from fedlearn.serving.base_cache import BaseCache, NoBaseError
-from fedlearn.store import Store
+from fedlearn.store import ShardCountError, Store
 from fedlearn.store.ratelimit import RateLimiter
 from fedlearn.store.revocations import Revocations
 from fedlearn.telemetry.api import Metrics
@@ -61,6 +63,17 @@ def _store_for(settings: Settings) -> Store:
         stream_maxlen=settings.stream_maxlen,
         dedupe_window_s=settings.dedupe_window_s,
     )
+
+
+def _claim_shard_count(store: Store) -> None:
+    """Refuse to serve a Redis laid out for another shard count (``ConfigError``). A Redis
+    that does not answer yet is no reason to fail the start: the trainers check it too."""
+    try:
+        store.claim_shard_count()
+    except ShardCountError as exc:
+        raise ConfigError(str(exc)) from None
+    except (redis.ConnectionError, redis.TimeoutError) as exc:
+        logging.getLogger(__name__).warning("shard count not checked, Redis is down: %s", exc)
 
 
 def _register_errors(app: Flask, retry_after_s: int) -> None:
@@ -96,6 +109,7 @@ def create_app(settings: Settings | None = None, store: Store | None = None) -> 
             f"the store has {store.n_shards} shards but FEDLEARN_N_SHARDS={settings.n_shards}; "
             f"every process must agree on the number of shards"
         )
+    _claim_shard_count(store)
     app = Flask(__name__, static_folder=None)
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
     app.json.sort_keys = False  # type: ignore[attr-defined]

@@ -13,7 +13,7 @@ import click
 import orjson
 
 from fedlearn.aggregate.round import TERMINAL, RoundStatus
-from fedlearn.cli.common import fail_with_config_errors
+from fedlearn.cli.common import fail_with_config_errors, service_store
 
 
 def _rejected(result: dict[str, Any]) -> str:
@@ -72,8 +72,7 @@ def aggregate(
     """Run an aggregation round now: fold users' changes into a new base version."""
     from fedlearn.aggregate.config import AggregationConfig
     from fedlearn.aggregate.run import create_round, rounds_of, run_round_inline
-    from fedlearn.devtools.runtime import require_redis_url, service_settings
-    from fedlearn.store import Store
+    from fedlearn.devtools.runtime import service_settings
 
     settings = service_settings()
     overrides: dict[str, Any] = {}
@@ -85,7 +84,7 @@ def aggregate(
         config = AggregationConfig.from_settings(settings, **overrides)
     except ValueError as exc:
         raise click.BadParameter(str(exc)) from None
-    store = Store.from_url(require_redis_url(settings), settings.n_shards)
+    store = service_store(settings)
     rounds = rounds_of(store)
     if inline:
         record = run_round_inline(store, config, trigger="cli")

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 
 import click
 
-from fedlearn.cli.common import fail_with_config_errors
+from fedlearn.cli.common import fail_with_config_errors, service_store
 
 if TYPE_CHECKING:
     from fedlearn.config import Settings
@@ -16,11 +16,10 @@ if TYPE_CHECKING:
 
 
 def _store() -> tuple[Settings, Store]:
-    from fedlearn.devtools.runtime import require_redis_url, service_settings
-    from fedlearn.store import Store
+    from fedlearn.devtools.runtime import service_settings
 
     settings = service_settings()
-    return settings, Store.from_url(require_redis_url(settings), settings.n_shards)
+    return settings, service_store(settings)
 
 
 @click.group()

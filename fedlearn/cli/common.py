@@ -7,13 +7,32 @@ import functools
 import math
 import re
 from collections.abc import Callable, Sequence
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
-from fedlearn.config import ConfigError
+from fedlearn.config import ConfigError, Settings
+
+if TYPE_CHECKING:
+    from fedlearn.store import Store
 
 F = TypeVar("F", bound=Callable[..., Any])
+
+
+def service_store(settings: Settings, **options: Any) -> Store:
+    """The running service's store (``settings.redis_url``, ``Store`` keywords in
+    ``options``), checked against the deployment's recorded shard count: a command with another
+    ``FEDLEARN_N_SHARDS`` would look for users in the wrong shards (``ShardCountError``)."""
+    from fedlearn.devtools.runtime import require_redis_url
+    from fedlearn.store import Store  # not at the top: see fail_with_config_errors
+
+    store = Store.from_url(require_redis_url(settings), settings.n_shards, **options)
+    try:
+        store.claim_shard_count()
+    except BaseException:
+        store.close()
+        raise
+    return store
 
 
 def fail_with_config_errors(func: F) -> F:

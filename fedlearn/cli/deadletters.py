@@ -11,7 +11,7 @@ import time
 import click
 import orjson
 
-from fedlearn.cli.common import fail_with_config_errors
+from fedlearn.cli.common import fail_with_config_errors, service_store
 from fedlearn.store.deadletters import MAX_LIST
 
 RAW_SHOWN = 60  # characters of the raw record in the table (--json shows it whole)
@@ -30,8 +30,7 @@ RAW_SHOWN = 60  # characters of the raw record in the table (--json shows it who
 @fail_with_config_errors
 def dead_letters(shard: int | None, limit: int, as_json: bool) -> None:
     """List dead letters (poison entries, unreadable deltas and gates) with their reason."""
-    from fedlearn.devtools.runtime import require_redis_url, service_settings
-    from fedlearn.store import Store
+    from fedlearn.devtools.runtime import service_settings
 
     settings = service_settings()
     if shard is not None and shard >= settings.n_shards:
@@ -40,7 +39,7 @@ def dead_letters(shard: int | None, limit: int, as_json: bool) -> None:
             f"0..{settings.n_shards - 1}",
             param_hint="--shard",
         )
-    with Store.from_url(require_redis_url(settings), settings.n_shards) as store:
+    with service_store(settings) as store:
         shards = [shard] if shard is not None else list(store.shards)
         letters = [letter for s in shards for letter in store.dead_letters.latest(s, limit=limit)]
     if as_json:

@@ -16,7 +16,7 @@ from fedlearn.devtools.supervisor import (
     RedisLostError,
     Supervisor,
 )
-from fedlearn.store import Store
+from fedlearn.store import ShardCountError, Store
 
 
 def demo_link(settings: Settings, api_url: str) -> str:
@@ -76,6 +76,11 @@ def up(
     redis_url = supervisor.start_redis()
     click.echo(f"redis        {redis_url}" + ("  (embedded, AOF on)" if supervisor.redis else ""))
     with Store.from_url(redis_url, settings.n_shards) as store:
+        try:
+            store.claim_shard_count()
+        except ShardCountError as exc:
+            supervisor.stop()
+            raise click.ClickException(str(exc)) from None
         if store.bases.current_version() is None:
             if demo:
                 from fedlearn.devtools.demo import install_demo

@@ -15,9 +15,9 @@ from pathlib import Path
 
 import click
 
-from fedlearn.cli.common import default_of, fail_with_config_errors
+from fedlearn.cli.common import default_of, fail_with_config_errors, service_store
 from fedlearn.config import Settings
-from fedlearn.devtools.runtime import require_redis_url, service_settings
+from fedlearn.devtools.runtime import service_settings
 from fedlearn.model import Base
 from fedlearn.store import Store
 from fedlearn.telemetry.logs import configure_logging
@@ -78,11 +78,8 @@ def worker(
     settings = service_settings()
     configure_logging(settings.log_format, settings.log_level)
     log = logging.getLogger("fedlearn.worker")
-    store = Store.from_url(
-        require_redis_url(settings),
-        settings.n_shards,
-        stream_maxlen=settings.stream_maxlen,
-        dedupe_window_s=settings.dedupe_window_s,
+    store = service_store(
+        settings, stream_maxlen=settings.stream_maxlen, dedupe_window_s=settings.dedupe_window_s
     )
     if metrics_port is not None:
         from prometheus_client import start_http_server

@@ -60,6 +60,7 @@ class StoreTask(Task):
                 settings.redis_url, settings.n_shards, stream_maxlen=settings.stream_maxlen,
                 dedupe_window_s=settings.dedupe_window_s,
             )  # fmt: skip
+            StoreTask._store.claim_shard_count()  # rounds map the deployment's shards
         return StoreTask._store
 
     @property

@@ -12,6 +12,7 @@ from fedlearn.store.deltas import DeltaRecord
 from fedlearn.store.entries import Batch, Entry, Rejected
 from fedlearn.store.errors import (
     LeaseLostError,
+    ShardCountError,
     StaleCommitError,
     StoreError,
     StreamFullError,
@@ -35,6 +36,7 @@ __all__ = [
     "Entry",
     "LeaseLostError",
     "Rejected",
+    "ShardCountError",
     "StaleCommitError",
     "Store",
     "StoreError",

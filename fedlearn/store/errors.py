@@ -105,3 +105,23 @@ class VersionConflictError(StoreError):
             f"cannot make {version!r} current: expected current version {expected!r}, found "
             f"{actual!r} (someone else published meanwhile); rebase on {actual!r} and retry"
         )
+
+
+class ShardCountError(StoreError):
+    """This process was configured with another shard count than the one the deployment's
+    Redis records: its users' events and deltas would be looked for in the wrong shards."""
+
+    def __init__(self, recorded: int | None, configured: int) -> None:
+        self._keep(recorded=recorded, configured=configured)
+        if recorded is None:  # data from before the count was recorded, of another layout
+            super().__init__(
+                f"this Redis holds shard streams laid out for another count than "
+                f"FEDLEARN_N_SHARDS={configured} (and no recorded count: it predates the "
+                f"record); set FEDLEARN_N_SHARDS to the count it ran with (the default was 8)"
+            )
+            return
+        super().__init__(
+            f"this Redis holds a deployment of {recorded} shards but FEDLEARN_N_SHARDS="
+            f"{configured}; set FEDLEARN_N_SHARDS={recorded} (the count is fixed for a "
+            f"deployment: grow by adding trainers, docs/OPERATIONS.md 'Shards')"
+        )

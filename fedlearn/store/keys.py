@@ -31,7 +31,7 @@ Key map (shard 3, user "42"):
 ``fl:{base}:blob:<version>``   an immutable base file (``.flfm`` bytes)
 ``fl:{base}:current``          the current base version id
 ``fl:{base}:history``          list of JSON ``{"version", "meta", "created_at"}``
-``fl:{base}:config``           hash of service-wide settings
+``fl:{base}:config``           hash of service-wide settings (``n_shards``: the count)
 ``fl:{rounds}:lock``           the running round's id (PX expiry): one round at a time
 ``fl:{rounds}:round:r1``       hash: ``status`` and JSON fields (config, result, ...)
 ``fl:{rounds}:index``          sorted set of round ids by creation time; ``open``: unfinished

@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import socket
 import uuid
+from collections.abc import Sequence
 from typing import Any
 
 from fedlearn.store import keys
@@ -71,6 +72,18 @@ class Leases:
         keys.check_shard(shard, self.n_shards)
         raw = self._r.get(keys.lease(shard))
         return None if raw is None else raw.decode("utf-8", "replace")
+
+    def holders(self, shards: Sequence[int]) -> list[str | None]:
+        """Who holds each of ``shards`` now, in one pipelined round trip (per node on a
+        cluster): with hundreds of virtual shards, a trainer looks before it tries to acquire
+        instead of running a script per shard held by others. For choosing only: it may
+        change any moment, and ``acquire`` decides."""
+        for shard in shards:
+            keys.check_shard(shard, self.n_shards)
+        pipe = self._r.pipeline(transaction=False)
+        for shard in shards:
+            pipe.get(keys.lease(shard))
+        return [None if raw is None else raw.decode("utf-8", "replace") for raw in pipe.execute()]
 
     def ttl_ms(self, shard: int) -> int | None:
         """Milliseconds left on the lease, ``None`` when nobody holds it."""

@@ -32,6 +32,7 @@ from fedlearn.store.connection import Client, connect
 from fedlearn.store.deadletters import DeadLetters
 from fedlearn.store.deltas import Deltas
 from fedlearn.store.drift import DriftLog
+from fedlearn.store.errors import ShardCountError
 from fedlearn.store.items import Catalog
 from fedlearn.store.leases import Leases
 from fedlearn.store.members import Members
@@ -44,6 +45,7 @@ from fedlearn.store.telemetry import Telemetry
 DEFAULT_MAXLEN = 100_000
 DEFAULT_DEDUPE_WINDOW_S = 24 * 3600
 DEFAULT_GROUP = "trainers"
+SHARD_COUNT_FIELD = "n_shards"  # of ``keys.config()``: the deployment's shard count
 
 
 class Store:
@@ -52,7 +54,8 @@ class Store:
     ``stream_maxlen`` bounds each shard's stream (a full one refuses appends: 429);
     ``dedupe_window_s`` is how long a seen event id is remembered (at least that long, at
     most twice); ``group`` names the trainers' consumer group. Every process must agree on
-    ``n_shards``: it decides which shard a user's events and delta live in.
+    ``n_shards``: it decides which shard a user's events and delta live in; the service's
+    processes check it against the deployment's record (``claim_shard_count``).
     """
 
     def __init__(
@@ -92,6 +95,35 @@ class Store:
         """
         keys.check_n_shards(n_shards)
         return cls(connect(url), n_shards, **options)
+
+    def claim_shard_count(self) -> int:
+        """Record ``n_shards`` as the deployment's shard count if none is recorded yet, and
+        return it; raise :class:`ShardCountError` when Redis records another count.
+
+        Every process that routes or trains calls this at start: a count that differs from
+        the one the data was laid out with would read and write users in the wrong shards.
+        The record is one hash field (``HSETNX``), never changed by fedlearn afterwards.
+        """
+        key = keys.config()
+        if self.client.hget(key, SHARD_COUNT_FIELD) is None:
+            self._check_unrecorded_layout()
+            self.client.hsetnx(key, SHARD_COUNT_FIELD, self.n_shards)
+        recorded = int(self.client.hget(key, SHARD_COUNT_FIELD))
+        if recorded != self.n_shards:
+            raise ShardCountError(recorded, self.n_shards)
+        return recorded
+
+    def _check_unrecorded_layout(self) -> None:
+        """A Redis used before the count was recorded: trainers made a consumer group on every
+        shard they owned, so if shard 0 has one, the last shard must too and the one past it
+        must not exist; otherwise the data was laid out for another count (the default was 8).
+        """
+        last, past = self.n_shards - 1, self.n_shards
+        if not self.streams.has_group(0):
+            return
+        beyond = past < keys.MAX_SHARDS and bool(self.client.exists(keys.stream(past)))
+        if beyond or not self.streams.has_group(last):
+            raise ShardCountError(None, self.n_shards)
 
     def shard_of(self, user: str) -> int:
         """The shard of ``user`` (see ``keys.shard_of``)."""

@@ -225,6 +225,16 @@ class Streams:
             if "BUSYGROUP" not in str(exc):
                 raise
 
+    def has_group(self, shard: int) -> bool:
+        """Whether the shard's stream exists with the trainers' consumer group (a trainer
+        has owned it)."""
+        keys.check_shard(shard, self.n_shards)
+        try:
+            groups = self._r.xinfo_groups(keys.stream(shard))
+        except redis.ResponseError:  # no such key
+            return False
+        return any(_text(g["name"]) == self.group for g in groups)
+
     def read_batch(
         self, shard: int, consumer: str, *, count: int = 500, block_ms: int = 1000
     ) -> Batch:

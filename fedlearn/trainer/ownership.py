@@ -53,14 +53,21 @@ class Ownership:
         target = self.share()
         for shard in sorted(self.owned, reverse=True)[: max(0, len(self.owned) - target)]:
             self.release(shard)
+        if len(self.owned) < target:
+            self._acquire_free(target)
+
+    def _acquire_free(self, target: int) -> None:
+        """Acquire free shards, from this trainer's offset on, until it owns ``target``. One
+        pipelined look at the leases first: with many shards, most are held by others, and a
+        script per held shard at every heartbeat would cost more than the work."""
         n = self.store.n_shards
-        for step in range(n):
+        candidates = [(self._offset + step) % n for step in range(n)]
+        candidates = [shard for shard in candidates if shard not in self.owned]
+        holders = self.store.leases.holders(candidates)
+        for shard, holder in zip(candidates, holders, strict=True):
             if len(self.owned) >= target:
                 break
-            shard = (self._offset + step) % n
-            if shard not in self.owned and self.store.leases.acquire(
-                shard, self.owner, self.lease_ttl_ms
-            ):
+            if holder is None and self.store.leases.acquire(shard, self.owner, self.lease_ttl_ms):
                 log.info("acquired shard %d", shard)
                 self.owned.add(shard)
                 self._on_gain(shard)

@@ -17,8 +17,10 @@ its reason, and the user's other events go on (an unreadable delta restarts from
 
 from __future__ import annotations
 
+import bisect
 import gc
 import logging
+import math
 import struct
 import threading
 import time
@@ -152,6 +154,7 @@ class Trainer:
             on_loss=self._loss,
         )
         self.applied_total = 0
+        self._next_shard = 0  # where the next pass over the owned shards starts (``step``)
         self.telemetry = Publisher(store.telemetry, owner=self.owner, name=self.config.name)
 
     # -- ownership callbacks ----------------------------------------------------------------
@@ -196,9 +199,9 @@ class Trainer:
                         metrics.OWNED_SHARDS.set(len(self.ownership.owned))
                         last_beat = now
                     self.telemetry.maybe_publish(self.telemetry_state, now)
-                    applied = self.step()
+                    applied = self.step(deadline=last_beat + heartbeat_every)
                     if not applied:
-                        applied = self.wait_and_work(last_beat + heartbeat_every - now)
+                        applied = self.wait_and_work(last_beat + heartbeat_every - time.monotonic())
                     if now - last_trim >= self.config.trim_every_s:
                         for shard in list(self.shards):
                             self.store.streams.trim_acked(shard)
@@ -305,10 +308,25 @@ class Trainer:
                 moved += n
         return moved
 
-    def step(self) -> int:
-        """One pass over the owned shards: at most one batch each. Returns events applied."""
+    def step(self, deadline: float = math.inf) -> int:
+        """One pass over the owned shards: at most one batch each. Returns events applied.
+
+        A pass over many shards (virtual shards: hundreds per trainer) can outlast a lease, so
+        it stops at ``deadline`` (``time.monotonic()``, the next lease heartbeat) and the next
+        pass starts at the first shard this one did not reach: every shard gets its turn and
+        no lease lapses while its owner is busy with the others.
+        """
         base = self.bases.current()
-        return sum(self.work_shard(shard, base) for shard in list(self.shards))
+        owned = sorted(self.shards)
+        first = bisect.bisect_left(owned, self._next_shard)
+        applied = 0
+        for shard in owned[first:] + owned[:first]:
+            if time.monotonic() >= deadline:
+                self._next_shard = shard
+                break
+            if shard in self.shards:  # not lost by a commit earlier in this pass
+                applied += self.work_shard(shard, base)
+        return applied
 
     def wait_and_work(self, budget_s: float) -> int | None:
         """Wait up to ``budget_s`` (at most ``max_block_ms``) for new entries on the owned
