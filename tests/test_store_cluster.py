@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import struct
+import threading
+import time
 
 import pytest
+import redis
 from redis.cluster import RedisCluster
 from redis.crc import key_slot
 
 from fedlearn.devtools.cluster import EmbeddedCluster
 from fedlearn.store import Store, StreamFullError, keys, shard_of
+from fedlearn.store.connection import connect, without_retries
 from fedlearn.store.predictions import PredictionQuota
 
 N_SHARDS = 8
@@ -76,3 +80,54 @@ def test_ingest_and_commit_on_two_shards_on_different_nodes(cluster: EmbeddedClu
         assert store.bases.set_current("v1") is None
         assert store.bases.get_base("v1") == b"FLFM"
         assert [h.version for h in store.bases.history()] == ["v1"]
+
+
+def _kill_readers_after(node: redis.Redis, delay_s: float) -> threading.Thread:
+    """Kill, on ``node``, every connection blocked in XREADGROUP once ``delay_s`` has passed:
+    the reply of the command is lost, as when a node restarts mid-read."""
+
+    def kill() -> None:
+        time.sleep(delay_s)
+        for client in node.client_list():
+            if client.get("cmd") == "xreadgroup":
+                node.client_kill_filter(_id=client["id"])
+
+    thread = threading.Thread(target=kill, daemon=True)
+    thread.start()
+    return thread
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("resends", [False, True])
+def test_a_cluster_xreadgroup_whose_reply_is_lost_is_not_resent(
+    cluster: EmbeddedCluster, resends: bool
+):
+    """The trainer's reads on a cluster raise instead of resending (connection.without_retries):
+    a resent XREADGROUP '>' would strand what the lost reply delivered. The store's own client,
+    which resends everything else, is the control: it rides the same kill out."""
+    name = b"reader-resends" if resends else b"reader-once"
+    store_client = connect(cluster.url)
+    reader = store_client if resends else without_retries(store_client)
+    stream = keys.stream(0)
+    node = cluster.node_of_slot(key_slot(stream.encode())).client()
+    try:
+        store_client.xgroup_create(stream, name, id="$", mkstream=True)
+        killer = _kill_readers_after(node, 0.5)
+        started = time.monotonic()
+        if resends:
+            assert reader.xreadgroup(name, "c", {stream: ">"}, count=1, block=1500) in (
+                [],
+                None,
+                {},
+            )
+        else:
+            with pytest.raises((redis.ConnectionError, redis.TimeoutError)):
+                reader.xreadgroup(name, "c", {stream: ">"}, count=1, block=1500)
+            assert time.monotonic() - started < 1.4, "raised at the kill, not after a resend"
+        killer.join()
+    finally:
+        store_client.xgroup_destroy(stream, name)
+        store_client.close()
+        if reader is not store_client:
+            reader.close()
+        node.close()

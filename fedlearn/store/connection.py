@@ -9,7 +9,8 @@ Clients return bytes (``decode_responses=False``: deltas and bases are binary), 
 when it is installed (redis-py picks it by itself), check idle connections before use, and
 retry connection errors and timeouts with jittered exponential backoff. Every write we send is
 safe to resend (appends de-duplicate by event id, commits carry a token, publishing the same
-base twice is a no-op) but one: XREADGROUP, which goes through ``without_retries``.
+base twice is a no-op) but one: XREADGROUP, which goes through ``without_retries``, on a single
+Redis and on a cluster alike.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from typing import Any
 
 import redis
 from redis.backoff import ExponentialWithJitterBackoff, NoBackoff
-from redis.cluster import RedisCluster
+from redis.cluster import ClusterNode, RedisCluster
 from redis.retry import Retry
 
 Client = redis.Redis | RedisCluster
@@ -44,13 +45,23 @@ def _options(
 
 
 def without_retries(client: Client) -> Client:
-    """A client on the same server that never resends a command by itself, for the one command
-    that is not safe to resend: XREADGROUP ``>`` moves the group past the entries it delivers,
-    so after a lost reply a resend would strand them unseen in the consumer's pending list. The
-    caller sees the error instead, and redoes its pending entries first (in order). A cluster
-    client keeps its retries: its reads are per node and documented in ARCHITECTURE.md."""
+    """A client on the same server (or cluster) that never resends a command by itself, for the
+    one command that is not safe to resend: XREADGROUP ``>`` moves the group past the entries it
+    delivers, so after a lost reply a resend would strand them unseen in the consumer's pending
+    list. The caller sees the error instead, and redoes its pending entries first (in order).
+
+    A cluster client retries at the cluster level (its nodes' own clients never do): the copy
+    gets a retry count of 0 there; redirections (MOVED, ASK) are followed as before."""
     if isinstance(client, RedisCluster):
-        return client
+        nodes = [ClusterNode(node.host, node.port) for node in client.get_nodes()]
+        # The nodes' connection options, less what is the original client's own (its hook, its
+        # maintenance handler) or refused by a cluster client's constructor (db).
+        options = {
+            key: value
+            for key, value in client.nodes_manager.connection_kwargs.items()
+            if key not in {"db", "redis_connect_func", "oss_cluster_maint_notifications_handler"}
+        }
+        return RedisCluster(startup_nodes=nodes, retry=Retry(NoBackoff(), 0), **options)
     pool = client.connection_pool
     kwargs = {**pool.connection_kwargs, "retry": Retry(NoBackoff(), 0)}
     return redis.Redis(connection_pool=redis.ConnectionPool(pool.connection_class, **kwargs))

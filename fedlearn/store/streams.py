@@ -77,9 +77,9 @@ class Streams:
         self._r = client
         self._reader = without_retries(client)  # XREADGROUP only (connection.without_retries)
         # The reader's replies skip redis-py's reshaping (a dict per entry, built in Python):
-        # entries.parse_entries reads Redis's own [field, value] lists. A cluster client is
-        # shared, so it keeps its callbacks.
-        self._raw_reads = self._reader is not client
+        # entries.parse_entries reads Redis's own [field, value] lists. A cluster client's is
+        # reshaped per node before the cluster layer sees it, so it keeps its callbacks.
+        self._raw_reads = not isinstance(client, RedisCluster)
         if self._raw_reads:
             self._reader.set_response_callback("XREADGROUP", _as_sent)
         self._scripts = scripts
@@ -90,7 +90,9 @@ class Streams:
 
     def close(self) -> None:
         """Disconnect the reading client's own connections (the shared client is the store's)."""
-        if self._reader is not self._r:
+        if isinstance(self._reader, RedisCluster):
+            self._reader.close()
+        elif self._reader is not self._r:
             self._reader.connection_pool.disconnect()
 
     # --- ingest --------------------------------------------------------------------------
