@@ -1,0 +1,97 @@
+"""Logged ranking decisions: the unit off-policy evaluation reweights.
+
+A decision is one ranking request's top slot: the user, every candidate's features as they
+were scored, which candidate was shown first, the logging policy's probability of that
+(the propensity) and whether it was clicked. The simulator records them directly; a production
+event log yields them through :func:`decisions_from_eventlog`, which refuses a log written
+before propensities were logged with a precise error.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from fedlearn.data.errors import DataError
+from fedlearn.data.fromlog import log_lines
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    """One logged top-slot decision. ``p_true``: every candidate's true click probability,
+    known only in the simulator (None elsewhere)."""
+
+    user: str
+    candidates: tuple[Mapping[str, float], ...]
+    shown: int
+    propensity: float
+    click: int
+    p_true: np.ndarray | None = None
+
+
+# The fields an event-log line must carry to be a decision (docs/CONTRACTS.md).
+DECISION_KEYS = ("propensity", "slot", "candidates", "features")
+
+
+def decision_of(record: Mapping[str, Any], where: tuple[Path, int]) -> Decision | None:
+    """The decision an event-log record is, None if it is no top-slot decision (a later
+    slot, or an event without a rank call). Raises :class:`DataError` naming the file and line
+    when the record lacks what off-policy evaluation needs."""
+    path, line = where
+    if record.get("prediction_id") is None:
+        return None
+    missing = [key for key in DECISION_KEYS if key not in record]
+    if missing:
+        raise DataError(
+            path, line,
+            f"lacks {', '.join(missing)}: this event log was written before propensities and "
+            "candidate sets were logged, so no policy but the logging one can be evaluated on "
+            "it; evaluate a log written by a service that logs them (docs/CONTRACTS.md)",
+        )  # fmt: skip
+    if record["slot"] != 0:
+        return None
+    propensity = record["propensity"]
+    if not isinstance(propensity, (int, float)) or not (0 < propensity <= 1):
+        raise DataError(path, line, f"propensity must be in (0, 1], got {propensity!r}")
+    candidates = record["candidates"]
+    shown = [i for i, c in enumerate(candidates) if c.get("item") == record["item"]]
+    if not shown:
+        raise DataError(path, line, f"the shown item {record['item']!r} is not a candidate")
+    return Decision(
+        str(record["user"]),
+        tuple(c["features"] for c in candidates),
+        shown[0],
+        float(propensity),
+        1 if record["signal"] == "click" else 0,
+    )
+
+
+def decisions_from_eventlog(root: str | os.PathLike[str]) -> list[Decision]:
+    """The top-slot decisions of an event log folder, in the order events were applied
+    (time order across shards: by stream id, which is acceptance time)."""
+    rows: list[tuple[float, int, Decision]] = []
+    for path, line, record in log_lines(Path(root)):
+        decision = decision_of(record, (path, line))
+        if decision is not None:
+            rows.append((_accepted(record), len(rows), decision))
+    if not rows:
+        raise DataError(root, None, "holds no top-slot decisions (events of rank calls)")
+    rows.sort(key=lambda row: (row[0], row[1]))
+    return [d for _, _, d in rows]
+
+
+def _accepted(record: Mapping[str, Any]) -> float:
+    ms = str(record.get("stream_id", "")).partition("-")[0]
+    return float(ms) if ms.isdigit() else math.inf
+
+
+def users_of(decisions: Iterable[Decision]) -> np.ndarray:
+    """Each decision's user as an integer (the clusters of the intervals)."""
+    index: dict[str, int] = {}
+    return np.fromiter((index.setdefault(d.user, len(index)) for d in decisions), np.int64)
