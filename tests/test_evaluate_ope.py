@@ -113,3 +113,43 @@ def test_an_event_log_with_propensities_gives_its_top_slot_decisions(tmp_path) -
     _write_log(tmp_path / "bad", [{**top, "propensity": 0}])
     with pytest.raises(DataError, match=r"propensity must be in \(0, 1\], got 0"):
         decisions_from_eventlog(tmp_path / "bad")
+
+
+def _base_file(tmp_path):
+    from fedlearn.model import TrainConfig, train_base
+
+    samples = [({"user=u1": 1.0, f"item=i{i % 2}": 1.0}, i % 2) for i in range(40)]
+    return train_base(samples, TrainConfig(epochs=1)).base.save(tmp_path / "base.flfm")
+
+
+def test_the_ope_command_refuses_an_old_log_and_estimates_a_new_one(tmp_path) -> None:
+    from click.testing import CliRunner
+
+    from fedlearn.cli import main
+
+    base = str(_base_file(tmp_path))
+    _write_log(tmp_path / "old", [EVENT])
+    result = CliRunner().invoke(main, ["ope", str(tmp_path / "old"), "--base", base])
+    assert result.exit_code == 1
+    assert "lacks propensity, slot, candidates" in result.output
+    result = CliRunner().invoke(
+        main, ["ope", str(tmp_path / "old"), "--base", base, "--policy", "epsilon:2"]
+    )
+    assert result.exit_code == 2 and "epsilon must be in [0, 1], got 2.0" in result.output
+    candidates = [
+        {"item": "i0", "features": {"user=u1": 1.0, "item=i0": 1.0}},
+        {"item": "i1", "features": EVENT["features"]},
+    ]
+    records = [
+        {**EVENT, "event_id": f"e{n}", "user": f"u{n % 7}", "stream_id": f"{1000 + n}-0",
+         "signal": "click" if n % 3 else "skip", "propensity": 0.5, "slot": 0,
+         "candidates": candidates}
+        for n in range(30)
+    ]  # fmt: skip
+    _write_log(tmp_path / "new", records)
+    args = ["ope", str(tmp_path / "new"), "--base", base, "--policy", "softmax:0.5", "--json"]
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 0, result.output
+    (value,) = orjson.loads(result.output)
+    assert value["policy"] == "softmax:0.5"
+    assert 0 <= value["snips"]["value"] <= 1 and value["dr"]["n"] == 30

@@ -1,0 +1,91 @@
+"""``fedlearn ope EVENTLOG``: off-policy estimates of candidate policies on a logged event log.
+
+The log must carry, with every event of a rank call, the shown item's slot, its propensity
+and the call's candidates (docs/CONTRACTS.md, "Off-policy evaluation"); a log written before
+those were logged is refused with the file and line. The candidate's model starts from
+``--base`` (the base the log's traffic was served from) and learns the logged events as the
+trainer does, one ``--block`` at a time.
+"""
+
+from __future__ import annotations
+
+import click
+import orjson
+
+from fedlearn.cli.common import count_option
+from fedlearn.data.errors import DataError
+from fedlearn.evaluate.candidate import CandidateModel, service_settings
+from fedlearn.evaluate.decisions import decisions_from_eventlog
+from fedlearn.evaluate.offpolicy import evaluate_policies, policy_name
+from fedlearn.model import Base
+from fedlearn.model.errors import ModelFormatError, PolicyError
+from fedlearn.model.policy import POLICY_KINDS, Policy
+
+
+def parse_policy(text: str) -> Policy:
+    """``greedy``, ``epsilon:<rate>`` or ``softmax:<temperature>`` as a :class:`Policy`."""
+    kind, _, value = text.partition(":")
+    if kind not in POLICY_KINDS or (kind == "greedy") != (value == ""):
+        raise click.BadParameter(
+            f"{text!r} is not a policy; write greedy, epsilon:<rate> or softmax:<temperature>"
+        )
+    if kind == "greedy":
+        return Policy.greedy()
+    try:
+        number = float(value)
+    except ValueError:
+        raise click.BadParameter(f"{value!r} in {text!r} is not a number") from None
+    try:
+        return Policy(kind, **{"epsilon" if kind == "epsilon" else "temperature": number})  # type: ignore[arg-type]
+    except PolicyError as exc:
+        raise click.BadParameter(str(exc)) from None
+
+
+def _policies(ctx: click.Context, param: click.Parameter, value: tuple[str, ...]):
+    return tuple(parse_policy(v) for v in value) or (Policy.greedy(),)
+
+
+@click.command()
+@click.argument("eventlog", type=click.Path(file_okay=False, exists=True))
+@click.option(
+    "--base",
+    "base_path",
+    type=click.Path(dir_okay=False, exists=True),
+    required=True,
+    help="The base (.flfm) the log's traffic was served from.",
+)
+@click.option(
+    "--policy",
+    "policies",
+    multiple=True,
+    callback=_policies,
+    help="A candidate policy (repeatable; default greedy): greedy, epsilon:<rate>, "
+    "softmax:<temperature>.",
+)
+@count_option(
+    "--block", default=100, help="Logged events the model learns at a time (the trainer's batch)."
+)
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+def ope(eventlog: str, base_path: str, policies: tuple[Policy, ...], block: int,
+        as_json: bool) -> None:  # fmt: skip
+    """Estimate each policy's top-slot click rate on EVENTLOG (IPS, SNIPS, DR, 95 % CI)."""
+    try:
+        base = Base.load(base_path)
+    except (OSError, ModelFormatError) as exc:
+        raise click.ClickException(f"cannot read the base {base_path}: {exc}") from None
+    try:
+        decisions = decisions_from_eventlog(eventlog)
+    except DataError as exc:
+        raise click.ClickException(str(exc)) from None
+    model = CandidateModel(base, service_settings(base))
+    values = evaluate_policies(decisions, model, policies, block=block)
+    if as_json:
+        click.echo(orjson.dumps([v.to_dict() for v in values]).decode())
+        return
+    click.echo(f"{len(decisions)} top-slot decisions of {eventlog}")
+    click.echo(f"{'policy':<16} {'estimator':<9} {'click rate':>10} {'95 % interval':>20} "
+               f"{'ESS':>8}")  # fmt: skip
+    for value in values:
+        for name, e in value.estimates.items():
+            click.echo(f"{policy_name(value.policy):<16} {name:<9} {e.value:10.4f} "
+                       f"{f'[{e.low:.4f}, {e.high:.4f}]':>20} {e.ess:8.0f}")  # fmt: skip
