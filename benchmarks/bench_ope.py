@@ -37,6 +37,7 @@ from typing import Any  # noqa: E402
 import numpy as np  # noqa: E402
 import orjson  # noqa: E402
 
+from fedlearn.cli.ope import parse_policy  # noqa: E402
 from fedlearn.data.simulator import World, WorldConfig  # noqa: E402
 from fedlearn.evaluate.candidate import CandidateModel, service_settings  # noqa: E402
 from fedlearn.evaluate.closedloop import run_policy, warmup_samples  # noqa: E402
@@ -85,16 +86,19 @@ def crossing(explore: np.ndarray, greedy: np.ndarray) -> int | None:
     return None if below[-1] == len(explore) - 1 else int(below[-1]) + 1
 
 
-def long_seed(config: WorldConfig, warmup: int, explore: Policy) -> dict[str, Any]:
-    """One seed of part 2: both cumulative curves and where they cross."""
+def long_seed(config: WorldConfig, warmup: int, explore: list[Policy]) -> dict[str, Any]:
+    """One seed of part 2: the cumulative curves, and where each explorer crosses greedy."""
     world, base = _world_and_base(config, warmup)
     curves = {
         policy_name(p): run_policy(world, _model(base), p, seed=config.seed).cumulative_rate()
-        for p in (Policy.greedy(), explore)
+        for p in (Policy.greedy(), *explore)
     }
-    greedy, other = curves["greedy"], curves[policy_name(explore)]
-    return {"seed": config.seed, "curves": {k: v.tolist() for k, v in curves.items()},
-            "crossing": crossing(other, greedy)}  # fmt: skip
+    greedy = curves.pop("greedy")
+    return {
+        "seed": config.seed,
+        "curves": {"greedy": greedy.tolist(), **{k: v.tolist() for k, v in curves.items()}},
+        "crossing": {k: crossing(v, greedy) for k, v in curves.items()},
+    }
 
 
 def _interval(e: dict[str, Any]) -> str:
@@ -133,7 +137,7 @@ def print_long(runs: list[dict[str, Any]], every: int) -> None:
         final = {n: r["curves"][n][-1] for n in names}
         print(f"  seed {r['seed']}: final " + ", ".join(f"{n} {v:.4f}" for n, v in final.items())
               + f"; crossing step: {r['crossing']}")  # fmt: skip
-    both = crossing(mean[names[1]], mean[names[0]])
+    both = {n: crossing(mean[n], mean["greedy"]) for n in names if n != "greedy"}
     print(f"  mean curves: crossing step {both}")
 
 
@@ -144,7 +148,8 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=20_000)
     parser.add_argument("--long-seeds", type=int, default=3)
     parser.add_argument("--long-steps", type=int, default=150)
-    parser.add_argument("--epsilon", type=float, default=0.1, help="part 2's exploration rate")
+    parser.add_argument("--explore", action="append", help="part 2's exploring policies "
+                        "(repeatable; default epsilon:0.05 and softmax:0.05)")  # fmt: skip
     parser.add_argument("--plot", type=Path, default=Path("benchmarks/results/exploration.html"))
     parser.add_argument("--json", action="store_true", help="also print the results as JSON")
     args = parser.parse_args()
@@ -159,7 +164,7 @@ def main() -> None:
           f"{world.sessions_per_step} sessions ({time.perf_counter() - began:.0f} s)")  # fmt: skip
     print_ope(rows)
     began = time.perf_counter()
-    explore = Policy("epsilon", epsilon=args.epsilon)
+    explore = [parse_policy(p) for p in args.explore or ("epsilon:0.05", "softmax:0.05")]
     runs = [
         long_seed(replace(world, steps=args.long_steps, seed=seed), args.warmup, explore)
         for seed in range(1, args.long_seeds + 1)
@@ -175,8 +180,9 @@ def main() -> None:
         args.plot.parent.mkdir(parents=True, exist_ok=True)
         args.plot.write_text(progressive_auc_html(
             curves, title="Cumulative click rate, greedy vs exploring (simulator)",
-            caption=f"Mean over {len(runs)} seeds; crossing step "
-                    f"{crossing(mean[names[1]], mean[names[0]])}. benchmarks/bench_ope.py",
+            caption=f"Mean over {len(runs)} seeds; crossing steps "
+                    f"{ {n: crossing(mean[n], mean['greedy']) for n in names[1:]} }. "
+                    "benchmarks/bench_ope.py",
             x_label="simulated step (one round each)", y_label="cumulative click rate",
         ))  # fmt: skip
         print(f"plot: {args.plot}")
