@@ -22,11 +22,19 @@ import tempfile
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator
+from pydantic import (
+    AliasChoices,
+    Field,
+    SecretStr,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+)
 from pydantic_settings import BaseSettings, SettingsConfigDict, SettingsError
 
 from fedlearn.model.delta import DEFAULT_MAX_ROWS
 from fedlearn.model.gating import GateSettings
+from fedlearn.model.policy import Policy
 from fedlearn.model.train import TrainConfig
 
 ENV_PREFIX = "FEDLEARN_"
@@ -46,6 +54,11 @@ class ConfigError(ValueError):
 def _positive_finite(default: float, description: str) -> Any:
     """A ``> 0``, finite float field (a bound that ``inf`` would switch off unnoticed)."""
     return Field(default=default, gt=0, allow_inf_nan=False, description=description)
+
+
+def _share(default: float, description: str) -> Any:
+    """A float field in [0, 1] (a probability, a fraction)."""
+    return Field(default=default, ge=0, le=1, allow_inf_nan=False, description=description)
 
 
 class Settings(BaseSettings):
@@ -136,6 +149,19 @@ class Settings(BaseSettings):
         default=3600, ge=1, le=30 * 24 * 3600, description="a prediction record expires after this"
     )
     base_cache_size: int = Field(default=4, ge=1, description="bases kept decoded per process")
+    # Exploration in rank (model/policy.py): the operator's policy, and the limits within
+    # which a request may choose its own (beyond them: 422).
+    explore_policy: Literal["greedy", "epsilon", "softmax"] = Field(
+        default="greedy", description="how rank explores when a request names no policy"
+    )
+    explore_epsilon: float = _share(0.1, "epsilon of an epsilon policy that names none")
+    explore_temperature: float = _positive_finite(
+        0.1, "temperature (on click probabilities) of a softmax policy that names none"
+    )
+    explore_max_epsilon: float = _share(0.2, "the largest epsilon a rank request may ask for")
+    explore_min_temperature: float = _positive_finite(
+        0.02, "the lowest softmax temperature a rank request may ask for"
+    )
 
     # --- the trainers -------------------------------------------------------------------
     trainer_lease_ttl_ms: int = Field(
@@ -314,7 +340,30 @@ class Settings(BaseSettings):
             raise ValueError("must be a finite number")
         return value
 
+    @field_validator("explore_max_epsilon", "explore_min_temperature")
+    @classmethod
+    def _explore_default_within_limit(cls, limit: float, info: ValidationInfo) -> float:
+        # The operator's own default must be a policy a request could also ask for.
+        name = (
+            "explore_epsilon" if info.field_name == "explore_max_epsilon" else "explore_temperature"
+        )
+        default = info.data.get(name)
+        too_far = default is not None and (
+            default > limit if name == "explore_epsilon" else default < limit
+        )
+        if too_far:
+            raise ValueError(
+                f"the limit is {'below' if name == 'explore_epsilon' else 'above'} "
+                f"{env_name(name)}={default}; move one of them"
+            )
+        return limit
+
     # --- derived -------------------------------------------------------------------------
+
+    @property
+    def explore(self) -> Policy:
+        """The operator's exploration policy: what rank follows when a request names none."""
+        return Policy.of(self.explore_policy, self.explore_epsilon, self.explore_temperature)
 
     @property
     def gate(self) -> GateSettings:

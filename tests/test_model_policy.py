@@ -8,23 +8,22 @@ import math
 from collections import Counter
 
 import numpy as np
+import orjson
 import pytest
 
 from fedlearn.model.errors import PolicyError
 from fedlearn.model.policy import (
     Policy,
+    explored,
     rank_with_policy,
     ranking_propensities,
     slot_probabilities,
 )
+from fedlearn.model.policy_vectors import POLICIES, make_policy_vectors
+from tests.test_vectors import VECTORS, assert_close
 
-POLICIES = [
-    Policy.greedy(),
-    Policy("epsilon", epsilon=0.3),
-    Policy("epsilon", epsilon=1.0),
-    Policy("softmax", temperature=0.1),
-    Policy("softmax", temperature=5.0),
-]
+POLICY_VECTORS = VECTORS.with_name("policy_vectors.json")
+
 # Ties (0.7 twice), a clear best and a far tail: the cases where the policies differ.
 SCORES = np.array([0.2, 0.7, 0.05, 0.7, 0.9, 0.4])
 
@@ -114,3 +113,25 @@ def test_bad_policies_and_scores_are_refused_by_name(make, needle: str) -> None:
     with pytest.raises(PolicyError) as caught:
         make()
     assert needle in str(caught.value)
+
+
+def test_explored_marks_the_picks_below_the_best_remaining() -> None:
+    # 4 (0.9) is best; 1 and 3 tie at 0.7, so 3 before 1 is no exploration; 2 before 0 is.
+    order = np.array([4, 3, 1, 2, 0, 5])
+    assert explored(SCORES, order).tolist() == [False, False, False, True, True, False]
+    greedy, _ = rank_with_policy(SCORES, 6, Policy.greedy(), np.random.default_rng(0))
+    assert not explored(SCORES, greedy).any()
+
+
+def test_a_policy_keeps_only_the_parameter_its_kind_reads() -> None:
+    assert Policy.of("greedy", 0.1, 0.5) == Policy.greedy()
+    assert Policy.of("epsilon", 0.1, 0.5).as_dict() == {"kind": "epsilon", "epsilon": 0.1}
+    assert Policy.of("softmax", 0.1, 0.5).as_dict() == {"kind": "softmax", "temperature": 0.5}
+
+
+def test_the_committed_policy_vectors_are_what_the_policy_computes() -> None:
+    """client_js/test/policy_vectors.json, which the browser's port is tested against, is
+    regenerated (`fedlearn vectors`) whenever the policies change."""
+    committed = orjson.loads(POLICY_VECTORS.read_bytes())
+    fresh = orjson.loads(orjson.dumps(make_policy_vectors()))
+    assert_close(committed, fresh, "policy_vectors")

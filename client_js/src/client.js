@@ -10,6 +10,7 @@ import { FedError, invalid, safe } from './errors.js';
 import { checkContext, checkId, eventFeatures } from './features.js';
 import { learnOne, score } from './fm.js';
 import { parseBase } from './format.js';
+import { checkPolicy, GREEDY, rankWithPolicy } from './policy.js';
 import { Lru } from './lru.js';
 import { EventQueue } from './queue.js';
 import { localStorageOrNull, uuid } from './platform.js';
@@ -24,6 +25,20 @@ import { baseLocation, checkModel, checkVersion } from './usermodel.js';
  * @property {string} [predictionId] the `prediction_id` of a server-side ranking
  *   (`POST /v1/users/{user}/rank`) that showed the item, so the server trains on exactly what it
  *   scored; local rankings have none (the server keeps no record of them)
+ */
+/** @typedef {import('./policy.js').Policy} Policy */
+/**
+ * @typedef {object} RankOptions
+ * @property {Policy} [policy] how this ranking explores (default: the client's `policy`)
+ * @property {() => number} [random] uniform draws in [0, 1) (default Math.random); seed it in tests
+ */
+/**
+ * @template T
+ * @typedef {object} RankedItem
+ * @property {string} id
+ * @property {number} score click probability under the user's clone
+ * @property {number} propensity the probability that the policy put the item in this slot
+ * @property {T} item the candidate as given
  */
 
 /** @typedef {import('./usermodel.js').UserModel} UserModel */
@@ -48,6 +63,8 @@ import { baseLocation, checkModel, checkVersion } from './usermodel.js';
  * @property {number} [retryBaseMs] first retry backoff (default 500)
  * @property {number} [retryMaxMs] longest retry backoff (default 30000)
  * @property {number} [predictionMemory] ranked items whose features are remembered (default 1000)
+ * @property {Policy} [policy] how `rank` explores by default (default greedy); each event on a
+ *   ranked item reports its policy, slot and propensity
  * @property {import('./queue.js').Timers} [timers] the clock, a seam for tests
  * @property {() => number} [random] jitter source, a seam for tests
  */
@@ -59,7 +76,9 @@ export class FedClient {
   /** @type {Transport} */ #transport;
   /** @type {EventQueue} */ #queue;
   /** @type {Lru<string, {features: Record<string, number>, context: Context,
-   *   itemFeatures?: Record<string, number>}>} */ #seen;
+   *   itemFeatures?: Record<string, number>,
+   *   shown: {propensity: number, slot: number, policy: Policy}}>} */ #seen;
+  /** @type {Policy} */ #policy;
   #root;
   #user;
   #learnOnDevice;
@@ -91,6 +110,7 @@ export class FedClient {
     this.#onError = safe(o.onError);
     this.#onChange = safe(o.onChange);
     this.#seen = new Lru(memory);
+    this.#policy = o.policy === undefined ? GREEDY : checkPolicy('policy', o.policy);
     this.#transport = new Transport({ fetch: fetchFn, token: o.token, onTokenExpired: o.onTokenExpired });
     this.#queue = new EventQueue({
       url: `${this.#root}/v1/events`,
@@ -161,15 +181,20 @@ export class FedClient {
   }
 
   /**
-   * Score and sort candidates, best first. Each item's features (and the context) are
-   * remembered so a later click/skip on it learns from, and reports, what this ranking saw.
+   * Score the candidates and rank them in slot order under the policy (greedy: best first).
+   * Each item's features, the context and how it was shown are remembered, so a later
+   * click/skip on it learns from, and reports, what this ranking saw.
    * @template {{id: string, features?: Record<string, number>}} T
    * @param {T[]} items
    * @param {Context} [context] e.g. {hour: "21", device: "mobile"}
-   * @returns {{id: string, score: number, item: T}[]}
+   * @param {RankOptions} [options]
+   * @returns {RankedItem<T>[]}
    */
-  rank(items, context) {
+  rank(items, context, options = {}) {
     if (!Array.isArray(items)) invalid('items', items, 'must be a list of {id, features?}');
+    const policy = options.policy === undefined ? this.#policy : checkPolicy('options.policy', options.policy);
+    const random = options.random ?? Math.random;
+    if (typeof random !== 'function') invalid('options.random', random, 'must be a function returning [0, 1)');
     const ctx = { ...checkContext('context', context) };
     const delta = this.#servedDelta();
     const userFeatures = this.#model.user_features;
@@ -179,10 +204,13 @@ export class FedClient {
       const features = eventFeatures(this.#user, id, item.features, ctx, userFeatures);
       return { id, score: score(this.#base, delta, features), item, features, i };
     });
-    scored.sort((a, b) => b.score - a.score || a.i - b.i);
-    return scored.map(({ id, score: s, item, features }) => {
-      this.#seen.set(id, { features, context: ctx, itemFeatures: item.features });
-      return { id, score: s, item };
+    const scores = scored.map((c) => c.score);
+    const { order, propensities } = rankWithPolicy(scores, scored.length, policy, random);
+    return order.map((i, slot) => {
+      const { id, score: s, item, features } = scored[i];
+      const propensity = propensities[slot];
+      this.#seen.set(id, { features, context: ctx, itemFeatures: item.features, shown: { propensity, slot, policy } });
+      return { id, score: s, propensity, item };
     });
   }
 
@@ -272,6 +300,7 @@ export class FedClient {
     /** @type {FedEvent} */
     const event = { event_id: uuid(), user: this.#user, item, signal, ts: Date.now() / 1000, context: ctx };
     if (predictionId !== undefined) event.prediction_id = checkId('predictionId', predictionId);
+    else if (seen) Object.assign(event, seen.shown); // ranked here: say how it was shown
     /** @type {number | undefined} */
     let prediction;
     if (this.#learnOnDevice && this.#servedDelta()) {

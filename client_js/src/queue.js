@@ -29,6 +29,10 @@ const UTF8 = new TextEncoder();
  * @property {number} ts seconds since the epoch
  * @property {Record<string, string | number | boolean>} context
  * @property {string} [prediction_id]
+ * @property {number} [propensity] the probability that the local ranking's policy showed the
+ *   item in its slot (sent with `slot` and `policy`)
+ * @property {number} [slot] the item's position in that ranking, from 0
+ * @property {import('./policy.js').Policy} [policy] that ranking's policy
  */
 
 /**

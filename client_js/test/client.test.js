@@ -145,6 +145,32 @@ test('a prediction_id from a server-side ranking is passed through', async () =>
   assert.throws(() => client.click('1', undefined, { predictionId: '' }), /predictionId must be a non-empty string/);
 });
 
+test('a local ranking explores under its policy and each event says how its item was shown', async () => {
+  const s = server();
+  const client = await start(s, { policy: { kind: 'epsilon', epsilon: 0.2 } });
+  const greedy = client.rank(ITEMS, {}, { policy: { kind: 'greedy' } });
+  assert.ok(greedy.every((r) => r.propensity === 1));
+  const ranked = client.rank(ITEMS, {}, { random: () => 0.99 }); // the last available item each slot
+  assert.deepEqual(
+    ranked.map((r) => r.id),
+    [greedy[2].id, greedy[1].id, greedy[0].id],
+  );
+  // Not the best: epsilon / 3, epsilon / 2; the last one left: probability 1.
+  assert.deepEqual(
+    ranked.map((r) => r.propensity),
+    [0.2 / 3, 0.2 / 2, 1],
+  );
+  const { event } = client.click(ranked[1].id);
+  assert.deepEqual([event.propensity, event.slot, event.policy], [0.1, 1, { kind: 'epsilon', epsilon: 0.2 }]);
+  const serverRanked = client.click(ranked[0].id, undefined, { predictionId: 'p1' }).event;
+  assert.equal(serverRanked.propensity, undefined); // the server's record says it
+  assert.equal(client.click('9').event.propensity, undefined); // never ranked here
+  await client.flush();
+  const sent = posts(s)[0].body.events;
+  assert.deepEqual(sent[0].policy, { kind: 'epsilon', epsilon: 0.2 });
+  assert.throws(() => client.rank(ITEMS, {}, { policy: { kind: 'epsilon', epsilon: 2 } }), /options.policy.epsilon must be a number in \[0, 1\]/);
+});
+
 test('serve "base" ranks with the base alone and does not learn on the device', async () => {
   const s = server({ model: { delta: { w0: 5, features: [], w: [], v: [] }, serve: 'base' } });
   const client = await start(s);

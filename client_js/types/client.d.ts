@@ -7,6 +7,20 @@
  *   (`POST /v1/users/{user}/rank`) that showed the item, so the server trains on exactly what it
  *   scored; local rankings have none (the server keeps no record of them)
  */
+/** @typedef {import('./policy.js').Policy} Policy */
+/**
+ * @typedef {object} RankOptions
+ * @property {Policy} [policy] how this ranking explores (default: the client's `policy`)
+ * @property {() => number} [random] uniform draws in [0, 1) (default Math.random); seed it in tests
+ */
+/**
+ * @template T
+ * @typedef {object} RankedItem
+ * @property {string} id
+ * @property {number} score click probability under the user's clone
+ * @property {number} propensity the probability that the policy put the item in this slot
+ * @property {T} item the candidate as given
+ */
 /** @typedef {import('./usermodel.js').UserModel} UserModel */
 /**
  * @typedef {object} StartOptions
@@ -28,6 +42,8 @@
  * @property {number} [retryBaseMs] first retry backoff (default 500)
  * @property {number} [retryMaxMs] longest retry backoff (default 30000)
  * @property {number} [predictionMemory] ranked items whose features are remembered (default 1000)
+ * @property {Policy} [policy] how `rank` explores by default (default greedy); each event on a
+ *   ranked item reports its policy, slot and propensity
  * @property {import('./queue.js').Timers} [timers] the clock, a seam for tests
  * @property {() => number} [random] jitter source, a seam for tests
  */
@@ -86,21 +102,19 @@ export class FedClient {
         v: number[][];
     };
     /**
-     * Score and sort candidates, best first. Each item's features (and the context) are
-     * remembered so a later click/skip on it learns from, and reports, what this ranking saw.
+     * Score the candidates and rank them in slot order under the policy (greedy: best first).
+     * Each item's features, the context and how it was shown are remembered, so a later
+     * click/skip on it learns from, and reports, what this ranking saw.
      * @template {{id: string, features?: Record<string, number>}} T
      * @param {T[]} items
      * @param {Context} [context] e.g. {hour: "21", device: "mobile"}
-     * @returns {{id: string, score: number, item: T}[]}
+     * @param {RankOptions} [options]
+     * @returns {RankedItem<T>[]}
      */
     rank<T extends {
         id: string;
         features?: Record<string, number>;
-    }>(items: T[], context?: Context): {
-        id: string;
-        score: number;
-        item: T;
-    }[];
+    }>(items: T[], context?: Context, options?: RankOptions): RankedItem<T>[];
     /**
      * The user clicked (liked) an item.
      * @param {string} itemId
@@ -150,6 +164,32 @@ export type SignalOptions = {
      * scored; local rankings have none (the server keeps no record of them)
      */
     predictionId?: string | undefined;
+};
+export type Policy = import("./policy.js").Policy;
+export type RankOptions = {
+    /**
+     * how this ranking explores (default: the client's `policy`)
+     */
+    policy?: import("./policy.js").Policy | undefined;
+    /**
+     * uniform draws in [0, 1) (default Math.random); seed it in tests
+     */
+    random?: (() => number) | undefined;
+};
+export type RankedItem<T> = {
+    id: string;
+    /**
+     * click probability under the user's clone
+     */
+    score: number;
+    /**
+     * the probability that the policy put the item in this slot
+     */
+    propensity: number;
+    /**
+     * the candidate as given
+     */
+    item: T;
 };
 export type UserModel = import("./usermodel.js").UserModel;
 export type StartOptions = {
@@ -216,6 +256,11 @@ export type StartOptions = {
      * ranked items whose features are remembered (default 1000)
      */
     predictionMemory?: number | undefined;
+    /**
+     * how `rank` explores by default (default greedy); each event on a
+     * ranked item reports its policy, slot and propensity
+     */
+    policy?: import("./policy.js").Policy | undefined;
     /**
      * the clock, a seam for tests
      */

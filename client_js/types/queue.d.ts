@@ -121,6 +121,19 @@ export type FedEvent = {
     ts: number;
     context: Record<string, string | number | boolean>;
     prediction_id?: string | undefined;
+    /**
+     * the probability that the local ranking's policy showed the
+     * item in its slot (sent with `slot` and `policy`)
+     */
+    propensity?: number | undefined;
+    /**
+     * the item's position in that ranking, from 0
+     */
+    slot?: number | undefined;
+    /**
+     * that ranking's policy
+     */
+    policy?: import("./policy.js").Policy | undefined;
 };
 export type QueueStats = {
     /**

@@ -22,6 +22,7 @@ from pydantic import (
     RootModel,
     StringConstraints,
     Tag,
+    model_validator,
 )
 
 from fedlearn.model.features import (
@@ -114,6 +115,46 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True)
 
 
+# --- exploration (model/policy.py) ---------------------------------------------------------
+
+Epsilon = Annotated[float, Field(ge=0, le=1, allow_inf_nan=False)]
+Temperature = Annotated[float, Field(gt=0, allow_inf_nan=False)]
+Propensity = Annotated[float, Field(gt=0, le=1, allow_inf_nan=False)]
+Slot = Annotated[int, Field(strict=True, ge=0, lt=100_000), BeforeValidator(_whole)]
+# Which parameter each kind reads; the other is refused rather than silently ignored.
+_POLICY_PARAMETER = {"greedy": None, "epsilon": "epsilon", "softmax": "temperature"}
+
+
+class PolicyChoice(_Strict):
+    """A ranking's exploration policy: its kind and the one parameter that kind reads."""
+
+    kind: Literal["greedy", "epsilon", "softmax"] = Field(
+        description="greedy: best first; epsilon: each slot goes to a uniformly drawn item with "
+        "probability epsilon; softmax: each slot drawn in proportion to exp(score/temperature)"
+    )
+    epsilon: Epsilon | None = Field(default=None, description="epsilon only")
+    temperature: Temperature | None = Field(default=None, description="softmax only")
+
+    @model_validator(mode="after")
+    def _only_its_parameter(self) -> PolicyChoice:
+        wanted = _POLICY_PARAMETER[self.kind]
+        for name in ("epsilon", "temperature"):
+            if name != wanted and getattr(self, name) is not None:
+                raise ValueError(f"{name} is not a parameter of kind {self.kind!r}; leave it out")
+        return self
+
+
+class PolicyUsed(PolicyChoice):
+    """The policy a ranking followed, with its parameter."""
+
+    @model_validator(mode="after")
+    def _has_its_parameter(self) -> PolicyUsed:
+        wanted = _POLICY_PARAMETER[self.kind]
+        if wanted is not None and getattr(self, wanted) is None:
+            raise ValueError(f"kind {self.kind!r} needs its {wanted}")
+        return self
+
+
 # --- events -------------------------------------------------------------------------------
 
 
@@ -132,6 +173,24 @@ class Event(_Strict):
     prediction_id: Id | None = Field(
         default=None, description="the prediction_id of the ranking that showed the item"
     )
+    # A client that ranked on its own says how it chose; a server ranking's record (named by
+    # prediction_id) says it for the client, and wins.
+    propensity: Propensity | None = Field(
+        default=None,
+        description="the probability that the ranking's policy put this item in its slot; "
+        "sent with policy",
+    )
+    policy: PolicyUsed | None = Field(
+        default=None, description="the policy of the ranking that showed the item"
+    )
+    slot: Slot | None = Field(default=None, description="the item's position in it, from 0")
+
+    @model_validator(mode="after")
+    def _propensity_with_its_policy(self) -> Event:
+        if (self.propensity is None) != (self.policy is None):
+            given = "propensity" if self.policy is None else "policy"
+            raise ValueError(f"{given} was sent without the other; send both or neither")
+        return self
 
 
 class EventBatch(_Strict):
@@ -159,18 +218,29 @@ class RankRequest(_Strict):
     k: PositiveWhole | None = Field(
         default=None, description="return only the k best (default: all)"
     )
+    policy: PolicyChoice | None = Field(
+        default=None,
+        description="how to explore, within the operator's limits (FEDLEARN_EXPLORE_MAX_EPSILON, "
+        "FEDLEARN_EXPLORE_MIN_TEMPERATURE); default FEDLEARN_EXPLORE_POLICY; a parameter left "
+        "out is the operator's",
+    )
 
 
 class ScoredItem(BaseModel):
     id: str
     score: float = Field(description="click probability under the user's clone")
+    propensity: float = Field(
+        description="the probability that the policy put this item in this slot, given the "
+        "items before it (1 under greedy)"
+    )
 
 
 class RankResponse(BaseModel):
     user: str
     base_version: str
     prediction_id: str = Field(description="send it back with the events of these items")
-    items: list[ScoredItem]
+    policy: PolicyUsed = Field(description="the policy that drew this ranking")
+    items: list[ScoredItem] = Field(description="in slot order")
 
 
 # --- models -------------------------------------------------------------------------------

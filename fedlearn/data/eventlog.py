@@ -18,6 +18,8 @@ from typing import Any
 import orjson
 
 PARTITION = "shard={shard:03d}"
+# How an event's item came to be shown (model/policy.py), for off-policy evaluation.
+SHOWN_KEYS = ("propensity", "slot", "policy")
 
 
 def shard_dir(root: Path, shard: int) -> Path:
@@ -33,7 +35,10 @@ def day_of(timestamp: float) -> str:
 def expand(batch: dict[str, Any]) -> Iterator[dict[str, Any]]:
     """One record per event of an applied batch: the event as sent, plus what the trainer saw
     (``features``, where they came from, the clone's and the base's prediction before
-    learning, the base version, the stream id and when it was applied)."""
+    learning, the base version, the stream id and when it was applied), and how the item
+    was shown when that is known (``propensity``, ``slot``, ``policy``; batches logged before
+    exploration existed have no ``shown`` column)."""
+    shown = batch.get("shown") or [{}] * len(batch["events"])
     columns = zip(
         batch["events"],
         batch["stream_id"],
@@ -41,11 +46,13 @@ def expand(batch: dict[str, Any]) -> Iterator[dict[str, Any]]:
         batch["features_from"],
         batch["prediction"],
         batch["base_prediction"],
+        shown,
         strict=True,
     )
-    for event, stream_id, features, source, prediction, base_prediction in columns:
+    for event, stream_id, features, source, prediction, base_prediction, how in columns:
         yield {
             **event,
+            **how,
             "stream_id": stream_id,
             "features": features,
             "features_from": source,

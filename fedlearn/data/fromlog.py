@@ -5,10 +5,11 @@ the folder ``train-base`` and ``replay`` read: ``events.jsonl`` (the events, tim
 ``items.jsonl`` (each item's features as the service last trained on them: the logged
 features less the ``user=``/``item=`` rows and the context's), and ``served.jsonl``, one line
 per event in the same order with what the service did: the features it trained on, where they
-came from, its prediction and the base's, the base version. The manifest counts the events
-whose logged features the item table does not rebuild (``features_differ``: the catalog
-changed, or a rank call carried its own features). A line that is not JSON stops the
-conversion with its file and line; nothing is written.
+came from, its prediction and the base's, the base version, and when known the policy, slot
+and propensity the item was shown with (the manifest's ``with_propensity`` counts those).
+The manifest also counts the events whose logged features the item table does not rebuild
+(``features_differ``: the catalog changed, or a rank call carried its own features). A line
+that is not JSON stops the conversion with its file and line; nothing is written.
 
 :func:`dataset_from_files` makes the folder from an events file (CSV or JSON Lines) and an
 item table (``fedlearn.data.items``): the first step of running the service on one's own data.
@@ -25,6 +26,7 @@ import orjson
 
 from fedlearn.data.catalog import Manifest, write_dataset
 from fedlearn.data.errors import DataError, MissingDataError
+from fedlearn.data.eventlog import SHOWN_KEYS
 from fedlearn.data.events import Event, read_events
 from fedlearn.data.items import feature_table, read_items
 from fedlearn.model import event_features
@@ -66,6 +68,7 @@ def dataset_from_eventlog(root: str | os.PathLike[str], out: str | os.PathLike[s
         try:
             event = Event.from_dict(record)
             served = {key: record[key] for key in SERVED_KEYS}
+            served.update((key, record[key]) for key in SHOWN_KEYS if key in record)
         except KeyError as exc:
             raise DataError(path, line, f"lacks {exc}; not a line of the event log") from None
         except ValueError as exc:
@@ -84,7 +87,8 @@ def dataset_from_eventlog(root: str | os.PathLike[str], out: str | os.PathLike[s
     manifest = write_dataset(
         out, (event for _, _, event, _ in rows), items=items, source=f"eventlog:{root}",
         license="your own data", params={"eventlog": str(root.resolve())},
-        extra_counts={"features_differ": differ},
+        extra_counts={"features_differ": differ,
+                      "with_propensity": sum("propensity" in served for *_, served in rows)},
         extra_files={SERVED_FILE: (orjson.dumps(served, option=orjson.OPT_APPEND_NEWLINE)
                                    for _, _, _, served in rows)},
     )  # fmt: skip

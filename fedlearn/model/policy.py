@@ -52,6 +52,24 @@ class Policy:
         """The policy that never explores."""
         return cls("greedy")
 
+    @classmethod
+    def of(cls, kind: str, epsilon: float, temperature: float) -> Policy:
+        """The policy of ``kind`` keeping only the parameter it reads (the other at its
+        default), so two spellings of one policy compare and log alike."""
+        if kind == "epsilon":
+            return cls("epsilon", epsilon=epsilon)
+        if kind == "softmax":
+            return cls("softmax", temperature=temperature)
+        return cls(kind)  # type: ignore[arg-type]  # __post_init__ names a bad kind
+
+    def as_dict(self) -> dict[str, str | float]:
+        """The JSON form logged and sent: ``kind`` and the one parameter it reads."""
+        if self.kind == "epsilon":
+            return {"kind": "epsilon", "epsilon": self.epsilon}
+        if self.kind == "softmax":
+            return {"kind": "softmax", "temperature": self.temperature}
+        return {"kind": self.kind}
+
     @property
     def explores(self) -> bool:
         """Whether a ranking under this policy can differ from the greedy one."""
@@ -149,5 +167,17 @@ def ranking_propensities(scores: np.ndarray, order: np.ndarray, policy: Policy) 
         if not available[i]:
             raise PolicyError(f"index {int(i)} is ranked twice (again in slot {slot})")
         out[slot] = _slot_probabilities(scores, available, policy)[i]
+        available[i] = False
+    return out
+
+
+def explored(scores: np.ndarray, order: np.ndarray) -> np.ndarray:
+    """Whether each pick of a ranking ``order`` scored below the best item still available
+    then: the picks exploration made (a tie with the best is no exploration)."""
+    scores = _check_scores(scores)
+    available = np.ones(scores.shape[0], dtype=bool)
+    out = np.empty(len(order), dtype=bool)
+    for slot, i in enumerate(order):
+        out[slot] = scores[i] < scores[available].max()
         available[i] = False
     return out

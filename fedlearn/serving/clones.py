@@ -28,6 +28,7 @@ from fedlearn.model import Base, Clone, Delta, event_features
 from fedlearn.model.delta import rebase
 from fedlearn.model.errors import ModelFormatError
 from fedlearn.model.gating import Gate
+from fedlearn.model.policy import Policy, explored, rank_with_policy
 from fedlearn.serving.base_cache import BaseCache, NoBaseError
 from fedlearn.store import DeltaRecord, Store
 from fedlearn.store.predictions import PredictionQuota
@@ -174,14 +175,20 @@ def rank(
     k: int | None,
     quota: PredictionQuota,
     on_unreadable: Callable[[], None] | None = None,
+    policy: Policy | None = None,
+    rng: np.random.Generator | None = None,
+    on_ranked: Callable[[Policy, np.ndarray], None] | None = None,
 ) -> dict[str, Any]:
-    """Score the candidates with what the user is served, best first (the ``k`` best, if
-    given); record what was seen.
+    """Score the candidates with what the user is served and rank them (``k`` slots, if
+    given) under ``policy`` (default: the operator's); record what was seen.
 
     The features of every candidate are stored under a new ``prediction_id`` for
     ``prediction_ttl_s``, within the user's ``quota``: an event naming it trains on exactly
-    what was scored here.
+    what was scored here, and carries the policy and the slot and propensity its item was
+    shown with into the event log. ``on_ranked`` gets the policy and which picks explored
+    (scored below the best item left).
     """
+    policy = settings.explore if policy is None else policy
     clone = load_clone(store, bases, user, gate_eta=settings.gate_eta, on_unreadable=on_unreadable)
     per_item = item_features(store, candidates)
     ids = list(per_item)
@@ -189,18 +196,25 @@ def rank(
     samples = [event_features(user, item, context, per_item[item]) for item in ids]
     hyper = settings.clone_hyper(clone.base.hyper)
     scores = Clone(clone.base, clone.served_delta, **hyper).predict_proba_many(samples)
-    order = np.argsort(-scores, kind="stable")
-    if k is not None:
-        order = order[:k]
+    order, propensities = rank_with_policy(
+        scores, len(ids) if k is None else k, policy, rng or np.random.default_rng()
+    )
+    if on_ranked is not None:
+        on_ranked(policy, explored(scores, order))
     prediction_id = uuid.uuid4().hex
+    items: dict[str, dict[str, Any]] = {
+        item: {"features": x, "score": float(p)}
+        for item, x, p in zip(ids, samples, scores, strict=True)
+    }
+    shown = list(zip(order.tolist(), propensities.tolist(), strict=True))  # in slot order
+    for slot, (i, propensity) in enumerate(shown):
+        items[ids[i]].update(slot=slot, propensity=propensity)
     record = {
         "user": user,
         "base_version": clone.base.version,
         "created_at": time.time(),
-        "items": {
-            item: {"features": x, "score": float(p)}
-            for item, x, p in zip(ids, samples, scores, strict=True)
-        },
+        "policy": policy.as_dict(),
+        "items": items,
     }
     store.predictions.put_predictions(
         store.shard_of(user), {prediction_id: record}, settings.prediction_ttl_s,
@@ -210,5 +224,9 @@ def rank(
         "user": user,
         "base_version": clone.base.version,
         "prediction_id": prediction_id,
-        "items": [{"id": ids[i], "score": float(scores[i])} for i in order],
+        "policy": policy.as_dict(),
+        "items": [
+            {"id": ids[i], "score": float(scores[i]), "propensity": propensity}
+            for i, propensity in shown
+        ],
     }

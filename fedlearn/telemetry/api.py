@@ -64,6 +64,18 @@ class Metrics:
             ["reason"],
             registry=self.registry,
         )
+        self.shown_items = Counter(
+            "fedlearn_rank_shown_items_total",
+            "Items rank put in a slot, by exploration policy kind",
+            ["policy"],
+            registry=self.registry,
+        )
+        self.explored_items = Counter(
+            "fedlearn_rank_explored_items_total",
+            "Items rank put in a slot while a better-scored one was left (explored), by policy",
+            ["policy"],
+            registry=self.registry,
+        )
 
         self.unreadable_records = Counter(
             "fedlearn_unreadable_records",
@@ -74,6 +86,10 @@ class Metrics:
     def observe_request(self, route: str, method: str, status: int, seconds: float) -> None:
         self.requests.labels(route, method, str(status)).inc()
         self.latency.labels(route, method).observe(seconds)
+
+    def observe_ranking(self, policy: str, shown: int, explored: int) -> None:
+        self.shown_items.labels(policy).inc(shown)
+        self.explored_items.labels(policy).inc(explored)
 
     def exposition(self) -> tuple[bytes, str]:
         """The text format of every metric (summed over workers in multiprocess mode)."""

@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 
+from fedlearn.data.eventlog import SHOWN_KEYS
 from fedlearn.model import Base, Delta, event_features
 from fedlearn.model.batch import learn_many_shadow
 from fedlearn.model.delta import DEFAULT_MAX_ROWS, rebase
@@ -30,6 +31,7 @@ NEVER = StreamId(0, 0)  # the last_event of a user who has no applied event yet
 
 ItemFeatures = Callable[[str], Mapping[str, float] | None]
 PredictionFeatures = Callable[[str, str], Mapping[str, float] | None]
+PredictionShown = Callable[[str, str], Mapping[str, Any] | None]
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,6 +115,17 @@ def features_of(
     return event_features(event["user"], item, event.get("context"), item_features(item)), "event"
 
 
+def shown_with(event: Mapping[str, Any], prediction_shown: PredictionShown) -> dict[str, Any]:
+    """The policy, slot and propensity the event's item was shown with: the server's record
+    when the event names a ranking that recorded them, else what the client sent, if any."""
+    source: Mapping[str, Any] = event
+    if event.get("prediction_id"):
+        recorded = prediction_shown(event["prediction_id"], event["item"])
+        if recorded is not None and recorded.get("propensity") is not None:
+            source = recorded
+    return {key: source[key] for key in SHOWN_KEYS if source.get(key) is not None}
+
+
 def learn_clones(
     base: Base,
     deltas: dict[str, Delta],
@@ -142,6 +155,7 @@ def apply_batch(
     prediction_features: PredictionFeatures,
     applied_at: float,
     gating: GateSettings = DEFAULT_GATING,
+    prediction_shown: PredictionShown = lambda pid, item: None,
 ) -> AppliedBatch:
     """Test-then-train ``entries`` (in stream order) on the clones in ``states``.
 
@@ -229,6 +243,7 @@ def apply_batch(
         "stream_id": [entry.id for entry, _, _ in kept],
         "features": [x for _, x, _ in events],
         "features_from": [source for _, source, _ in kept],
+        "shown": [shown_with(entry.event, prediction_shown) for entry, _, _ in kept],
         "prediction": p.tolist(),
         "base_prediction": base_p.tolist(),
         "base_version": base.version,

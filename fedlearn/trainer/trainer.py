@@ -24,7 +24,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import numpy as np
 import redis
@@ -331,7 +331,7 @@ class Trainer:
         state = self.shards[shard]
         generation = self.bases.generation(base)
         self._load_users(shard, state, {e.event["user"] for e in batch.entries}, base, generation)
-        predictions = self._prediction_features(shard, batch)
+        predictions = self._prediction_records(shard, batch)
         items = {e.event["item"] for e in batch.entries if "item" in e.event}
         catalog = self.store.catalog.features(list(items)) if items else {}
         result = apply_batch(
@@ -340,7 +340,8 @@ class Trainer:
             batch.entries,
             self.clone(base),
             item_features=catalog.get,
-            prediction_features=lambda pid, item: predictions.get((pid, item)),
+            prediction_features=lambda pid, item: predictions.get((pid, item), {}).get("features"),
+            prediction_shown=lambda pid, item: predictions.get((pid, item)),
             applied_at=time.time(),
             gating=self.config.gating,
         )
@@ -428,9 +429,11 @@ class Trainer:
             state.dead.append(DeadLetter(kind=kind, reason=str(exc), user=user, raw=bytes(blob)))
             return None
 
-    def _prediction_features(
+    def _prediction_records(
         self, shard: int, batch: Batch
-    ) -> dict[tuple[str, str], dict[str, float]]:
+    ) -> dict[tuple[str, str], dict[str, Any]]:
+        """What the rank call recorded of each (prediction_id, item) the batch names: the
+        features, score, slot and propensity, and the ranking's policy."""
         ids = [  # (id, user): a record is found only for its own user's events
             (e.event["prediction_id"], e.event["user"])
             for e in batch.entries
@@ -441,7 +444,8 @@ class Trainer:
         found = {}
         for pid, record in self.store.predictions.get_predictions(shard, ids).items():
             for item, scored in (record.get("items") or {}).items():
-                found[(pid, item)] = scored["features"]
+                scored["policy"] = record.get("policy")  # a fresh decode: no copy needed
+                found[(pid, item)] = scored
         return found
 
     def _evict(self, state: _Shard) -> None:
