@@ -1,6 +1,6 @@
 """Exploration and off-policy evaluation, on the closed-loop simulator.
 
-    python benchmarks/bench_ope.py [--seeds 10] [--steps 20] [--long-seeds 3] [--long-steps 150]
+    python benchmarks/bench_ope.py [--seeds 10] [--steps 20] [--long-seeds 2] [--long-steps 250]
                                    [--plot benchmarks/results/exploration.html] [--json]
 
 Everything runs the service's code: the rank route's scoring (a user's clone), the policies
@@ -146,28 +146,41 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, default=10)
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--warmup", type=int, default=20_000)
-    parser.add_argument("--long-seeds", type=int, default=3)
-    parser.add_argument("--long-steps", type=int, default=150)
+    parser.add_argument("--long-seeds", type=int, default=2)
+    parser.add_argument("--long-steps", type=int, default=250)
     parser.add_argument("--explore", action="append", help="part 2's exploring policies "
-                        "(repeatable; default epsilon:0.05 and softmax:0.05)")  # fmt: skip
+                        "(repeatable; default epsilon:0.1)")  # fmt: skip
     parser.add_argument("--plot", type=Path, default=Path("benchmarks/results/exploration.html"))
+    parser.add_argument("--seeds-from", type=int, default=1, help="the first seed")
     parser.add_argument("--json", action="store_true", help="also print the results as JSON")
     args = parser.parse_args()
     world = WorldConfig()  # the simulator's defaults: the world both parts run in
+    if args.seeds:
+        part_one(args, world)
+    if args.long_seeds:
+        part_two(args, world)
+
+
+def part_one(args: argparse.Namespace, world: WorldConfig) -> None:
     began = time.perf_counter()
     rows = [
         row
-        for seed in range(1, args.seeds + 1)
+        for seed in range(args.seeds_from, args.seeds_from + args.seeds)
         for row in ope_seed(replace(world, steps=args.steps, seed=seed), args.warmup)
     ]
     print(f"1. off-policy evaluation: log under {policy_name(LOGGING)}, {args.steps} steps x "
           f"{world.sessions_per_step} sessions ({time.perf_counter() - began:.0f} s)")  # fmt: skip
     print_ope(rows)
+    if args.json:
+        print(orjson.dumps({"ope": rows}).decode())
+
+
+def part_two(args: argparse.Namespace, world: WorldConfig) -> None:
     began = time.perf_counter()
-    explore = [parse_policy(p) for p in args.explore or ("epsilon:0.05", "softmax:0.05")]
+    explore = [parse_policy(p) for p in args.explore or ("epsilon:0.1",)]
     runs = [
         long_seed(replace(world, steps=args.long_steps, seed=seed), args.warmup, explore)
-        for seed in range(1, args.long_seeds + 1)
+        for seed in range(args.seeds_from, args.seeds_from + args.long_seeds)
     ]
     print(f"\n2. exploration on a long horizon: {args.long_steps} steps x "
           f"{world.sessions_per_step} sessions, {world.new_items_per_step} new items a step "
@@ -187,7 +200,7 @@ def main() -> None:
         ))  # fmt: skip
         print(f"plot: {args.plot}")
     if args.json:
-        print(orjson.dumps({"ope": rows, "long": runs}).decode())
+        print(orjson.dumps({"long": runs}).decode())
 
 
 if __name__ == "__main__":

@@ -153,3 +153,25 @@ def test_the_ope_command_refuses_an_old_log_and_estimates_a_new_one(tmp_path) ->
     (value,) = orjson.loads(result.output)
     assert value["policy"] == "softmax:0.5"
     assert 0 <= value["snips"]["value"] <= 1 and value["dr"]["n"] == 30
+
+
+def test_a_log_with_propensities_but_no_candidates_gives_the_served_value_only(tmp_path) -> None:
+    from click.testing import CliRunner
+
+    from fedlearn.cli import main
+
+    records = [
+        {**EVENT, "event_id": f"e{n}", "user": f"u{n % 5}", "signal": "click" if n < 6 else "skip",
+         "propensity": 0.9, "slot": 0, "policy": {"kind": "epsilon", "epsilon": 0.1}}
+        for n in range(20)
+    ]  # fmt: skip
+    _write_log(tmp_path, records)
+    with pytest.raises(DataError, match="not the ranking's candidates"):
+        decisions_from_eventlog(tmp_path)
+    result = CliRunner().invoke(main, ["ope", str(tmp_path), "--served", "--json"])
+    assert result.exit_code == 0, result.output
+    served = orjson.loads(result.output)
+    assert (served["value"], served["n"], served["users"]) == (0.3, 20, 5)
+    assert served["low"] < 0.3 < served["high"]
+    result = CliRunner().invoke(main, ["ope", str(tmp_path)])
+    assert result.exit_code == 2 and "--base is required" in result.output

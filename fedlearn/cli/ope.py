@@ -15,7 +15,7 @@ import orjson
 from fedlearn.cli.common import count_option
 from fedlearn.data.errors import DataError
 from fedlearn.evaluate.candidate import CandidateModel, service_settings
-from fedlearn.evaluate.decisions import decisions_from_eventlog
+from fedlearn.evaluate.decisions import decisions_from_eventlog, served_value
 from fedlearn.evaluate.offpolicy import evaluate_policies, policy_name
 from fedlearn.model import Base
 from fedlearn.model.errors import ModelFormatError, PolicyError
@@ -51,8 +51,12 @@ def _policies(ctx: click.Context, param: click.Parameter, value: tuple[str, ...]
     "--base",
     "base_path",
     type=click.Path(dir_okay=False, exists=True),
-    required=True,
-    help="The base (.flfm) the log's traffic was served from.",
+    help="The base (.flfm) the log's traffic was served from (needed but with --served).",
+)
+@click.option(
+    "--served",
+    is_flag=True,
+    help="Only the served policy's own click rate (no candidates or base needed).",
 )
 @click.option(
     "--policy",
@@ -66,9 +70,20 @@ def _policies(ctx: click.Context, param: click.Parameter, value: tuple[str, ...]
     "--block", default=100, help="Logged events the model learns at a time (the trainer's batch)."
 )
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
-def ope(eventlog: str, base_path: str, policies: tuple[Policy, ...], block: int,
-        as_json: bool) -> None:  # fmt: skip
+def ope(eventlog: str, base_path: str | None, served: bool, policies: tuple[Policy, ...],
+        block: int, as_json: bool) -> None:  # fmt: skip
     """Estimate each policy's top-slot click rate on EVENTLOG (IPS, SNIPS, DR, 95 % CI)."""
+    if served:
+        try:
+            e = served_value(eventlog)
+        except DataError as exc:
+            raise click.ClickException(str(exc)) from None
+        click.echo(orjson.dumps(e.to_dict()).decode() if as_json else
+                   f"served policy: click rate {e.value:.4f} [{e.low:.4f}, {e.high:.4f}] "
+                   f"over {e.n} events of {e.users} users")  # fmt: skip
+        return
+    if base_path is None:
+        raise click.UsageError("--base is required to evaluate policies (or pass --served)")
     try:
         base = Base.load(base_path)
     except (OSError, ModelFormatError) as exc:

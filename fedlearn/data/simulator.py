@@ -35,13 +35,15 @@ class WorldConfig:
     n_users: int = 400
     n_genres: int = 8
     genres_per_item: int = 2
-    catalog_size: int = 120
-    new_items_per_step: int = 3
+    # Defaults: a catalog that turns over every 20 steps and items whose own appeal (bias)
+    # outweighs what their genres say: the world where showing an unproven item can pay.
+    catalog_size: int = 40
+    new_items_per_step: int = 2
     candidates: int = 10
     sessions_per_step: int = 200
     steps: int = 100
-    taste_scale: float = 1.0
-    item_bias_scale: float = 1.0
+    taste_scale: float = 0.5
+    item_bias_scale: float = 1.5
     base_logit: float = -1.5
     drift: float = 1.0
     seed: int = 0

@@ -20,6 +20,7 @@ import numpy as np
 
 from fedlearn.data.errors import DataError
 from fedlearn.data.fromlog import log_lines
+from fedlearn.evaluate.ope import Estimate, mean_estimate
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,8 +36,10 @@ class Decision:
     p_true: np.ndarray | None = None
 
 
-# The fields an event-log line must carry to be a decision (docs/CONTRACTS.md).
-DECISION_KEYS = ("propensity", "slot", "candidates", "features")
+# What an event-log line must carry to be a decision (docs/CONTRACTS.md): how its item was
+# shown (the trainer logs these since exploration exists) and the ranking's candidates.
+SHOWN_KEYS = ("propensity", "slot")
+DECISION_KEYS = (*SHOWN_KEYS, "candidates")
 
 
 def decision_of(record: Mapping[str, Any], where: tuple[Path, int]) -> Decision | None:
@@ -47,12 +50,19 @@ def decision_of(record: Mapping[str, Any], where: tuple[Path, int]) -> Decision 
     if record.get("prediction_id") is None:
         return None
     missing = [key for key in DECISION_KEYS if key not in record]
+    if any(key in missing for key in SHOWN_KEYS):
+        raise DataError(
+            path, line,
+            f"lacks {', '.join(missing)}: this event log was written before propensities were "
+            "logged, so no policy but the logging one can be evaluated on it; evaluate a log "
+            "written by a service that logs them (docs/CONTRACTS.md)",
+        )  # fmt: skip
     if missing:
         raise DataError(
             path, line,
-            f"lacks {', '.join(missing)}: this event log was written before propensities and "
-            "candidate sets were logged, so no policy but the logging one can be evaluated on "
-            "it; evaluate a log written by a service that logs them (docs/CONTRACTS.md)",
+            "carries its propensity but not the ranking's candidates, so another policy's "
+            "choice among them is unknown; only the served policy's own click rate can be "
+            "estimated from it (fedlearn ope --served)",
         )  # fmt: skip
     if record["slot"] != 0:
         return None
@@ -86,12 +96,25 @@ def decisions_from_eventlog(root: str | os.PathLike[str]) -> list[Decision]:
     return [d for _, _, d in rows]
 
 
+def served_value(root: str | os.PathLike[str]) -> Estimate:
+    """The served policy's own click rate on the events of rank calls that carry their
+    propensity (on-policy: no reweighting), with a 95 % interval clustered by user."""
+    users, clicks = [], []
+    for _, _, record in log_lines(Path(root)):
+        if record.get("prediction_id") and record.get("propensity") is not None:
+            users.append(str(record.get("user")))
+            clicks.append(1.0 if record.get("signal") == "click" else 0.0)
+    if not clicks:
+        raise DataError(root, None, "holds no events of rank calls with their propensity")
+    return mean_estimate("served", np.asarray(clicks), users_of(users))
+
+
 def _accepted(record: Mapping[str, Any]) -> float:
     ms = str(record.get("stream_id", "")).partition("-")[0]
     return float(ms) if ms.isdigit() else math.inf
 
 
-def users_of(decisions: Iterable[Decision]) -> np.ndarray:
-    """Each decision's user as an integer (the clusters of the intervals)."""
+def users_of(users: Iterable[str]) -> np.ndarray:
+    """Each user as an integer (the clusters of the intervals)."""
     index: dict[str, int] = {}
-    return np.fromiter((index.setdefault(d.user, len(index)) for d in decisions), np.int64)
+    return np.fromiter((index.setdefault(u, len(index)) for u in users), np.int64)

@@ -72,7 +72,7 @@ def evaluate_policies(
                 columns["q_target"][j, i] = probs @ scores
                 columns["truth"][j, i] = math.nan if d.p_true is None else probs @ d.p_true
         model.learn([(d.user, d.candidates[d.shown], d.click) for d in chunk])
-    users = users_of(decisions)
+    users = users_of(d.user for d in decisions)
     reward = np.fromiter((d.click for d in decisions), np.float64, n)
     propensity = np.fromiter((d.propensity for d in decisions), np.float64, n)
     values = []

@@ -97,6 +97,17 @@ def _clustered_ratio(
     return value, math.sqrt(variance)
 
 
+def mean_estimate(name: str, values: np.ndarray, users: np.ndarray) -> Estimate:
+    """The mean of ``values`` with its user-clustered 95 % interval (the on-policy value)."""
+    if len(values) == 0:
+        raise ValueError("no values to average")
+    value, se = _clustered_ratio(values, np.ones(len(values)), users)
+    n_users = len(np.unique(users))
+    return Estimate(
+        name, value, value - Z95 * se, value + Z95 * se, len(values), n_users, len(values)
+    )
+
+
 def estimate(scored: Scored) -> dict[str, Estimate]:
     """IPS, SNIPS and DR estimates of the candidate's top-slot click rate (module docstring)."""
     n = len(scored.reward)
