@@ -170,8 +170,13 @@ def test_a_log_with_propensities_but_no_candidates_gives_the_served_value_only(t
         decisions_from_eventlog(tmp_path)
     result = CliRunner().invoke(main, ["ope", str(tmp_path), "--served", "--json"])
     assert result.exit_code == 0, result.output
-    served = orjson.loads(result.output)
+    values = orjson.loads(result.output)
+    served, greedy = values["served"], values["greedy"]
     assert (served["value"], served["n"], served["users"]) == (0.3, 20, 5)
     assert served["low"] < 0.3 < served["high"]
+    # Every item was shown with 0.9 >= 1 - 0.1: greedy's own choice, weight 1/0.9 each.
+    assert greedy["value"] == pytest.approx(0.3) and greedy["ess"] == pytest.approx(20)
+    result = CliRunner().invoke(main, ["ope", str(tmp_path), "--served", "--last", "5", "--json"])
+    assert orjson.loads(result.output)["served"]["n"] == 5
     result = CliRunner().invoke(main, ["ope", str(tmp_path)])
     assert result.exit_code == 2 and "--base is required" in result.output

@@ -15,7 +15,7 @@ import orjson
 from fedlearn.cli.common import count_option
 from fedlearn.data.errors import DataError
 from fedlearn.evaluate.candidate import CandidateModel, service_settings
-from fedlearn.evaluate.decisions import decisions_from_eventlog, served_value
+from fedlearn.evaluate.decisions import decisions_from_eventlog, served_and_greedy
 from fedlearn.evaluate.offpolicy import evaluate_policies, policy_name
 from fedlearn.model import Base
 from fedlearn.model.errors import ModelFormatError, PolicyError
@@ -45,6 +45,24 @@ def _policies(ctx: click.Context, param: click.Parameter, value: tuple[str, ...]
     return tuple(parse_policy(v) for v in value) or (Policy.greedy(),)
 
 
+def _served(eventlog: str, last: int | None, as_json: bool) -> None:
+    """The served policy's own click rate and greedy's estimate on the log's top slots."""
+    try:
+        values = served_and_greedy(eventlog, last=last)
+    except DataError as exc:
+        raise click.ClickException(str(exc)) from None
+    if as_json:
+        click.echo(orjson.dumps({k: v and v.to_dict() for k, v in values.items()}).decode())
+        return
+    for name, e in values.items():
+        if e is None:
+            click.echo(f"{name}: not estimable (the logged policy does not tell whether greedy "
+                       "agreed; log the candidates to evaluate it)")  # fmt: skip
+        else:
+            click.echo(f"{name}: click rate {e.value:.4f} [{e.low:.4f}, {e.high:.4f}] over "
+                       f"{e.n} events of {e.users} users")  # fmt: skip
+
+
 @click.command()
 @click.argument("eventlog", type=click.Path(file_okay=False, exists=True))
 @click.option(
@@ -69,18 +87,14 @@ def _policies(ctx: click.Context, param: click.Parameter, value: tuple[str, ...]
 @count_option(
     "--block", default=100, help="Logged events the model learns at a time (the trainer's batch)."
 )
+@click.option("--last", type=click.IntRange(min=1), default=None,
+              help="With --served: only the last N top-slot events (bounds the cost).")  # fmt: skip
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
 def ope(eventlog: str, base_path: str | None, served: bool, policies: tuple[Policy, ...],
-        block: int, as_json: bool) -> None:  # fmt: skip
+        block: int, last: int | None, as_json: bool) -> None:  # fmt: skip
     """Estimate each policy's top-slot click rate on EVENTLOG (IPS, SNIPS, DR, 95 % CI)."""
     if served:
-        try:
-            e = served_value(eventlog)
-        except DataError as exc:
-            raise click.ClickException(str(exc)) from None
-        click.echo(orjson.dumps(e.to_dict()).decode() if as_json else
-                   f"served policy: click rate {e.value:.4f} [{e.low:.4f}, {e.high:.4f}] "
-                   f"over {e.n} events of {e.users} users")  # fmt: skip
+        _served(eventlog, last, as_json)
         return
     if base_path is None:
         raise click.UsageError("--base is required to evaluate policies (or pass --served)")

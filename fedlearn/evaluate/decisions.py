@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 import os
+from collections import deque
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,7 +21,7 @@ import numpy as np
 
 from fedlearn.data.errors import DataError
 from fedlearn.data.fromlog import log_lines
-from fedlearn.evaluate.ope import Estimate, mean_estimate
+from fedlearn.evaluate.ope import Scored, estimate, mean_estimate
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,17 +97,56 @@ def decisions_from_eventlog(root: str | os.PathLike[str]) -> list[Decision]:
     return [d for _, _, d in rows]
 
 
-def served_value(root: str | os.PathLike[str]) -> Estimate:
-    """The served policy's own click rate on the events of rank calls that carry their
-    propensity (on-policy: no reweighting), with a 95 % interval clustered by user."""
-    users, clicks = [], []
-    for _, _, record in log_lines(Path(root)):
-        if record.get("prediction_id") and record.get("propensity") is not None:
-            users.append(str(record.get("user")))
-            clicks.append(1.0 if record.get("signal") == "click" else 0.0)
-    if not clicks:
-        raise DataError(root, None, "holds no events of rank calls with their propensity")
-    return mean_estimate("served", np.asarray(clicks), users_of(users))
+def greedy_agrees(record: Mapping[str, Any]) -> bool | None:
+    """Whether greedy would have put the logged item in its slot, where the logged policy
+    and propensity tell: always under greedy; under epsilon-greedy with epsilon < 1/2, iff
+    the propensity is at least 1 - epsilon (the best item's is 1 - eps + eps/m, any other's
+    eps/m <= eps). None under softmax: only the candidates' scores could tell."""
+    policy = record.get("policy") or {}
+    if policy.get("kind") == "greedy":
+        return True
+    epsilon = policy.get("epsilon")
+    if policy.get("kind") == "epsilon" and isinstance(epsilon, (int, float)) and epsilon < 0.5:
+        return float(record["propensity"]) >= 1.0 - epsilon
+    return None
+
+
+def served_and_greedy(root: str | os.PathLike[str], *, last: int | None = None) -> dict[str, Any]:
+    """The served policy's own click rate (on-policy, no reweighting) and greedy's SNIPS
+    estimate, both of the top slot, on the ``last`` events of rank calls that carry their
+    propensity (all of them: None), with 95 % intervals clustered by user.
+
+    Greedy is estimated on the decisions whose logged policy tells whether greedy agreed
+    (:func:`greedy_agrees`); ``greedy`` is None when there are none (softmax traffic)."""
+    rows: deque[tuple[float, str, float, float, bool | None]] = deque(maxlen=last)
+    for _, _, record in sorted(
+        (row for row in log_lines(Path(root)) if _is_shown_top(row[2])),
+        key=lambda row: _accepted(row[2]),
+    ):
+        click = 1.0 if record.get("signal") == "click" else 0.0
+        rows.append((_accepted(record), str(record.get("user")), click,
+                     float(record["propensity"]), greedy_agrees(record)))  # fmt: skip
+    if not rows:
+        raise DataError(root, None, "holds no top-slot events of rank calls with a propensity")
+    users = users_of(user for _, user, *_ in rows)
+    clicks = np.fromiter((click for _, _, click, *_ in rows), np.float64, len(rows))
+    out: dict[str, Any] = {"served": mean_estimate("served", clicks, users), "greedy": None}
+    known = np.fromiter((agree is not None for *_, agree in rows), bool, len(rows))
+    if known.any():
+        agree = np.fromiter((bool(agree) for *_, agree in rows), np.float64, len(rows))
+        propensity = np.fromiter((p for *_, p, _ in rows), np.float64, len(rows))
+        zeros = np.zeros(int(known.sum()))
+        scored = Scored(users[known], clicks[known], propensity[known], agree[known], zeros, zeros)
+        out["greedy"] = estimate(scored)["snips"]
+    return out
+
+
+def _is_shown_top(record: Mapping[str, Any]) -> bool:
+    return (
+        bool(record.get("prediction_id"))
+        and record.get("propensity") is not None
+        and (record.get("slot") == 0)
+    )
 
 
 def _accepted(record: Mapping[str, Any]) -> float:
