@@ -25,6 +25,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from fedlearn.data.synthetic import drifting_tastes
+from fedlearn.data.validate import check_positive_ints
+
 _SESSIONS, _CLICKS = 0, 1  # the two streams of a step
 
 
@@ -49,11 +52,8 @@ class WorldConfig:
     seed: int = 0
 
     def __post_init__(self) -> None:
-        for name in ("n_users", "n_genres", "genres_per_item", "catalog_size", "candidates",
-                     "sessions_per_step", "steps"):  # fmt: skip
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name!r} must be a positive integer, got {value!r}")
+        check_positive_ints(self, ("n_users", "n_genres", "genres_per_item", "catalog_size",
+                                   "candidates", "sessions_per_step", "steps"))  # fmt: skip
         if self.new_items_per_step < 0:
             raise ValueError(f"'new_items_per_step' must be >= 0, got {self.new_items_per_step}")
         if self.genres_per_item > self.n_genres:
@@ -95,18 +95,12 @@ class World:
         r_taste, r_items = (
             np.random.default_rng(s) for s in np.random.SeedSequence(config.seed).spawn(2)
         )
-        n_u, n_g = config.n_users, config.n_genres
-        start = r_taste.normal(0.0, config.taste_scale, (n_u, n_g))
-        other = r_taste.normal(0.0, config.taste_scale, (n_u, n_g))
-        # The drift target: orthogonal to the start, of the same length (the taste keeps its
-        # strength while it turns).
-        norms = np.einsum("ij,ij->i", start, start)
-        other -= (np.einsum("ij,ij->i", other, start) / np.maximum(norms, 1e-12))[:, None] * start
-        scale = np.sqrt(norms) / np.maximum(np.linalg.norm(other, axis=1), 1e-12)
-        self.tastes_start, self.tastes_turn = start, other * scale[:, None]
+        self.tastes_start, self.tastes_turn = drifting_tastes(
+            r_taste, config.taste_scale, (config.n_users, config.n_genres)
+        )
         n_i = config.n_items
         k = r_items.integers(1, config.genres_per_item + 1, n_i)
-        ranks = np.argsort(r_items.random((n_i, n_g)), axis=1).argsort(axis=1)
+        ranks = np.argsort(r_items.random((n_i, config.n_genres)), axis=1).argsort(axis=1)
         self.item_genres = (ranks < k[:, None]).astype(np.float64)
         self.item_bias = r_items.normal(0.0, config.item_bias_scale, n_i)
 
