@@ -180,3 +180,26 @@ def test_a_log_with_propensities_but_no_candidates_gives_the_served_value_only(t
     assert orjson.loads(result.output)["served"]["n"] == 5
     result = CliRunner().invoke(main, ["ope", str(tmp_path)])
     assert result.exit_code == 2 and "--base is required" in result.output
+
+
+def test_greedys_estimate_from_epsilon_traffic_counts_only_what_greedy_would_have_shown(
+    tmp_path,
+) -> None:
+    from fedlearn.evaluate.decisions import served_and_greedy
+
+    epsilon = {"kind": "epsilon", "epsilon": 0.2}
+    # Greedy's item (propensity 0.84 = 1 - 0.2 + 0.2 / 5) always clicked, explored ones
+    # (0.04 = 0.2 / 5) never: served 0.5, greedy 1.
+    records = [
+        {**EVENT, "event_id": f"e{n}", "user": f"u{n % 4}", "stream_id": f"{2000 + n}-0",
+         "signal": "click" if n % 2 else "skip", "propensity": 0.84 if n % 2 else 0.04,
+         "slot": 0, "policy": epsilon}
+        for n in range(40)
+    ] + [{**EVENT, "event_id": "soft", "stream_id": "3000-0", "propensity": 0.3, "slot": 0,
+          "policy": {"kind": "softmax", "temperature": 1.0}}]  # fmt: skip
+    _write_log(tmp_path, records)
+    values = served_and_greedy(tmp_path)
+    assert values["served"].n == 41
+    assert values["greedy"].value == pytest.approx(1.0) and values["greedy"].n == 40
+    softmax_only = served_and_greedy(tmp_path, last=1)
+    assert softmax_only["served"].n == 1 and softmax_only["greedy"] is None
