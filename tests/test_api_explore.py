@@ -134,9 +134,9 @@ def test_a_requests_policy_is_followed_and_its_propensities_are_the_policys(
             "policy.temperature",
             "FEDLEARN_EXPLORE_MIN_TEMPERATURE",
         ),
-        ({"kind": "epsilon", "temperature": 1.0}, "policy", "not a parameter of kind 'epsilon'"),
+        ({"kind": "epsilon", "temperature": 1.0}, "policy.temperature", "not a known field"),
         ({"kind": "epsilon", "epsilon": 1.5}, "policy.epsilon", "less than or equal to 1"),
-        ({"kind": "thompson"}, "policy.kind", "'greedy', 'epsilon' or 'softmax'"),
+        ({"kind": "thompson"}, "policy", "expected tags: 'greedy', 'epsilon', 'softmax'"),
     ],
 )
 def test_a_policy_beyond_the_limits_is_a_422_naming_it_and_nothing_is_stored(
@@ -155,7 +155,8 @@ def test_a_policy_beyond_the_limits_is_a_422_naming_it_and_nothing_is_stored(
         ({"propensity": 1.5, "policy": {"kind": "greedy"}}, "less than or equal to 1"),
         ({"propensity": 0.5}, "propensity was sent without the other"),
         ({"policy": {"kind": "softmax", "temperature": 0.1}}, "policy was sent without"),
-        ({"propensity": 0.5, "policy": {"kind": "softmax"}}, "needs its temperature"),
+        ({"propensity": 0.5, "policy": {"kind": "softmax"}}, "is required"),
+        ({"propensity": None, "policy": {"kind": "greedy"}}, "propensity is null"),
         ({"propensity": 0.5, "policy": {"kind": "greedy"}, "slot": -1}, "greater than or equal"),
     ],
 )

@@ -8,7 +8,9 @@ call to the API is cross-origin, allowed by ``FEDLEARN_CORS_ORIGINS``. The API r
 What must hold is what the README promises: the grid re-ranks at once (on-device learning), the
 server trains the same signals (its model of the user counts them, with rows for the films), a
 new session downloads the user's small delta but not the base again (the Cache API kept it),
-and ``fedlearn up`` stops cleanly on SIGTERM. Screenshots land in ``artifacts/browser/``.
+every Like and Skip reaches the trainers' event log with the slot and propensity the page
+showed it with (greedy, and a second user whose page ranks epsilon-greedy), and ``fedlearn up``
+stops cleanly on SIGTERM. Screenshots land in ``artifacts/browser/``.
 
 Skipped, saying why, when node, Chromium or ``client_js/node_modules/playwright-core`` is
 missing (``.ci/run`` and ``scripts/test`` install them). Loopback only.
@@ -32,8 +34,11 @@ import orjson
 import pytest
 import urllib3
 
+from fedlearn.api import issue_token
+from fedlearn.config import load_settings, read_secret_key
+from fedlearn.data.eventlog import read_log
 from fedlearn.devtools.embedded import free_port
-from tests.live import STOP_TIMEOUT_S, UpService, running_up
+from tests.live import STOP_TIMEOUT_S, UpService, running_up, wait_for
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "client_js" / "test" / "e2e" / "demo.mjs"
@@ -94,9 +99,9 @@ def service(tmp_path_factory: pytest.TempPathFactory, page_origin: str) -> Itera
         yield service
 
 
-def cross_origin_demo(service: UpService, page_origin: str) -> str:
+def cross_origin_demo(service: UpService, page_origin: str, **extra: str) -> str:
     """The demo page on ``page_origin``, pointed at the API on its own origin."""
-    query = {"baseUrl": service.api_url, "user": USER, "token": service.token}
+    query = {"baseUrl": service.api_url, "user": USER, "token": service.token, **extra}
     return f"{page_origin}/demo/?{urlencode(query)}"
 
 
@@ -105,10 +110,14 @@ def run(service: UpService, page_origin: str) -> dict[str, Any]:
     """The browser session's summary (see demo.mjs), after fresh screenshots were taken."""
     for name in SCREENSHOTS:  # a picture left by an earlier run must not pass for this one's
         (ARTIFACTS / name).unlink(missing_ok=True)
-    page = cross_origin_demo(service, page_origin)
+    return drive_demo(service, cross_origin_demo(service, page_origin), ARTIFACTS)
+
+
+def drive_demo(service: UpService, page: str, out: Path) -> dict[str, Any]:
+    """Run demo.mjs on ``page``; its summary."""
     try:
         done = subprocess.run(
-            ["node", str(SCRIPT), page, "--out", str(ARTIFACTS)],
+            ["node", str(SCRIPT), page, "--out", str(out)],
             cwd=ROOT,
             capture_output=True,
             timeout=SCRIPT_TIMEOUT_S,
@@ -223,6 +232,64 @@ def test_the_api_reference_renders_offline(service: UpService) -> None:
     spec = urllib3.PoolManager().request("GET", f"{service.api_url}/openapi.json").json()
     documented = {(m.upper(), p) for p, ops in spec["paths"].items() for m in ops}
     assert shown == documented
+
+
+# --- propensities: browser -> API -> trainer -> event log ----------------------------------
+
+EXPLORER = "explorer"
+EPSILON = {"kind": "epsilon", "epsilon": 0.5}
+
+
+def logged_signals(service: UpService, user: str, n: int) -> dict[str, dict[str, Any]]:
+    """The event log's lines of ``user``'s events by item, once all ``n`` are written (the
+    trainers drain it every second)."""
+    found: dict[str, dict[str, Any]] = {}
+
+    def complete() -> bool:
+        found.clear()
+        lines = (
+            read_log(service.data_dir / "eventlog")
+            if (service.data_dir / "eventlog").exists()
+            else []
+        )
+        found.update({line["item"]: line for line in lines if line["user"] == user})
+        return len(found) == n
+
+    wait_for(complete, 20.0, f"{n} events of {user} in the event log")
+    return found
+
+
+@pytest.fixture(scope="module")
+def explore_run(service: UpService, page_origin: str, tmp_path_factory: pytest.TempPathFactory):
+    """The demo page driven as ``run`` is, for another user, ranking with epsilon-greedy."""
+    secret = read_secret_key(service.data_dir)
+    token = issue_token(load_settings(secret_key=secret), user=EXPLORER).token
+    page = cross_origin_demo(
+        service, page_origin, user=EXPLORER, token=token, policy=orjson.dumps(EPSILON).decode()
+    )
+    return drive_demo(service, page, tmp_path_factory.mktemp("explore-shots"))
+
+
+@pytest.mark.parametrize(
+    ("who", "policy"), [("greedy", {"kind": "greedy"}), ("explorer", EPSILON)], ids=str
+)
+def test_each_signal_reaches_the_event_log_with_the_slot_and_propensity_it_was_shown_with(
+    service: UpService, request: pytest.FixtureRequest, who: str, policy: dict[str, Any]
+) -> None:
+    summary = request.getfixturevalue("run" if who == "greedy" else "explore_run")
+    assert summary["problems"] == []
+    user = USER if who == "greedy" else EXPLORER
+    logged = logged_signals(service, user, len(summary["signals"]))
+    for shown in summary["signals"]:
+        line = logged[shown["id"]]
+        assert (line["slot"], line["propensity"], line["policy"]) == (
+            shown["slot"], shown["propensity"], policy,
+        ), shown  # fmt: skip
+        assert 0 < line["propensity"] <= 1
+    if who == "greedy":
+        assert {s["propensity"] for s in summary["signals"]} == {1.0}
+    else:  # the explorer's picks: the lowest- and highest-ranked films, shown by chance
+        assert any(s["propensity"] < 1.0 for s in summary["signals"]), summary["signals"]
 
 
 def test_fedlearn_up_stops_cleanly_on_sigterm(service: UpService) -> None:

@@ -47,3 +47,17 @@ def test_a_batch_expands_to_one_record_per_event() -> None:
     assert [r["event_id"] for r in records] == ["a", "b"]
     assert records[1]["features_from"] == "prediction" and records[1]["base_version"] == "v1"
     assert day_of(0.0) == "1970-01-01"
+
+
+def test_how_an_item_was_shown_lands_on_its_line_and_batches_from_before_have_none() -> None:
+    """The ``shown`` column (propensity, slot, policy) is added to each line; an applied batch
+    logged before exploration existed has no such column and expands as it always did."""
+    old = {
+        "events": [{"event_id": "a", "propensity": 0.5}], "stream_id": ["1-0"],
+        "features": [{}], "features_from": ["event"], "prediction": [0.5],
+        "base_prediction": [0.5], "base_version": "v1", "applied_at": 0.0,
+    }  # fmt: skip
+    assert next(expand(old))["propensity"] == 0.5  # the event as sent
+    shown = {"propensity": 0.25, "slot": 2, "policy": {"kind": "epsilon", "epsilon": 0.1}}
+    (line,) = expand({**old, "shown": [shown]})
+    assert {key: line[key] for key in shown} == shown  # the record's values win

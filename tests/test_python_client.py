@@ -93,6 +93,22 @@ def test_rank_orders_items_best_first_and_events_carry_its_prediction_id(
     assert caught.value.status == 422 and caught.value.problem["errors"]
 
 
+def test_rank_explores_within_the_limits_and_names_the_limit_beyond_them(
+    service: UpService,
+) -> None:
+    client = Client(service.api_url, service.token)
+    ranking = client.rank("demo-user", ITEMS, policy={"kind": "epsilon", "epsilon": 0.2}, k=3)
+    assert ranking.policy == {"kind": "epsilon", "epsilon": 0.2}
+    assert len(ranking.propensities) == 3 and all(0 < p <= 1 for p in ranking.propensities)
+    assert client.rank("demo-user", ITEMS).propensities == [1.0] * len(ITEMS)  # greedy
+    with pytest.raises(ApiError) as caught:
+        client.rank("demo-user", ITEMS, policy={"kind": "epsilon", "epsilon": 0.9})
+    assert caught.value.status == 422
+    assert "FEDLEARN_EXPLORE_MAX_EPSILON" in caught.value.problem["detail"]
+    shown = Event("demo-user", ITEMS[0], "click", propensity=0.5, slot=1, policy=ranking.policy)
+    assert client.send_events([shown]) == {"accepted": 1, "duplicates": 0}
+
+
 def test_a_batch_sent_again_is_counted_once_and_trained_once(
     service: UpService, admin_token: str
 ) -> None:

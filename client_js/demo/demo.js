@@ -42,6 +42,8 @@ async function start() {
     token,
     onError: showError,
     onChange: showStats,
+    // ?policy={"kind":"epsilon","epsilon":0.1} explores; each card shows its propensity.
+    ...(query.get('policy') ? { policy: JSON.parse(query.get('policy')) } : {}),
   });
   const res = await fetch(`${baseUrl}/v1/items?limit=48`, { headers: { authorization: `Bearer ${token}` } });
   if (!res.ok) throw new Error(`GET /v1/items answered ${res.status}: ${await res.text()}`);
@@ -72,7 +74,7 @@ function signal(id, what) {
 
 /**
  * Show the ranking, moving existing cards (FLIP: measure, reorder, animate the difference).
- * @param {{id: string, score: number, item: any}[]} ranked
+ * @param {{id: string, score: number, propensity: number, item: any}[]} ranked
  * @param {Map<string, number>} before positions before this signal, to show how far items moved
  */
 function render(ranked, before) {
@@ -135,13 +137,14 @@ function createCard(item) {
 
 /**
  * @param {HTMLElement} el
- * @param {{id: string, score: number}} r
+ * @param {{id: string, score: number, propensity: number}} r
  * @param {number} i rank, from 0
  * @param {number} moved places gained (negative: lost)
  */
 function updateCard(el, r, i, moved) {
   el.dataset.rank = String(i + 1);
   el.dataset.score = r.score.toFixed(6);
+  el.dataset.propensity = String(r.propensity);
   el.querySelector('.rank').textContent = `#${i + 1}`;
   el.querySelector('.score > span').style.width = `${(100 * r.score).toFixed(1)}%`;
   el.querySelector('.scoretext').textContent = `${(100 * r.score).toFixed(1)}% likely to click`;

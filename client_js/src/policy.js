@@ -51,14 +51,6 @@ export function checkPolicy(field, policy) {
 }
 
 /**
- * Whether a ranking under `policy` can differ from the greedy one.
- * @param {Policy} policy
- */
-function explores(policy) {
-  return policy.kind === 'softmax' || (policy.kind === 'epsilon' && policy.epsilon > 0);
-}
-
-/**
  * The probability of each item taking the next slot, given which are still available: zero for
  * the others, summing to 1 over the available ones.
  * @param {ArrayLike<number>} scores finite
@@ -96,50 +88,62 @@ export function slotProbabilities(scores, available, policy) {
 }
 
 /**
- * The index whose cumulative-probability interval holds `u` in [0, 1), as the server draws
- * it: never an index of probability zero.
- * @param {Float64Array} p
- * @param {number} u
+ * Item indices best first, ties to the lower index: the greedy ranking.
+ * @param {ArrayLike<number>} scores
  */
-function draw(p, u) {
-  const cumulative = new Float64Array(p.length);
-  let total = 0;
-  for (let i = 0; i < p.length; i++) cumulative[i] = total += p[i];
-  const target = u * total;
-  let i = 0;
-  while (i < p.length && cumulative[i] <= target) i++;
-  if (i >= p.length || p[i] === 0) {
-    i = p.length - 1;
-    while (p[i] === 0) i--;
-  }
-  return i;
+function bestFirst(scores) {
+  return Array.from({ length: scores.length }, (_, i) => i).sort((a, b) => scores[b] - scores[a] || a - b);
 }
 
 /**
- * Draw `k` slots (at most all items) in order under `policy`.
+ * Draw `k` slots (at most all items) in order under `policy`, as the server does: epsilon
+ * draws one uniform a slot (below epsilon it also picks which of the items left, best first,
+ * takes the slot); softmax draws one per item and sorts log-weights plus Gumbel noise, which
+ * follows the law of drawing slot after slot.
  * @param {ArrayLike<number>} scores
  * @param {number} k
  * @param {Policy} policy a checked policy
  * @param {() => number} [random] uniform in [0, 1); pass a seeded one in tests
  * @returns {{order: number[], propensities: number[]}} item indices in slot order, and each
- *   one's propensity in its slot, in (0, 1]
+ *   one's propensity in its slot (the probability it had there), in (0, 1]
  */
 export function rankWithPolicy(scores, k, policy, random = Math.random) {
   const n = scores.length;
   const slots = Math.min(k, n);
-  if (!explores(policy)) {
-    const order = Array.from({ length: n }, (_, i) => i).sort((a, b) => scores[b] - scores[a] || a - b);
-    return { order: order.slice(0, slots), propensities: new Array(slots).fill(1) };
+  if (policy.kind === 'epsilon' && policy.epsilon > 0) {
+    const e = policy.epsilon;
+    const left = bestFirst(scores);
+    const order = [];
+    const propensities = [];
+    for (let slot = 0; slot < slots; slot++) {
+      const u = random();
+      const m = left.length;
+      const r = u < e ? Math.min(Math.floor((u / e) * m), m - 1) : 0;
+      order.push(left.splice(r, 1)[0]);
+      propensities.push(e / m + (r === 0 ? 1 - e : 0));
+    }
+    return { order, propensities };
   }
-  const available = new Array(n).fill(true);
-  const order = [];
-  const propensities = [];
-  for (let slot = 0; slot < slots; slot++) {
-    const p = slotProbabilities(scores, available, policy);
-    const i = draw(p, random());
-    order.push(i);
-    propensities.push(p[i]);
-    available[i] = false;
+  if (policy.kind === 'softmax') {
+    let max = -Infinity;
+    for (let i = 0; i < n; i++) max = Math.max(max, scores[i]);
+    // Held at -1e300 past huge score gaps, as the server does, so the sums stay finite.
+    const logW = Array.from(scores, (s) => Math.max((s - max) / policy.temperature, -1e300));
+    const keys = logW.map((w) => w - Math.log(-Math.log1p(-random())));
+    const order = Array.from({ length: n }, (_, i) => i).sort((a, b) => keys[b] - keys[a] || a - b);
+    // The weight still left at each slot, summed from the end in log space.
+    const logLeft = new Array(n);
+    let acc = -Infinity;
+    for (let s = n - 1; s >= 0; s--) {
+      const x = logW[order[s]];
+      const hi = Math.max(acc, x);
+      acc = hi + Math.log1p(Math.exp(Math.min(acc, x) - hi));
+      logLeft[s] = acc;
+    }
+    return {
+      order: order.slice(0, slots),
+      propensities: order.slice(0, slots).map((i, s) => Math.exp(logW[i] - logLeft[s])),
+    };
   }
-  return { order, propensities };
+  return { order: bestFirst(scores).slice(0, slots), propensities: new Array(slots).fill(1) };
 }

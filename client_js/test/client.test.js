@@ -150,7 +150,8 @@ test('a local ranking explores under its policy and each event says how its item
   const client = await start(s, { policy: { kind: 'epsilon', epsilon: 0.2 } });
   const greedy = client.rank(ITEMS, {}, { policy: { kind: 'greedy' } });
   assert.ok(greedy.every((r) => r.propensity === 1));
-  const ranked = client.rank(ITEMS, {}, { random: () => 0.99 }); // the last available item each slot
+  // Below epsilon, u / epsilon = 0.95 picks the last of the items left, slot after slot.
+  const ranked = client.rank(ITEMS, {}, { random: () => 0.19 });
   assert.deepEqual(
     ranked.map((r) => r.id),
     [greedy[2].id, greedy[1].id, greedy[0].id],

@@ -15,13 +15,16 @@ export function checkPolicy(field: string, policy: unknown): Policy;
  */
 export function slotProbabilities(scores: ArrayLike<number>, available: ArrayLike<boolean>, policy: Policy): Float64Array;
 /**
- * Draw `k` slots (at most all items) in order under `policy`.
+ * Draw `k` slots (at most all items) in order under `policy`, as the server does: epsilon
+ * draws one uniform a slot (below epsilon it also picks which of the items left, best first,
+ * takes the slot); softmax draws one per item and sorts log-weights plus Gumbel noise, which
+ * follows the law of drawing slot after slot.
  * @param {ArrayLike<number>} scores
  * @param {number} k
  * @param {Policy} policy a checked policy
  * @param {() => number} [random] uniform in [0, 1); pass a seeded one in tests
  * @returns {{order: number[], propensities: number[]}} item indices in slot order, and each
- *   one's propensity in its slot, in (0, 1]
+ *   one's propensity in its slot (the probability it had there), in (0, 1]
  */
 export function rankWithPolicy(scores: ArrayLike<number>, k: number, policy: Policy, random?: () => number): {
     order: number[];

@@ -92,8 +92,8 @@ def _limits(components: dict[str, Any], app: Flask) -> None:
         ("RankRequest", "items", "maxItems", settings.max_rank_items),
         ("UserTokenRequest", "ttl_s", "maximum", settings.max_token_ttl_s),
         ("AdminTokenRequest", "ttl_s", "maximum", settings.max_token_ttl_s),
-        ("PolicyChoice", "epsilon", "maximum", settings.explore_max_epsilon),
-        ("PolicyChoice", "temperature", "minimum", settings.explore_min_temperature),
+        ("EpsilonChoice", "epsilon", "maximum", settings.explore_max_epsilon),
+        ("SoftmaxChoice", "temperature", "minimum", settings.explore_min_temperature),
     ):
         for name in (model, f"{model}-Input"):
             if name not in components:

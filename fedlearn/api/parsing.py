@@ -50,7 +50,8 @@ def field_path(loc: Sequence[int | str]) -> str:
 
     A context value's error carries the union branch after the key (``context.hour.string``):
     context values are scalars, so the path stops at the key. A bad *key* of a map
-    (``(..., "context", "", "[key]")``) is reported on the map itself.
+    (``(..., "context", "", "[key]")``) is reported on the map itself. A policy's error
+    carries its kind after the key (``policy.epsilon.temperature``): the path skips it.
     """
     parts = list(loc)
     if "[key]" in parts:
@@ -58,6 +59,8 @@ def field_path(loc: Sequence[int | str]) -> str:
     if "context" in parts:
         at = parts.index("context")
         parts = parts[: at + 2]
+    if "policy" in parts and len(parts) > parts.index("policy") + 2:
+        del parts[parts.index("policy") + 1]  # the union's tag (the kind) after the key
     out = ""
     for part in parts:
         if isinstance(part, int):

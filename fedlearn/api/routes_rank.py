@@ -77,8 +77,10 @@ def chosen_policy(settings: Settings, choice: PolicyChoice | None) -> Policy:
     names the limit when it explores more than the operator allows."""
     if choice is None:
         return settings.explore
-    epsilon = settings.explore_epsilon if choice.epsilon is None else choice.epsilon
-    temperature = settings.explore_temperature if choice.temperature is None else choice.temperature
+    # Each kind has only its own parameter; one left out is the operator's.
+    asked = {name: getattr(choice, name, None) for name in ("epsilon", "temperature")}
+    epsilon = settings.explore_epsilon if asked["epsilon"] is None else asked["epsilon"]
+    temperature = asked["temperature"] or settings.explore_temperature  # never 0: validated
     if choice.kind == "epsilon" and epsilon > settings.explore_max_epsilon:
         raise _beyond_limit(settings, "epsilon", epsilon, "at most", "explore_max_epsilon")
     if choice.kind == "softmax" and temperature < settings.explore_min_temperature:

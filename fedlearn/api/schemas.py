@@ -121,38 +121,56 @@ Epsilon = Annotated[float, Field(ge=0, le=1, allow_inf_nan=False)]
 Temperature = Annotated[float, Field(gt=0, allow_inf_nan=False)]
 Propensity = Annotated[float, Field(gt=0, le=1, allow_inf_nan=False)]
 Slot = Annotated[int, Field(strict=True, ge=0, lt=100_000), BeforeValidator(_whole)]
-# Which parameter each kind reads; the other is refused rather than silently ignored.
-_POLICY_PARAMETER = {"greedy": None, "epsilon": "epsilon", "softmax": "temperature"}
 
 
-class PolicyChoice(_Strict):
-    """A ranking's exploration policy: its kind and the one parameter that kind reads."""
+# A policy is one of three shapes, told apart by "kind", each with only its own parameter (a
+# parameter of another kind is refused, not ignored): the published schema says so too.
+class GreedyPolicy(_Strict):
+    """Best first."""
 
-    kind: Literal["greedy", "epsilon", "softmax"] = Field(
-        description="greedy: best first; epsilon: each slot goes to a uniformly drawn item with "
-        "probability epsilon; softmax: each slot drawn in proportion to exp(score/temperature)"
+    kind: Literal["greedy"]
+
+
+class EpsilonPolicy(_Strict):
+    """Each slot goes to a uniformly drawn item with probability epsilon, else to the best."""
+
+    kind: Literal["epsilon"]
+    epsilon: Epsilon
+
+
+class SoftmaxPolicy(_Strict):
+    """Each slot is drawn in proportion to exp(score / temperature) (scores: probabilities)."""
+
+    kind: Literal["softmax"]
+    temperature: Temperature
+
+
+class EpsilonChoice(_Strict):
+    kind: Literal["epsilon"]
+    epsilon: Epsilon | None = Field(default=None, description="default FEDLEARN_EXPLORE_EPSILON")
+
+
+class SoftmaxChoice(_Strict):
+    kind: Literal["softmax"]
+    temperature: Temperature | None = Field(
+        default=None, description="default FEDLEARN_EXPLORE_TEMPERATURE"
     )
-    epsilon: Epsilon | None = Field(default=None, description="epsilon only")
-    temperature: Temperature | None = Field(default=None, description="softmax only")
-
-    @model_validator(mode="after")
-    def _only_its_parameter(self) -> PolicyChoice:
-        wanted = _POLICY_PARAMETER[self.kind]
-        for name in ("epsilon", "temperature"):
-            if name != wanted and getattr(self, name) is not None:
-                raise ValueError(f"{name} is not a parameter of kind {self.kind!r}; leave it out")
-        return self
 
 
-class PolicyUsed(PolicyChoice):
-    """The policy a ranking followed, with its parameter."""
+# The policy a ranking followed, with its parameter; and a request's choice, whose parameter
+# may be left to the operator's default.
+PolicyUsed = Annotated[GreedyPolicy | EpsilonPolicy | SoftmaxPolicy, Field(discriminator="kind")]
+PolicyChoice = Annotated[GreedyPolicy | EpsilonChoice | SoftmaxChoice, Field(discriminator="kind")]
+SHOWN_TOGETHER = ("propensity", "policy")
 
-    @model_validator(mode="after")
-    def _has_its_parameter(self) -> PolicyUsed:
-        wanted = _POLICY_PARAMETER[self.kind]
-        if wanted is not None and getattr(self, wanted) is None:
-            raise ValueError(f"kind {self.kind!r} needs its {wanted}")
-        return self
+
+def _shown_together_in_schema(schema: dict[str, Any]) -> None:
+    """``propensity`` and ``policy``: each a value (never null), and one only with the other."""
+    for name in SHOWN_TOGETHER:
+        prop = schema["properties"][name]
+        prop.update(next(b for b in prop.pop("anyOf") if b.get("type") != "null"))
+        prop.pop("default", None)
+    schema["dependentRequired"] = {"propensity": ["policy"], "policy": ["propensity"]}
 
 
 # --- events -------------------------------------------------------------------------------
@@ -160,6 +178,8 @@ class PolicyUsed(PolicyChoice):
 
 class Event(_Strict):
     """One impression and its outcome."""
+
+    model_config = ConfigDict(json_schema_extra=_shown_together_in_schema)
 
     event_id: Id = Field(description="unique per event; a retry with the same id is a no-op")
     user: Id
@@ -187,9 +207,12 @@ class Event(_Strict):
 
     @model_validator(mode="after")
     def _propensity_with_its_policy(self) -> Event:
-        if (self.propensity is None) != (self.policy is None):
-            given = "propensity" if self.policy is None else "policy"
-            raise ValueError(f"{given} was sent without the other; send both or neither")
+        given = [name for name in SHOWN_TOGETHER if name in self.model_fields_set]
+        for name in given:
+            if getattr(self, name) is None:
+                raise ValueError(f"{name} is null; send a value or leave it out")
+        if len(given) == 1:
+            raise ValueError(f"{given[0]} was sent without the other; send both or neither")
         return self
 
 

@@ -74,8 +74,12 @@ class Client:
         *,
         context: Mapping[str, Any] | None = None,
         k: int | None = None,
+        policy: Mapping[str, Any] | None = None,
     ) -> Ranking:
-        """Ask the server to rank ``items`` (ids, or ``{"id", "features"}``) for ``user``."""
+        """Ask the server to rank ``items`` (ids, or ``{"id", "features"}``) for ``user``,
+        exploring under ``policy`` (``{"kind": "epsilon", "epsilon": 0.1}``, ``{"kind":
+        "softmax", "temperature": 0.1}``; default: the operator's) within the operator's
+        limits."""
         body: dict[str, Any] = {
             "items": [{"id": i} if isinstance(i, str) else dict(i) for i in items]
         }
@@ -83,12 +87,16 @@ class Client:
             body["context"] = dict(context)
         if k is not None:
             body["k"] = k
+        if policy is not None:
+            body["policy"] = dict(policy)
         # A ranking stores a prediction record: repeating it would store two, so no retries.
         answer = self._json("POST", f"/v1/users/{_seg(user)}/rank", body, retry=False)
         return Ranking(
             prediction_id=answer["prediction_id"],
             base_version=answer["base_version"],
             items=[(row["id"], row["score"]) for row in answer["items"]],
+            propensities=[row["propensity"] for row in answer["items"]],
+            policy=answer["policy"],
         )
 
     def send_events(self, events: Iterable[Event]) -> dict[str, int]:

@@ -24,6 +24,11 @@ class Event:
     context: dict[str, Any] | None = None
     prediction_id: str | None = None
     event_id: str = field(default_factory=lambda: uuid.uuid4().hex)
+    # How the item was shown, when the caller ranked it itself (a server ranking's record,
+    # named by prediction_id, says it for the caller): sent together or not at all.
+    propensity: float | None = None
+    slot: int | None = None
+    policy: dict[str, Any] | None = None
 
     def to_json(self) -> dict[str, Any]:
         out: dict[str, Any] = {
@@ -35,8 +40,9 @@ class Event:
         }
         if self.context is not None:
             out["context"] = self.context
-        if self.prediction_id is not None:
-            out["prediction_id"] = self.prediction_id
+        for name in ("prediction_id", "propensity", "slot", "policy"):
+            if getattr(self, name) is not None:
+                out[name] = getattr(self, name)
         return out
 
 
@@ -60,8 +66,12 @@ class Session:
 
 @dataclass(frozen=True)
 class Ranking:
-    """``POST /v1/users/{user}/rank``: items best first, and the id to send back with events."""
+    """``POST /v1/users/{user}/rank``: items in slot order (best first under greedy), and the
+    id to send back with events."""
 
     prediction_id: str
     base_version: str
     items: list[tuple[str, float]]  # (item id, click probability)
+    # The probability that the policy put each item in its slot (1 under greedy).
+    propensities: list[float] = field(default_factory=list)
+    policy: dict[str, Any] = field(default_factory=lambda: {"kind": "greedy"})

@@ -1,9 +1,10 @@
 """Exploration policies for ranking, with the propensity of every item shown.
 
-A ranking of ``k`` slots is drawn one slot at a time: the policy gives every candidate still
-available a probability of taking the next slot (``slot_probabilities``), one is drawn, and it
-leaves the pool. The propensity logged for a shown item is the probability it had in the slot
-it took, given the items shown before it. That is exactly what an off-policy estimator needs to
+A ranking of ``k`` slots follows the law of drawing one slot at a time: the policy gives every
+candidate still available a probability of taking the next slot (``slot_probabilities``), one
+is drawn, and it leaves the pool (``rank_with_policy`` draws with that law in fewer steps). The
+propensity logged for a shown item is the probability it had in the slot it took, given the
+items shown before it. That is exactly what an off-policy estimator needs to
 reweight a logged slot, and it is always in (0, 1] because a drawn item had a positive chance.
 
 - ``greedy``: the best available item, ties to the lowest index; the ranking served before
@@ -119,17 +120,35 @@ def slot_probabilities(scores: np.ndarray, available: np.ndarray, policy: Policy
     return _slot_probabilities(scores, available, policy)
 
 
-def _draw(p: np.ndarray, u: float) -> int:
-    """The index whose cumulative-probability interval holds ``u`` in [0, 1).
+def _epsilon_ranking(
+    scores: np.ndarray, k: int, epsilon: float, uniforms: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """Epsilon-greedy, one uniform per slot: below ``epsilon`` it also picks which of the m
+    items left (best first) takes the slot, else the best left does. O(n) list work a slot."""
+    left = np.argsort(-scores, kind="stable").tolist()  # best first, ties to the lower index
+    order, propensities = np.empty(k, dtype=np.int64), np.empty(k)
+    for slot, u in enumerate(uniforms.tolist()):
+        m = len(left)
+        r = min(int(u / epsilon * m), m - 1) if u < epsilon else 0
+        order[slot] = left.pop(r)
+        propensities[slot] = epsilon / m + (1.0 - epsilon if r == 0 else 0.0)
+    return order, propensities
 
-    ``side="right"`` never lands on a zero-probability index; rounding at the top end falls
-    back to the last index that has any probability.
-    """
-    cumulative = np.cumsum(p)
-    i = int(np.searchsorted(cumulative, u * cumulative[-1], side="right"))
-    if i >= p.size or p[i] == 0.0:
-        i = int(np.flatnonzero(p)[-1])
-    return i
+
+def _softmax_ranking(
+    scores: np.ndarray, k: int, temperature: float, uniforms: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """Plackett-Luce by the Gumbel-max trick: sorting log-weights plus Gumbel noise draws the
+    whole ranking at once with the same law as slot after slot. A slot's propensity is its
+    weight over the weights still left, summed from the end in log space (no cancellation)."""
+    # Log-weights below -1e300 (score gaps past 1e300 x temperature) are held there, so the
+    # sums stay finite; such an item is last anyway.
+    with np.errstate(over="ignore", divide="ignore"):
+        log_w = np.maximum((scores - scores.max()) / temperature, -1e300)
+        keys = log_w - np.log(-np.log1p(-uniforms))
+    order = np.argsort(-keys, kind="stable")
+    log_left = np.logaddexp.accumulate(log_w[order][::-1])[::-1]
+    return order[:k], np.exp(log_w[order[:k]] - log_left[:k])
 
 
 def rank_with_policy(
@@ -138,7 +157,8 @@ def rank_with_policy(
     """Draw ``k`` slots (at most all candidates) in order under ``policy``.
 
     Returns the candidate indices in slot order and each one's propensity in its slot. Greedy
-    draws nothing from ``rng`` and equals a stable descending sort of ``scores``.
+    draws nothing from ``rng`` and equals a stable descending sort of ``scores``; epsilon draws
+    ``k`` uniforms, softmax one per candidate (the browser's port draws the same way).
     """
     scores = _check_scores(scores)
     if k < 0:
@@ -146,15 +166,9 @@ def rank_with_policy(
     k = min(k, scores.shape[0])
     if not policy.explores:
         return np.argsort(-scores, kind="stable")[:k], np.ones(k)
-    available = np.ones(scores.shape[0], dtype=bool)
-    order = np.empty(k, dtype=np.int64)
-    propensities = np.empty(k)
-    for slot in range(k):
-        p = _slot_probabilities(scores, available, policy)
-        i = _draw(p, float(rng.random()))
-        order[slot], propensities[slot] = i, p[i]
-        available[i] = False
-    return order, propensities
+    if policy.kind == "epsilon":
+        return _epsilon_ranking(scores, k, policy.epsilon, rng.random(k))
+    return _softmax_ranking(scores, k, policy.temperature, rng.random(scores.shape[0]))
 
 
 def ranking_propensities(scores: np.ndarray, order: np.ndarray, policy: Policy) -> np.ndarray:
@@ -175,9 +189,11 @@ def explored(scores: np.ndarray, order: np.ndarray) -> np.ndarray:
     """Whether each pick of a ranking ``order`` scored below the best item still available
     then: the picks exploration made (a tie with the best is no exploration)."""
     scores = _check_scores(scores)
-    available = np.ones(scores.shape[0], dtype=bool)
-    out = np.empty(len(order), dtype=bool)
-    for slot, i in enumerate(order):
-        out[slot] = scores[i] < scores[available].max()
-        available[i] = False
-    return out
+    order = np.asarray(order, dtype=np.int64)
+    shown = scores[order]
+    unshown = np.ones(scores.shape[0], dtype=bool)
+    unshown[order] = False
+    best_unshown = scores[unshown].max() if unshown.any() else -np.inf
+    # The best left at a slot: the best of the picks from that slot on, or of the unshown.
+    best_left = np.maximum(np.maximum.accumulate(shown[::-1])[::-1], best_unshown)
+    return shown < best_left

@@ -54,7 +54,8 @@ def make_policy_vectors(seed: int = 0, n_cases: int = 30, n_draws: int = 20) -> 
         order, propensities = rank_with_policy(
             scores, k, policy, np.random.default_rng(seed_of_draw)
         )
-        uniforms = np.random.default_rng(seed_of_draw).random(k) if policy.explores else []
+        drawn = {"greedy": 0, "epsilon": k, "softmax": n}[policy.kind]  # as rank_with_policy
+        uniforms = np.random.default_rng(seed_of_draw).random(drawn)
         draws.append({
             "scores": scores.tolist(),
             "k": k,

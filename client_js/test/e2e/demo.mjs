@@ -174,13 +174,16 @@ async function main() {
     for (let i = 0; i < SIGNALS_PER_GENRE; i++) {
       for (const [what, id] of [['like', choice.like[i]], ['skip', choice.skip[i]]]) {
         const card = page.locator(`${$('card')}[data-item-id="${id}"]`);
+        // Where the card is shown, and with what propensity, as the click lands.
+        const slot = Number(await card.getAttribute('data-rank')) - 1;
+        const propensity = Number(await card.getAttribute('data-propensity'));
         await card.locator($(what)).click({ timeout: WAIT_MS });
         await page.waitForFunction(
           ([sel, mark]) => document.querySelector(sel)?.dataset.mark === mark,
           [`${$('card')}[data-item-id="${id}"]`, what === 'like' ? 'liked' : 'skipped'],
           { timeout: WAIT_MS },
         );
-        signals.push({ what, id });
+        signals.push({ what, id, slot, propensity });
       }
     }
     const gridAfter = await readGrid(page);
