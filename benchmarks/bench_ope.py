@@ -15,10 +15,11 @@ simulated step (``fedlearn.evaluate.closedloop``).
    decisions (the world knows every candidate's click probability, so
    ``sum_a pi(a) p(a)`` is exact); ``deployed`` is each target's own closed-loop click rate
    (its model learning from what it showed), printed beside it but not the estimand.
-2. Exploration on a long horizon. Per seed, greedy and epsilon-greedy run ``--long-steps``
-   steps while new items arrive and tastes drift; printed: cumulative expected click rates,
-   and the crossing step (the first step from which epsilon's cumulative rate stays above
-   greedy's); plotted: the cumulative curves, mean over seeds.
+2. Exploration on a long horizon. Per seed, greedy and modest exploration (``--explore``,
+   default epsilon 0.03 and softmax 0.02) run ``--long-steps`` steps while new items arrive
+   and tastes drift; printed: cumulative expected click rates, and each explorer's crossing
+   step (the first step from which its cumulative rate stays above greedy's); plotted: the
+   cumulative curves, mean over seeds.
 """
 
 from __future__ import annotations
@@ -149,7 +150,7 @@ def main() -> None:
     parser.add_argument("--long-seeds", type=int, default=2)
     parser.add_argument("--long-steps", type=int, default=250)
     parser.add_argument("--explore", action="append", help="part 2's exploring policies "
-                        "(repeatable; default epsilon:0.1)")  # fmt: skip
+                        "(repeatable; default epsilon:0.03 and softmax:0.02)")  # fmt: skip
     parser.add_argument("--plot", type=Path, default=Path("benchmarks/results/exploration.html"))
     parser.add_argument("--seeds-from", type=int, default=1, help="the first seed")
     parser.add_argument("--json", action="store_true", help="also print the results as JSON")
@@ -177,7 +178,7 @@ def part_one(args: argparse.Namespace, world: WorldConfig) -> None:
 
 def part_two(args: argparse.Namespace, world: WorldConfig) -> None:
     began = time.perf_counter()
-    explore = [parse_policy(p) for p in args.explore or ("epsilon:0.1",)]
+    explore = [parse_policy(p) for p in args.explore or ("epsilon:0.03", "softmax:0.02")]
     runs = [
         long_seed(replace(world, steps=args.long_steps, seed=seed), args.warmup, explore)
         for seed in range(args.seeds_from, args.seeds_from + args.long_seeds)
