@@ -196,8 +196,8 @@ def test_greedys_estimate_from_epsilon_traffic_counts_only_what_greedy_would_hav
          "slot": 0, "policy": epsilon}
         for n in range(40)
     ] + [{**EVENT, "event_id": "soft", "stream_id": "3000-0", "propensity": 0.3, "slot": 0,
-          "policy": {"kind": "softmax", "temperature": 1.0}}]  # fmt: skip
-    _write_log(tmp_path, records)
+          "policy": {"kind": "softmax", "temperature": 1.0}, "prediction_id": None}]  # fmt: skip
+    _write_log(tmp_path, records)  # the last one was ranked in the browser: no prediction_id
     values = served_and_greedy(tmp_path)
     assert values["served"].n == 41
     assert values["greedy"].value == pytest.approx(1.0) and values["greedy"].n == 40

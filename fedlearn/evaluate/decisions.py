@@ -48,8 +48,8 @@ def decision_of(record: Mapping[str, Any], where: tuple[Path, int]) -> Decision 
     slot, or an event without a rank call). Raises :class:`DataError` naming the file and line
     when the record lacks what off-policy evaluation needs."""
     path, line = where
-    if record.get("prediction_id") is None:
-        return None
+    if record.get("prediction_id") is None and record.get("propensity") is None:
+        return None  # not shown by a ranking (or by one before propensities were logged)
     missing = [key for key in DECISION_KEYS if key not in record]
     if any(key in missing for key in SHOWN_KEYS):
         raise DataError(
@@ -113,7 +113,7 @@ def greedy_agrees(record: Mapping[str, Any]) -> bool | None:
 
 def served_and_greedy(root: str | os.PathLike[str], *, last: int | None = None) -> dict[str, Any]:
     """The served policy's own click rate (on-policy, no reweighting) and greedy's SNIPS
-    estimate, both of the top slot, on the ``last`` events of rank calls that carry their
+    estimate, both of the top slot, on the ``last`` events of rankings that carry their
     propensity (all of them: None), with 95 % intervals clustered by user.
 
     Greedy is estimated on the decisions whose logged policy tells whether greedy agreed
@@ -142,11 +142,9 @@ def served_and_greedy(root: str | os.PathLike[str], *, last: int | None = None) 
 
 
 def _is_shown_top(record: Mapping[str, Any]) -> bool:
-    return (
-        bool(record.get("prediction_id"))
-        and record.get("propensity") is not None
-        and (record.get("slot") == 0)
-    )
+    """Shown in slot 0 by a ranking that logged its propensity: the rank route's, or the
+    browser's local one (no ``prediction_id``, the client sends the fields itself)."""
+    return record.get("propensity") is not None and record.get("slot") == 0
 
 
 def _accepted(record: Mapping[str, Any]) -> float:
