@@ -1,6 +1,6 @@
 """Exploration and off-policy evaluation, on the closed-loop simulator.
 
-    python benchmarks/bench_ope.py [--seeds 10] [--steps 20] [--long-seeds 2] [--long-steps 250]
+    python benchmarks/bench_ope.py [--seeds 10] [--steps 20] [--long-seeds 4] [--long-steps 400]
                                    [--plot benchmarks/results/exploration.html] [--json]
 
 Everything runs the service's code: the rank route's scoring (a user's clone), the policies
@@ -147,8 +147,8 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, default=10)
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--warmup", type=int, default=20_000)
-    parser.add_argument("--long-seeds", type=int, default=2)
-    parser.add_argument("--long-steps", type=int, default=250)
+    parser.add_argument("--long-seeds", type=int, default=4)
+    parser.add_argument("--long-steps", type=int, default=400)
     parser.add_argument("--explore", action="append", help="part 2's exploring policies "
                         "(repeatable; default epsilon:0.03 and softmax:0.02)")  # fmt: skip
     parser.add_argument("--plot", type=Path, default=Path("benchmarks/results/exploration.html"))
