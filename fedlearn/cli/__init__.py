@@ -12,6 +12,7 @@ COMMANDS: dict[str, str] = {
     "datasets": "fedlearn.cli.datasets:datasets",
     "train-base": "fedlearn.cli.train:train_base",
     "replay": "fedlearn.cli.replay:replay",
+    "ope": "fedlearn.cli.ope:ope",
     "reproduce": "fedlearn.cli.production:reproduce",
     "vectors": "fedlearn.cli.vectors:vectors",
     "worker": "fedlearn.cli.worker:worker",

@@ -26,6 +26,7 @@ from tqdm import tqdm
 
 from fedlearn.data.catalog import FeatureTable, Manifest, write_dataset
 from fedlearn.data.events import Event
+from fedlearn.data.validate import check_positive_ints
 
 _CHUNK = 1 << 18  # events per vectorized block: bounds memory at any size
 _DAY = 86_400.0
@@ -69,11 +70,8 @@ class SyntheticConfig:
     seed: int = 0
 
     def __post_init__(self) -> None:
-        for name in ("n_users", "n_items", "n_genres", "events_per_user", "genres_per_item",
-                     "repeat_window"):  # fmt: skip
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name!r} must be a positive integer, got {value!r}")
+        check_positive_ints(self, ("n_users", "n_items", "n_genres", "events_per_user",
+                                   "genres_per_item", "repeat_window"))  # fmt: skip
         if self.genres_per_item > self.n_genres:
             raise ValueError(
                 f"'genres_per_item' ({self.genres_per_item}) must be at most 'n_genres' "
@@ -233,19 +231,26 @@ def generate(config: SyntheticConfig) -> SyntheticLog:
     return SyntheticLog(config, user, item, ts, hour, p, click, truth)
 
 
+def drifting_tastes(
+    rng: np.random.Generator, scale: float, shape: tuple[int, int]
+) -> tuple[np.ndarray, np.ndarray]:
+    """Users' tastes at the start, and where drift turns them: a second random direction
+    made orthogonal to the first and given the same length, so a taste keeps its strength
+    while it turns (``cos(a) start + sin(a) turn``)."""
+    start = rng.normal(0.0, scale, shape)
+    other = rng.normal(0.0, scale, shape)
+    norms = np.einsum("ij,ij->i", start, start)
+    safe = np.where(norms > 0, norms, 1.0)
+    other -= (np.einsum("ij,ij->i", other, start) / safe)[:, None] * start
+    length = np.sqrt(norms) / np.maximum(np.linalg.norm(other, axis=1), 1e-12)
+    return start, other * length[:, None]
+
+
 def _truth(
     config: SyntheticConfig, r_taste: np.random.Generator, r_items: np.random.Generator
 ) -> SyntheticTruth:
     n_u, n_g = config.n_users, config.n_genres
-    start = r_taste.normal(0.0, config.taste_scale, (n_u, n_g))
-    # The drift target: a second random direction made orthogonal to the first and given the
-    # same length, so the taste keeps its strength while it turns.
-    other = r_taste.normal(0.0, config.taste_scale, (n_u, n_g))
-    norms = np.einsum("ij,ij->i", start, start)
-    safe = np.where(norms > 0, norms, 1.0)
-    other -= (np.einsum("ij,ij->i", other, start) / safe)[:, None] * start
-    scale = np.sqrt(norms) / np.maximum(np.linalg.norm(other, axis=1), 1e-12)
-    turn = other * scale[:, None]
+    start, turn = drifting_tastes(r_taste, config.taste_scale, (n_u, n_g))
     k = r_items.integers(1, config.genres_per_item + 1, config.n_items)
     ranks = np.argsort(r_items.random((config.n_items, n_g)), axis=1).argsort(axis=1)
     genres = (ranks < k[:, None]).astype(np.float64)

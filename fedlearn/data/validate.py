@@ -134,3 +134,12 @@ def check_context(value: Any) -> dict[str, ContextValue]:
             )
         out[name] = item
     return out
+
+
+def check_positive_ints(config: Any, names: tuple[str, ...]) -> None:
+    """Raise ValueError naming the first of ``config``'s fields ``names`` that is not a
+    positive integer (a bool is not one)."""
+    for name in names:
+        value = getattr(config, name)
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"{name!r} must be a positive integer, got {value!r}")

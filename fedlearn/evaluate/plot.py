@@ -23,11 +23,19 @@ def _scale(lo: float, hi: float, out_lo: float, out_hi: float):
     return lambda v: out_lo + (v - lo) / span * (out_hi - out_lo)
 
 
-def progressive_auc_svg(curves: Mapping[str, Curve], *, title: str) -> str:
-    """An SVG line chart: x = live events seen, y = AUC of the events so far, one line per arm."""
+def progressive_auc_svg(
+    curves: Mapping[str, Curve],
+    *,
+    title: str,
+    x_label: str = "live events seen",
+    y_label: str = "AUC so far",
+) -> str:
+    """An SVG line chart: x = live events seen, y = AUC of the events so far, one line per arm
+    (other axes, such as the simulator's click rate over steps, by their labels)."""
     points = [(n, a) for curve in curves.values() for n, a in curve if math.isfinite(a)]
     if not points:
-        raise ValueError("no finite AUC to plot: every curve is empty or undefined")
+        what = y_label.split()[0]  # "AUC" of "AUC so far"
+        raise ValueError(f"no finite {what} to plot: every curve is empty or undefined")
     n_max = max(n for n, _ in points)
     a_lo = math.floor(min(a for _, a in points) * 50) / 50
     a_hi = math.ceil(max(a for _, a in points) * 50) / 50
@@ -53,9 +61,9 @@ def progressive_auc_svg(curves: Mapping[str, Curve], *, title: str) -> str:
         )
     parts.append(
         f'<text x="{(LEFT + WIDTH - RIGHT) / 2}" y="{HEIGHT - 12}" text-anchor="middle">'
-        "live events seen</text>"
+        f"{escape(x_label)}</text>"
         f'<text transform="translate(16 {(TOP + HEIGHT - BOTTOM) / 2}) rotate(-90)" '
-        'text-anchor="middle">AUC so far</text>'
+        f'text-anchor="middle">{escape(y_label)}</text>'
     )
     for i, (arm, curve) in enumerate(curves.items()):
         colour = COLOURS[i % len(COLOURS)]
@@ -74,9 +82,11 @@ def progressive_auc_svg(curves: Mapping[str, Curve], *, title: str) -> str:
     return "\n".join(parts)
 
 
-def progressive_auc_html(curves: Mapping[str, Curve], *, title: str, caption: str = "") -> str:
-    """A complete HTML page around :func:`progressive_auc_svg`."""
-    svg = progressive_auc_svg(curves, title=title)
+def progressive_auc_html(
+    curves: Mapping[str, Curve], *, title: str, caption: str = "", **labels: str
+) -> str:
+    """A complete HTML page around :func:`progressive_auc_svg` (``labels``: its axes')."""
+    svg = progressive_auc_svg(curves, title=title, **labels)
     return (
         '<!doctype html>\n<html lang="en"><head><meta charset="utf-8">'
         f"<title>{escape(title)}</title></head>\n<body>\n{svg}\n"
