@@ -22,11 +22,26 @@ _BESIDE_REPO = Path(__file__).resolve().parents[2] / "shared" / "data" / "ml-lat
 MOVIELENS = Path(os.environ.get("FEDLEARN_MOVIELENS", _BESIDE_REPO))
 
 
+_SESSION_REDIS: list[EmbeddedRedis] = []  # the session's redis-server, once started
+
+
 @pytest.fixture(scope="session")
 def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedRedis]:
     """One redis-server (AOF everysec) for the whole test session."""
     with EmbeddedRedis(tmp_path_factory.mktemp("redis")) as server:
+        _SESSION_REDIS.append(server)
         yield server
+        _SESSION_REDIS.remove(server)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _empty_redis_per_module() -> None:
+    """Each test module starts on an empty Redis, before its own module-scoped servers start:
+    a deployment's shard count is stored in Redis and checked by every process at start, and
+    modules run their services with shard counts of their own."""
+    for server in _SESSION_REDIS:
+        with server.client() as client:
+            client.flushall()
 
 
 @pytest.fixture
