@@ -106,7 +106,8 @@ def test_an_event_log_with_propensities_gives_its_top_slot_decisions(tmp_path) -
     top = {**EVENT, "propensity": 0.25, "slot": 0, "candidates": candidates}
     second = {**top, "event_id": "e2", "slot": 1, "stream_id": "1001-0"}
     _write_log(tmp_path, [second, top])
-    (decision,) = decisions_from_eventlog(tmp_path)
+    (decision,), without = decisions_from_eventlog(tmp_path)
+    assert without == 0
     got = (decision.user, decision.shown, decision.propensity, decision.click)
     assert got == ("u1", 1, 0.25, 1)
     assert decision.candidates[1] == EVENT["features"]

@@ -15,7 +15,7 @@ from collections import deque
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -43,10 +43,23 @@ SHOWN_KEYS = ("propensity", "slot")
 DECISION_KEYS = (*SHOWN_KEYS, "candidates")
 
 
+class NoCandidatesError(DataError):
+    """A top-slot line with its propensity but not the ranking's candidates (the browser
+    ranked it locally, or a service older than candidates in the log wrote it)."""
+
+
+class LoggedDecisions(NamedTuple):
+    """The decisions of an event log, and how many top-slot lines lacked candidates."""
+
+    decisions: list[Decision]
+    without_candidates: int
+
+
 def decision_of(record: Mapping[str, Any], where: tuple[Path, int]) -> Decision | None:
     """The decision an event-log record is, None if it is no top-slot decision (a later
     slot, or an event without a rank call). Raises :class:`DataError` naming the file and line
-    when the record lacks what off-policy evaluation needs."""
+    when the record lacks what off-policy evaluation needs (:class:`NoCandidatesError` when
+    only the candidates are missing)."""
     path, line = where
     if record.get("prediction_id") is None and record.get("propensity") is None:
         return None  # not shown by a ranking (or by one before propensities were logged)
@@ -58,19 +71,23 @@ def decision_of(record: Mapping[str, Any], where: tuple[Path, int]) -> Decision 
             "logged, so no policy but the logging one can be evaluated on it; evaluate a log "
             "written by a service that logs them (docs/CONTRACTS.md)",
         )  # fmt: skip
+    if record["slot"] != 0:
+        return None  # only slot 0's line carries the candidates (the estimand's decision)
     if missing:
-        raise DataError(
+        raise NoCandidatesError(
             path, line,
             "carries its propensity but not the ranking's candidates, so another policy's "
             "choice among them is unknown; only the served policy's own click rate can be "
             "estimated from it (fedlearn ope --served)",
         )  # fmt: skip
-    if record["slot"] != 0:
-        return None
     propensity = record["propensity"]
     if not isinstance(propensity, (int, float)) or not (0 < propensity <= 1):
         raise DataError(path, line, f"propensity must be in (0, 1], got {propensity!r}")
     candidates = record["candidates"]
+    if not isinstance(candidates, list) or not all(
+        isinstance(c, dict) and isinstance(c.get("features"), dict) for c in candidates
+    ):
+        raise DataError(path, line, 'candidates must be a list of {"item", "features": {...}}')
     shown = [i for i, c in enumerate(candidates) if c.get("item") == record["item"]]
     if not shown:
         raise DataError(path, line, f"the shown item {record['item']!r} is not a candidate")
@@ -83,18 +100,31 @@ def decision_of(record: Mapping[str, Any], where: tuple[Path, int]) -> Decision 
     )
 
 
-def decisions_from_eventlog(root: str | os.PathLike[str]) -> list[Decision]:
+def decisions_from_eventlog(root: str | os.PathLike[str]) -> LoggedDecisions:
     """The top-slot decisions of an event log folder, in the order events were applied
-    (time order across shards: by stream id, which is acceptance time)."""
+    (time order across shards: by stream id, which is acceptance time).
+
+    Top-slot lines without candidates (ranked in the browser, or logged before candidates
+    were) are skipped and counted: the estimate is then of the rank route's decisions. A log
+    with no decision but such lines is refused with the first one's file and line."""
     rows: list[tuple[float, int, Decision]] = []
+    first_without: NoCandidatesError | None = None
+    without = 0
     for path, line, record in log_lines(Path(root)):
-        decision = decision_of(record, (path, line))
+        try:
+            decision = decision_of(record, (path, line))
+        except NoCandidatesError as exc:
+            first_without = first_without or exc
+            without += 1
+            continue
         if decision is not None:
             rows.append((_accepted(record), len(rows), decision))
     if not rows:
-        raise DataError(root, None, "holds no top-slot decisions (events of rank calls)")
+        raise first_without or DataError(
+            root, None, "holds no top-slot decisions (events of rank calls)"
+        )
     rows.sort(key=lambda row: (row[0], row[1]))
-    return [d for _, _, d in rows]
+    return LoggedDecisions([d for _, _, d in rows], without)
 
 
 def greedy_agrees(record: Mapping[str, Any]) -> bool | None:
