@@ -19,7 +19,7 @@ item table (``fedlearn.data.items``): the first step of running the service on o
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -36,9 +36,14 @@ SERVED_FILE = "served.jsonl"
 SERVED_KEYS = ("features", "features_from", "prediction", "base_prediction", "base_version")
 
 
-def log_lines(root: Path) -> Iterator[tuple[Path, int, dict[str, Any]]]:
-    """(file, line, record) of every line of an event log folder, shard by shard."""
+def log_lines(
+    root: Path, *, days: Collection[str] | None = None
+) -> Iterator[tuple[Path, int, dict[str, Any]]]:
+    """(file, line, record) of every line of an event log folder, shard by shard (only the
+    files of ``days``, ``YYYY-MM-DD``, when given)."""
     files = sorted(root.glob("shard=*/*.jsonl"))
+    if days is not None:
+        files = [path for path in files if path.stem in days]
     if not files:
         raise MissingDataError(root, None, "holds no shard=*/*.jsonl files; is it an event log?")
     for path in files:

@@ -149,10 +149,7 @@ def served_and_greedy(root: str | os.PathLike[str], *, last: int | None = None) 
     Greedy is estimated on the decisions whose logged policy tells whether greedy agreed
     (:func:`greedy_agrees`); ``greedy`` is None when there are none (softmax traffic)."""
     rows: deque[tuple[float, str, float, float, bool | None]] = deque(maxlen=last)
-    for _, _, record in sorted(
-        (row for row in log_lines(Path(root)) if _is_shown_top(row[2])),
-        key=lambda row: _accepted(row[2]),
-    ):
+    for record in sorted(_shown_top_records(Path(root), last), key=_accepted):
         click = 1.0 if record.get("signal") == "click" else 0.0
         rows.append((_accepted(record), str(record.get("user")), click,
                      float(record["propensity"]), greedy_agrees(record)))  # fmt: skip
@@ -169,6 +166,37 @@ def served_and_greedy(root: str | os.PathLike[str], *, last: int | None = None) 
         scored = Scored(users[known], clicks[known], propensity[known], agree[known], zeros, zeros)
         out["greedy"] = estimate(scored)["snips"]
     return out
+
+
+def dashboard_estimate(root: str | os.PathLike[str], *, last: int, now: float) -> dict[str, Any]:
+    """:func:`served_and_greedy` on the newest ``last`` top-slot events of ``root``, as the
+    dashboard stores it: ``served`` and ``greedy`` (estimates as dicts, or None), ``error``
+    (why there is no estimate: no log yet, no ranking with a propensity), ``last`` and
+    ``computed_at``. A log that cannot be estimated yet is a result, not a failure."""
+    out: dict[str, Any] = {"computed_at": now, "last": last, "served": None, "greedy": None,
+                           "error": None}  # fmt: skip
+    try:
+        values = served_and_greedy(root, last=last)
+    except DataError as exc:
+        return {**out, "error": str(exc)}
+    return {**out, **{name: e and e.to_dict() for name, e in values.items()}}
+
+
+def _shown_top_records(root: Path, last: int | None) -> list[dict[str, Any]]:
+    """The log's top-slot records of rankings (the newest ``last`` or more, when given).
+
+    With ``last``, the day files are read newest first and reading stops at the day that
+    completes ``last``: the cost is bounded by the newest days, not by the log's size. (A
+    line's day is when it was applied; an event accepted before midnight and applied after
+    it may be among a later day's lines, so the cut is exact up to the trainers' lag.)"""
+    if last is None:
+        return [record for *_, record in log_lines(root) if _is_shown_top(record)]
+    found: list[dict[str, Any]] = []
+    for day in sorted({path.stem for path in root.glob("shard=*/*.jsonl")}, reverse=True):
+        found += [record for *_, record in log_lines(root, days={day}) if _is_shown_top(record)]
+        if len(found) >= last:
+            break
+    return found
 
 
 def _is_shown_top(record: Mapping[str, Any]) -> bool:
