@@ -1,4 +1,5 @@
-"""The Celery app: aggregation rounds and monthly retraining, on the service's own Redis.
+"""The Celery app: aggregation rounds, monthly retraining and the dashboard's off-policy
+estimate, on the service's own Redis.
 
 Run it with ``celery -A fedlearn.jobs.app worker`` (and ``celery -A fedlearn.jobs.app beat``
 for the schedule). It is configured from the same settings as the service

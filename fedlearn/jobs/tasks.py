@@ -1,4 +1,5 @@
-"""Celery tasks: thin, taking ids. The work is done by ``fedlearn.aggregate``.
+"""Celery tasks: thin, taking ids. The work is done by ``fedlearn.aggregate`` (and, for the
+dashboard's served-vs-greedy estimate, ``fedlearn.evaluate.decisions``).
 
 A round is ``start`` -> chord(``map_shard`` per shard) -> ``reduce`` -> ``promote``; any
 failure calls ``on_round_error``, which records it and releases the lock. Every task may run
