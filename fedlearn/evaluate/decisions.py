@@ -168,7 +168,9 @@ def served_and_greedy(root: str | os.PathLike[str], *, last: int | None = None) 
     return out
 
 
-def dashboard_estimate(root: str | os.PathLike[str], *, last: int, now: float) -> dict[str, Any]:
+def dashboard_estimate(
+    root: str | os.PathLike[str], *, last: int | None, now: float
+) -> dict[str, Any]:
     """:func:`served_and_greedy` on the newest ``last`` top-slot events of ``root``, as the
     dashboard stores it: ``served`` and ``greedy`` (estimates as dicts, or None), ``error``
     (why there is no estimate: no log yet, no ranking with a propensity), ``last`` and
