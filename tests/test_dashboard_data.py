@@ -183,3 +183,22 @@ def test_the_data_and_metrics_show_served_vs_greedy_and_the_exploration_rate(
     assert 'fedlearn_ope_click_ratio{bound="estimate",policy="served"} 0.25' in text
     assert 'fedlearn_ope_click_ratio{bound="high",policy="greedy"} 0.3' in text
     assert 'fedlearn_ope_decisions{policy="greedy"} 380.0' in text
+
+
+def test_the_exploration_counts_sum_every_worker_in_multiprocess_mode(tmp_path: Path) -> None:
+    """Under gunicorn each worker counts its own rank calls: with PROMETHEUS_MULTIPROC_DIR the
+    dashboard's counts are all workers' (two real processes here, then a third reads)."""
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "PROMETHEUS_MULTIPROC_DIR": str(tmp_path)}
+    count = (
+        "from fedlearn.telemetry.api import Metrics; Metrics().observe_ranking('epsilon', 10, 2)"
+    )
+    for _ in range(2):
+        subprocess.run([sys.executable, "-c", count], env=env, check=True, timeout=60)
+    read = "from fedlearn.telemetry.api import Metrics; print(Metrics().ranking_counts())"
+    done = subprocess.run([sys.executable, "-c", read], env=env, check=True, timeout=60,
+                          capture_output=True, text=True)  # fmt: skip
+    assert done.stdout.strip() == "{'epsilon': {'shown': 20.0, 'explored': 4.0}}"
