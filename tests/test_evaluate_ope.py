@@ -223,4 +223,4 @@ def test_the_last_n_reads_only_the_newest_days_files(tmp_path) -> None:
         served_and_greedy(tmp_path, last=7)  # needs the older day: reads it
     stored = dashboard_estimate(tmp_path, last=7, now=1.0)
     assert stored["served"] is None and "not valid JSON" in stored["error"]
-    assert dashboard_estimate(tmp_path / "none", last=5, now=1.0)["error"]
+    assert "is it an event log?" in dashboard_estimate(tmp_path / "none", last=5, now=1.0)["error"]

@@ -20,6 +20,7 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from fedlearn.data.errors import DataError
+from fedlearn.data.eventlog import CANDIDATES
 from fedlearn.data.fromlog import log_lines
 from fedlearn.evaluate.ope import Scored, estimate, mean_estimate
 
@@ -40,7 +41,7 @@ class Decision:
 # What an event-log line must carry to be a decision (docs/CONTRACTS.md): how its item was
 # shown (the trainer logs these since exploration exists) and the ranking's candidates.
 SHOWN_KEYS = ("propensity", "slot")
-DECISION_KEYS = (*SHOWN_KEYS, "candidates")
+DECISION_KEYS = (*SHOWN_KEYS, CANDIDATES)
 
 
 class NoCandidatesError(DataError):
@@ -191,10 +192,11 @@ def _shown_top_records(root: Path, last: int | None) -> list[dict[str, Any]]:
     completes ``last``: the cost is bounded by the newest days, not by the log's size. (A
     line's day is when it was applied; an event accepted before midnight and applied after
     it may be among a later day's lines, so the cut is exact up to the trainers' lag.)"""
-    if last is None:
+    days = sorted({path.stem for path in root.glob("shard=*/*.jsonl")}, reverse=True)
+    if last is None or not days:  # no files: log_lines says what is wrong with the folder
         return [record for *_, record in log_lines(root) if _is_shown_top(record)]
     found: list[dict[str, Any]] = []
-    for day in sorted({path.stem for path in root.glob("shard=*/*.jsonl")}, reverse=True):
+    for day in days:
         found += [record for *_, record in log_lines(root, days={day}) if _is_shown_top(record)]
         if len(found) >= last:
             break
