@@ -165,6 +165,16 @@ class Settings(BaseSettings):
     explore_min_temperature: float = _positive_finite(
         0.02, "the lowest softmax temperature a rank request may ask for"
     )
+    # The dashboard's served-vs-greedy estimate (jobs/tasks.py, beat): its cost is bounded by
+    # the newest decisions it reads, not by the log's size.
+    ope_dashboard_last: int = Field(
+        default=10_000, ge=1, le=1_000_000,
+        description="newest top-slot events the dashboard's served-vs-greedy estimate reads",
+    )  # fmt: skip
+    ope_dashboard_every_s: float = Field(
+        default=300.0, ge=0, allow_inf_nan=False,
+        description="how often beat re-estimates served vs greedy for the dashboard; 0: never",
+    )  # fmt: skip
     # Partial bases (model/rowset.py): a session fetches the buckets of the rows it scores.
     base_bucket_rows: int = Field(
         default=2, ge=1, le=4096, description="rows per bucket of a partial base (at most, avg)"

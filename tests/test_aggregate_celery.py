@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -30,7 +31,15 @@ from fedlearn.aggregate.run import begin_round, create_round, rounds_of
 from fedlearn.aggregate.synthetic import publish, write_deltas
 from fedlearn.config import load_settings
 from fedlearn.devtools import EmbeddedRedis
-from fedlearn.jobs.app import MAP_SHARD, MONTHLY, PROMOTE, REDUCE, START_ROUND, make_celery
+from fedlearn.jobs.app import (
+    MAP_SHARD,
+    MONTHLY,
+    OPE_DASHBOARD,
+    PROMOTE,
+    REDUCE,
+    START_ROUND,
+    make_celery,
+)
 from fedlearn.model import Base, Delta
 from fedlearn.store import Store, keys
 
@@ -267,6 +276,37 @@ def test_the_monthly_task_starts_a_new_generation(
     assert store.bases.current_version() == summary["version"] == "2"
     new = Base.from_bytes(store.bases.get_base("2"))
     assert new.meta["generation"] == 1 and "item=i3" in new.index
+
+
+def test_the_ope_task_stores_served_vs_greedy_for_the_dashboard(
+    cluster: tuple[str, Celery, Path], store: Store
+) -> None:
+    app = cluster[1]
+    log = cluster[2] / "data" / "eventlog"  # the workers' DATA_DIR/eventlog
+    shutil.rmtree(log, ignore_errors=True)
+    nothing = app.send_task(OPE_DASHBOARD).get(timeout=60)
+    assert nothing["served"] is None and "is it an event log?" in nothing["error"]
+    assert store.ope.latest() == nothing
+    # Epsilon 0.2 over 5 items: greedy's pick has propensity 0.84, an explored one 0.04;
+    # the greedy picks (every other event) are clicked, the explored ones never.
+    epsilon = {"kind": "epsilon", "epsilon": 0.2}
+    lines = [
+        {"event_id": f"e{n}", "user": f"u{n % 6}", "item": "i1", "ts": 1e9 + n,
+         "signal": "click" if n % 2 else "skip", "prediction_id": f"p{n}",
+         "stream_id": f"{1000 + n}-0", "propensity": 0.84 if n % 2 else 0.04, "slot": 0,
+         "policy": epsilon}
+        for n in range(60)
+    ]  # fmt: skip
+    (log / "shard=000").mkdir(parents=True)
+    (log / "shard=000" / "2026-01-01.jsonl").write_bytes(
+        b"".join(orjson.dumps(line, option=orjson.OPT_APPEND_NEWLINE) for line in lines)
+    )
+    result = app.send_task(OPE_DASHBOARD).get(timeout=60)
+    assert result["error"] is None and store.ope.latest() == result
+    served, greedy = result["served"], result["greedy"]
+    assert (served["value"], served["n"], served["users"]) == (0.5, 60, 6)
+    assert served["low"] < 0.5 < served["high"]
+    assert greedy["value"] == pytest.approx(1.0) and greedy["n"] == 60
 
 
 def test_the_cli_hands_a_round_to_the_workers_and_waits(

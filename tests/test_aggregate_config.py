@@ -12,7 +12,14 @@ from celery.schedules import crontab
 from fedlearn.aggregate.config import AggregationConfig, parse_crontab
 from fedlearn.aggregate.strategies import FedAvgM, TrimmedMean
 from fedlearn.config import load_settings
-from fedlearn.jobs.app import HEAL, MONTHLY, START_ROUND, beat_schedule, celery_config
+from fedlearn.jobs.app import (
+    HEAL,
+    MONTHLY,
+    OPE_DASHBOARD,
+    START_ROUND,
+    beat_schedule,
+    celery_config,
+)
 
 
 def test_settings_fill_the_fields_they_have_and_defaults_the_rest() -> None:
@@ -68,6 +75,9 @@ def test_celery_uses_the_services_redis_for_broker_and_results(tmp_path: object)
     assert config["task_acks_late"] and config["task_reject_on_worker_lost"]
     assert config["worker_prefetch_multiplier"] == 1
     assert "aggregation-round" in config["beat_schedule"]
+    assert config["beat_schedule"]["ope-dashboard"]["task"] == OPE_DASHBOARD
+    quiet = celery_config(settings.model_copy(update={"ope_dashboard_every_s": 0.0}))
+    assert "ope-dashboard" not in quiet["beat_schedule"]
 
 
 def test_time_limits_and_visibility_timeout_are_consistent(tmp_path: object) -> None:

@@ -1,7 +1,8 @@
 """Exploration in rank over real HTTP (an in-process werkzeug server, a real redis-server):
 the operator's policy and a request's own within the limits, each shown item's propensity in
 the answer and the prediction record, refusals that name the limit and store nothing, and the
-propensity's trip rank -> event -> trainer -> event log -> ``datasets from-eventlog``."""
+propensity's trip rank -> event -> trainer -> event log -> ``datasets from-eventlog``, and
+``fedlearn ope --policy`` on the log the service wrote (each top slot's candidates logged)."""
 
 from __future__ import annotations
 
@@ -14,9 +15,11 @@ import numpy as np
 import orjson
 import pytest
 import urllib3
+from click.testing import CliRunner
 
 from fedlearn.api import create_app
 from fedlearn.api.server import ThreadedServer
+from fedlearn.cli import main
 from fedlearn.config import Settings, load_settings
 from fedlearn.data.eventlog import read_log
 from fedlearn.data.fromlog import SERVED_FILE, dataset_from_eventlog
@@ -83,6 +86,21 @@ def problem(response: urllib3.BaseHTTPResponse, status: int = 422) -> dict[str, 
 def event(i: int, item: str, **fields: Any) -> dict[str, Any]:
     return {"event_id": f"e{i}", "user": "alice", "item": item, "signal": "click", "ts": 1.7e9,
             **fields}  # fmt: skip
+
+
+def train_and_log(url: str, store: Store, events: list[dict[str, Any]], log: Path) -> int:
+    """Send ``events``, let a real trainer apply them all and write its event log under
+    ``log``; returns how many lines the log got."""
+    assert post(url, "/v1/events", {"events": events}).status == 202
+    trainer = Trainer(
+        store,
+        lambda base: CloneSettings(lr=0.1, l2=0.0, bias_lr=0.1),
+        eventlog=EventLogWriter(store, log),
+    )
+    trainer.ownership.maintain()
+    while trainer.step() > 0:
+        pass
+    return trainer.drain_eventlog()
 
 
 def test_the_operators_policy_ranks_and_every_shown_item_has_its_propensity(
@@ -182,16 +200,8 @@ def test_propensities_reach_the_event_log_and_the_dataset(
         event(2, "m7", **browser),  # ranked in the browser: the client's own fields
         event(3, "m6"),  # no ranking known: no propensity
     ]
-    assert post(url, "/v1/events", {"events": events}).status == 202
     log_root = tmp_path / "log"
-    trainer = Trainer(
-        store,
-        lambda base: CloneSettings(lr=0.1, l2=0.0, bias_lr=0.1),
-        eventlog=EventLogWriter(store, log_root),
-    )
-    trainer.ownership.maintain()
-    assert trainer.step() == 4
-    assert trainer.drain_eventlog() == 4
+    assert train_and_log(url, store, events, log_root) == 4
     logged = {line["event_id"]: line for line in read_log(log_root)}
     softmax = {"kind": "softmax", "temperature": 0.3}
     assert [logged["e0"][k] for k in ("propensity", "slot", "policy")] == [
@@ -202,12 +212,20 @@ def test_propensities_reach_the_event_log_and_the_dataset(
     ]  # fmt: skip
     assert [logged["e2"][k] for k in ("propensity", "slot", "policy")] == list(browser.values())
     assert not {"propensity", "slot", "policy"} & logged["e3"].keys()
+    # Slot 0's line carries the ranking's candidates, as scored, in the record's order.
+    record = record_of(store, pid)
+    assert logged["e0"]["candidates"] == [
+        {"item": item, "features": scored["features"]} for item, scored in record["items"].items()
+    ]
+    assert [c["item"] for c in logged["e0"]["candidates"]] == ITEMS
+    assert not {"candidates"} & (logged["e1"].keys() | logged["e2"].keys())
 
     manifest = dataset_from_eventlog(log_root, tmp_path / "ds")
     assert manifest.counts["with_propensity"] == 3
     served = [orjson.loads(line) for line in (tmp_path / "ds" / SERVED_FILE).read_bytes().split()]
     by_id = {line["event_id"]: line for line in served}
     assert by_id["e0"]["propensity"] == first["propensity"] and "propensity" not in by_id["e3"]
+    assert by_id["e0"]["candidates"] == logged["e0"]["candidates"]
 
 
 def test_metrics_count_shown_and_explored_items_by_policy(url: str, store: Store) -> None:
@@ -226,3 +244,72 @@ def test_metrics_count_shown_and_explored_items_by_policy(url: str, store: Store
     # Epsilon 0.5 over 8 slots, 5 times: some picks explore (the chance that none of the
     # 35 slots with a choice does is the product of (1 + 1/m) / 2 over them: below 1e-7).
     assert 0 < metric("fedlearn_rank_explored_items_total", "epsilon") <= 5 * len(ITEMS)
+
+
+RANKINGS = 40
+
+
+def _write(root: Path, lines: list[dict]) -> None:
+    folder = root / "shard=000"
+    folder.mkdir(parents=True)
+    (folder / "2026-01-01.jsonl").write_bytes(
+        b"".join(orjson.dumps(line, option=orjson.OPT_APPEND_NEWLINE) for line in lines)
+    )
+
+
+def _ope(*args: str) -> tuple[int, str]:
+    result = CliRunner().invoke(main, ["ope", *args])
+    return result.exit_code, result.output
+
+
+def test_ope_estimates_a_policy_on_the_log_the_service_wrote(
+    url: str, store: Store, tmp_path: Path
+) -> None:
+    events = []
+    for n in range(RANKINGS):
+        user = f"u{n % 8}"  # several users: the interval is clustered by user
+        response = post(url, f"/v1/users/{user}/rank", {
+            "items": [{"id": i} for i in ITEMS], "k": 2,
+            "policy": {"kind": "epsilon", "epsilon": 0.3},
+        })  # fmt: skip
+        assert response.status == 200, response.data[:500]
+        ranked = response.json()
+        top = ranked["items"][0]["id"]
+        # The users like the even items: a click when one is on top, else a skip.
+        signal = "click" if int(top[1:]) % 2 == 0 else "skip"
+        events.append(
+            event(n, top, user=user, prediction_id=ranked["prediction_id"], signal=signal)
+        )
+    events.append(event(RANKINGS, "m3", propensity=0.5, slot=0,  # ranked in the browser
+                        policy={"kind": "epsilon", "epsilon": 0.2}))  # fmt: skip
+    log = tmp_path / "log"
+    assert train_and_log(url, store, events, log) == RANKINGS + 1
+    base = str(BASE.save(tmp_path / "base.flfm"))
+
+    code, out = _ope(str(log), "--base", base, "--policy", "epsilon:0.05", "--json")
+    assert code == 0, out
+    (value,) = orjson.loads(out)
+    assert value["policy"] == "epsilon:0.05"
+    for name in ("ips", "snips", "dr"):
+        estimate = value[name]
+        assert estimate["n"] == RANKINGS  # the browser's top slot has no candidates: skipped
+        assert estimate["low"] <= estimate["value"] <= estimate["high"]
+    code, out = _ope(str(log), "--base", base, "--policy", "epsilon:0.05")
+    assert code == 0 and "1 top-slot events without candidates skipped" in out
+
+    # The same log as a service that did not log candidates wrote it: refused, precisely.
+    lines = [{k: v for k, v in line.items() if k != "candidates"} for line in read_log(log)]
+    _write(tmp_path / "old", lines)
+    code, out = _ope(str(tmp_path / "old"), "--base", base, "--policy", "epsilon:0.05")
+    assert code == 1
+    assert "2026-01-01.jsonl line 1" in out and "not the ranking's candidates" in out
+
+
+@pytest.mark.parametrize("bad", [[{"item": "m1"}], "m1", [["m1", {}]]])
+def test_malformed_candidates_are_refused_with_their_line(tmp_path: Path, bad: object) -> None:
+    line = event(0, "m1", prediction_id="p", propensity=0.5, slot=0, stream_id="1-0",
+                 policy={"kind": "greedy"}, candidates=bad)  # fmt: skip
+    _write(tmp_path, [line])
+    base = str(BASE.save(tmp_path / "base.flfm"))
+    code, out = _ope(str(tmp_path), "--base", base)
+    assert code == 1 and "line 1" in out and "candidates must be a list" in out

@@ -150,3 +150,55 @@ def test_the_page_and_its_files_are_static_and_outside_the_openapi(app: Flask) -
     assert not any(path.startswith("/dashboard") for path in document["paths"])
     operation = document["paths"]["/v1/dashboard/data"]["get"]
     assert {"200", "401", "403"} <= operation["responses"].keys()
+
+
+def test_the_data_and_metrics_show_served_vs_greedy_and_the_exploration_rate(
+    app: Flask, settings: Settings, store: Store
+) -> None:
+    client = app.test_client()
+    admin = bearer(settings)
+    before = client.get("/v1/dashboard/data", headers=admin).get_json()
+    assert before["off_policy"] is None and before["exploration"] == []
+    alice = bearer(settings, "alice")
+    items = [{"id": str(i)} for i in range(10)]
+    for policy in ({"kind": "epsilon", "epsilon": 0.2},) * 4 + ({"kind": "greedy"},):
+        answer = client.post("/v1/users/alice/rank", json={"items": items, "policy": policy},
+                             headers=alice)  # fmt: skip
+        assert answer.status_code == 200, answer.get_data(as_text=True)
+    # What the beat task stores (tests/test_aggregate_celery.py runs it on a real worker).
+    estimate = {"value": 0.25, "low": 0.2, "high": 0.3, "n": 400, "users": 40, "ess": 400.0}
+    store.ope.put({"computed_at": 1.7e9, "last": 10_000, "error": None,
+                   "served": estimate, "greedy": {**estimate, "value": 0.3, "n": 380}})  # fmt: skip
+
+    data = client.get("/v1/dashboard/data", headers=admin).get_json()
+    assert data["off_policy"]["served"]["value"] == 0.25
+    assert data["off_policy"]["greedy"]["n"] == 380
+    rows = {row["policy"]: row for row in data["exploration"]}
+    assert rows["epsilon"]["shown"] == 40 and rows["greedy"]["shown"] == 10
+    assert rows["greedy"]["explored"] == 0 and rows["greedy"]["rate"] == 0
+    epsilon = rows["epsilon"]
+    assert epsilon["rate"] == epsilon["explored"] / 40
+
+    text = client.get("/metrics").get_data(as_text=True)
+    assert 'fedlearn_ope_click_ratio{bound="estimate",policy="served"} 0.25' in text
+    assert 'fedlearn_ope_click_ratio{bound="high",policy="greedy"} 0.3' in text
+    assert 'fedlearn_ope_decisions{policy="greedy"} 380.0' in text
+
+
+def test_the_exploration_counts_sum_every_worker_in_multiprocess_mode(tmp_path: Path) -> None:
+    """Under gunicorn each worker counts its own rank calls: with PROMETHEUS_MULTIPROC_DIR the
+    dashboard's counts are all workers' (two real processes here, then a third reads)."""
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "PROMETHEUS_MULTIPROC_DIR": str(tmp_path)}
+    count = (
+        "from fedlearn.telemetry.api import Metrics; Metrics().observe_ranking('epsilon', 10, 2)"
+    )
+    for _ in range(2):
+        subprocess.run([sys.executable, "-c", count], env=env, check=True, timeout=60)
+    read = "from fedlearn.telemetry.api import Metrics; print(Metrics().ranking_counts())"
+    done = subprocess.run([sys.executable, "-c", read], env=env, check=True, timeout=60,
+                          capture_output=True, text=True)  # fmt: skip
+    assert done.stdout.strip() == "{'epsilon': {'shown': 20.0, 'explored': 4.0}}"

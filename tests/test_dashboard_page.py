@@ -81,7 +81,8 @@ try {
         Object.entries(s.charts).map(([id, c]) => [id, c.data[0].length])),
       applied: text('kpi-applied'), base: text('kpi-base'), status: text('status'),
       rounds: rows('rounds'), shards: rows('shards'), trainers: rows('trainers'),
-      drift: rows('drift'),
+      drift: rows('drift'), ope: rows('ope'), exploration: rows('exploration'),
+      opeTile: text('kpi-ope'), exploreTile: text('kpi-explore'), opeNote: text('ope-note'),
       loginShown: document.getElementById('login').offsetParent !== null,
       boardShown: document.getElementById('board').offsetParent !== null,
     };
@@ -229,6 +230,18 @@ def test_the_dashboard_shows_a_live_run_in_chromium(run: Run, tmp_path: Path) ->
                    actions=early)
     )  # fmt: skip
 
+    # Rank under epsilon, and what the beat task stores (tests/test_aggregate_celery.py).
+    for _ in range(3):
+        ranked = run.http.request(
+            "POST", run.url + "/v1/users/u1/rank", headers=run.headers,
+            body=orjson.dumps({"items": [{"id": str(i)} for i in range(12)],
+                               "policy": {"kind": "epsilon", "epsilon": 0.2}}),
+        )  # fmt: skip
+        assert ranked.status == 200, ranked.data[:300]
+    figure = {"value": 0.25, "low": 0.2, "high": 0.3, "n": 400, "users": 40, "ess": 400.0}
+    run.store.ope.put({"computed_at": time.time(), "last": 10_000, "error": None,
+                       "served": figure, "greedy": {**figure, "value": 0.31}})  # fmt: skip
+
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     shot = ARTIFACTS / "dashboard.png"
     shot.unlink(missing_ok=True)
@@ -260,4 +273,11 @@ def test_the_dashboard_shows_a_live_run_in_chromium(run: Run, tmp_path: Path) ->
     assert [row[1:3] + row[-1:] for row in facts["drift"]] == [
         ["click_rate", "2", f"early_round: started ({first['id']})"]
     ]
+    assert facts["opeTile"] == "0.250 / 0.310"
+    assert [row[:2] + row[3:] for row in facts["ope"]] == [
+        ["served", "0.250", "400", "40"], ["greedy", "0.310", "400", "40"],
+    ]  # fmt: skip
+    assert "newest 10,000 top-slot events" in facts["opeNote"]
+    assert [row[:2] for row in facts["exploration"]] == [["epsilon", "36"]]
+    assert facts["exploreTile"].endswith("of 36")
     assert shot.is_file() and shot.stat().st_size > 20_000

@@ -106,7 +106,8 @@ def test_an_event_log_with_propensities_gives_its_top_slot_decisions(tmp_path) -
     top = {**EVENT, "propensity": 0.25, "slot": 0, "candidates": candidates}
     second = {**top, "event_id": "e2", "slot": 1, "stream_id": "1001-0"}
     _write_log(tmp_path, [second, top])
-    (decision,) = decisions_from_eventlog(tmp_path)
+    (decision,), without = decisions_from_eventlog(tmp_path)
+    assert without == 0
     got = (decision.user, decision.shown, decision.propensity, decision.click)
     assert got == ("u1", 1, 0.25, 1)
     assert decision.candidates[1] == EVENT["features"]
@@ -203,3 +204,23 @@ def test_greedys_estimate_from_epsilon_traffic_counts_only_what_greedy_would_hav
     assert values["greedy"].value == pytest.approx(1.0) and values["greedy"].n == 40
     softmax_only = served_and_greedy(tmp_path, last=1)
     assert softmax_only["served"].n == 1 and softmax_only["greedy"] is None
+
+
+def test_the_last_n_reads_only_the_newest_days_files(tmp_path) -> None:
+    from fedlearn.evaluate.decisions import dashboard_estimate, served_and_greedy
+
+    top = {**EVENT, "propensity": 1.0, "slot": 0, "policy": {"kind": "greedy"}}
+    _write_log(tmp_path, [top])  # 2026-01-01
+    newest = [{**top, "event_id": f"n{n}", "user": f"u{n % 3}", "stream_id": f"{5000 + n}-0",
+               "signal": "skip"} for n in range(6)]  # fmt: skip
+    (tmp_path / "shard=000" / "2026-01-02.jsonl").write_bytes(
+        b"".join(orjson.dumps(r, option=orjson.OPT_APPEND_NEWLINE) for r in newest)
+    )
+    (tmp_path / "shard=000" / "2026-01-01.jsonl").write_bytes(b"{torn\n")  # never read
+    assert served_and_greedy(tmp_path, last=6)["served"].value == 0.0
+    assert served_and_greedy(tmp_path, last=4)["served"].n == 4
+    with pytest.raises(DataError, match="not valid JSON"):
+        served_and_greedy(tmp_path, last=7)  # needs the older day: reads it
+    stored = dashboard_estimate(tmp_path, last=7, now=1.0)
+    assert stored["served"] is None and "not valid JSON" in stored["error"]
+    assert "is it an event log?" in dashboard_estimate(tmp_path / "none", last=5, now=1.0)["error"]

@@ -113,7 +113,7 @@ def create_app(settings: Settings | None = None, store: Store | None = None) -> 
     app = Flask(__name__, static_folder=None)
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
     app.json.sort_keys = False  # type: ignore[attr-defined]
-    metrics = Metrics(collectors=[StoreCollector(store.telemetry)])
+    metrics = Metrics(collectors=[StoreCollector(store.telemetry, ope=store.ope)])
     app.extensions[EXTENSION] = ApiContext(
         settings=settings,
         store=store,

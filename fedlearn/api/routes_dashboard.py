@@ -51,12 +51,15 @@ class DashboardQuery(BaseModel):
     errors=(503,),
 )
 def get_dashboard_data(query: DashboardQuery) -> Response:
-    """Trainers' merged snapshots, per-shard stream state, the base timeline and the latest
-    rounds. Aggregate counts only: the answer's size does not grow with the users."""
-    store = api_context().store
+    """Trainers' merged snapshots, per-shard stream state, the base timeline, the latest
+    rounds, the served policy vs greedy (off-policy) and rank's exploration rate. Aggregate
+    counts only: the answer's size does not grow with the users."""
+    ctx = api_context()
+    store = ctx.store
     data = dashboard_data(
-        store.telemetry, rounds=query.rounds, versions=query.versions, drift=store.drift
-    )
+        store.telemetry, rounds=query.rounds, versions=query.versions, drift=store.drift,
+        ope=store.ope, ranked=ctx.metrics.ranking_counts(),
+    )  # fmt: skip
     return json_response(data)
 
 

@@ -103,7 +103,7 @@ def ope(eventlog: str, base_path: str | None, served: bool, policies: tuple[Poli
     except (OSError, ModelFormatError) as exc:
         raise click.ClickException(f"cannot read the base {base_path}: {exc}") from None
     try:
-        decisions = decisions_from_eventlog(eventlog)
+        decisions, without_candidates = decisions_from_eventlog(eventlog)
     except DataError as exc:
         raise click.ClickException(str(exc)) from None
     model = CandidateModel(base, service_settings(base))
@@ -112,6 +112,9 @@ def ope(eventlog: str, base_path: str | None, served: bool, policies: tuple[Poli
         click.echo(orjson.dumps([v.to_dict() for v in values]).decode())
         return
     click.echo(f"{len(decisions)} top-slot decisions of {eventlog}")
+    if without_candidates:
+        click.echo(f"({without_candidates} top-slot events without candidates skipped: ranked "
+                   "in the browser or logged before candidates were)")  # fmt: skip
     click.echo(f"{'policy':<16} {'estimator':<9} {'click rate':>10} {'95 % interval':>20} "
                f"{'ESS':>8}")  # fmt: skip
     for value in values:

@@ -21,6 +21,9 @@ PARTITION = "shard={shard:03d}"
 NUMPY = orjson.OPT_SERIALIZE_NUMPY  # a prediction may be a numpy scalar
 # How an event's item came to be shown (model/policy.py), for off-policy evaluation.
 SHOWN_KEYS = ("propensity", "slot", "policy")
+# The ranking's candidates (``[{"item", "features"}]``, in the prediction record's order): on
+# the line of the item shown in slot 0 only, the decision off-policy evaluation reweights.
+CANDIDATES = "candidates"
 
 
 def shard_dir(root: Path, shard: int) -> Path:
@@ -37,8 +40,9 @@ def expand(batch: dict[str, Any]) -> Iterator[dict[str, Any]]:
     """One record per event of an applied batch: the event as sent, plus what the trainer saw
     (``features``, where they came from, the clone's and the base's prediction before
     learning, the base version, the stream id and when it was applied), and how the item
-    was shown when that is known (``propensity``, ``slot``, ``policy``; batches logged before
-    exploration existed have no ``shown`` column)."""
+    was shown when that is known (``propensity``, ``slot``, ``policy``, and ``candidates`` for
+    the slot-0 item of a rank call; batches logged before exploration existed have no
+    ``shown`` column)."""
     shown = batch.get("shown") or [{}] * len(batch["events"])
     columns = zip(
         batch["events"],

@@ -6,7 +6,8 @@ the folder ``train-base`` and ``replay`` read: ``events.jsonl`` (the events, tim
 features less the ``user=``/``item=`` rows and the context's), and ``served.jsonl``, one line
 per event in the same order with what the service did: the features it trained on, where they
 came from, its prediction and the base's, the base version, and when known the policy, slot
-and propensity the item was shown with (the manifest's ``with_propensity`` counts those).
+and propensity the item was shown with (the manifest's ``with_propensity`` counts those), and
+the ranking's candidates on a slot-0 line that has them.
 The manifest also counts the events whose logged features the item table does not rebuild
 (``features_differ``: the catalog changed, or a rank call carried its own features). A line
 that is not JSON stops the conversion with its file and line; nothing is written.
@@ -18,7 +19,7 @@ item table (``fedlearn.data.items``): the first step of running the service on o
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +27,7 @@ import orjson
 
 from fedlearn.data.catalog import Manifest, write_dataset
 from fedlearn.data.errors import DataError, MissingDataError
-from fedlearn.data.eventlog import SHOWN_KEYS
+from fedlearn.data.eventlog import CANDIDATES, SHOWN_KEYS
 from fedlearn.data.events import Event, read_events
 from fedlearn.data.items import feature_table, read_items
 from fedlearn.model import event_features
@@ -35,9 +36,14 @@ SERVED_FILE = "served.jsonl"
 SERVED_KEYS = ("features", "features_from", "prediction", "base_prediction", "base_version")
 
 
-def log_lines(root: Path) -> Iterator[tuple[Path, int, dict[str, Any]]]:
-    """(file, line, record) of every line of an event log folder, shard by shard."""
+def log_lines(
+    root: Path, *, days: Collection[str] | None = None
+) -> Iterator[tuple[Path, int, dict[str, Any]]]:
+    """(file, line, record) of every line of an event log folder, shard by shard (only the
+    files of ``days``, ``YYYY-MM-DD``, when given)."""
     files = sorted(root.glob("shard=*/*.jsonl"))
+    if days is not None:
+        files = [path for path in files if path.stem in days]
     if not files:
         raise MissingDataError(root, None, "holds no shard=*/*.jsonl files; is it an event log?")
     for path in files:
@@ -68,7 +74,7 @@ def dataset_from_eventlog(root: str | os.PathLike[str], out: str | os.PathLike[s
         try:
             event = Event.from_dict(record)
             served = {key: record[key] for key in SERVED_KEYS}
-            served.update((key, record[key]) for key in SHOWN_KEYS if key in record)
+            served.update((key, record[key]) for key in (*SHOWN_KEYS, CANDIDATES) if key in record)
         except KeyError as exc:
             raise DataError(path, line, f"lacks {exc}; not a line of the event log") from None
         except ValueError as exc:

@@ -1,4 +1,5 @@
-"""The Celery app: aggregation rounds and monthly retraining, on the service's own Redis.
+"""The Celery app: aggregation rounds, monthly retraining and the dashboard's off-policy
+estimate, on the service's own Redis.
 
 Run it with ``celery -A fedlearn.jobs.app worker`` (and ``celery -A fedlearn.jobs.app beat``
 for the schedule). It is configured from the same settings as the service
@@ -45,6 +46,7 @@ PROMOTE = "fedlearn.aggregate.promote"
 ON_ERROR = "fedlearn.aggregate.on_error"
 MONTHLY = "fedlearn.base.monthly"
 HEAL = "fedlearn.aggregate.heal"
+OPE_DASHBOARD = "fedlearn.ope.served_and_greedy"
 VISIBILITY_MARGIN_S = 300  # the visibility timeout's lead over the longest hard time limit
 
 
@@ -72,6 +74,16 @@ def beat_schedule(config: AggregationConfig) -> dict[str, dict[str, Any]]:
             "schedule": crontab(**parse_crontab(config.monthly_crontab)),
         }
     return schedule
+
+
+def ope_schedule(settings: Settings) -> dict[str, dict[str, Any]]:
+    """The dashboard's served-vs-greedy estimate every ``ope_dashboard_every_s`` (0: never)."""
+    every = settings.ope_dashboard_every_s
+    if every <= 0:
+        return {}
+    # a run not started within one period is superseded by the next one
+    return {"ope-dashboard": {"task": OPE_DASHBOARD, "schedule": timedelta(seconds=every),
+                              "options": {"expires": every}}}  # fmt: skip
 
 
 def _soft(hard_s: int) -> int:
@@ -119,7 +131,7 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         # wait for it, the heal task retries them
         "broker_transport_options": {"visibility_timeout": visibility_timeout(config)},
         "result_backend_transport_options": {"visibility_timeout": visibility_timeout(config)},
-        "beat_schedule": beat_schedule(config),
+        "beat_schedule": {**beat_schedule(config), **ope_schedule(settings)},
         "fedlearn_settings": settings,
     }
 

@@ -1,4 +1,5 @@
-"""Celery tasks: thin, taking ids. The work is done by ``fedlearn.aggregate``.
+"""Celery tasks: thin, taking ids. The work is done by ``fedlearn.aggregate`` (and, for the
+dashboard's served-vs-greedy estimate, ``fedlearn.evaluate.decisions``).
 
 A round is ``start`` -> chord(``map_shard`` per shard) -> ``reduce`` -> ``promote``; any
 failure calls ``on_round_error``, which records it and releases the lock. Every task may run
@@ -9,6 +10,7 @@ abandons and retries a round whose heartbeat stopped.
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import redis
@@ -22,11 +24,13 @@ from fedlearn.aggregate.heartbeat import beating
 from fedlearn.aggregate.mapper import map_shard as map_shard_step
 from fedlearn.aggregate.monthly import retrain_from_eventlog
 from fedlearn.config import Settings
+from fedlearn.evaluate.decisions import dashboard_estimate
 from fedlearn.jobs.app import (
     HEAL,
     MAP_SHARD,
     MONTHLY,
     ON_ERROR,
+    OPE_DASHBOARD,
     PROMOTE,
     REDUCE,
     START_ROUND,
@@ -152,9 +156,29 @@ def _heal_at_start(sender: Any, **_: Any) -> None:
 def monthly_retrain(self: StoreTask, eventlog: str | None = None) -> dict[str, Any]:
     """Retrain the base from the event log and start a new generation."""
     config = AggregationConfig.from_settings(self.settings)
-    folder = eventlog or config.monthly_eventlog_dir or str(self.settings.data_dir / "eventlog")
+    folder = eventlog or _eventlog_dir(self.settings)
     summary = retrain_from_eventlog(
         self.store, folder, shadow_events=config.shadow_events, shadow_margin=config.shadow_margin
     )
     summary.pop("base", None)
     return summary
+
+
+def _eventlog_dir(settings: Settings) -> str:
+    """The event log the trainers write (``FEDLEARN_MONTHLY_EVENTLOG_DIR``, else
+    ``DATA_DIR/eventlog``)."""
+    config = AggregationConfig.from_settings(settings)
+    return config.monthly_eventlog_dir or str(settings.data_dir / "eventlog")
+
+
+@app.task(base=StoreTask, bind=True, name=OPE_DASHBOARD, **_RETRY)
+def estimate_served_and_greedy(self: StoreTask) -> dict[str, Any]:
+    """Estimate the served policy's and greedy's top-slot click rate on the newest
+    ``ope_dashboard_last`` decisions of the event log and store it for the dashboard and
+    ``/metrics``. Takes no path: it reads the service's own log. Running it twice only
+    replaces the stored estimate with an equal one."""
+    result = dashboard_estimate(
+        _eventlog_dir(self.settings), last=self.settings.ope_dashboard_last, now=time.time()
+    )
+    self.store.ope.put(result)
+    return result

@@ -44,6 +44,7 @@ Key map (shard 3, user "42"):
 ``fl:{telemetry}:trainers``    sorted set owner -> time of its latest snapshot (ms)
 ``fl:{drift}:events``          drift events with the actions they caused (bounded stream)
 ``fl:{drift}:gate:<action>``   held while ``<action>`` may not run again (PX expiry)
+``fl:{ope}:served_greedy``     the latest served-vs-greedy estimate for the dashboard (JSON)
 =============================  =====================================================
 
 The trainers' snapshot keys share the tag ``{telemetry}``, so one MGET reads every snapshot on
@@ -322,3 +323,13 @@ def drift_events() -> str:
 def drift_gate(action: str) -> str:
     """Exists while ``action`` (``early_round``, ``retrain``) may not be taken again."""
     return f"{PREFIX}:{DRIFT_TAG}:gate:{action}"
+
+
+# --- off-policy estimates for the dashboard (one slot, tag {ope}) ------------------------------
+
+OPE_TAG = "{ope}"
+
+
+def ope_served_greedy() -> str:
+    """The latest estimate of the served policy's and greedy's click rate (JSON string)."""
+    return f"{PREFIX}:{OPE_TAG}:served_greedy"

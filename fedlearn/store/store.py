@@ -36,6 +36,7 @@ from fedlearn.store.errors import ShardCountError
 from fedlearn.store.items import Catalog
 from fedlearn.store.leases import Leases
 from fedlearn.store.members import Members
+from fedlearn.store.ope import OpeEstimates
 from fedlearn.store.predictions import Predictions
 from fedlearn.store.rounds import Rounds
 from fedlearn.store.scripts import Scripts
@@ -86,6 +87,7 @@ class Store:
         self.telemetry = Telemetry(client, n_shards, self.rounds, group=group)
         self.dead_letters = DeadLetters(client, n_shards)
         self.drift = DriftLog(client)
+        self.ope = OpeEstimates(client)
 
     @classmethod
     def from_url(cls, url: str, n_shards: int, **options: Any) -> Store:

@@ -91,6 +91,23 @@ class Metrics:
         self.shown_items.labels(policy).inc(shown)
         self.explored_items.labels(policy).inc(explored)
 
+    def ranking_counts(self) -> dict[str, dict[str, float]]:
+        """Items rank showed and explored, by policy kind: this process's counters, or every
+        worker's summed in multiprocess mode (as ``/metrics`` shows them)."""
+        if os.environ.get(MULTIPROC_ENV):
+            families = list(MultiProcessCollector(None).collect())
+        else:
+            families = [*self.shown_items.collect(), *self.explored_items.collect()]
+        fields = {"fedlearn_rank_shown_items_total": "shown",
+                  "fedlearn_rank_explored_items_total": "explored"}  # fmt: skip
+        counts: dict[str, dict[str, float]] = {}
+        for family in families:
+            for sample in family.samples:
+                if sample.name in fields:
+                    policy = counts.setdefault(sample.labels["policy"], {"shown": 0, "explored": 0})
+                    policy[fields[sample.name]] += sample.value
+        return counts
+
     def exposition(self) -> tuple[bytes, str]:
         """The text format of every metric (summed over workers in multiprocess mode)."""
         if os.environ.get(MULTIPROC_ENV):

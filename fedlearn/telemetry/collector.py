@@ -1,5 +1,5 @@
-"""Prometheus metrics read from the store at scrape time: per-shard stream state and the
-latest aggregation rounds.
+"""Prometheus metrics read from the store at scrape time: per-shard stream state, the
+latest aggregation rounds and the latest served-vs-greedy estimate.
 
 They describe shared state, not one process: read from Redis, they are right whichever trainer
 or Celery worker did the work, so the API's ``/metrics`` (and a Celery worker's) can serve them.
@@ -7,7 +7,7 @@ or Celery worker did the work, so the API's ``/metrics`` (and a Celery worker's)
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 import redis
@@ -16,6 +16,7 @@ from prometheus_client.registry import Collector
 
 from fedlearn.aggregate.round import RoundStatus
 from fedlearn.store.bases import BaseInfo
+from fedlearn.store.ope import OpeEstimates
 from fedlearn.store.telemetry import ShardStats, Telemetry
 from fedlearn.telemetry.dashboard import RoundRow, round_row
 
@@ -24,17 +25,25 @@ class StoreCollector(Collector):
     """Prometheus metrics read from the store at scrape time: per-shard stream state and the
     latest aggregation rounds. Register it on the registry that serves ``/metrics``.
 
-    ``shards``/``rounds`` pick what to read (a Celery worker needs only the rounds). A store
+    ``shards``/``rounds`` pick what to read (a Celery worker needs only the rounds); ``ope``,
+    when given, adds the dashboard's served-vs-greedy estimate. A store
     that does not answer yields no samples rather than failing the whole scrape.
     """
 
     def __init__(
-        self, telemetry: Telemetry, *, shards: bool = True, rounds: bool = True, recent: int = 50
+        self,
+        telemetry: Telemetry,
+        *,
+        shards: bool = True,
+        rounds: bool = True,
+        recent: int = 50,
+        ope: OpeEstimates | None = None,
     ) -> None:
         self.telemetry = telemetry
         self.shards = shards
         self.rounds = rounds
         self.recent = recent
+        self.ope = ope
 
     def describe(self) -> list[Any]:
         return []  # collected lazily: describing would read Redis at registration
@@ -48,6 +57,8 @@ class StoreCollector(Collector):
                     [round_row(r) for r in self.telemetry.recent_rounds(self.recent)],
                     *self.telemetry.base_tail(1),
                 )
+            if self.ope is not None:
+                yield from _ope_families(self.ope.latest())
         except redis.RedisError:
             return
 
@@ -149,3 +160,32 @@ def _round_families(
             published.add_metric([], created)
     yield version
     yield published
+
+
+def _ope_families(latest: Mapping[str, Any] | None) -> Iterator[GaugeMetricFamily]:
+    """The served policy's and greedy's estimated top-slot click rate (with the interval's
+    bounds), the decisions behind each, and when they were estimated; no samples before the
+    first estimate, none for a policy the log cannot estimate."""
+    ratio = GaugeMetricFamily(
+        "fedlearn_ope_click_ratio",
+        "Estimated top-slot click rate on the newest logged decisions, by policy (served, "
+        "greedy) and bound (estimate, low, high of the 95 % interval)",
+        labels=["policy", "bound"],
+    )
+    decisions = GaugeMetricFamily(
+        "fedlearn_ope_decisions", "Top-slot decisions behind the estimate", labels=["policy"]
+    )
+    computed = GaugeMetricFamily(
+        "fedlearn_ope_computed_timestamp_seconds", "When the estimate was computed (unix time)"
+    )
+    if latest:
+        computed.add_metric([], float(latest["computed_at"]))
+        for policy in ("served", "greedy"):
+            figure = latest.get(policy)
+            if not figure:
+                continue
+            decisions.add_metric([policy], float(figure["n"]))
+            for bound, key in (("estimate", "value"), ("low", "low"), ("high", "high")):
+                if figure.get(key) is not None:
+                    ratio.add_metric([policy, bound], float(figure[key]))
+    yield from (ratio, decisions, computed)

@@ -18,6 +18,7 @@ from pydantic import BaseModel, Field
 
 from fedlearn.store.bases import BaseInfo
 from fedlearn.store.drift import DriftLog
+from fedlearn.store.ope import OpeEstimates
 from fedlearn.store.telemetry import ShardStats, Telemetry
 from fedlearn.telemetry.summary import summarize
 
@@ -151,6 +152,32 @@ class DriftRow(BaseModel):
     actions: dict[str, Any] = Field(description="what was done about it (early_round, retrain)")
 
 
+class OpeFigure(BaseModel):
+    value: float | None = Field(description="the estimated top-slot click rate")
+    low: float | None = Field(description="its 95 % interval, clustered by user")
+    high: float | None
+    n: int = Field(description="top-slot decisions behind it")
+    users: int
+    ess: float | None = Field(description="effective sample size of the weights")
+
+
+class OffPolicy(BaseModel):
+    computed_at: float = Field(description="when the beat task estimated it (unix time)")
+    last: int = Field(description="the newest top-slot events it read (at most)")
+    served: OpeFigure | None = Field(description="the served policy's own click rate")
+    greedy: OpeFigure | None = Field(
+        description="greedy's SNIPS estimate (None: the logged policies do not tell)"
+    )
+    error: str | None = Field(description="why there is no estimate yet")
+
+
+class ExplorationRow(BaseModel):
+    policy: str = Field(description="the exploration policy kind rank followed")
+    shown: float = Field(description="items rank put in a slot (this API's processes)")
+    explored: float = Field(description="of those, picked while a better-scored one was left")
+    rate: float | None = Field(description="explored / shown")
+
+
 class DashboardData(BaseModel):
     at: float
     n_shards: int
@@ -165,6 +192,12 @@ class DashboardData(BaseModel):
     # Dataclasses themselves: pydantic validates them and puts their schema in the OpenAPI.
     rounds: list[RoundRow] = Field(description="the latest rounds, newest first")
     drift: list[DriftRow] = Field(default=[], description="the latest drift events, newest first")
+    off_policy: OffPolicy | None = Field(
+        default=None, description="served vs greedy, estimated on the event log (None: not yet)"
+    )
+    exploration: list[ExplorationRow] = Field(
+        default=[], description="rank's exploration rate by policy, since the API started"
+    )
 
 
 def version_row(info: BaseInfo, current: str | None) -> dict[str, Any]:
@@ -198,8 +231,11 @@ def dashboard_data(
     versions: int = 100,
     drift: DriftLog | None = None,
     drift_events: int = 50,
+    ope: OpeEstimates | None = None,
+    ranked: Mapping[str, Mapping[str, float]] | None = None,
 ) -> dict[str, Any]:
-    """Everything the dashboard shows, read from the store now."""
+    """Everything the dashboard shows, read from the store now; ``ranked``: items shown and
+    explored by policy kind (the API's counters, ``Metrics.ranking_counts``)."""
     now = time.time()
     merged = summarize(telemetry.snapshots(), now=now)
     current, tail = telemetry.base_tail(versions)
@@ -219,4 +255,13 @@ def dashboard_data(
         "bases": {"current": current, "versions": [version_row(i, current) for i in tail]},
         "rounds": [round_row(r).to_json() for r in telemetry.recent_rounds(rounds)],
         "drift": [e.to_json() for e in drift.latest(limit=drift_events)] if drift else [],
+        "off_policy": ope.latest() if ope else None,
+        "exploration": [exploration_row(policy, c) for policy, c in sorted((ranked or {}).items())],
     }
+
+
+def exploration_row(policy: str, counts: Mapping[str, float]) -> dict[str, Any]:
+    """How often rank explored under ``policy``: the share of shown items it explored."""
+    shown, explored = counts.get("shown", 0.0), counts.get("explored", 0.0)
+    rate = explored / shown if shown > 0 else None
+    return {"policy": policy, "shown": shown, "explored": explored, "rate": rate}

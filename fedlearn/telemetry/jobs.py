@@ -37,7 +37,7 @@ MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 def registry_for(store: Store) -> CollectorRegistry:
     """The registry a worker serves: rounds from ``store``, this process, pool samples."""
     registry = CollectorRegistry()
-    registry.register(StoreCollector(store.telemetry, shards=False, rounds=True))
+    registry.register(StoreCollector(store.telemetry, shards=False, rounds=True, ope=store.ope))
     ProcessCollector(registry=registry)
     if os.environ.get(MULTIPROC_ENV):
         MultiProcessCollector(registry)

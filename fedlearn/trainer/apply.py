@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from fedlearn.data.eventlog import SHOWN_KEYS
+from fedlearn.data.eventlog import CANDIDATES, SHOWN_KEYS
 from fedlearn.model import Base, Delta, event_features
 from fedlearn.model.batch import learn_many_shadow
 from fedlearn.model.delta import DEFAULT_MAX_ROWS, rebase
@@ -140,13 +140,17 @@ def features_of(
 
 def shown_with(event: Mapping[str, Any], prediction_shown: PredictionShown) -> dict[str, Any]:
     """The policy, slot and propensity the event's item was shown with: the server's record
-    when the event names a ranking that recorded them, else what the client sent, if any."""
-    source: Mapping[str, Any] = event
+    when the event names a ranking that recorded them, else what the client sent, if any;
+    with the ranking's candidates when the record has them (its slot-0 item's). Candidates
+    come only from the server's record: a client's list would be features nobody scored."""
     if event.get("prediction_id"):
         recorded = prediction_shown(event["prediction_id"], event["item"])
         if recorded is not None and recorded.get("propensity") is not None:
-            source = recorded
-    return {key: source[key] for key in SHOWN_KEYS if source.get(key) is not None}
+            shown = {key: recorded[key] for key in SHOWN_KEYS if recorded.get(key) is not None}
+            if recorded.get(CANDIDATES):
+                shown[CANDIDATES] = recorded[CANDIDATES]
+            return shown
+    return {key: event[key] for key in SHOWN_KEYS if event.get(key) is not None}
 
 
 def learn_clones(

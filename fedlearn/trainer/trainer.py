@@ -33,7 +33,7 @@ import numpy as np
 import redis
 
 from fedlearn.config import setting_default
-from fedlearn.data.eventlog import render_applied
+from fedlearn.data.eventlog import CANDIDATES, render_applied
 from fedlearn.model import Base, Delta
 from fedlearn.model.errors import ModelFormatError
 from fedlearn.model.gating import Gate, GateSettings
@@ -470,7 +470,10 @@ class Trainer:
         self, shard: int, batch: Batch
     ) -> dict[tuple[str, str], dict[str, Any]]:
         """What the rank call recorded of each (prediction_id, item) the batch names: the
-        features, score, slot and propensity, and the ranking's policy."""
+        features, score, slot and propensity, and the ranking's policy; the item shown in
+        slot 0 also gets the ranking's candidates (``[{"item", "features"}]`` in the record's
+        order), which its event-log line carries for off-policy evaluation (only slot 0's:
+        the estimand is the top slot's, and the log stays small)."""
         ids = [  # (id, user): a record is found only for its own user's events
             (e.event["prediction_id"], e.event["user"])
             for e in batch.entries
@@ -480,9 +483,14 @@ class Trainer:
             return {}
         found = {}
         for pid, record in self.store.predictions.get_predictions(shard, ids).items():
-            for item, scored in (record.get("items") or {}).items():
+            items = record.get("items") or {}
+            for item, scored in items.items():
                 scored["policy"] = record.get("policy")  # a fresh decode: no copy needed
                 found[(pid, item)] = scored
+                if scored.get("slot") == 0:
+                    scored[CANDIDATES] = [
+                        {"item": other, "features": of["features"]} for other, of in items.items()
+                    ]
         return found
 
     def _evict(self, state: _Shard) -> None:

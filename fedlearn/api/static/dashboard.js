@@ -193,6 +193,36 @@
     return parts.length ? parts.join("; ") : "none";
   }
 
+  const percent = (x) => (x === null || x === undefined ? "–" : `${num(100 * x, 1)} %`);
+
+  /** The exploration tile and table: the share of shown items rank explored, all policies. */
+  function drawExploration(rows) {
+    const shown = rows.reduce((sum, r) => sum + r.shown, 0);
+    const explored = rows.reduce((sum, r) => sum + r.explored, 0);
+    $("kpi-explore").textContent = shown ? `${percent(explored / shown)} of ${num(shown)}` : "–";
+    fillTable("exploration", rows, (r) => [
+      cell(r.policy), cell(num(r.shown), "num"), cell(num(r.explored), "num"), cell(percent(r.rate), "num"),
+    ]);
+  }
+
+  /** The served-vs-greedy tile and table, as the beat task last estimated them. */
+  function drawOffPolicy(ope) {
+    const rate = (e) => (e && e.value !== null ? num(e.value, 3) : "–");
+    const figures = ope ? [["served", ope.served], ["greedy", ope.greedy]] : [];
+    $("kpi-ope").textContent = ope && !ope.error ? `${rate(ope.served)} / ${rate(ope.greedy)}` : "–";
+    fillTable("ope", figures.filter(([, e]) => e), ([name, e]) => [
+      cell(name), cell(rate(e), "num"),
+      cell(e.low === null || e.high === null ? "–" : `${num(e.low, 3)} – ${num(e.high, 3)}`, "num"),
+      cell(num(e.n), "num"), cell(num(e.users), "num"),
+    ]);
+    $("ope-note").textContent = !ope
+      ? "not estimated yet (the beat task runs every FEDLEARN_OPE_DASHBOARD_EVERY_S)"
+      : ope.error
+        ? `no estimate: ${ope.error}`
+        : `estimated at ${clock(ope.computed_at)} on the newest ${num(ope.last)} top-slot events` +
+          (ope.greedy ? "" : "; greedy: the logged policies do not tell what it would have shown");
+  }
+
   function drawNumbers(data) {
     const p = data.progressive.all || {};
     const auc = (m) => (p[m] && p[m].auc !== null ? num(p[m].auc, 3) : "–");
@@ -202,6 +232,8 @@
     $("kpi-auc").textContent = `${auc("clone")} / ${auc("base")}`;
     $("kpi-gate").textContent = `${num(data.totals.served_base)} of ${num(data.totals.cached_users)}`;
     $("kpi-base").textContent = data.bases.current ?? "none";
+    drawExploration(data.exploration || []);
+    drawOffPolicy(data.off_policy ?? null);
     fillTable("rounds", data.rounds, (r) => [
       cell(r.id), cell(r.status, `status-${r.status}`), cell(r.trigger), cell(clock(r.finished_at)),
       cell(seconds(r.duration_s), "num"), cell(num(r.users), "num"), cell(num(r.events), "num"),
