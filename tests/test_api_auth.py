@@ -40,12 +40,6 @@ def store(redis_url: str) -> Iterator[Store]:
         yield s
 
 
-@pytest.fixture
-def url(settings: Settings, store: Store) -> Iterator[str]:
-    with ThreadedServer(create_app(settings, store)) as server:
-        yield server.url
-
-
 HTTP = urllib3.PoolManager(retries=False, timeout=30.0)
 
 

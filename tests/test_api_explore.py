@@ -17,8 +17,6 @@ import pytest
 import urllib3
 from click.testing import CliRunner
 
-from fedlearn.api import create_app
-from fedlearn.api.server import ThreadedServer
 from fedlearn.cli import main
 from fedlearn.config import Settings, load_settings
 from fedlearn.data.eventlog import read_log
@@ -51,12 +49,6 @@ def store(redis_url: str) -> Iterator[Store]:
         s.bases.put_base("v1", BASE.to_bytes(), {"generation": 0})
         s.bases.set_current("v1")
         yield s
-
-
-@pytest.fixture
-def url(settings: Settings, store: Store) -> Iterator[str]:
-    with ThreadedServer(create_app(settings, store)) as server:
-        yield server.url
 
 
 def post(url: str, path: str, body: Any) -> urllib3.BaseHTTPResponse:

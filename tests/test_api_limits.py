@@ -44,12 +44,6 @@ def store(redis_url: str, settings: Settings) -> Iterator[Store]:
         yield s
 
 
-@pytest.fixture
-def url(settings: Settings, store: Store) -> Iterator[str]:
-    with ThreadedServer(create_app(settings, store)) as server:
-        yield server.url
-
-
 def post(url: str, path: str, json: Any = None, body: bytes | None = None):
     data = orjson.dumps(json) if json is not None else body
     return HTTP.request("POST", url + path, body=data, headers={"Content-Type": "application/json"})

@@ -12,8 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from fedlearn.api import create_app, issue_token
-from fedlearn.api.server import ThreadedServer
+from fedlearn.api import issue_token
 from fedlearn.config import Settings, load_settings
 from fedlearn.data.eventlog import read_log
 from fedlearn.model import Base
@@ -43,12 +42,6 @@ def store(redis_url: str) -> Iterator[Store]:
         s.bases.put_base(BASE.version, BASE.to_bytes(), {"generation": 0})
         s.bases.set_current(BASE.version)
         yield s
-
-
-@pytest.fixture
-def url(settings: Settings, store: Store) -> Iterator[str]:
-    with ThreadedServer(create_app(settings, store)) as server:
-        yield server.url
 
 
 def as_user(url: str, settings: Settings, user: str) -> Api:
