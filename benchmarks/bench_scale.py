@@ -203,7 +203,7 @@ def inline_round(store: Store, config: AggregationConfig, promote_shards: int) -
 
 def one_size(
     store: Store, app: Any, workers: dict[str, Any], n_users: int, n_items: int, log: Path,
-    per_user: float, max_bytes: float,
+    per_user: float, max_bytes: float, celery_max_users: int,
 ) -> dict[str, Any]:  # fmt: skip
     """Fill, then the Celery round (if a whole round fits in ``max_bytes`` of Redis at
     ``per_user`` bytes each) and the inline round (its promotion on as many shards as fit)."""
@@ -214,7 +214,9 @@ def one_size(
         shadow_events=SHADOW_EVENTS,
     )  # fmt: skip
     fits = int(N_SHARDS * (max_bytes - redis_figures(store)["memory"]) / (n_users * per_user))
-    if fits >= N_SHARDS:
+    if n_users > celery_max_users:
+        print(f"{n_users:,} users: no Celery round (--celery-max-users)", flush=True)
+    elif fits >= N_SHARDS:
         row.update(celery_round(store, app, workers, config))
         reset(store, row["celery_version"])
     else:
@@ -262,8 +264,13 @@ def rounds_table(rows: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
-def run_rounds(sizes: list[int], n_items: int, max_redis_gb: float, folder: Path) -> list[dict]:
-    rows: list[dict[str, Any]] = []
+def run_rounds(
+    sizes: list[int], n_items: int, max_redis_gb: float, folder: Path, out: dict[str, Any],
+    save: Path | None, celery_max_users: int,
+) -> None:  # fmt: skip
+    """Each size in turn into ``out["rounds"]``, saved to ``save`` after each one (a run
+    stopped during a long size keeps the sizes before it)."""
+    rows: list[dict[str, Any]] = out.setdefault("rounds", [])
     with (
         EmbeddedRedis(folder / "redis", appendfsync="no") as server,
         celery_workers(server.url, folder / "data", folder, WORKER_ENV) as (workers, app),
@@ -273,24 +280,34 @@ def run_rounds(sizes: list[int], n_items: int, max_redis_gb: float, folder: Path
         log = write_shadow_log(folder / "eventlog", n_items, np.random.default_rng(7))
         print(orjson.dumps({"base": base_costs(n_items, store)}).decode(), flush=True)
         extra = 25_000.0  # bytes a round adds per participant, until a size measured it
-        for n in sorted(sizes):
-            row = one_size(store, app, workers, n, n_items, log, extra, max_redis_gb * 2**30)
+        for n in sizes:
+            row = one_size(store, app, workers, n, n_items, log, extra, max_redis_gb * 2**30,
+                           celery_max_users)  # fmt: skip
             extra = round_extra_bytes(row)
             rows.append(row)
             print(rounds_table([row]).splitlines()[-1], flush=True)
-    return rows
+            if save:
+                save.write_bytes(orjson.dumps(out, option=orjson.OPT_INDENT_2))
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--users", default="100000,300000,1000000", help="round sizes")
+    parser.add_argument("--users", default="100000,300000,1000000", help="sizes, in this order")
     parser.add_argument("--items", type=int, default=1_000_000, help="item rows of the base")
     parser.add_argument("--quick", action="store_true", help="2k / 5k users, 20k items")
     parser.add_argument("--skip-units", action="store_true", help="rounds only")
     parser.add_argument("--unit-requests", type=int, default=4000, help="ingest requests")
     parser.add_argument("--max-redis-gb", type=float, default=10.0)
+    parser.add_argument("--skip-rounds", action="store_true", help="unit costs only")
+    parser.add_argument("--celery-max-users", type=int, default=10**9,
+                        help="larger sizes run the inline round only (time)")  # fmt: skip
     parser.add_argument("--json", type=Path, help="write every figure here too")
+    parser.add_argument("--plan-from", type=Path, nargs="+", help="measure nothing: print the "
+                        "tables and plan from these --json files (units: the median)")  # fmt: skip
     args = parser.parse_args()
+    if args.plan_from:
+        print_from(args.plan_from)
+        return
     # a SIGTERM unwinds like Ctrl-C: the workers and Redis stop, the temporary folder goes
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     sizes = [int(s) for s in args.users.split(",")]
@@ -309,15 +326,36 @@ def main() -> None:
                 )  # fmt: skip
             out["units"]["load"] = os.getloadavg()
             print(orjson.dumps({"units": out["units"]}, option=orjson.OPT_INDENT_2).decode())
-        out["rounds"] = run_rounds(sizes, n_items, args.max_redis_gb, folder)
-    print(rounds_table(out["rounds"]))
-    if len(out["rounds"]) >= 2:
-        out["fit"] = fit_lines(out["rounds"])
-        print(plan_tables(out.get("units"), out["fit"], out["rounds"]))
+        if not args.skip_rounds:
+            run_rounds(sizes, n_items, args.max_redis_gb, folder, out, args.json,
+                       args.celery_max_users)  # fmt: skip
     out["load_end"] = os.getloadavg()
     print(f"load average at end: {out['load_end']}")
     if args.json:
         args.json.write_bytes(orjson.dumps(out, option=orjson.OPT_INDENT_2))
+    report(out.get("units"), out.get("rounds", []))
+
+
+def report(units: dict[str, Any] | None, rows: list[dict[str, Any]]) -> None:
+    print(rounds_table(rows))
+    if len(rows) >= 2:
+        print(plan_tables(units, fit_lines(rows), rows))
+
+
+def print_from(files: list[Path]) -> None:
+    """The tables and the plan from earlier runs' ``--json`` files: every round row, and
+    the median of each unit cost over the runs that measured them."""
+    runs = [orjson.loads(f.read_bytes()) for f in files]
+    measured = [run["units"] for run in runs if "units" in run]
+    units = None
+    if measured:
+        units = {k: float(np.median([u[k] for u in measured])) for k in measured[0]
+                 if isinstance(measured[0][k], int | float)}  # fmt: skip
+        for name in ("api_cpu_us_per_event", "trainer_cpu_us_per_event"):
+            runs_of = ", ".join(f"{u[name]:.0f} (load {u['load'][0]:.1f})" for u in measured)
+            print(f"{name}: median {units[name]:.0f}; runs: {runs_of}")
+    rows = sorted((r for run in runs for r in run.get("rounds", [])), key=lambda r: r["users"])
+    report(units, rows)
 
 
 if __name__ == "__main__":
