@@ -38,7 +38,7 @@ from typing import Any
 import numpy as np
 import orjson
 from bench_round import PeakRss, celery_workers
-from scale_plan import fit_lines, plan_tables
+from scale_plan import ITEMS, fit_lines, plan_tables
 from scale_units import base_costs, ingest_and_apply, redis_figures, since, tree_cpu
 
 from fedlearn.aggregate.config import AggregationConfig
@@ -339,7 +339,10 @@ def main() -> None:
 def report(units: dict[str, Any] | None, rows: list[dict[str, Any]]) -> None:
     print(rounds_table(rows))
     if len(rows) >= 2:
-        print(plan_tables(units, fit_lines(rows), rows))
+        # the plan's base: its size is the format's arithmetic, the same on every machine
+        names = [f"item={i}" for i in range(ITEMS)] + [f"hour={h}" for h in range(24)]
+        base_bytes = len(Base.fresh(names, K, version="plan").to_bytes())
+        print(plan_tables(units, fit_lines(rows), rows, base_bytes=base_bytes))
 
 
 def print_from(files: list[Path]) -> None:

@@ -72,13 +72,25 @@ def _round_plan(fit: dict[str, dict[str, float]], users: float, workers: int) ->
     return out
 
 
+def state_bytes(units: dict[str, Any]) -> float:
+    """A user's lasting Redis bytes: the delta record a trainer wrote after a day's 50 events,
+    and its snapshot (the same blob, in the shard's snapshot hash). The synthetic deltas of
+    the rounds are smaller (20..50 rows), so their rebase entries and notes, measured per
+    participant, are a lower bound for such users."""
+    return units["delta_redis_bytes_per_user"] + units["delta_blob_bytes_per_user"]
+
+
 def per_user(rows: list[dict[str, Any]]) -> dict[str, float]:
     """The per-user byte figures, as the median over the sizes measured."""
     return {name: float(np.median([r[name] for r in rows])) for name in PER_USER}
 
 
 def plan_tables(
-    units: dict[str, Any] | None, fit: dict[str, dict[str, float]], rows: list[dict[str, Any]]
+    units: dict[str, Any] | None,
+    fit: dict[str, dict[str, float]],
+    rows: list[dict[str, Any]],
+    *,
+    base_bytes: int = 0,
 ) -> str:
     """The fitted lines, the plan for the scenario above, and what saturates first."""
     text = ["Fitted (y = a + b * users, least squares over the sizes measured; CPU in s, "
@@ -104,12 +116,12 @@ def plan_tables(
     redis_event_us = units["redis_ingest_cpu_us_per_event"] + units["redis_apply_cpu_us_per_event"]
     redis_cores = peak * redis_event_us / 1e6 + rnd["redis_cpu_s"] / ROUND_EVERY_S
     gb = {
-        "deltas and snapshots": DAILY_USERS * (b["redis_bytes_per_user"]
-                                               + b["snapshot_bytes_per_user"]),
+        "deltas and snapshots": DAILY_USERS * state_bytes(units),
         "rebase notes (7 days)": DAILY_USERS * NOTES_TTL_DAYS * b["rebase_note_bytes_per_user"],
         "one round's rebase entries": PEAK_HOUR_USERS * b["rebase_entry_bytes_per_user"],
         "event ids (dedupe, 24 h)": per_day * DEDUPE_WINDOW_S / 86400
         * units["dedupe_bytes_per_event"],
+        "a day of base versions (never pruned)": 86400 / ROUND_EVERY_S * base_bytes,
     }  # fmt: skip
     gb = {k: v / 2**30 for k, v in gb.items()}
     memory_gb = sum(gb.values())
@@ -137,8 +149,8 @@ def plan_tables(
         f"{math.ceil(redis_cores / UTILIZATION)} nodes by CPU |",
         f"| Redis memory | {memory_gb:,.0f} GB: "
         + ", ".join(f"{k} {v:,.0f}" for k, v in gb.items())
-        + f" | {b['redis_bytes_per_user']:,.0f} + {b['snapshot_bytes_per_user']:,.0f} B per "
-        f"user; note {b['rebase_note_bytes_per_user']:,.0f} B and entry "
+        + f" | {state_bytes(units):,.0f} B per user (delta record and snapshot); note"
+        f" {b['rebase_note_bytes_per_user']:,.0f} B and entry "
         f"{b['rebase_entry_bytes_per_user']:,.0f} B per participant; "
         f"{units['dedupe_bytes_per_event']:.0f} B per event id | "
         f"{math.ceil(memory_gb / REDIS_NODE_GB)} nodes of {REDIS_NODE_GB:.0f} GB |",
@@ -163,7 +175,7 @@ def ceilings(units: dict[str, Any], fit: dict[str, dict[str, float]], b: dict[st
     first."""
     peak_per_user = EVENTS_PER_USER_DAY * PEAK_FACTOR / 86400  # events/s per daily user
     redis_us = units["redis_ingest_cpu_us_per_event"] + units["redis_apply_cpu_us_per_event"]
-    memory_per_user = (b["redis_bytes_per_user"] + b["snapshot_bytes_per_user"]
+    memory_per_user = (state_bytes(units)
                        + NOTES_TTL_DAYS * b["rebase_note_bytes_per_user"]
                        + EVENTS_PER_USER_DAY * units["dedupe_bytes_per_event"]
                        + PEAK_FACTOR / 24 * b["rebase_entry_bytes_per_user"])  # fmt: skip

@@ -25,6 +25,8 @@ UNITS = {
     "body_bytes_per_event": 150.0,
     "net_in_bytes_per_event": 200.0,
     "net_apply_bytes_per_event": 600.0,
+    "delta_redis_bytes_per_user": 3000.0,
+    "delta_blob_bytes_per_user": 2000.0,
 }
 
 
@@ -54,6 +56,8 @@ def test_the_plan_is_the_unit_costs_times_the_peak_rate() -> None:
     assert "| trainers | 1.7 cores | 30 us per event | 3 trainer processes" in text
     # a round of 4,166,660 users: promote alone 3 + 2e-4 x 4,166,660 = 836 s
     assert "promote 836 s" in text
+    # 10M x 5,000 B of deltas and snapshots = 46.6 GiB; notes 10M x 7 days x 1,000 B = 65 GiB
+    assert "deltas and snapshots 47, rebase notes (7 days) 65," in text
 
 
 @pytest.mark.timeout(600)
