@@ -248,7 +248,7 @@ def rounds_table(rows: list[dict[str, Any]]) -> str:
         celery = (
             f"{r['celery_round_s']:.1f} / {r['celery_map_s_max']:.1f} / "
             f"{r['celery_reduce_s']:.1f} / {r['celery_promote_s']:.1f}"
-            if "celery_round_s" in r else "not run (memory)"
+            if "celery_round_s" in r else "not run"
         )  # fmt: skip
         lines.append(
             f"| {r['users']:,} | {r['items']:,} | {r['fill_s']:.0f} | {celery} | "
