@@ -45,13 +45,15 @@ BATCH = 50
 VERSION = "bench-api"
 
 
-def publish(store: Store) -> None:
-    """A base over the catalog's items, genres and hours, and the catalog itself."""
+def publish(store: Store, *, current: bool = True) -> None:
+    """A base over the catalog's items, genres and hours, and the catalog itself; the base
+    is made current unless ``current`` is False (a trainer then waits for it)."""
     genres = [f"genre=g{g}" for g in range(8)]
     hours = [f"hour={h}" for h in range(24)]
     base = Base.fresh([f"item=i{i}" for i in range(N_ITEMS)] + genres + hours, 10, version=VERSION)
     store.bases.put_base(base.version, base.to_bytes(), {"generation": 0})
-    store.bases.set_current(base.version)
+    if current:
+        store.bases.set_current(base.version)
     Catalog(store.client).put_items(
         {f"i{i}": {"title": f"film {i}", "features": {genres[i % 8]: 1.0}} for i in range(N_ITEMS)}
     )

@@ -13,6 +13,7 @@ during the round (sampled every 20 ms with psutil) and Redis's memory before and
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import platform
 import subprocess
@@ -20,6 +21,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -65,9 +67,11 @@ class PeakRss(threading.Thread):
         return self.peak
 
 
-def start_workers(url: str, data_dir: Path, log_dir: Path) -> dict[str, subprocess.Popen[bytes]]:
+def start_workers(
+    url: str, data_dir: Path, log_dir: Path, extra_env: dict[str, str] | None = None
+) -> dict[str, subprocess.Popen[bytes]]:
     env = {**os.environ, "REDIS_URL": url, "FEDLEARN_N_SHARDS": str(N_SHARDS),
-           "FEDLEARN_DATA_DIR": str(data_dir)}  # fmt: skip
+           "FEDLEARN_DATA_DIR": str(data_dir), **(extra_env or {})}  # fmt: skip
     procs = {}
     for name in ("w1", "w2"):
         with (log_dir / f"{name}.log").open("wb") as out:
@@ -78,6 +82,25 @@ def start_workers(url: str, data_dir: Path, log_dir: Path) -> dict[str, subproce
                 cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT,
             )  # fmt: skip
     return procs
+
+
+@contextlib.contextmanager
+def celery_workers(
+    url: str, data_dir: Path, log_dir: Path, extra_env: dict[str, str] | None = None
+) -> Iterator[tuple[dict[str, subprocess.Popen[bytes]], Any]]:
+    """The two workers (``start_workers``), answering pings, and a Celery app to send them
+    tasks; both workers are stopped on the way out."""
+    workers = start_workers(url, data_dir, log_dir, extra_env)
+    try:
+        app = make_celery(load_settings(redis_url=url, n_shards=N_SHARDS))
+        while len(app.control.ping(timeout=0.5) or []) < 2:
+            pass
+        yield workers, app
+    finally:
+        for proc in workers.values():
+            proc.terminate()
+        for proc in workers.values():
+            proc.wait(60)
 
 
 def one_size(
@@ -226,25 +249,18 @@ def main() -> None:
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
-        with EmbeddedRedis(folder / "redis", appendfsync="no") as server:
-            workers = start_workers(server.url, folder / "data", folder)
-            app = make_celery(load_settings(redis_url=server.url, n_shards=N_SHARDS))
-            try:
-                while len(app.control.ping(timeout=0.5) or []) < 2:
-                    pass
-                store = Store.from_url(server.url, N_SHARDS)
-                # no background AOF rewrite (a fork of a 500 MB Redis) in the middle of a round
-                store.client.config_set("auto-aof-rewrite-percentage", 0)
-                for strategy in strategies:
-                    for n in sizes:
-                        row = one_size(store, app, workers, n, strategy, n, args.repeats)
-                        rows.append(row)
-                        print(table([row]).splitlines()[-1], flush=True)
-            finally:
-                for proc in workers.values():
-                    proc.terminate()
-                for proc in workers.values():
-                    proc.wait(60)
+        with (
+            EmbeddedRedis(folder / "redis", appendfsync="no") as server,
+            celery_workers(server.url, folder / "data", folder) as (workers, app),
+        ):
+            store = Store.from_url(server.url, N_SHARDS)
+            # no background AOF rewrite (a fork of a 500 MB Redis) in the middle of a round
+            store.client.config_set("auto-aof-rewrite-percentage", 0)
+            for strategy in strategies:
+                for n in sizes:
+                    row = one_size(store, app, workers, n, strategy, n, args.repeats)
+                    rows.append(row)
+                    print(table([row]).splitlines()[-1], flush=True)
     out = table(rows)
     print(out)
     if args.no_write:
