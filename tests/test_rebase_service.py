@@ -99,13 +99,18 @@ def test_a_user_alone_on_a_row_does_not_get_it_twice_and_the_api_agrees_before_t
     np.testing.assert_allclose(
         _clone_row(new, served, ALONE), _clone_row(base, before["alice"], ALONE), atol=1e-6
     )
+    version = new.version
+    noted = sum(store.client.hlen(keys.rebase_notes(s, version)) for s in store.shards)
+    assert noted == len(users)  # one note per participant, for the API until the trainer
     _train(store, trainer)
+    # Past their entries, the notes were dropped by the trainer (not left to their TTL)...
+    assert sum(store.client.hlen(keys.rebase_notes(s, version)) for s in store.shards) == 0
     after = stored_deltas(store, users)
     assert ALONE not in after["alice"].index  # the row became zero: dropped
     np.testing.assert_allclose(
         _clone_row(new, after["alice"], ALONE), _clone_row(base, before["alice"], ALONE), atol=1e-6
     )
-    for user in users:  # what the API served on the fly is what the trainer then stored
+    for user in users:  # ...and the API serves what the trainer stored, with no note left
         names = sorted(after[user].names)
         served = load_clone(store, BaseCache(store), user, gating=GateSettings()).delta
         assert sorted(served.names) == names

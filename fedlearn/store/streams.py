@@ -208,6 +208,20 @@ class Streams:
                 out.append((version, StreamId.parse(before), share))
         return out
 
+    def drop_rebase_notes(self, shard: int, notes: Sequence[tuple[str, str]]) -> None:
+        """Delete the notes of (version, user) pairs whose rebase entry the shard's trainer has
+        committed past: the API and the map step read a note only while the user's
+        ``last_event`` is before its entry, so it is dead weight from then on (without this,
+        notes kept for their TTL were most of Redis' memory in docs/SCALE.md's plan)."""
+        keys.check_shard(shard, self.n_shards)
+        by_version: dict[str, list[str]] = {}
+        for version, user in notes:
+            by_version.setdefault(version, []).append(user)
+        pipe = self._r.pipeline(transaction=False)
+        for version, users in by_version.items():
+            pipe.hdel(keys.rebase_notes(shard, version), *users)
+        pipe.execute()
+
     def length(self, shard: int) -> int:
         """Entries in the stream: unread, pending and acknowledged-but-not-yet-trimmed."""
         keys.check_shard(shard, self.n_shards)

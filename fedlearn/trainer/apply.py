@@ -68,6 +68,9 @@ class AppliedBatch:
     skipped: int = 0
     forgotten: int = 0
     rebased: int = 0
+    # (version, user) of every rebase entry the batch passed: once committed, the user's
+    # last_event is past the entry, so its note is read by nobody (Streams.drop_rebase_notes).
+    rebase_notes: list[tuple[str, str]] = field(default_factory=list)
     reset: list[str] = field(default_factory=list)  # users whose clone went non-finite
     labels: np.ndarray = field(default_factory=lambda: np.zeros(0))
     predictions: np.ndarray = field(default_factory=lambda: np.zeros(0))
@@ -208,6 +211,8 @@ def apply_batch(
         state = states[user]
         ms, _, seq = entry.id.partition("-")  # an id Redis gave: no need to validate it
         sid = StreamId(int(ms), int(seq))
+        if event.get("type") == REBASE:  # applied, skipped or erased: its note is done with
+            out.rebase_notes.append((str(event.get("base")), user))
         if sid <= state.last_event:
             out.skipped += 1
             continue

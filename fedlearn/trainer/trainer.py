@@ -410,6 +410,8 @@ class Trainer:
             state.recovering = True
             return 0
         state.dead.clear()
+        if result.rebase_notes:
+            self._drop_rebase_notes(shard, result.rebase_notes)
         for letter in dead:
             log.warning("shard %d: dead-lettered %s", shard, letter.describe())
             metrics.DEAD_LETTERS.labels(reason=letter.kind).inc()
@@ -492,6 +494,15 @@ class Trainer:
                         {"item": other, "features": of["features"]} for other, of in items.items()
                     ]
         return found
+
+    def _drop_rebase_notes(self, shard: int, notes: list[tuple[str, str]]) -> None:
+        """Delete the rebase notes the committed batch passed. Best effort: a note left behind
+        is never read again (the user's last_event is past its entry) and expires with its
+        TTL, so an error here is not the batch's."""
+        try:
+            self.store.streams.drop_rebase_notes(shard, notes)
+        except redis.RedisError as exc:
+            log.debug("shard %d: rebase notes left to expire (%s)", shard, exc)
 
     def _evict(self, state: _Shard) -> None:
         while len(state.users) > self.config.max_cached_users:
