@@ -28,6 +28,7 @@ clone after the round and the rebase equals the clone before it on that row.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 
@@ -59,6 +60,13 @@ class ShareTable:
     @property
     def weighted(self) -> bool:
         return self.scale is not None
+
+    @cached_property
+    def position(self) -> dict[str, int]:
+        """Each row's position by name, built once per table: the promotion asks for every
+        chunk of users, and rebuilding it each time made its cost grow with the rows a round
+        stepped (docs/SCALE.md)."""
+        return {name: i for i, name in enumerate(self.names)}
 
     _ARRAYS = ("scale", "lo", "hi", "frac_lo", "frac_hi", "kept")
 
@@ -147,7 +155,7 @@ def user_shares(changes: Changes, table_names: list[str], shares: ShareTable) ->
     """Each contributor's share of the step, as a delta (key: position in the caller's list,
     as ``changes.index``). ``table_names`` numbers ``changes.row``."""
     k = changes.v.shape[1] if changes.v.ndim == 2 else 0
-    where = {name: i for i, name in enumerate(shares.names)}
+    where = shares.position
     target = np.fromiter((where.get(table_names[r], -1) for r in changes.row), np.int64)
     mine = target >= 0
     t = target[mine]
@@ -166,8 +174,13 @@ def user_shares(changes: Changes, table_names: list[str], shares: ShareTable) ->
     out: dict[int, Delta] = {}
     users = changes.user[mine]
     names = [table_names[r] for r in changes.row[mine]]
-    for u in np.unique(users):
-        pick = np.flatnonzero(users == u)
+    # Each user's entries in their order (a stable sort, then one slice per user), not a scan
+    # of the whole chunk per user.
+    if not len(users):
+        return out
+    order = np.argsort(users, kind="stable")
+    present, starts = np.unique(users[order], return_index=True)
+    for u, pick in zip(present, np.split(order, starts[1:]), strict=True):
         rows = [i for i in pick if names[i] != INTERCEPT]
         w0 = float(share[[i for i in pick if names[i] == INTERCEPT], 0].sum())
         out[int(changes.index[u])] = Delta.from_rows(
