@@ -109,8 +109,12 @@ class Store:
         key = keys.config()
         if self.client.hget(key, SHARD_COUNT_FIELD) is None:
             self._check_unrecorded_layout()
-            self.client.hsetnx(key, SHARD_COUNT_FIELD, self.n_shards)
-        recorded = int(self.client.hget(key, SHARD_COUNT_FIELD))
+        # Set-if-absent and read back in one MULTI: nothing (another process's claim, an
+        # operator's FLUSHALL) can come between them and leave nothing to read.
+        with self.client.pipeline(transaction=True) as pipe:
+            pipe.hsetnx(key, SHARD_COUNT_FIELD, self.n_shards)
+            pipe.hget(key, SHARD_COUNT_FIELD)
+            recorded = int(pipe.execute()[1])
         if recorded != self.n_shards:
             raise ShardCountError(recorded, self.n_shards)
         return recorded
