@@ -13,8 +13,8 @@ from typing import Any
 
 import numpy as np
 
-from fedlearn.model import Base, Clone, Delta, event_features
-from fedlearn.model.gating import served
+from fedlearn.model import Base, Delta, event_features
+from fedlearn.model.clone import served_scores
 from fedlearn.model.rowset import PartialBase
 
 Candidates = list[tuple[str, Mapping[str, float] | None]]
@@ -59,13 +59,8 @@ def rank_locally(
     weight = float(
         model.get("clone_weight", 1.0 if model.get("serve", "clone") == "clone" else 0.0)
     )
-    x = samples(user, items, context)
-    # Only the models the weight needs are scored, as the server's UserClone.scores does.
-    clone_p = 0.0
-    if weight > 0:
-        delta = Delta.from_json(model["delta"], base.n_factors)
-        clone_p = Clone(base, delta).predict_proba_many(x)  # type: ignore[arg-type]  # a PartialBase has Base's rows()
-    base_p = 0.0 if weight == 1 else Clone(base).predict_proba_many(x)  # type: ignore[arg-type]
-    scores = np.asarray(served(clone_p, base_p, weight), dtype=np.float64)
+    delta = Delta.from_json(model["delta"], base.n_factors) if weight > 0 else None
+    # A PartialBase has Base's rows(), all that scoring reads.
+    scores = served_scores(base, delta, weight, samples(user, items, context))  # type: ignore[arg-type]
     order = np.argsort(-scores, kind="stable")
     return [(items[i][0], float(scores[i])) for i in order]

@@ -15,6 +15,7 @@ from fedlearn.model import fm
 from fedlearn.model.base import Base
 from fedlearn.model.block import RowTable, encode
 from fedlearn.model.delta import Delta
+from fedlearn.model.gating import served
 
 
 class Clone:
@@ -84,6 +85,21 @@ class Clone:
         return (
             f"Clone(base={self.base.version!r}, delta={self.delta!r}, lr={self.lr}, l2={self.l2})"
         )
+
+
+def served_scores(
+    base: Base,
+    delta: Delta | None,
+    weight: float,
+    samples: Sequence[Mapping[str, float]],
+    **hyper: object,
+) -> np.ndarray:
+    """What a user whose gate weighs their clone by ``weight`` is served for each sample: the
+    mix of clone and plain base (``gating.served``), scoring only the models the weight needs.
+    The server's ranking and the Python client's local ranking both call this."""
+    clone_p = Clone(base, delta, **hyper).predict_proba_many(samples) if weight else 0.0
+    base_p = 0.0 if weight == 1 else Clone(base, **hyper).predict_proba_many(samples)
+    return np.asarray(served(clone_p, base_p, weight), dtype=np.float64)
 
 
 def _gather(base: Base, delta: Delta, names: list[str]) -> tuple[np.ndarray, np.ndarray]:

@@ -24,10 +24,11 @@ import numpy as np
 import orjson
 
 from fedlearn.config import Settings
-from fedlearn.model import Base, Clone, Delta, event_features
+from fedlearn.model import Base, Delta, event_features
+from fedlearn.model.clone import served_scores
 from fedlearn.model.delta import rebase
 from fedlearn.model.errors import ModelFormatError
-from fedlearn.model.gating import Gate, GateSettings, served
+from fedlearn.model.gating import Gate, GateSettings
 from fedlearn.model.policy import Policy, explored, rank_with_policy
 from fedlearn.serving.base_cache import BaseCache, NoBaseError
 from fedlearn.store import DeltaRecord, Store
@@ -63,10 +64,7 @@ class UserClone:
     ) -> np.ndarray:
         """What the user is served for each sample: the gate's mix of clone and base,
         scoring only the models the weight needs."""
-        w = self.clone_weight
-        clone = Clone(self.base, self.delta, **hyper).predict_proba_many(samples) if w else 0.0
-        plain = 0.0 if w == 1 else Clone(self.base, **hyper).predict_proba_many(samples)
-        return np.asarray(served(clone, plain, w), dtype=np.float64)
+        return served_scores(self.base, self.delta, self.clone_weight, samples, **hyper)
 
     @property
     def events_applied(self) -> int:
