@@ -132,6 +132,10 @@ async function main() {
     headless: true,
     args: ARGS,
     viewport: { width: 1360, height: 1000 },
+    // Without it every signal slides the cards for 420 ms (FLIP), and a click aimed at one
+    // card can land on another sliding under the pointer: seen once in CI as a mark that
+    // never came. The test is about what the page learns, not about the animation.
+    reducedMotion: 'reduce',
   });
   const problems = [];
   const requests = { base: 0, events: 0 };
@@ -178,11 +182,19 @@ async function main() {
         const slot = Number(await card.getAttribute('data-rank')) - 1;
         const propensity = Number(await card.getAttribute('data-propensity'));
         await card.locator($(what)).click({ timeout: WAIT_MS });
-        await page.waitForFunction(
-          ([sel, mark]) => document.querySelector(sel)?.dataset.mark === mark,
-          [`${$('card')}[data-item-id="${id}"]`, what === 'like' ? 'liked' : 'skipped'],
-          { timeout: WAIT_MS },
-        );
+        await page
+          .waitForFunction(
+            ([sel, mark]) => document.querySelector(sel)?.dataset.mark === mark,
+            [`${$('card')}[data-item-id="${id}"]`, what === 'like' ? 'liked' : 'skipped'],
+            { timeout: WAIT_MS },
+          )
+          .catch(async (e) => {
+            // Say what the page shows instead: which cards carry a mark, and what went wrong.
+            const marked = await page.$$eval(`${$('card')}[data-mark]:not([data-mark=""])`, (els) =>
+              els.map((el) => `${el.dataset.itemId}=${el.dataset.mark}`),
+            );
+            throw new Error(`no ${what} mark on item ${id}: marked ${marked.join(', ') || 'none'}; ${problems.join('; ') || 'no page errors'} (${e.message})`);
+          });
         signals.push({ what, id, slot, propensity });
       }
     }
