@@ -280,7 +280,9 @@ def test_ope_estimates_a_policy_on_the_log_the_service_wrote(
 
     code, out = _ope(str(log), "--base", base, "--policy", "epsilon:0.05", "--json")
     assert code == 0, out
-    (value,) = orjson.loads(out)
+    summary = orjson.loads(out)
+    assert (summary["decisions"], summary["without_candidates"]) == (RANKINGS, 1)
+    (value,) = summary["policies"]
     assert value["policy"] == "epsilon:0.05"
     for name in ("ips", "snips", "dr"):
         estimate = value[name]

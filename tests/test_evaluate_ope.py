@@ -144,14 +144,22 @@ def test_the_ope_command_refuses_an_old_log_and_estimates_a_new_one(tmp_path) ->
     records = [
         {**EVENT, "event_id": f"e{n}", "user": f"u{n % 7}", "stream_id": f"{1000 + n}-0",
          "signal": "click" if n % 3 else "skip", "propensity": 0.5, "slot": 0,
-         "candidates": candidates}
+         "candidates": candidates, "prediction_id": f"p{n}"}
         for n in range(30)
     ]  # fmt: skip
-    _write_log(tmp_path / "new", records)
+    # A ranking's top item skipped then clicked is one decision, clicked; and one top-slot
+    # line ranked in the browser (no candidates) is counted as skipped.
+    again = {**records[0], "event_id": "again", "signal": "click", "stream_id": "2000-0"}
+    local = {**records[1], "event_id": "local", "prediction_id": None}
+    del local["candidates"]
+    _write_log(tmp_path / "new", [*records, again, local])
     args = ["ope", str(tmp_path / "new"), "--base", base, "--policy", "softmax:0.5", "--json"]
     result = CliRunner().invoke(main, args)
     assert result.exit_code == 0, result.output
-    (value,) = orjson.loads(result.output)
+    out = orjson.loads(result.output)
+    assert (out["decisions"], out["without_candidates"]) == (30, 1)
+    assert decisions_from_eventlog(tmp_path / "new").decisions[0].click == 1
+    (value,) = out["policies"]
     assert value["policy"] == "softmax:0.5"
     assert 0 <= value["snips"]["value"] <= 1 and value["dr"]["n"] == 30
 

@@ -109,7 +109,9 @@ def ope(eventlog: str, base_path: str | None, served: bool, policies: tuple[Poli
     model = CandidateModel(base, service_settings(base))
     values = evaluate_policies(decisions, model, policies, block=block)
     if as_json:
-        click.echo(orjson.dumps([v.to_dict() for v in values]).decode())
+        out = {"decisions": len(decisions), "without_candidates": without_candidates,
+               "policies": [v.to_dict() for v in values]}  # fmt: skip
+        click.echo(orjson.dumps(out).decode())
         return
     click.echo(f"{len(decisions)} top-slot decisions of {eventlog}")
     if without_candidates:

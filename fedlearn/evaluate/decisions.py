@@ -13,7 +13,7 @@ import math
 import os
 from collections import deque
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -106,9 +106,13 @@ def decisions_from_eventlog(root: str | os.PathLike[str]) -> LoggedDecisions:
     (time order across shards: by stream id, which is acceptance time).
 
     Top-slot lines without candidates (ranked in the browser, or logged before candidates
-    were) are skipped and counted: the estimate is then of the rank route's decisions. A log
+    were) are skipped and counted: the estimate is then of the rank route's decisions. Lines
+    of one ranking (its ``prediction_id``) are one decision, clicked if any line is. A log
     with no decision but such lines is refused with the first one's file and line."""
     rows: list[tuple[float, int, Decision]] = []
+    # A ranking is one decision however many events name its top item (a click and a later
+    # skip, a resent event): the first line stands for it, clicked if any of them was.
+    by_prediction: dict[str, int] = {}
     first_without: NoCandidatesError | None = None
     without = 0
     for path, line, record in log_lines(Path(root)):
@@ -118,8 +122,17 @@ def decisions_from_eventlog(root: str | os.PathLike[str]) -> LoggedDecisions:
             first_without = first_without or exc
             without += 1
             continue
-        if decision is not None:
-            rows.append((_accepted(record), len(rows), decision))
+        if decision is None:
+            continue
+        prediction = record.get("prediction_id")
+        if prediction is not None and prediction in by_prediction:
+            at, order, seen = rows[by_prediction[prediction]]
+            if decision.click > seen.click:
+                rows[by_prediction[prediction]] = (at, order, replace(seen, click=decision.click))
+            continue
+        if prediction is not None:
+            by_prediction[prediction] = len(rows)
+        rows.append((_accepted(record), len(rows), decision))
     if not rows:
         raise first_without or DataError(
             root, None, "holds no top-slot decisions (events of rank calls)"
