@@ -9,6 +9,7 @@ import threading
 from collections.abc import Iterator
 from pathlib import Path
 
+import numpy as np
 import orjson
 import pytest
 import urllib3
@@ -17,6 +18,8 @@ from click.testing import CliRunner
 from fedlearn.aggregate.config import AggregationConfig
 from fedlearn.aggregate.retention import plan_retention, prune_bases
 from fedlearn.aggregate.run import begin_round, create_round
+from fedlearn.aggregate.synthetic import random_deltas, write_deltas
+from fedlearn.cli.aggregate import aggregate
 from fedlearn.cli.base import base as base_group
 from fedlearn.client import Client
 from fedlearn.config import Settings, load_settings
@@ -283,3 +286,14 @@ def test_base_prune_dry_run_then_for_real(store: Store, redis_url: str, tmp_path
     assert back.exit_code == 1 and "'v2' was pruned" in back.output
     bad = runner.invoke(base_group, ["prune", "--keep", "-1"], env=env)
     assert bad.exit_code == 2 and "-1 is not in the range x>=0" in bad.output
+
+
+def test_an_inline_round_prunes_after_its_promotion(
+    store: Store, redis_url: str, tmp_path: Path
+) -> None:
+    versions = publish_chain(store, 4)
+    write_deltas(store, random_deltas(np.random.default_rng(0), 10, n_factors=3), base="v4")
+    env = {**cli_env(redis_url, tmp_path, keep=0), "FEDLEARN_AGGREGATION_MIN_USERS": "1"}
+    result = CliRunner().invoke(aggregate, ["--inline"], env=env)
+    assert result.exit_code == 0 and "base 1 published on v4" in result.output, result.output
+    assert blobs_left(store, [*versions, "1"]) == ["v4", "1"]  # its parent: the rollback target
