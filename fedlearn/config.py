@@ -189,6 +189,11 @@ class Settings(BaseSettings):
     max_base_rows_features: int = Field(
         default=1000, ge=1, description="feature names per POST /v1/base/{version}/rows"
     )
+    base_prewarm_every_s: float = Field(
+        default=1.0, ge=0, allow_inf_nan=False,
+        description="how often each API worker looks for a new current base to load and index "
+        "before its first session asks; 0: never",
+    )  # fmt: skip
 
     # --- the trainers -------------------------------------------------------------------
     trainer_lease_ttl_ms: int = Field(
