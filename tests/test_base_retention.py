@@ -29,6 +29,7 @@ from fedlearn.store import (
     Store,
     UnknownVersionError,
     VersionInUseError,
+    keys,
 )
 from tests.test_api_http import problem
 
@@ -143,6 +144,10 @@ def test_what_the_store_refuses_and_says(store: Store) -> None:
     assert (error.version, error.pruned_at) == ("v1", 1.5e9) and "pruned" in str(error)
     with pytest.raises(ValueError, match="keep_versions must be 0 or more, got -1"):
         plan_retention(store, store.rounds, -1)
+    store.bases.put_base("staged", b"FLFM staged, never current")
+    store.client.delete(keys.base_blob("staged"))  # an operator's DEL: retention carries on
+    report = prune_bases(store, store.rounds, 0)
+    assert report.skipped == {"staged": "has no bytes (deleted outside retention)"}
 
 
 def test_two_pruners_at_once_delete_each_version_once(store: Store) -> None:

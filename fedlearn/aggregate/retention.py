@@ -30,7 +30,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from fedlearn.aggregate.promote import REBASE_LOOKBACK
-from fedlearn.store import Store, VersionInUseError
+from fedlearn.store import Store, UnknownVersionError, VersionInUseError
 from fedlearn.store.rounds import Rounds
 
 log = logging.getLogger(__name__)
@@ -105,6 +105,8 @@ def prune_bases(
                 report.skipped[version] = "pruned meanwhile by another run"
         except VersionInUseError:
             report.skipped[version] = "became current meanwhile (a rollback)"
+        except UnknownVersionError:  # listed, but its key was deleted by hand: nothing to do
+            report.skipped[version] = "has no bytes (deleted outside retention)"
     if report.pruned:
         log.info(
             "base retention: pruned %d version(s) (%s), kept %d",
