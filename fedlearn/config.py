@@ -152,6 +152,13 @@ class Settings(BaseSettings):
         default=3600, ge=1, le=30 * 24 * 3600, description="a prediction record expires after this"
     )
     base_cache_size: int = Field(default=4, ge=1, description="bases kept decoded per process")
+    # Retention (aggregate/retention.py): 24 hourly rounds' worth of rollback, ~1.4 GB a day
+    # of base bytes at a million items otherwise.
+    base_keep_versions: int = Field(
+        default=24, ge=0, le=100_000,
+        description="base versions kept besides the current one and those in use; older ones "
+        "are pruned after each promotion",
+    )  # fmt: skip
     # Exploration in rank (model/policy.py): the operator's policy, and the limits within
     # which a request may choose its own (beyond them: 422).
     explore_policy: Literal["greedy", "epsilon", "softmax"] = Field(
@@ -182,6 +189,11 @@ class Settings(BaseSettings):
     max_base_rows_features: int = Field(
         default=1000, ge=1, description="feature names per POST /v1/base/{version}/rows"
     )
+    base_prewarm_every_s: float = Field(
+        default=1.0, ge=0, allow_inf_nan=False,
+        description="how often each API worker looks for a new current base to load and index "
+        "before its first session asks; 0: never",
+    )  # fmt: skip
 
     # --- the trainers -------------------------------------------------------------------
     trainer_lease_ttl_ms: int = Field(

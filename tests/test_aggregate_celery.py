@@ -3,7 +3,7 @@ a real redis-server (their own, so that the per-test cleanup cannot drop Celery'
 
 End to end, the published base equals the hand-computed aggregate; duplicated tasks count
 nothing twice; a failing task marks the round failed and frees the lock; the lock refuses a
-second round; the monthly task starts a new generation.
+second round; the monthly task starts a new generation; the promotion prunes old versions.
 """
 
 from __future__ import annotations
@@ -254,6 +254,28 @@ def test_a_second_round_is_rejected_while_one_holds_the_lock(
     record = wait_for(store, round_id)
     assert record["status"] == "rejected" and "busy-round" in record["error"]
     assert store.bases.current_version() == "1"
+
+
+def test_the_promotion_prunes_the_versions_beyond_retention(
+    cluster: tuple[str, Celery, Path], store: Store
+) -> None:
+    """The workers run with the default FEDLEARN_BASE_KEEP_VERSIONS (24): after the round's
+    promotion, in the same task, the oldest of 31 earlier versions lose their bytes."""
+    app = cluster[1]
+    old = [f"old-{i}" for i in range(1, 31)]
+    for version in old:
+        store.bases.put_base(version, f"an old base {version}".encode())
+    users_on_base(store, 3, 10)
+    round_id = create_round(rounds_of(store), CONFIG, trigger="test")
+    app.send_task(START_ROUND, args=[round_id])
+    assert wait_for(store, round_id)["status"] == "done"
+    deadline = time.monotonic() + 30
+    while len(store.bases.pruned()) < 7 and time.monotonic() < deadline:
+        time.sleep(0.05)  # "done" is written before the same task prunes
+    assert sorted(store.bases.pruned()) == sorted(old[:7])
+    everything = [*old, "1", "2"]
+    assert [v for v in everything if store.bases.exists(v)] == everything[7:]
+    assert store.bases.current_version() == "2" and store.bases.rollback("1") == "2"
 
 
 def test_the_monthly_task_starts_a_new_generation(

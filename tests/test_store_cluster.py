@@ -80,6 +80,9 @@ def test_ingest_and_commit_on_two_shards_on_different_nodes(cluster: EmbeddedClu
         assert store.bases.set_current("v1") is None
         assert store.bases.get_base("v1") == b"FLFM"
         assert [h.version for h in store.bases.history()] == ["v1"]
+        # retention's script touches the blob, the pointer and the pruned hash: one slot
+        assert store.bases.put_base("v2", b"FLFM 2") and store.bases.set_current("v2") == "v1"
+        assert store.bases.prune("v1") and list(store.bases.pruned()) == ["v1"]
 
 
 def _kill_readers_after(node: redis.Redis, delay_s: float) -> threading.Thread:

@@ -32,6 +32,8 @@ from fedlearn.api.context import EXTENSION, ApiContext, BlobCache
 from fedlearn.api.errors import Unavailable
 from fedlearn.config import ConfigError, Settings, load_settings
 from fedlearn.serving.base_cache import BaseCache, NoBaseError
+from fedlearn.serving.base_rows import served_buckets
+from fedlearn.serving.prewarm import BaseWarmer
 from fedlearn.store import ShardCountError, Store
 from fedlearn.store.ratelimit import RateLimiter
 from fedlearn.store.revocations import Revocations
@@ -92,6 +94,20 @@ def _register_errors(app: Flask, retry_after_s: int) -> None:
             headers={"Retry-After": str(retry_after_s)},
         )
         return errors.problem_response(problem)
+
+
+def start_base_warmer(app: Flask) -> BaseWarmer | None:
+    """Start the thread that loads and indexes each new current base of ``app``'s process
+    before a session asks (``serving/prewarm.py``); None when the setting turns it off. A
+    gunicorn worker calls it after the fork: threads do not survive one."""
+    ctx: ApiContext = app.extensions[EXTENSION]
+    every_s = ctx.settings.base_prewarm_every_s
+    if not every_s:
+        return None
+    settings = ctx.settings
+    return BaseWarmer(
+        ctx.bases, lambda base: served_buckets(base, settings), every_s=every_s
+    ).start()
 
 
 def create_app(settings: Settings | None = None, store: Store | None = None) -> Flask:

@@ -92,6 +92,10 @@ class NotFound(Problem):
     status, title, kind = 404, "Not Found", "not-found"
 
 
+class Gone(Problem):
+    status, title, kind = 410, "Gone", "gone"
+
+
 class PayloadTooLarge(Problem):
     status, title, kind = 413, "Content Too Large", "too-large"
 

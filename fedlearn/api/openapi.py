@@ -31,6 +31,7 @@ _ERROR_TITLES = {
     403: "the token may not act on this user",
     404: "not found",
     409: "conflicts with the current state (e.g. a round is already running)",
+    410: "the base version was pruned (retention); the current one replaces it",
     413: "the body is over FEDLEARN_MAX_BODY_BYTES (or a rank call over its cell cap)",
     422: "a field is invalid; `errors` names each one",
     429: "the token's rate limit, or a full shard stream; retry after Retry-After seconds",

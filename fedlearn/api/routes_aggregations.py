@@ -18,11 +18,11 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 from fedlearn.aggregate.round import RoundStatus, move
 from fedlearn.aggregate.strategies import StrategyName
 from fedlearn.api.context import api_context
-from fedlearn.api.errors import NotFound, Problem, Unavailable, ValidationFailed
+from fedlearn.api.errors import Gone, NotFound, Problem, Unavailable, ValidationFailed
 from fedlearn.api.parsing import read_json, validate
 from fedlearn.api.routing import ApiBlueprint, Reply, json_response
 from fedlearn.api.schemas import BaseVersion, _whole
-from fedlearn.store import UnknownVersionError
+from fedlearn.store import PrunedVersionError, UnknownVersionError
 
 bp = ApiBlueprint("aggregations", __name__, tag="admin")
 
@@ -198,7 +198,7 @@ def get_aggregation(round_id: str) -> Response:
     auth="admin",
     body=RollbackRequest,
     replies={200: Reply("the current version now, and the one it replaced", RollbackDone)},
-    errors=(404, 503),
+    errors=(404, 410, 503),
 )
 def rollback_base(body: RollbackRequest) -> Response:
     """Versions are immutable: this moves the ``current`` pointer, nothing else. Clients
@@ -206,6 +206,10 @@ def rollback_base(body: RollbackRequest) -> Response:
     ctx = api_context()
     try:
         previous = ctx.store.bases.rollback(body.version)
+    except PrunedVersionError as exc:
+        raise Gone(
+            f"{exc}; `fedlearn base prune --dry-run` lists the kept versions and why"
+        ) from None
     except UnknownVersionError:
         raise NotFound(
             f"base version {body.version!r} was never published; `fedlearn base list` shows "

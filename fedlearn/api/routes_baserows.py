@@ -14,7 +14,7 @@ from flask import Response, request
 from fedlearn.api.context import api_context
 from fedlearn.api.errors import NotFound, PayloadTooLarge
 from fedlearn.api.parsing import read_json, validate
-from fedlearn.api.routes_models import FLFM, IMMUTABLE, immutable_response
+from fedlearn.api.routes_models import FLFM, IMMUTABLE, immutable_response, version_missing
 from fedlearn.api.routing import ApiBlueprint, Reply, list_length
 from fedlearn.api.schemas import RowsRequest
 from fedlearn.serving.base_rows import BucketNotServedError, bucket_bytes, exact_bytes
@@ -27,15 +27,6 @@ BUCKET_PARAMS = {
     "n_buckets": (int, "the bucket count the model answer names (base_rows.n_buckets)"),
     "bucket": (int, "fnv1a32(utf8(feature name)) % n_buckets"),
 }
-
-
-def _unknown_version(version: str) -> NotFound:
-    current = api_context().store.bases.current_version()
-    return NotFound(
-        f"base version {version!r} does not exist; the current one is {current!r} "
-        f"(GET /v1/users/{{user}}/model names it and its bucket URL)",
-        extra={"current_version": current},
-    )
 
 
 @bp.operation(
@@ -53,7 +44,7 @@ def _unknown_version(version: str) -> NotFound:
         304: Reply("not modified (If-None-Match matched)", media_type="",
                    headers={"ETag": '"<version>.<n_buckets>.<bucket>"'}),
     },
-    errors=(404, 503),
+    errors=(404, 410, 503),
 )  # fmt: skip
 def get_bucket(version: str, n_buckets: int, bucket: int) -> Response:
     """Every row of the base whose name falls in ``bucket``: a name of the bucket that is not
@@ -62,8 +53,8 @@ def get_bucket(version: str, n_buckets: int, bucket: int) -> Response:
     etag = f"{version}.{n_buckets}.{bucket}"
     try:
         blob = bucket_bytes(ctx.bases, ctx.settings, version, n_buckets, bucket)
-    except (UnknownVersionError, ValueError):
-        raise _unknown_version(version) from None
+    except (UnknownVersionError, ValueError) as exc:
+        raise version_missing(version, exc) from None
     except BucketNotServedError as exc:
         raise NotFound(str(exc), extra={"n_buckets": exc.n_buckets}) from None
     return immutable_response(blob, etag)
@@ -77,7 +68,7 @@ def get_bucket(version: str, n_buckets: int, bucket: int) -> Response:
     body=RowsRequest,
     parse_body=False,
     replies={200: Reply("the rows the base holds of those named (.flrs)", media_type=FLRS)},
-    errors=(404, 413, 503),
+    errors=(404, 410, 413, 503),
 )
 def post_rows(version: str) -> Response:
     """A named feature missing from the answer is one the base never saw. Prefer the buckets:
@@ -95,8 +86,8 @@ def post_rows(version: str) -> Response:
     body = validate(RowsRequest, raw)
     try:
         blob = exact_bytes(ctx.bases, version, body.features)
-    except (UnknownVersionError, ValueError):
-        raise _unknown_version(version) from None
+    except (UnknownVersionError, ValueError) as exc:
+        raise version_missing(version, exc) from None
     response = Response(blob, mimetype=FLRS)
     response.headers["Cache-Control"] = "no-store"
     return response

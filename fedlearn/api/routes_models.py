@@ -13,14 +13,14 @@ from __future__ import annotations
 from flask import Response, request, url_for
 
 from fedlearn.api.context import api_context
-from fedlearn.api.errors import NotFound
+from fedlearn.api.errors import Gone, NotFound, Problem
 from fedlearn.api.routing import ApiBlueprint, Reply, json_response
 from fedlearn.api.schemas import BaseRef, Catalog, ItemsQuery, UserModel
 from fedlearn.serving.base_cache import PUBLISH_HINT
 from fedlearn.serving.base_rows import rows_head, served_buckets
 from fedlearn.serving.clones import load_clone, model_json
 from fedlearn.serving.ingest import forget_entry
-from fedlearn.store import UnknownVersionError
+from fedlearn.store import PrunedVersionError, UnknownVersionError
 
 bp = ApiBlueprint("models", __name__, tag="models")
 
@@ -33,6 +33,26 @@ def bucket_url(version: str, n_buckets: int) -> str:
     for the number."""
     url = url_for("base_rows.get_bucket", version=version, n_buckets=n_buckets, bucket=0)
     return url.removesuffix("0") + "{bucket}"
+
+
+def version_missing(version: str, exc: Exception) -> Problem:
+    """The answer for a base ``version`` without bytes: 410 when retention pruned it, 404 when
+    it never existed (``exc``: the store's error, or ``ValueError`` for a malformed id). Both
+    name the current version, which is what a client holding an old one fetches instead."""
+    current = api_context().store.bases.current_version()
+    fix = (
+        f"the current one is {current!r} (GET /v1/users/{{user}}/model names it and its "
+        f"bucket URL; GET /v1/base/current redirects to it)"
+    )
+    if isinstance(exc, PrunedVersionError):
+        return Gone(
+            f"base version {version!r} was pruned at {exc.when}: only recent versions are kept "
+            f"(FEDLEARN_BASE_KEEP_VERSIONS); {fix}",
+            extra={"current_version": current, "pruned_at": exc.pruned_at},
+        )
+    return NotFound(
+        f"base version {version!r} does not exist; {fix}", extra={"current_version": current}
+    )
 
 
 def immutable_response(blob: bytes, etag: str) -> Response:
@@ -149,16 +169,14 @@ def get_current_base() -> Response:
         304: Reply("not modified (If-None-Match matched)", media_type="",
                    headers={"ETag": 'the version, quoted: "<version>"'}),
     },
-    errors=(404, 503),
+    errors=(404, 410, 503),
 )  # fmt: skip
 def get_base(version: str) -> Response:
     ctx = api_context()
     try:
         blob = ctx.blobs.get(version)
-    except (UnknownVersionError, ValueError):
-        raise NotFound(
-            f"base version {version!r} does not exist; GET /v1/base/current names the current one"
-        ) from None
+    except (UnknownVersionError, ValueError) as exc:
+        raise version_missing(version, exc) from None
     return immutable_response(blob, version)
 
 

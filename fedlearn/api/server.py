@@ -56,9 +56,11 @@ class EmbeddedGunicorn(BaseApplication):  # type: ignore[misc]
 
 
 def _worker_app(settings: Settings) -> Flask:
-    from fedlearn.api.app import create_app  # in the worker, after the fork
+    from fedlearn.api.app import create_app, start_base_warmer  # in the worker, after the fork
 
-    return create_app(settings)
+    app = create_app(settings)
+    start_base_warmer(app)
+    return app
 
 
 def gunicorn_problem(exc: BaseException) -> Problem | None:

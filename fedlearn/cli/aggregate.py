@@ -87,7 +87,11 @@ def aggregate(
     store = service_store(settings)
     rounds = rounds_of(store)
     if inline:
+        from fedlearn.aggregate.retention import prune_bases
+
         record = run_round_inline(store, config, trigger="cli")
+        if record["status"] == RoundStatus.DONE:  # as the Celery promotion does
+            prune_bases(store, rounds, settings.base_keep_versions)
     else:
         holder = rounds.lock_holder()
         if holder is not None:

@@ -34,6 +34,7 @@ def list_versions() -> None:
     _, store = _store()
     current = store.bases.current_version()
     history = store.bases.history()
+    pruned = store.bases.pruned()
     if not history:
         click.echo("no base version is published yet")
         return
@@ -51,6 +52,8 @@ def list_versions() -> None:
         else:
             origin = str(meta.get("kind") or meta.get("source") or "published")
         mark = "*" if info.version == current else " "
+        if info.version in pruned:
+            origin += "  [pruned: `base prune`]"
         click.echo(f"{mark} {info.version:<10} {when:<20} {meta.get('generation', 0):>3}  {origin}")
 
 
@@ -58,7 +61,8 @@ def list_versions() -> None:
 @click.argument("version")
 @fail_with_config_errors
 def rollback(version: str) -> None:
-    """Make the published VERSION current again (versions are never changed or deleted)."""
+    """Make the published VERSION current again (versions never change; retention deletes
+    old ones: `fedlearn base prune`)."""
     _, store = _store()
     previous = store.bases.rollback(version)
     click.echo(f"current base: {previous} -> {version}")
@@ -124,3 +128,34 @@ def publish(file: Path, version: str | None, stage: bool) -> None:
         f"base {done.version}{again}: {done.n_features:,} features, {done.n_factors} factors, "
         f"{state}" + (f"; was {done.previous}" if done.previous and not stage else "")
     )
+
+
+@base.command()
+@click.option("--dry-run", is_flag=True, help="Show what would be pruned; delete nothing.")
+@click.option(
+    "--keep", type=click.IntRange(min=0), default=None,
+    help="Versions kept besides the current one and those in use "
+    "[default: FEDLEARN_BASE_KEEP_VERSIONS].",
+)  # fmt: skip
+@fail_with_config_errors
+def prune(dry_run: bool, keep: int | None) -> None:
+    """Delete the bytes of old base versions that nothing needs (what each promotion does)."""
+    from fedlearn.aggregate.retention import prune_bases
+
+    settings, store = _store()
+    keep = settings.base_keep_versions if keep is None else keep
+    if not store.bases.history():
+        raise click.ClickException("no base version is published yet: nothing to prune")
+    report = prune_bases(store, store.rounds, keep, dry_run=dry_run)
+    for version, why in report.plan.kept.items():
+        click.echo(f"  keep         {version:<10} {why}")
+    gone = report.plan.prune if dry_run else report.pruned
+    for version in gone:
+        click.echo(f"  {'would prune' if dry_run else 'pruned':<12} {version}")
+    for version, why in report.skipped.items():
+        click.echo(f"  left         {version:<10} {why}")
+    freed = f"{report.freed / 1e6:,.1f} MB"
+    if dry_run:
+        click.echo(f"dry run: would prune {len(gone)} version(s), {freed}; nothing was deleted")
+    else:
+        click.echo(f"pruned {len(gone)} version(s), {freed} freed; {len(report.plan.kept)} kept")

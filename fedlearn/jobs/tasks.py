@@ -23,6 +23,8 @@ from fedlearn.aggregate.heal import heal_rounds
 from fedlearn.aggregate.heartbeat import beating
 from fedlearn.aggregate.mapper import map_shard as map_shard_step
 from fedlearn.aggregate.monthly import retrain_from_eventlog
+from fedlearn.aggregate.retention import prune_bases
+from fedlearn.aggregate.round import RoundStatus
 from fedlearn.config import Settings
 from fedlearn.evaluate.decisions import dashboard_estimate
 from fedlearn.jobs.app import (
@@ -111,7 +113,10 @@ def reduce_round(self: StoreTask, round_id: str) -> dict[str, Any]:
 @app.task(base=StoreTask, bind=True, name=PROMOTE, **_RETRY)
 def promote_round(self: StoreTask, round_id: str) -> str:
     with beating(self.rounds, round_id):
-        return run.promote_round(self.store, self.rounds, round_id)["status"]
+        status = run.promote_round(self.store, self.rounds, round_id)["status"]
+    if status == RoundStatus.DONE:  # a new version: the oldest may go (safe to repeat)
+        prune_bases(self.store, self.rounds, self.settings.base_keep_versions)
+    return status
 
 
 @app.task(base=StoreTask, name=ON_ERROR)
@@ -161,6 +166,8 @@ def monthly_retrain(self: StoreTask, eventlog: str | None = None) -> dict[str, A
         self.store, folder, shadow_events=config.shadow_events, shadow_margin=config.shadow_margin
     )
     summary.pop("base", None)
+    if "rejected" not in summary:
+        prune_bases(self.store, self.rounds, self.settings.base_keep_versions)
     return summary
 
 

@@ -12,6 +12,7 @@ from fedlearn.store.deltas import DeltaRecord
 from fedlearn.store.entries import Batch, Entry, Rejected
 from fedlearn.store.errors import (
     LeaseLostError,
+    PrunedVersionError,
     ShardCountError,
     StaleCommitError,
     StoreError,
@@ -19,6 +20,7 @@ from fedlearn.store.errors import (
     UnknownVersionError,
     VersionConflictError,
     VersionExistsError,
+    VersionInUseError,
 )
 from fedlearn.store.keys import shard_of
 from fedlearn.store.leases import new_owner_token
@@ -35,6 +37,7 @@ __all__ = [
     "DeltaRecord",
     "Entry",
     "LeaseLostError",
+    "PrunedVersionError",
     "Rejected",
     "ShardCountError",
     "StaleCommitError",
@@ -45,6 +48,7 @@ __all__ = [
     "UnknownVersionError",
     "VersionConflictError",
     "VersionExistsError",
+    "VersionInUseError",
     "already_applied",
     "compare_ids",
     "connect",

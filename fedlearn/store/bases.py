@@ -4,6 +4,10 @@ A version, once published, never changes (its URL is served ``Cache-Control: imm
 ``put_base`` refuses to overwrite it; publishing the same bytes again is a no-op, which makes a
 retried publish harmless. Making a version current and rolling back are the same pointer move.
 All keys carry the ``{base}`` tag: publish + history append is one atomic script on a cluster.
+
+Retention (``aggregate/retention.py``) deletes the bytes of versions nothing needs any more
+(``prune``); their history entry stays and their id is never published again, so a fetch of
+one says it was pruned (``PrunedVersionError``) instead of "never published".
 """
 
 from __future__ import annotations
@@ -17,9 +21,11 @@ import orjson
 
 from fedlearn.store import keys
 from fedlearn.store.errors import (
+    PrunedVersionError,
     UnknownVersionError,
     VersionConflictError,
     VersionExistsError,
+    VersionInUseError,
 )
 from fedlearn.store.scripts import Scripts
 
@@ -57,23 +63,61 @@ class Bases:
         except TypeError as exc:
             raise ValueError(f"base {version!r}: meta must be JSON-serializable: {exc}") from exc
         status = self._scripts.put_base(
-            keys=[keys.base_blob(version), keys.base_history()], args=[bytes(blob), entry]
+            keys=[keys.base_blob(version), keys.base_history(), keys.base_pruned()],
+            args=[bytes(blob), entry, version],
         )
         if status == b"EXISTS":
             raise VersionExistsError(version)
+        if status == b"PRUNED":
+            raise self._missing(version)
         return status == b"OK"
 
     def get_base(self, version: str) -> bytes:
-        """The bytes of ``version``; ``UnknownVersionError`` if it was never published."""
+        """The bytes of ``version``; ``UnknownVersionError`` if it was never published,
+        ``PrunedVersionError`` (a subclass) if retention deleted them."""
         keys.check_version(version)
         blob = self._r.get(keys.base_blob(version))
         if blob is None:
-            raise UnknownVersionError(version)
+            raise self._missing(version)
         return blob
+
+    def _missing(self, version: str) -> UnknownVersionError:
+        """Why ``version`` has no bytes: pruned (and when), or never published."""
+        pruned_at = self._r.hget(keys.base_pruned(), version)
+        if pruned_at is None:
+            return UnknownVersionError(version)
+        return PrunedVersionError(version, float(pruned_at))
+
+    def prune(self, version: str) -> bool:
+        """Delete the bytes of ``version`` (its history entry stays); True when this call
+        deleted them, False when they were pruned before. ``VersionInUseError`` if it is
+        current (checked in the same step), ``UnknownVersionError`` if never published."""
+        keys.check_version(version)
+        status = self._scripts.prune_base(
+            keys=[keys.base_blob(version), keys.base_current(), keys.base_pruned()],
+            args=[version, repr(time.time())],
+        )
+        if status == b"CURRENT":
+            raise VersionInUseError(version)
+        if status == b"ABSENT":
+            missing = self._missing(version)
+            if isinstance(missing, PrunedVersionError):
+                return False
+            raise missing
+        return True
+
+    def pruned(self) -> dict[str, float]:
+        """Versions whose bytes were pruned, with the unix time of it."""
+        return {v.decode("utf-8"): float(t) for v, t in self._r.hgetall(keys.base_pruned()).items()}
 
     def exists(self, version: str) -> bool:
         keys.check_version(version)
         return bool(self._r.exists(keys.base_blob(version)))
+
+    def size(self, version: str) -> int:
+        """Bytes of ``version``'s blob (0 when it has none): what pruning it frees."""
+        keys.check_version(version)
+        return int(self._r.strlen(keys.base_blob(version)))
 
     def current_version(self) -> str | None:
         """The current version id, ``None`` before the first ``set_current``."""
@@ -100,7 +144,7 @@ class Bases:
         )
         status = reply[0]
         if status == b"UNKNOWN":
-            raise UnknownVersionError(version)
+            raise self._missing(version)
         actual = reply[1].decode("utf-8") if len(reply) > 1 and reply[1] else None
         if status == b"CONFLICT":
             raise VersionConflictError(version, None if expected is _ANY else expected, actual)

@@ -7,6 +7,7 @@ lost), and its message names them and says what to do.
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 
@@ -83,6 +84,41 @@ class UnknownVersionError(StoreError, KeyError):
 
     def __str__(self) -> str:
         return f"base version {self.version!r} does not exist; publish it first (put_base)"
+
+
+class PrunedVersionError(UnknownVersionError):
+    """A base version that was published once but whose bytes retention deleted.
+
+    A subclass of ``UnknownVersionError``: whoever only needs "not there" keeps working; whoever
+    can say more (the API answers 410 Gone) catches this first.
+    """
+
+    def __init__(self, version: str, pruned_at: float) -> None:
+        self._keep(version=version, pruned_at=pruned_at)
+        KeyError.__init__(self, version)
+
+    @property
+    def when(self) -> str:
+        """``pruned_at`` for people (UTC)."""
+        return time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(self.pruned_at))
+
+    def __str__(self) -> str:
+        return (
+            f"base version {self.version!r} was pruned at {self.when}: retention keeps the current "
+            f"version, the FEDLEARN_BASE_KEEP_VERSIONS published before it and those still in "
+            f"use; use the current version (`fedlearn base list` shows what is kept)"
+        )
+
+
+class VersionInUseError(StoreError):
+    """Pruning was asked for the current base version; nothing was deleted."""
+
+    def __init__(self, version: str) -> None:
+        self._keep(version=version)
+        super().__init__(
+            f"base version {version!r} is current and cannot be pruned; roll back to another "
+            f"version first"
+        )
 
 
 class VersionExistsError(StoreError):

@@ -31,6 +31,7 @@ Key map (shard 3, user "42"):
 ``fl:{base}:blob:<version>``   an immutable base file (``.flfm`` bytes)
 ``fl:{base}:current``          the current base version id
 ``fl:{base}:history``          list of JSON ``{"version", "meta", "created_at"}``
+``fl:{base}:pruned``           hash version -> when its blob was pruned (retention)
 ``fl:{base}:config``           hash of service-wide settings (``n_shards``: the count)
 ``fl:{rounds}:lock``           the running round's id (PX expiry): one round at a time
 ``fl:{rounds}:round:r1``       hash: ``status`` and JSON fields (config, result, ...)
@@ -197,6 +198,11 @@ def base_current() -> str:
 
 def base_history() -> str:
     return f"{PREFIX}:{BASE_TAG}:history"
+
+
+def base_pruned() -> str:
+    """Hash version -> unix time its blob was deleted by retention: the id stays taken."""
+    return f"{PREFIX}:{BASE_TAG}:pruned"
 
 
 def config() -> str:

@@ -164,9 +164,11 @@ redis.call('DEL', KEYS[1])
 return 1
 """
 
-# KEYS: blob key, history list.  ARGV: blob, history entry (JSON)
+# KEYS: blob key, history list, pruned hash.  ARGV: blob, history entry (JSON), version
 # -> "OK" | "SAME" (already published with these bytes) | "EXISTS" (other bytes)
+#    | "PRUNED" (published once, its blob deleted: the id is never reused)
 PUT_BASE = """
+if redis.call('HEXISTS', KEYS[3], ARGV[3]) == 1 then return 'PRUNED' end
 local old = redis.call('GET', KEYS[1])
 if old then
   if old == ARGV[1] then return 'SAME' end
@@ -190,6 +192,16 @@ redis.call('SET', KEYS[2], ARGV[1])
 return {'OK', cur}
 """
 
+# KEYS: blob key of the version, current pointer, pruned hash.  ARGV: version, now (unix s)
+# -> "OK" (deleted now) | "CURRENT" (refused: it is current) | "ABSENT" (no blob: pruned before,
+# or never published). Checked and deleted in one step, so a rollback to the version either
+# lands first (and the version stays) or finds it pruned (and says so).
+PRUNE_BASE = """
+if redis.call('GET', KEYS[2]) == ARGV[1] then return 'CURRENT' end
+if redis.call('DEL', KEYS[1]) == 0 then return 'ABSENT' end
+redis.call('HSET', KEYS[3], ARGV[1], ARGV[2])
+return 'OK'
+"""
 
 # KEYS: the user's records hash, the user's order set (same shard tag)
 # ARGV: prediction id, record, now_ms, ttl_ms, max_records, max_bytes
@@ -335,6 +347,7 @@ class Scripts:
     release_lease: Any
     put_base: Any
     set_current: Any
+    prune_base: Any
     swap_catalog: Any
 
     @classmethod
@@ -348,5 +361,6 @@ class Scripts:
             release_lease=client.register_script(RELEASE_LEASE),
             put_base=client.register_script(PUT_BASE),
             set_current=client.register_script(SET_CURRENT),
+            prune_base=client.register_script(PRUNE_BASE),
             swap_catalog=client.register_script(SWAP_CATALOG),
         )
