@@ -280,6 +280,9 @@ def reduce_round(
         # the promotions whose rebase the API may have to apply on the fly (serving.clones)
         "rebase_versions": [new_version, *base.meta.get("rebase_versions", [])][:REBASE_LOOKBACK],
     }  # fmt: skip
+    # The history's meta is the summary, and the next round's map reads the lineage there
+    # (not in the base's bytes, which it never decodes).
+    summary["rebase_versions"] = meta["rebase_versions"]
     new_base = apply_update(base, applied, version=new_version, meta=meta)
     try:
         summary["candidate"] = check_candidate(
