@@ -19,7 +19,8 @@ from fedlearn.data.synthetic import SyntheticConfig, write_synthetic
 from fedlearn.evaluate.arms import AggregatedClonesArm, ClonesArm, GatedClonesArm
 from fedlearn.evaluate.compare import METRICS, LiveEvents, paired_bootstrap, share_worse
 from fedlearn.evaluate.plot import progressive_auc_svg
-from fedlearn.evaluate.replay import ALL_ARMS, ReplayConfig, replay
+from fedlearn.evaluate.replay import ALL_ARMS, ReplayConfig, _make_arms, replay
+from fedlearn.evaluate.tuning import tune
 from fedlearn.model import Base, Clone, Delta
 from fedlearn.model.gating import GateSettings
 from fedlearn.model.metrics import roc_auc
@@ -190,6 +191,39 @@ def test_aggregation_teaches_the_base_what_clones_learned() -> None:
     assert arm.rounds == 1 and "item=hit" in arm.base.index
     newcomer = {"user=3": 1.0, "item=hit": 1.0}
     assert Clone(arm.base).predict_proba_one(newcomer) > Clone(base).predict_proba_one(newcomer)
+
+
+@pytest.mark.parametrize(("min_row_users", "folded"), [(None, False), (1, True)])
+def test_a_row_one_user_moved_is_folded_only_when_rounds_take_single_users_rows(
+    min_row_users: int | None, folded: bool
+) -> None:
+    config = ReplayConfig(
+        arms=("clones-agg",), lr_multiples=(1.0,), agg_min_row_users=min_row_users
+    )
+    (arm,) = _make_arms("clones-agg", _base(), None, config)
+    arm.process(
+        [("1", {"user=1": 1.0, "item=solo": 1.0}, 1)] * 5
+        + [("2", {"user=2": 1.0, "item=a": 1.0}, 1)] * 5
+    )
+    assert arm.rounds == 1 and "item=a" in arm.base.index
+    assert ("item=solo" in arm.base.index) is folded
+    # The rounds' own rule, not the replay's: at 1, a user's own row is published too.
+    assert ("user=1" in arm.base.index) is folded
+
+
+def test_tuning_reports_each_arm_s_scores_the_gate_s_regret_and_the_delta_s_size(
+    synthetic_dir: Path,
+) -> None:
+    rows = tune(
+        synthetic_dir, first=0.6, folds=1, grid={"gate_prior": (0.0, 4.0)}, arms=("clones-gated",)
+    )
+    assert [r["gate_prior"] for r in rows] == [0.0, 4.0]
+    for row in rows:
+        assert 0.5 < row["clones-gated auc"] < 1 and row["clones-gated bytes"] > 0
+        assert math.isfinite(row["clones-gated regret"])
+    # A prior toward the clone changes what is served, not what the clones learn.
+    assert rows[0]["clones-gated auc"] != rows[1]["clones-gated auc"]
+    assert rows[0]["clones-gated bytes"] == rows[1]["clones-gated bytes"]
 
 
 # -- MovieLens ----------------------------------------------------------------------------
@@ -423,6 +457,7 @@ def test_a_plot_path_that_cannot_be_written_is_refused(synthetic_dir: Path, tmp_
         ("lr_half_life", -1.0, "lr_half_life must be positive, got -1.0"),
         ("bootstrap", -1, "bootstrap must be zero (none) or positive, got -1"),
         ("curve_points", 0, "curve_points must be at least 1, got 0"),
+        ("agg_min_row_users", 0, "agg_min_row_users must be at least 1, got 0"),
     ],
 )
 def test_bad_lever_and_report_settings_are_refused(field: str, value: float, message: str):
