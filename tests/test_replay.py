@@ -193,22 +193,28 @@ def test_aggregation_teaches_the_base_what_clones_learned() -> None:
     assert Clone(arm.base).predict_proba_one(newcomer) > Clone(base).predict_proba_one(newcomer)
 
 
-@pytest.mark.parametrize(("min_row_users", "folded"), [(None, False), (1, True)])
+@pytest.mark.parametrize(
+    ("min_row_users", "own_private", "item_folded", "own_folded"),
+    [(None, False, False, False), (1, False, True, True), (1, True, True, False)],
+)
 def test_a_row_one_user_moved_is_folded_only_when_rounds_take_single_users_rows(
-    min_row_users: int | None, folded: bool
+    min_row_users: int | None, own_private: bool, item_folded: bool, own_folded: bool
 ) -> None:
     config = ReplayConfig(
-        arms=("clones-agg",), lr_multiples=(1.0,), agg_min_row_users=min_row_users
-    )
+        arms=("clones-agg",), lr_multiples=(1.0,), agg_min_row_users=min_row_users,
+        agg_own_rows_private=own_private,
+    )  # fmt: skip
     (arm,) = _make_arms("clones-agg", _base(), None, config)
     arm.process(
         [("1", {"user=1": 1.0, "item=solo": 1.0}, 1)] * 5
         + [("2", {"user=2": 1.0, "item=a": 1.0}, 1)] * 5
     )
     assert arm.rounds == 1 and "item=a" in arm.base.index
-    assert ("item=solo" in arm.base.index) is folded
-    # The rounds' own rule, not the replay's: at 1, a user's own row is published too.
-    assert ("user=1" in arm.base.index) is folded
+    assert ("item=solo" in arm.base.index) is item_folded
+    # At 1 a user's own row is published too, unless own rows are private by name.
+    assert ("user=1" in arm.base.index) is own_folded
+    if own_private:  # what was withheld stays in the user's delta, what was folded left it
+        assert "user=1" in arm.deltas["1"].index and "item=solo" not in arm.deltas["1"].index
 
 
 def test_tuning_reports_each_arm_s_scores_the_gate_s_regret_and_the_delta_s_size(

@@ -54,12 +54,16 @@ def fold_rows(
     state: RowUpdate | None,
     rng: np.random.Generator,
     total_weight: float | None = None,
+    private_prefix: str | None = None,
 ) -> Folded:
     """Average every bucket with ``strategy``, withhold the private rows, take the step.
 
     ``total_weight`` (the replay's naive ``"mean"`` rule only; the service never sets it)
     scales each row's average by its users' share of all the round's weight, as if every
     participant had changed every row, untouched rows counting as no change.
+    ``private_prefix`` (a replay lever; the service never sets it): rows so named are withheld
+    whatever their users' count, so ``min_row_users`` 1 can fold a film one user rated
+    without publishing anyone's own ``user=<id>`` row.
     """
     parts, tables = [], []
     for rows in buckets:
@@ -73,6 +77,8 @@ def fold_rows(
     private = (average.count < min_row_users) & np.array(
         [n != INTERCEPT for n in average.names], dtype=bool
     )
+    if private_prefix is not None:
+        private |= np.array([n.startswith(private_prefix) for n in average.names], dtype=bool)
     average = RowUpdate(
         [n for n, hide in zip(average.names, private, strict=True) if not hide],
         average.w[~private], average.v[~private], average.count[~private],
@@ -111,12 +117,14 @@ def fold_pairs_round(
     state: RowUpdate | None = None,
     rng: np.random.Generator | None = None,
     per_row: bool = True,
+    private_prefix: str | None = None,
 ) -> PairsRound:
     """A whole round in memory: ``pairs`` are (delta now, delta at the user's last
     contribution or None, events since). The new base is ``None`` when fewer than
     ``min_users`` changed anything; each contributor's share of the step is what a rebase
     takes out of its delta (``rebase``).
-    ``per_row=False`` is the replay's naive rule (see :func:`fold_rows`' ``total_weight``).
+    ``per_row=False`` is the replay's naive rule (see :func:`fold_rows`' ``total_weight``);
+    ``private_prefix``: :func:`fold_rows`'.
     """
     strategy = config.make_strategy()
     k = base.n_factors
@@ -136,7 +144,7 @@ def fold_pairs_round(
     folded = fold_rows(
         [rows], k, strategy, min_row_users=config.min_row_users, state=state,
         rng=rng if rng is not None else np.random.default_rng(),
-        total_weight=None if per_row else builder.weight,
+        total_weight=None if per_row else builder.weight, private_prefix=private_prefix,
     )  # fmt: skip
     summary.update(
         status=RoundStatus.PUBLISHED, rows_updated=len(folded.step.names),
@@ -158,6 +166,7 @@ def fold_and_rebase(
     state: RowUpdate | None = None,
     rng: np.random.Generator | None = None,
     per_row: bool = True,
+    private_prefix: str | None = None,
 ) -> tuple[Base | None, RowUpdate | None, dict[str, Any]]:
     """A round in memory over the users of ``events`` (their events since ``before``, their
     deltas at their last contribution), then, if it published, every contributor's delta in
@@ -166,7 +175,7 @@ def fold_and_rebase(
     users = [u for u in events if u in deltas]
     done = fold_pairs_round(
         base, [(deltas[u], before.get(u), events[u]) for u in users], config, version=version,
-        state=state, rng=rng, per_row=per_row,
+        state=state, rng=rng, per_row=per_row, private_prefix=private_prefix,
     )  # fmt: skip
     if done.base is not None:
         for i, share in done.shares.items():

@@ -102,6 +102,7 @@ class ReplayConfig:
     # Lever (None: the service's): rows fewer users changed in a round stay private. The
     # service's 2 keeps a row only one user moved (their rating of a film) out of the base.
     agg_min_row_users: int | None = None
+    agg_own_rows_private: bool = False  # lever: user=<id> rows never folded, whatever the above
     agg_rule: str = "row-mean"
     first_n: int = 5
     late_after_rounds: int = 5
@@ -326,6 +327,7 @@ def _make_arms(name: str, base: Base | None, river_base: Any, config: ReplayConf
             GatedClonesArm(
                 base, settings=one, rule=config.agg_rule, gating=gating,
                 learned_start=config.learned_start, aggregation=aggregation,
+                own_rows_private=config.agg_own_rows_private,
             )
         ]  # fmt: skip
     if name == "clones-agg":
@@ -337,6 +339,7 @@ def _make_arms(name: str, base: Base | None, river_base: Any, config: ReplayConf
                 name=f"clones-agg x{m:g}",
                 learned_start=config.learned_start,
                 aggregation=aggregation,
+                own_rows_private=config.agg_own_rows_private,
             )
             for m in config.lr_multiples
         ]
