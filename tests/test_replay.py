@@ -15,6 +15,7 @@ import pytest
 from click.testing import CliRunner
 
 from fedlearn.cli import main
+from fedlearn.config import Settings
 from fedlearn.data.synthetic import SyntheticConfig, write_synthetic
 from fedlearn.evaluate.arms import AggregatedClonesArm, ClonesArm, GatedClonesArm
 from fedlearn.evaluate.compare import METRICS, LiveEvents, paired_bootstrap, share_worse
@@ -193,28 +194,26 @@ def test_aggregation_teaches_the_base_what_clones_learned() -> None:
     assert Clone(arm.base).predict_proba_one(newcomer) > Clone(base).predict_proba_one(newcomer)
 
 
-@pytest.mark.parametrize(
-    ("min_row_users", "own_private", "item_folded", "own_folded"),
-    [(None, False, False, False), (1, False, True, True), (1, True, True, False)],
-)
-def test_a_row_one_user_moved_is_folded_only_when_rounds_take_single_users_rows(
-    min_row_users: int | None, own_private: bool, item_folded: bool, own_folded: bool
+@pytest.mark.parametrize(("min_row_users", "item_folded"), [(None, True), (2, False)])
+def test_the_replay_s_rounds_fold_a_row_one_user_moved_as_the_service_s_default_does(
+    min_row_users: int | None, item_folded: bool
 ) -> None:
     config = ReplayConfig(
-        arms=("clones-agg",), lr_multiples=(1.0,), agg_min_row_users=min_row_users,
-        agg_own_rows_private=own_private,
-    )  # fmt: skip
+        arms=("clones-agg",), lr_multiples=(1.0,), agg_min_row_users=min_row_users
+    )
     (arm,) = _make_arms("clones-agg", _base(), None, config)
+    service = Settings.model_fields["aggregation_min_row_users"].default
+    assert arm.config.min_row_users == (min_row_users or service)
     arm.process(
         [("1", {"user=1": 1.0, "item=solo": 1.0}, 1)] * 5
         + [("2", {"user=2": 1.0, "item=a": 1.0}, 1)] * 5
     )
     assert arm.rounds == 1 and "item=a" in arm.base.index
     assert ("item=solo" in arm.base.index) is item_folded
-    # At 1 a user's own row is published too, unless own rows are private by name.
-    assert ("user=1" in arm.base.index) is own_folded
-    if own_private:  # what was withheld stays in the user's delta, what was folded left it
-        assert "user=1" in arm.deltas["1"].index and "item=solo" not in arm.deltas["1"].index
+    # A user's own row is private by name whatever min_row_users: it stays in the delta.
+    assert "user=1" not in arm.base.index and "user=1" in arm.deltas["1"].index
+    # What was folded left the delta at the rebase; what was withheld stays.
+    assert ("item=solo" in arm.deltas["1"].index) is not item_folded
 
 
 def test_tuning_reports_each_arm_s_scores_the_gate_s_regret_and_the_delta_s_size(

@@ -1,10 +1,13 @@
 """The one fold of users' changes into the base, on top of the strategies; pure numpy.
 
 A fold takes the users' clipped, weighted changes row by row (``RowSums`` or ``RowValues``,
-one bucket of rows at a time), lets the strategy average each bucket, withholds the rows
-fewer than ``min_row_users`` users changed (the base is served to everyone: a row only one
-user moved, such as the user's own ``user=<id>`` row, would publish that user's parameters),
-and lets the strategy turn the average into the step to apply (FedAvgM's momentum).
+one bucket of rows at a time), lets the strategy average each bucket, withholds the private
+rows, and lets the strategy turn the average into the step to apply (FedAvgM's momentum).
+Private are, always, the users' own rows (named ``user=<id>``: the base is served to everyone,
+and folding one would publish that user's own parameters; a rule, not a setting), and the rows
+fewer than ``min_row_users`` users changed (1 by default: a film one user rated is folded, as
+one global model would learn it at once; clipping and the round's checks bound what one user
+can move).
 
 Two callers, one rule: the service's round (``run.reduce_round``) feeds it the buckets it
 merged from the shards' partials; :func:`fold_pairs` builds the rows in memory from
@@ -27,6 +30,7 @@ from fedlearn.aggregate.rebase import ShareTable, rebase, share_table, user_shar
 from fedlearn.aggregate.round import RoundStatus
 from fedlearn.aggregate.strategies import INTERCEPT, RowSums, RowUpdate, RowValues, Strategy
 from fedlearn.model import Base, Delta
+from fedlearn.model.features import USER_PREFIX
 
 
 @dataclass(frozen=True)
@@ -54,16 +58,13 @@ def fold_rows(
     state: RowUpdate | None,
     rng: np.random.Generator,
     total_weight: float | None = None,
-    private_prefix: str | None = None,
 ) -> Folded:
     """Average every bucket with ``strategy``, withhold the private rows, take the step.
 
     ``total_weight`` (the replay's naive ``"mean"`` rule only; the service never sets it)
     scales each row's average by its users' share of all the round's weight, as if every
     participant had changed every row, untouched rows counting as no change.
-    ``private_prefix`` (a replay lever; the service never sets it): rows so named are withheld
-    whatever their users' count, so ``min_row_users`` 1 can fold a film one user rated
-    without publishing anyone's own ``user=<id>`` row.
+    Users' own rows (``USER_PREFIX``) are withheld whatever their users' count.
     """
     parts, tables = [], []
     for rows in buckets:
@@ -77,8 +78,7 @@ def fold_rows(
     private = (average.count < min_row_users) & np.array(
         [n != INTERCEPT for n in average.names], dtype=bool
     )
-    if private_prefix is not None:
-        private |= np.array([n.startswith(private_prefix) for n in average.names], dtype=bool)
+    private |= np.array([n.startswith(USER_PREFIX) for n in average.names], dtype=bool)
     average = RowUpdate(
         [n for n, hide in zip(average.names, private, strict=True) if not hide],
         average.w[~private], average.v[~private], average.count[~private],
@@ -117,14 +117,12 @@ def fold_pairs_round(
     state: RowUpdate | None = None,
     rng: np.random.Generator | None = None,
     per_row: bool = True,
-    private_prefix: str | None = None,
 ) -> PairsRound:
     """A whole round in memory: ``pairs`` are (delta now, delta at the user's last
     contribution or None, events since). The new base is ``None`` when fewer than
     ``min_users`` changed anything; each contributor's share of the step is what a rebase
     takes out of its delta (``rebase``).
-    ``per_row=False`` is the replay's naive rule (see :func:`fold_rows`' ``total_weight``);
-    ``private_prefix``: :func:`fold_rows`'.
+    ``per_row=False`` is the replay's naive rule (see :func:`fold_rows`' ``total_weight``).
     """
     strategy = config.make_strategy()
     k = base.n_factors
@@ -144,7 +142,7 @@ def fold_pairs_round(
     folded = fold_rows(
         [rows], k, strategy, min_row_users=config.min_row_users, state=state,
         rng=rng if rng is not None else np.random.default_rng(),
-        total_weight=None if per_row else builder.weight, private_prefix=private_prefix,
+        total_weight=None if per_row else builder.weight,
     )  # fmt: skip
     summary.update(
         status=RoundStatus.PUBLISHED, rows_updated=len(folded.step.names),
@@ -166,7 +164,6 @@ def fold_and_rebase(
     state: RowUpdate | None = None,
     rng: np.random.Generator | None = None,
     per_row: bool = True,
-    private_prefix: str | None = None,
 ) -> tuple[Base | None, RowUpdate | None, dict[str, Any]]:
     """A round in memory over the users of ``events`` (their events since ``before``, their
     deltas at their last contribution), then, if it published, every contributor's delta in
@@ -175,7 +172,7 @@ def fold_and_rebase(
     users = [u for u in events if u in deltas]
     done = fold_pairs_round(
         base, [(deltas[u], before.get(u), events[u]) for u in users], config, version=version,
-        state=state, rng=rng, per_row=per_row, private_prefix=private_prefix,
+        state=state, rng=rng, per_row=per_row,
     )  # fmt: skip
     if done.base is not None:
         for i, share in done.shares.items():

@@ -95,8 +95,8 @@ class AggregatedClonesArm(ClonesArm):
     minus before, weighted by the user's events of the block) into the base exactly as the
     service's rounds do (:func:`fedlearn.aggregate.fold.fold_pairs` with the service's
     default :class:`~fedlearn.aggregate.config.AggregationConfig`: its strategy, clipping,
-    weights, ``min_users`` and ``min_row_users``, so a user's own ``user=<id>`` row, changed
-    by that user alone, stays private). Rows the base did not have are added, so the base
+    weights, ``min_users`` and ``min_row_users``; a user's own ``user=<id>`` row stays
+    private, by the fold's rule). Rows the base did not have are added, so the base
     learns items that appeared after it was trained. Each contributor's delta is then rebased on
     the new base as the service does (``aggregate.rebase``: the user's share of the step is
     taken out, rows left at zero dropped), so a returning user gets the others' part of the
@@ -120,15 +120,13 @@ class AggregatedClonesArm(ClonesArm):
         aggregation: AggregationConfig | None = None,
         seed: int = 0,
         learned_start: bool = False,
-        own_rows_private: bool = False,
         **kw: Any,
     ) -> None:
         """``aggregation``: the rounds' config (default: the service's); ``seed`` seeds the
         rounds' noise (none unless the config asks for it); ``learned_start`` (a lever, replay
         only): a user new to the base starts their own row from the mean of the last round's
-        participants' own rows (Reptile-like) instead of its hash-random latent;
-        ``own_rows_private`` (a lever, replay only): users' own ``user=<id>`` rows are never
-        folded, whatever ``aggregation.min_row_users``; ``kw``: :class:`ClonesArm`'s."""
+        participants' own rows (Reptile-like) instead of its hash-random latent; ``kw``:
+        :class:`ClonesArm`'s."""
         if rule not in AGG_RULES:
             known = ", ".join(AGG_RULES)
             raise ValueError(f"aggregation rule must be one of {known}, got {rule!r}")
@@ -139,7 +137,6 @@ class AggregatedClonesArm(ClonesArm):
         self._state: RowUpdate | None = None  # the strategy's (FedAvgM's momentum)
         self._rng = np.random.default_rng(seed)
         self.learned_start = learned_start
-        self.private_prefix = USER_PREFIX if own_rows_private else None
         self.start_row: tuple[float, np.ndarray] | None = None  # (w, v) of a new user's row
 
     def process(self, block: Sequence[LabelledEvent]) -> np.ndarray:
@@ -184,7 +181,7 @@ class AggregatedClonesArm(ClonesArm):
         new, self._state, _ = fold_and_rebase(
             self.base, self.deltas, users, before, self.config,
             version=f"{self.base.version}+{self.rounds}", state=self._state, rng=self._rng,
-            per_row=self.rule == "row-mean", private_prefix=self.private_prefix,
+            per_row=self.rule == "row-mean",
         )  # fmt: skip
         if new is not None:
             self.base = new

@@ -99,10 +99,9 @@ class ReplayConfig:
     gate_prior: float = 0.0
     learned_start: bool = False  # lever: a new user's row starts from the rounds' mean
     agg_every: int = 1000
-    # Lever (None: the service's): rows fewer users changed in a round stay private. The
-    # service's 2 keeps a row only one user moved (their rating of a film) out of the base.
+    # Lever (None: the service's, 1): rows fewer users changed in a round stay private (2 keeps
+    # a film only one user rated out of the base). user=<id> rows stay private whatever it is.
     agg_min_row_users: int | None = None
-    agg_own_rows_private: bool = False  # lever: user=<id> rows never folded, whatever the above
     agg_rule: str = "row-mean"
     first_n: int = 5
     late_after_rounds: int = 5
@@ -327,7 +326,6 @@ def _make_arms(name: str, base: Base | None, river_base: Any, config: ReplayConf
             GatedClonesArm(
                 base, settings=one, rule=config.agg_rule, gating=gating,
                 learned_start=config.learned_start, aggregation=aggregation,
-                own_rows_private=config.agg_own_rows_private,
             )
         ]  # fmt: skip
     if name == "clones-agg":
@@ -339,7 +337,6 @@ def _make_arms(name: str, base: Base | None, river_base: Any, config: ReplayConf
                 name=f"clones-agg x{m:g}",
                 learned_start=config.learned_start,
                 aggregation=aggregation,
-                own_rows_private=config.agg_own_rows_private,
             )
             for m in config.lr_multiples
         ]

@@ -44,11 +44,11 @@ GRIDS = {
     # The margin over one global online model, which moves a film's row for everyone at once:
     # rounds that also fold rows one user moved, more often, and slower item rows in a clone.
     "delta": {"max_rows": (4096, 256, 128, 64)},
-    # A film one user rated folded at the next round (as the global model learns it at once),
-    # the users' own rows still private.
-    "single": {"agg_min_row_users": (None, 1), "agg_own_rows_private": (True,)},
+    # The service's rounds fold a film one user rated (min_row_users 1, users' own rows private
+    # by the fold's rule) against the second pass's 2, which withheld it.
+    "single": {"agg_min_row_users": (None, 2)},
     "margin": {
-        "agg_min_row_users": (None, 1),
+        "agg_min_row_users": (None, 2),
         "agg_every": (250, 1000),
         "shared_lr_scale": (1.0, 0.5),
     },
