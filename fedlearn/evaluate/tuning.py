@@ -42,7 +42,8 @@ GRIDS = {
     "regret": {"gate_decay": (0.95, 0.99, 0.995, 1.0), "gate_prior": (0.0, 1.0, 2.0)},
     "prior": {"gate_prior": (2.0, 3.0, 4.0), "gate_eta": (1.0, 2.0)},
     # The margin over one global online model, which moves a film's row for everyone at once:
-    # rounds that also fold rows one user moved, more often, and slower item rows in a clone.
+    # rounds that fold rows one user moved (the default) or not (2), more often, and slower
+    # item rows in a clone.
     "delta": {"max_rows": (4096, 256, 128, 64)},
     # The service's rounds fold a film one user rated (min_row_users 1, users' own rows private
     # by the fold's rule) against the second pass's 2, which withheld it.
