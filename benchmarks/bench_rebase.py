@@ -39,6 +39,7 @@ from fedlearn.aggregate.fold import fold_pairs
 from fedlearn.evaluate.arms import AggregatedClonesArm, LabelledEvent
 from fedlearn.model import Delta, TrainConfig, train_base
 from fedlearn.model.metrics import roc_auc
+from fedlearn.trainer.apply import CloneSettings
 
 
 class _NoRebase(AggregatedClonesArm):
@@ -82,7 +83,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     config = AggregationConfig()
     if args.min_row_users is not None:
         config = replace(config, min_row_users=args.min_row_users)
-    hyper = {"lr": LR, "bias_lr": BIAS_LR, "l2": L2, "aggregation": config}
+    hyper = {"settings": CloneSettings(lr=LR, bias_lr=BIAS_LR, l2=L2), "aggregation": config}
     result: dict[str, Any] = {
         "stream": source,
         "rebase": _run(AggregatedClonesArm(base, **hyper), live, args.agg_every),

@@ -242,9 +242,12 @@ class Settings(BaseSettings):
         default=2, ge=1, description="a round with fewer users publishes nothing"
     )
     aggregation_min_row_users: int = Field(
-        default=2,
+        default=1,
         ge=1,
-        description="a row needs this many users to be folded (keeps user= rows out)",
+        description=(
+            "a row needs this many users to be folded; user= rows never are (1: a film one "
+            "user rated reaches the base, as in one global model; clip_norm bounds it)"
+        ),
     )
     aggregation_max_weight: int = Field(
         default=100, ge=1, description="cap on a user's weight (events) in a round"

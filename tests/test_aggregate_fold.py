@@ -36,7 +36,21 @@ def test_each_row_moves_by_the_mean_of_the_users_who_changed_it() -> None:
     np.testing.assert_allclose(w, [1.0, 0.0, 0.3, 2.0])
     np.testing.assert_allclose(v[3], base.rows(["item=new"])[1][0] + 0.3, rtol=1e-6)
     assert folded.w0 == pytest.approx(0.1)
-    assert summary["users"] == 2 and summary["rows_withheld"] == 0
+    # min_row_users 1 folds every row but a user's own (private by name: tested below)
+    assert summary["users"] == 2 and summary["rows_withheld"] == 1
+
+
+@pytest.mark.parametrize("config", [PLAIN, AggregationConfig(min_users=1)], ids=["1", "default"])
+def test_a_user_s_own_row_is_never_folded_even_if_many_users_moved_it(
+    config: AggregationConfig,
+) -> None:
+    # Two users moving the same own row (a sybil, or a shared device) still do not publish it.
+    a, b = _two_users()
+    b._w[b.rows_of(["user=1"])] = [9.0]
+    folded, _, summary = fold_pairs(_base(), [(a, None, 1), (b, None, 1)], config, version="2")
+    assert folded is not None and "user=1" not in folded.index
+    assert "item=a" in folded.index and "item=new" in folded.index  # one user's rows are folded
+    assert summary["rows_withheld"] == 1
 
 
 def test_rows_fewer_users_changed_than_min_row_users_stay_private() -> None:

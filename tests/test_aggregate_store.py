@@ -275,6 +275,28 @@ def test_rows_moved_by_a_single_user_are_not_published(store: Store) -> None:
     assert record["result"]["rows_withheld"] == 2
 
 
+def test_the_service_s_round_folds_one_user_s_film_but_never_a_user_s_own_row(
+    store: Store,
+) -> None:
+    publish_base(store)
+    # u2 and u3 both move u1's own row (sybils): still not published, whatever the count.
+    write_deltas(
+        store,
+        {
+            "u1": delta({"item=solo": 2.0, "user=u1": 5.0}, 1),
+            "u2": delta({"item=a": 3.0, "user=u1": 5.0}, 1),
+            "u3": delta({"item=a": 1.0, "user=u1": 5.0}, 1),
+        },
+        base="1",
+    )
+    default = AggregationConfig().min_row_users
+    record = run_round_inline(store, CONFIG.with_(min_row_users=default))
+    new = current(store)
+    assert record["result"]["min_row_users"] == 1
+    assert row(new, "item=solo")[0] == pytest.approx(2.0)
+    assert "user=u1" not in new.index and record["result"]["rows_withheld"] == 1
+
+
 @pytest.mark.parametrize("strategy", ["fedavg", "fedavgm", "trimmed_mean", "median"])
 def test_the_offline_round_matches_the_service(store: Store, strategy: str) -> None:
     from fedlearn.aggregate.fold import fold_pairs

@@ -94,3 +94,32 @@ def test_each_event_is_served_by_the_gate_as_it_stood_before_it() -> None:
     assert out[0] == pytest.approx(0.5 * 0.9 + 0.5 * 0.4)  # a new gate: no evidence, even
     assert out[2] > out[0]  # the clone predicted "a" better, so it weighs more afterwards
     assert gates == replayed
+
+
+@pytest.mark.parametrize("prior", [0.0, 2.0, -1.0])
+def test_an_undiscounted_blend_is_the_bayes_mixture_and_its_regret_is_bounded(
+    prior: float,
+) -> None:
+    # With decay 1 and eta 1 the served log losses telescope to -ln(pi_c e^-Lc + pi_b e^-Lb),
+    # so the regret to the clone is at most -ln pi_c and to the base at most -ln pi_b, for
+    # any predictions (the replay's "gate regret" is this, per event, per user).
+    rng = np.random.default_rng(3)
+    settings = GateSettings(decay=1.0, eta=1.0, blend=True, prior=prior)
+    y = (rng.random(300) < 0.5).astype(float)
+    clone_p, base_p = rng.uniform(0.01, 0.99, 300), rng.uniform(0.01, 0.99, 300)
+    served_p = serve_then_update({}, ["u"] * 300, y, clone_p, base_p, settings)
+    total = sum(log_loss(int(t), p) for t, p in zip(y, served_p, strict=True))
+    clone = sum(log_loss(int(t), p) for t, p in zip(y, clone_p, strict=True))
+    base = sum(log_loss(int(t), p) for t, p in zip(y, base_p, strict=True))
+    pi_clone = 1.0 / (1.0 + np.exp(-prior))
+    mixture = -np.log(pi_clone * np.exp(-clone) + (1.0 - pi_clone) * np.exp(-base))
+    assert total == pytest.approx(mixture, rel=1e-9)
+    assert total <= clone - np.log(pi_clone) + 1e-9
+    assert total <= base - np.log(1.0 - pi_clone) + 1e-9
+
+
+def test_a_prior_is_a_new_users_first_weight_and_moves_only_the_log_odds() -> None:
+    assert GateSettings(prior=2.0).weight(Gate()) == pytest.approx(1.0 / (1.0 + np.exp(-2.0)))
+    gate = Gate(loss_clone=1.0, loss_base=0.5)  # the base ahead by half a nat
+    assert GateSettings(blend=False, prior=1.0).weight(gate) == 1.0
+    assert GateSettings(blend=False, prior=0.0).weight(gate) == 0.0

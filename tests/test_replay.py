@@ -15,11 +15,13 @@ import pytest
 from click.testing import CliRunner
 
 from fedlearn.cli import main
+from fedlearn.config import Settings
 from fedlearn.data.synthetic import SyntheticConfig, write_synthetic
 from fedlearn.evaluate.arms import AggregatedClonesArm, ClonesArm, GatedClonesArm
 from fedlearn.evaluate.compare import METRICS, LiveEvents, paired_bootstrap, share_worse
 from fedlearn.evaluate.plot import progressive_auc_svg
-from fedlearn.evaluate.replay import ALL_ARMS, ReplayConfig, replay
+from fedlearn.evaluate.replay import ALL_ARMS, ReplayConfig, _make_arms, replay
+from fedlearn.evaluate.tuning import tune
 from fedlearn.model import Base, Clone, Delta
 from fedlearn.model.gating import GateSettings
 from fedlearn.model.metrics import roc_auc
@@ -190,6 +192,43 @@ def test_aggregation_teaches_the_base_what_clones_learned() -> None:
     assert arm.rounds == 1 and "item=hit" in arm.base.index
     newcomer = {"user=3": 1.0, "item=hit": 1.0}
     assert Clone(arm.base).predict_proba_one(newcomer) > Clone(base).predict_proba_one(newcomer)
+
+
+@pytest.mark.parametrize(("min_row_users", "item_folded"), [(None, True), (2, False)])
+def test_the_replay_s_rounds_fold_a_row_one_user_moved_as_the_service_s_default_does(
+    min_row_users: int | None, item_folded: bool
+) -> None:
+    config = ReplayConfig(
+        arms=("clones-agg",), lr_multiples=(1.0,), agg_min_row_users=min_row_users
+    )
+    (arm,) = _make_arms("clones-agg", _base(), None, config)
+    service = Settings.model_fields["aggregation_min_row_users"].default
+    assert arm.config.min_row_users == (min_row_users or service)
+    arm.process(
+        [("1", {"user=1": 1.0, "item=solo": 1.0}, 1)] * 5
+        + [("2", {"user=2": 1.0, "item=a": 1.0}, 1)] * 5
+    )
+    assert arm.rounds == 1 and "item=a" in arm.base.index
+    assert ("item=solo" in arm.base.index) is item_folded
+    # A user's own row is private by name whatever min_row_users: it stays in the delta.
+    assert "user=1" not in arm.base.index and "user=1" in arm.deltas["1"].index
+    # What was folded left the delta at the rebase; what was withheld stays.
+    assert ("item=solo" in arm.deltas["1"].index) is not item_folded
+
+
+def test_tuning_reports_each_arm_s_scores_the_gate_s_regret_and_the_delta_s_size(
+    synthetic_dir: Path,
+) -> None:
+    rows = tune(
+        synthetic_dir, first=0.6, folds=1, grid={"gate_prior": (0.0, 4.0)}, arms=("clones-gated",)
+    )
+    assert [r["gate_prior"] for r in rows] == [0.0, 4.0]
+    for row in rows:
+        assert 0.5 < row["clones-gated auc"] < 1 and row["clones-gated bytes"] > 0
+        assert math.isfinite(row["clones-gated regret"])
+    # A prior toward the clone changes what is served, not what the clones learn.
+    assert rows[0]["clones-gated auc"] != rows[1]["clones-gated auc"]
+    assert rows[0]["clones-gated bytes"] == rows[1]["clones-gated bytes"]
 
 
 # -- MovieLens ----------------------------------------------------------------------------
@@ -423,6 +462,7 @@ def test_a_plot_path_that_cannot_be_written_is_refused(synthetic_dir: Path, tmp_
         ("lr_half_life", -1.0, "lr_half_life must be positive, got -1.0"),
         ("bootstrap", -1, "bootstrap must be zero (none) or positive, got -1"),
         ("curve_points", 0, "curve_points must be at least 1, got 0"),
+        ("agg_min_row_users", 0, "agg_min_row_users must be at least 1, got 0"),
     ],
 )
 def test_bad_lever_and_report_settings_are_refused(field: str, value: float, message: str):

@@ -45,10 +45,10 @@ class AggregationConfig:
         clipping). ``max_weight``: a user's weight is its events since its last contribution,
         capped here. ``min_users``: fewer contributing users and nothing is published (their
         changes wait for the next round). ``min_row_users``: a row changed by fewer users in a round
-    is not published (the base is served to everyone: a row only one user moved, such as the
-    user's own ``user=<id>`` row, would publish that user's own parameters; it stays in the
-    user's delta). ``noise_multiplier``: Gaussian noise of std
-        ``noise_multiplier * clip_norm * max_weight`` on the clipped sums (fedavg/fedavgm only).
+    is not published (it stays in the users' deltas); a user's own ``user=<id>`` row never is,
+    whatever this (the fold's rule: the base is served to everyone). ``noise_multiplier``:
+        Gaussian noise of std ``noise_multiplier * clip_norm * max_weight`` on the clipped
+        sums (fedavg/fedavgm only).
         ``buckets``: rows are split in this many groups that the reducer aggregates one at a time,
         which bounds its memory for the median and trimmed mean. ``every_min = 0`` turns the
         scheduled rounds off, an empty ``monthly_crontab`` the monthly retraining.

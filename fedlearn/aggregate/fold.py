@@ -1,10 +1,13 @@
 """The one fold of users' changes into the base, on top of the strategies; pure numpy.
 
 A fold takes the users' clipped, weighted changes row by row (``RowSums`` or ``RowValues``,
-one bucket of rows at a time), lets the strategy average each bucket, withholds the rows
-fewer than ``min_row_users`` users changed (the base is served to everyone: a row only one
-user moved, such as the user's own ``user=<id>`` row, would publish that user's parameters),
-and lets the strategy turn the average into the step to apply (FedAvgM's momentum).
+one bucket of rows at a time), lets the strategy average each bucket, withholds the private
+rows, and lets the strategy turn the average into the step to apply (FedAvgM's momentum).
+Private are, always, the users' own rows (named ``user=<id>``: the base is served to everyone,
+and folding one would publish that user's own parameters; a rule, not a setting), and the rows
+fewer than ``min_row_users`` users changed (1 by default: a film one user rated is folded, as
+one global model would learn it at once; clipping and the round's checks bound what one user
+can move).
 
 Two callers, one rule: the service's round (``run.reduce_round``) feeds it the buckets it
 merged from the shards' partials; :func:`fold_pairs` builds the rows in memory from
@@ -27,6 +30,7 @@ from fedlearn.aggregate.rebase import ShareTable, rebase, share_table, user_shar
 from fedlearn.aggregate.round import RoundStatus
 from fedlearn.aggregate.strategies import INTERCEPT, RowSums, RowUpdate, RowValues, Strategy
 from fedlearn.model import Base, Delta
+from fedlearn.model.features import USER_PREFIX
 
 
 @dataclass(frozen=True)
@@ -60,6 +64,7 @@ def fold_rows(
     ``total_weight`` (the replay's naive ``"mean"`` rule only; the service never sets it)
     scales each row's average by its users' share of all the round's weight, as if every
     participant had changed every row, untouched rows counting as no change.
+    Users' own rows (``USER_PREFIX``) are withheld whatever their users' count.
     """
     parts, tables = [], []
     for rows in buckets:
@@ -73,6 +78,7 @@ def fold_rows(
     private = (average.count < min_row_users) & np.array(
         [n != INTERCEPT for n in average.names], dtype=bool
     )
+    private |= np.array([n.startswith(USER_PREFIX) for n in average.names], dtype=bool)
     average = RowUpdate(
         [n for n, hide in zip(average.names, private, strict=True) if not hide],
         average.w[~private], average.v[~private], average.count[~private],

@@ -18,8 +18,9 @@ step the base takes is ``gain`` times that average. A user's share of a row is
   a value tied with others at the edge of the kept range gets its fair fraction of the kept
   places, so the shares of a row always add up to its step.
 - Not anyone's share: the noise, FedAvgM's momentum carried from earlier rounds (its echo of
-  this round in later rounds is shared drift, not subtracted), rows withheld by
-  ``min_row_users`` (they were not folded: the user keeps them), and rejected users.
+  this round in later rounds is shared drift, not subtracted), withheld rows (users' own
+  ``user=<id>`` rows and rows under ``min_row_users``: not folded, the user keeps them), and
+  rejected users.
 
 So a user alone in changing a row gets the whole step of that row back out of the delta: the
 clone after the round and the rebase equals the clone before it on that row.

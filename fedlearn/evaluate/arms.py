@@ -95,8 +95,8 @@ class AggregatedClonesArm(ClonesArm):
     minus before, weighted by the user's events of the block) into the base exactly as the
     service's rounds do (:func:`fedlearn.aggregate.fold.fold_pairs` with the service's
     default :class:`~fedlearn.aggregate.config.AggregationConfig`: its strategy, clipping,
-    weights, ``min_users`` and ``min_row_users``, so a user's own ``user=<id>`` row, changed
-    by that user alone, stays private). Rows the base did not have are added, so the base
+    weights, ``min_users`` and ``min_row_users``; a user's own ``user=<id>`` row stays
+    private, by the fold's rule). Rows the base did not have are added, so the base
     learns items that appeared after it was trained. Each contributor's delta is then rebased on
     the new base as the service does (``aggregate.rebase``: the user's share of the step is
     taken out, rows left at zero dropped), so a returning user gets the others' part of the

@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from fedlearn.evaluate.replay import (
+    ArmResult,
     ReplayConfig,
     _make_arms,
     _score,
@@ -36,7 +37,33 @@ GRIDS = {
     "gate": {"gate_decay": (0.9, 0.95, 0.99, 0.999)},
     "blend": {"gate_blend": (False, True)},
     "start": {"learned_start": (False, True)},
+    # The blended gate's regret: forgetting (decay < 1) against the Bayes mixture (decay 1,
+    # whose regret to the better expert is at most ln 2 a user), and a prior toward the clone.
+    "regret": {"gate_decay": (0.95, 0.99, 0.995, 1.0), "gate_prior": (0.0, 1.0, 2.0)},
+    "prior": {"gate_prior": (2.0, 3.0, 4.0), "gate_eta": (1.0, 2.0)},
+    # The margin over one global online model, which moves a film's row for everyone at once:
+    # rounds that fold rows one user moved (the default) or not (2), more often, and slower
+    # item rows in a clone.
+    "delta": {"max_rows": (4096, 256, 128, 64)},
+    # The service's rounds fold a film one user rated (min_row_users 1, users' own rows private
+    # by the fold's rule) against the second pass's 2, which withheld it.
+    "single": {"agg_min_row_users": (None, 2)},
+    "margin": {
+        "agg_min_row_users": (None, 2),
+        "agg_every": (250, 1000),
+        "shared_lr_scale": (1.0, 0.5),
+    },
 }
+
+
+def _metrics(result: ArmResult) -> tuple[tuple[str, float], ...]:
+    """What a row reports of an arm (the gate's regret and the delta's size where they apply)."""
+    return (
+        ("auc", result.auc),
+        ("gauc", result.gauc),
+        ("regret", result.gate_regret_mean),
+        ("bytes", result.delta_bytes_mean),
+    )
 
 
 def fold_bounds(n_events: int, first: float, folds: int) -> list[tuple[int, int]]:
@@ -47,11 +74,16 @@ def fold_bounds(n_events: int, first: float, folds: int) -> list[tuple[int, int]
 
 
 def tune(
-    folder: Path, *, first: float, folds: int, grid: dict[str, tuple]
+    folder: Path,
+    *,
+    first: float,
+    folds: int,
+    grid: dict[str, tuple],
+    arms: tuple[str, ...] = ARMS,
 ) -> list[dict[str, object]]:
     """Every combination of ``grid`` (ReplayConfig fields) on every fold; mean scores."""
     log = load_log(folder)
-    base_config = ReplayConfig(arms=ARMS, lr_multiples=(1.0,))
+    base_config = ReplayConfig(arms=arms, lr_multiples=(1.0,))
     bases = []
     for train_end, live_end in fold_bounds(len(log.events), first, folds):
         train = log.events[:train_end]
@@ -61,18 +93,18 @@ def tune(
     names = list(grid)
     for values in itertools.product(*(grid[n] for n in names)):
         config = replace(base_config, **dict(zip(names, values, strict=True)))
-        scores: dict[str, list[tuple[float, float]]] = {}
+        samples: dict[str, list[float]] = {}  # "<arm> <metric>": one value a fold
         for base, live in bases:
             late = np.zeros(len(live), dtype=bool)
             events = live_events(live, config.first_n)
             for name in config.arms:
                 for arm in _make_arms(name, base, None, config):
                     result, _ = _score(arm, live, events, config, None, late)
-                    scores.setdefault(result.arm, []).append((result.auc, result.gauc))
+                    for metric, value in _metrics(result):
+                        if np.isfinite(value):
+                            samples.setdefault(f"{result.arm} {metric}", []).append(value)
         row: dict[str, object] = dict(zip(names, values, strict=True))
-        for arm, pairs in scores.items():
-            row[f"{arm} auc"] = float(np.mean([a for a, _ in pairs]))
-            row[f"{arm} gauc"] = float(np.mean([g for _, g in pairs]))
+        row.update({key: float(np.mean(v)) for key, v in samples.items()})
         rows.append(row)
     return rows
 
@@ -83,8 +115,14 @@ def main() -> None:
     parser.add_argument("--first", type=float, default=0.3)
     parser.add_argument("--folds", type=int, default=2)
     parser.add_argument("--grid", choices=list(GRIDS), default="steps")
+    parser.add_argument(
+        "--arms", default=",".join(ARMS), help="comma-separated arms (a gate grid: clones-gated)"
+    )
     args = parser.parse_args()
-    for row in tune(args.folder, first=args.first, folds=args.folds, grid=GRIDS[args.grid]):
+    arms = tuple(args.arms.split(","))
+    for row in tune(
+        args.folder, first=args.first, folds=args.folds, grid=GRIDS[args.grid], arms=arms
+    ):
         print(
             "  ".join(
                 f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items()

@@ -47,21 +47,22 @@ class Gate:
         self.loss_base = decay * self.loss_base + base_loss
         self.events += 1
 
-    def p_clone(self, eta: float) -> float:
-        """Hedge's weight on the clone, ``sigmoid(eta * (L_base - L_clone))``."""
-        z = eta * (self.loss_base - self.loss_clone)
+    def p_clone(self, eta: float, prior: float = 0.0) -> float:
+        """Hedge's weight on the clone, ``sigmoid(eta * (L_base - L_clone) + prior)``:
+        ``prior`` is the clone's log odds before any evidence (a new user's first weight)."""
+        z = eta * (self.loss_base - self.loss_clone) + prior
         return 1.0 / (1.0 + math.exp(-z)) if z > -700 else 0.0
 
-    def serve(self, eta: float) -> str:
+    def serve(self, eta: float, prior: float = 0.0) -> str:
         """``"clone"`` unless the base has clearly been better (ties go to the clone)."""
-        return "clone" if self.p_clone(eta) >= 0.5 else "base"
+        return "clone" if self.p_clone(eta, prior) >= 0.5 else "base"
 
-    def clone_weight(self, eta: float, blend: bool) -> float:
+    def clone_weight(self, eta: float, blend: bool, prior: float = 0.0) -> float:
         """The clone's weight in what the user is served: Hedge's weight when blending, else
         1 or 0 as :meth:`serve` picks (so a switch serves exactly one expert's score)."""
         if blend:
-            return self.p_clone(eta)
-        return 1.0 if self.serve(eta) == "clone" else 0.0
+            return self.p_clone(eta, prior)
+        return 1.0 if self.serve(eta, prior) == "clone" else 0.0
 
     def to_bytes(self) -> bytes:
         record = _FORMAT.pack(self.loss_clone, self.loss_base, self.events)
@@ -98,10 +99,13 @@ class GateSettings:
     # Serve the Hedge mixture of clone and base, not the likelier one: chosen on rolling folds
     # of the first 30 % of both logs (BENCHMARKS.md, issue 11), +0.003 AUC / +0.004-0.006 gAUC.
     blend: bool = True
+    # The clone's log odds before any evidence (a new user's first weight is sigmoid(prior)).
+    # A replay lever only: the service's gate has no prior (0), so no setting and no JS port.
+    prior: float = 0.0
 
     def weight(self, gate: Gate) -> float:
         """``gate``'s :meth:`Gate.clone_weight` under these settings."""
-        return gate.clone_weight(self.eta, self.blend)
+        return gate.clone_weight(self.eta, self.blend, self.prior)
 
 
 def served(
