@@ -3,8 +3,10 @@
 Given the entries a trainer read and the users' current deltas, this decides what each event
 trains on (the features recorded at prediction time when the event names a ``prediction_id``,
 else the event's own item and context), skips entries already applied (a redelivery after a
-crash: id ``<=`` the user's ``last_event``), runs test-then-train for all users at once, and
-returns everything the atomic commit needs. No I/O happens here, so it is tested without Redis.
+crash: id ``<=`` the user's ``last_event``), runs test-then-train for all users at once on the
+shard's table of deltas (``model.table``, changed in place: the trainer's working copy), and
+returns everything else the atomic commit needs. No I/O happens here, so it is tested without
+Redis.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from fedlearn.model.batch import learn_many_shadow
 from fedlearn.model.delta import DEFAULT_MAX_ROWS, rebase
 from fedlearn.model.features import encode_context
 from fedlearn.model.gating import Gate, GateSettings, serve_then_update
+from fedlearn.model.table import DeltaTable
 from fedlearn.serving.ingest import FORGET, REBASE
 from fedlearn.store.entries import Entry
 from fedlearn.store.streamid import StreamId
@@ -51,16 +54,17 @@ class CloneSettings:
 
 @dataclass(slots=True)
 class UserState:
-    """A user's clone as the trainer holds it between batches."""
+    """What the trainer holds of a user between batches besides their delta (which is in the
+    shard's :class:`DeltaTable`): the last event applied and the gate."""
 
-    delta: Delta
     last_event: StreamId = NEVER
     gate: Gate = field(default_factory=Gate)
 
 
 @dataclass
 class AppliedBatch:
-    """What to commit: new deltas and last ids of the touched users, and the applied log."""
+    """What to commit: last ids and gates of the touched users (their deltas are in the table),
+    and the applied log."""
 
     users: dict[str, UserState] = field(default_factory=dict)
     log: dict[str, Any] = field(default_factory=dict)  # columns; see data.eventlog.expand
@@ -177,6 +181,7 @@ def learn_clones(
 
 def apply_batch(
     base: Base,
+    table: DeltaTable,
     states: dict[str, UserState],
     entries: list[Entry],
     settings: CloneSettings,
@@ -187,16 +192,20 @@ def apply_batch(
     gating: GateSettings = DEFAULT_GATING,
     prediction_shown: PredictionShown = lambda pid, item: None,
 ) -> AppliedBatch:
-    """Test-then-train ``entries`` (in stream order) on the clones in ``states``.
+    """Test-then-train ``entries`` (in stream order) on the clones in ``table``.
 
     ``states`` must hold every user of ``entries`` (a user never seen gets a fresh
-    :class:`UserState` from the caller). It is not modified: the returned batch holds updated
-    copies, which the caller adopts only once the commit succeeded.
+    :class:`UserState` from the caller; a user ``table`` lacks starts from the base). ``states``
+    is not modified: the returned batch holds updated copies, which the caller adopts only once
+    the commit succeeded. ``table`` is changed in place: a caller whose commit fails must drop
+    its users and reload them from Redis, the truth.
     """
+    if settings.lr_half_life is not None:  # checked before the table changes
+        raise ValueError("lr_half_life is a replay lever; the trainer's update does not take it")
     out = AppliedBatch()
     events: list[tuple[str, dict[str, float], int]] = []
     kept: list[tuple[Entry, str, StreamId]] = []
-    working: dict[str, Delta] = {}
+    generation = int(base.meta.get("generation", 0))
     # A user forgotten in this batch: events before the (last) forget are dropped unapplied,
     # later ones start a new clone. Erasure means the event log does not get them either.
     last_forget = {
@@ -219,48 +228,46 @@ def apply_batch(
         if i <= last_forget.get(user, -1):
             if i == last_forget[user]:
                 forgotten[user] = sid
-                working[user] = Delta(base.n_factors)
+                table.reset(user)
             out.forgotten += 1
             continue
         if event.get("type") == REBASE:
             if user in forgotten:  # an erased clone keeps nothing derived from its data
                 forgotten[user] = sid
             else:
-                working[user] = rebase_user(
-                    working.get(user, state.delta), event, int(base.meta.get("generation", 0))
-                )
+                table.put(user, rebase_user(table.delta(user), event, generation))
                 rebased[user] = sid
             out.rebased += 1
             continue
-        if user not in working:
-            working[user] = state.delta.copy()
         features, source = features_of(event, item_features, prediction_features, contexts)
         events.append((user, features, 1 if event["signal"] == "click" else 0))
         kept.append((entry, source, sid))
     for user, sid in forgotten.items():
-        out.users[user] = UserState(working[user], sid)
+        out.users[user] = UserState(sid)
     for user, sid in rebased.items():
         previous = states[user].gate
         gate = Gate(previous.loss_clone, previous.loss_base, previous.events)
-        out.users[user] = UserState(working[user], sid, gate)
+        out.users[user] = UserState(sid, gate)
     if not events:
         return out
     positions = np.empty(len(events), dtype=np.int64)  # how many events each user had before
     seen: dict[str, int] = {}
     for i, (user, _, _) in enumerate(events):
-        positions[i] = seen.get(user, working[user].n_events)
+        positions[i] = seen.get(user, table.events_of(user))
         seen[user] = positions[i] + 1
-    p, base_p, out.reset = learn_clones(base, working, events, settings)
-    for user in out.reset:
-        if user in out.users:  # forgotten earlier in this batch: its state holds the old delta
-            out.users[user].delta = working[user]
+    p, base_p, out.reset = table.learn(
+        base, events, settings.lr, settings.l2, settings.bias_lr, settings.max_rows,
+        shared_lr_scale=settings.shared_lr_scale,
+    )  # fmt: skip
+    for _ in out.reset:
+        CLONE_RESETS.labels(reason="non_finite").inc()
     labels = np.fromiter((e[2] for e in events), np.float64, len(events))
     for (_, _, sid), (user, _, _) in zip(kept, events, strict=True):
         state = out.users.get(user)
         if state is None:
             previous = states[user].gate
             gate = Gate(previous.loss_clone, previous.loss_base, previous.events)
-            state = out.users[user] = UserState(working[user], gate=gate)
+            state = out.users[user] = UserState(gate=gate)
         state.last_event = max(state.last_event, sid)
     users = [user for user, _, _ in events]
     gates = {user: out.users[user].gate for user in set(users)}
