@@ -220,7 +220,8 @@ def apply_batch(
         state = states[user]
         ms, _, seq = entry.id.partition("-")  # an id Redis gave: no need to validate it
         sid = StreamId(int(ms), int(seq))
-        if event.get("type") == REBASE:  # applied, skipped or erased: its note is done with
+        kind = event.get("type")
+        if kind == REBASE:  # applied, skipped or erased: its note is done with
             out.rebase_notes.append((str(event.get("base")), user))
         if sid <= state.last_event:
             out.skipped += 1
@@ -231,7 +232,7 @@ def apply_batch(
                 table.reset(user)
             out.forgotten += 1
             continue
-        if event.get("type") == REBASE:
+        if kind == REBASE:
             if user in forgotten:  # an erased clone keeps nothing derived from its data
                 forgotten[user] = sid
             else:
