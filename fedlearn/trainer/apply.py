@@ -119,9 +119,10 @@ def features_of(
 ) -> tuple[dict[str, float], str]:
     """The features an event trains on, and where they came from (``prediction`` or ``event``).
 
-    ``contexts`` (one per batch) remembers each context's encoding: a batch's events share a
-    few hours and devices, and encoding them for every event was a tenth of ``apply_batch``.
-    The features are :func:`fedlearn.model.event_features`'s, in its order.
+    ``contexts`` (one per batch) remembers, per item and context, every feature but the
+    user's: a batch's events share a few hours and devices (and popular items), and encoding
+    them for every event was a tenth of ``apply_batch``. The features are
+    :func:`fedlearn.model.event_features`'s, in its order.
     """
     prediction_id = event.get("prediction_id")
     if prediction_id:
@@ -132,17 +133,18 @@ def features_of(
     if contexts is None or not context:
         return event_features(user, item, context, item_features(item)), "event"
     try:
-        key = tuple(context.items())
-        encoded = contexts.get(key)
+        key = (item, tuple(context.items()))
+        rest = contexts.get(key)
     except TypeError:  # an unhashable value: no memo (event_features says what is wrong)
         return event_features(user, item, context, item_features(item)), "event"
-    if encoded is None:
-        encoded = contexts[key] = encode_context(context, {})
-    features = {f"user={user}": 1.0, f"item={item}": 1.0}
-    if (of_item := item_features(item)) is not None:
-        features.update(of_item)
-    features.update(encoded)
-    return features, "event"
+    if rest is None:
+        # As event_features builds it after the user's entry (a later duplicate of the
+        # user's name overwrites its value in place, here as there).
+        rest = contexts[key] = {f"item={item}": 1.0}
+        if (of_item := item_features(item)) is not None:
+            rest.update(of_item)
+        encode_context(context, rest)
+    return {f"user={user}": 1.0, **rest}, "event"
 
 
 def shown_with(event: Mapping[str, Any], prediction_shown: PredictionShown) -> dict[str, Any]:
@@ -251,11 +253,15 @@ def apply_batch(
         out.users[user] = UserState(sid, gate)
     if not events:
         return out
-    positions = np.empty(len(events), dtype=np.int64)  # how many events each user had before
+    users = [user for user, _, _ in events]
+    before: list[int] = []  # how many events each event's user had before it
     seen: dict[str, int] = {}
-    for i, (user, _, _) in enumerate(events):
-        positions[i] = seen.get(user, table.events_of(user))
-        seen[user] = positions[i] + 1
+    for user in users:
+        n = seen.get(user)
+        if n is None:
+            n = table.events_of(user)
+        before.append(n)
+        seen[user] = n + 1
     p, base_p, out.reset = table.learn(
         base, events, settings.lr, settings.l2, settings.bias_lr, settings.max_rows,
         shared_lr_scale=settings.shared_lr_scale,
@@ -263,14 +269,14 @@ def apply_batch(
     for _ in out.reset:
         CLONE_RESETS.labels(reason="non_finite").inc()
     labels = np.fromiter((e[2] for e in events), np.float64, len(events))
-    for (_, _, sid), (user, _, _) in zip(kept, events, strict=True):
+    for (_, _, sid), user in zip(kept, users, strict=True):
         state = out.users.get(user)
         if state is None:
             previous = states[user].gate
             gate = Gate(previous.loss_clone, previous.loss_base, previous.events)
             state = out.users[user] = UserState(gate=gate)
-        state.last_event = max(state.last_event, sid)
-    users = [user for user, _, _ in events]
+        if sid > state.last_event:
+            state.last_event = sid
     gates = {user: out.users[user].gate for user in set(users)}
     out.served_predictions = serve_then_update(gates, users, labels, p, base_p, gating)
     # Columns, not one dict per event: the trainer's hot path only builds lists here, and the
@@ -290,5 +296,5 @@ def apply_batch(
     out.labels = labels
     out.predictions = p
     out.base_predictions = base_p
-    out.positions = positions
+    out.positions = np.array(before, dtype=np.int64)
     return out
