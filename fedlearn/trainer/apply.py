@@ -119,10 +119,9 @@ def features_of(
 ) -> tuple[dict[str, float], str]:
     """The features an event trains on, and where they came from (``prediction`` or ``event``).
 
-    ``contexts`` (one per batch) remembers, per item and context, every feature but the
-    user's: a batch's events share a few hours and devices (and popular items), and encoding
-    them for every event was a tenth of ``apply_batch``. The features are
-    :func:`fedlearn.model.event_features`'s, in its order.
+    ``contexts`` (one per batch) remembers each context's encoding: a batch's events share a
+    few hours and devices, and encoding them for every event was a tenth of ``apply_batch``.
+    The features are :func:`fedlearn.model.event_features`'s, in its order.
     """
     prediction_id = event.get("prediction_id")
     if prediction_id:
@@ -133,18 +132,16 @@ def features_of(
     if contexts is None or not context:
         return event_features(user, item, context, item_features(item)), "event"
     try:
-        key = (item, tuple(context.items()))
-        rest = contexts.get(key)
+        key = tuple(context.items())
+        encoded = contexts.get(key)
     except TypeError:  # an unhashable value: no memo (event_features says what is wrong)
         return event_features(user, item, context, item_features(item)), "event"
-    if rest is None:
-        # As event_features builds it after the user's entry (a later duplicate of the
-        # user's name overwrites its value in place, here as there).
-        rest = contexts[key] = {f"item={item}": 1.0}
-        if (of_item := item_features(item)) is not None:
-            rest.update(of_item)
-        encode_context(context, rest)
-    return {f"user={user}": 1.0, **rest}, "event"
+    if encoded is None:
+        encoded = contexts[key] = encode_context(context, {})
+    # One dict display: as event_features' updates (a later duplicate overwrites in place).
+    if (of_item := item_features(item)) is not None:
+        return {f"user={user}": 1.0, f"item={item}": 1.0, **of_item, **encoded}, "event"
+    return {f"user={user}": 1.0, f"item={item}": 1.0, **encoded}, "event"
 
 
 def shown_with(event: Mapping[str, Any], prediction_shown: PredictionShown) -> dict[str, Any]:
