@@ -31,6 +31,8 @@ from fedlearn.telemetry.trainer import CLONE_RESETS
 
 DEFAULT_GATING = GateSettings()
 NEVER = StreamId(0, 0)  # the last_event of a user who has no applied event yet
+# An event with none of these fields was shown with nothing known: ``shown_with`` gives {}.
+_SHOWN_FIELDS = frozenset({"prediction_id", *SHOWN_KEYS})
 
 ItemFeatures = Callable[[str], Mapping[str, float] | None]
 PredictionFeatures = Callable[[str, str], Mapping[str, float] | None]
@@ -283,7 +285,12 @@ def apply_batch(
         "stream_id": [entry.id for entry, _, _ in kept],
         "features": [x for _, x, _ in events],
         "features_from": [source for _, source, _ in kept],
-        "shown": [shown_with(entry.event, prediction_shown) for entry, _, _ in kept],
+        "shown": [
+            {}
+            if _SHOWN_FIELDS.isdisjoint(entry.event)
+            else shown_with(entry.event, prediction_shown)
+            for entry, _, _ in kept
+        ],
         "prediction": p.tolist(),
         "base_prediction": base_p.tolist(),
         "base_version": base.version,
