@@ -116,9 +116,6 @@ class DeltaTable:
         self.drop(user)
         self.users[user] = UserRows()
 
-    def clear(self) -> None:
-        self.__init__(self.n_factors)  # type: ignore[misc]
-
     def to_bytes_many(self, users: Sequence[str]) -> dict[str, bytes]:
         """The ``.fldl`` bytes of each of ``users``, from one gather of all their rows."""
         entries = [self.users[user] for user in users]
@@ -171,7 +168,7 @@ class DeltaTable:
         dw0 = np.fromiter((self.users[u].w0 for u in batch_users), np.float64, len(batch_users))
         scale = np.ones(len(used))
         if shared_lr_scale != 1.0:
-            scale = row_scales([self.names[r] for r in used.tolist()], shared_lr_scale)  # type: ignore[misc]
+            scale = row_scales([self.names[r] for r in used.tolist()], shared_lr_scale)
         y = np.fromiter((e[2] for e in events), np.float64, len(events))
         uids = np.asarray(uid, dtype=np.int64)
         from fedlearn.model.kernel import test_then_train
@@ -227,7 +224,7 @@ class DeltaTable:
         """The base's ``[w, v]`` for those of ``rows`` that do not have it yet."""
         need = rows[~self.has_base[rows]]
         if need.size:
-            w, v = base.rows([self.names[r] for r in need.tolist()])  # type: ignore[misc]
+            w, v = base.rows([self.names[r] for r in need.tolist()])
             self.base_params[need, 0] = w
             self.base_params[need, 1:] = v
             self.has_base[need] = True
