@@ -90,7 +90,8 @@ def reproduce(
         if version not in bases:
             bases[version] = base_of(version)
         base = bases[version]
-        table = table or DeltaTable(base.n_factors)
+        if table is None:
+            table = DeltaTable(base.n_factors)
         entries, recorded, logged = _entries(batch, out.events)
         for entry in entries:
             user = entry.event["user"]
