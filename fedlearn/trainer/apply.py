@@ -282,6 +282,7 @@ def apply_batch(
     # event log writer (off the hot path) turns them into one line per event.
     out.log = {
         "events": [entry.event for entry, _, _ in kept],
+        "raw": [entry.raw for entry, _, _ in kept],
         "stream_id": [entry.id for entry, _, _ in kept],
         "features": [x for _, x, _ in events],
         "features_from": [source for _, source, _ in kept],
