@@ -6,8 +6,9 @@ The shard streams are pre-filled with ``--events`` synthetic events
 (``fedlearn.data.synthetic``: 5,000 users with Zipf activity, 2,000 items with genres, an hour
 context) through ``store.streams.append_events``, as the API appends them; then one
 :class:`Trainer`, in this process, owns all ``FEDLEARN_N_SHARDS`` shards and drains
-them: claim/XREADGROUP, load the users' deltas, ``apply_batch`` (features, ``learn_many``,
-shadow base score), the commit script (deltas, ``last_event``, XACK, applied log), metrics.
+them: claim/XREADGROUP, load the users' deltas, ``apply_batch`` (features, the shard's
+``DeltaTable.learn``, shadow base score), the commit script (deltas, ``last_event``, XACK,
+applied log), metrics.
 Timed from the first step to the last event committed. The trainer is single-threaded, so its
 events/s is per core; Redis works beside it on the other core, and its CPU seconds are reported
 too. The durable event log (JSON Lines on disk) is drained every second as ``fedlearn worker``
@@ -53,10 +54,10 @@ STAGES = (
     ("read (XREADGROUP/claim + parse)", "store/streams.py", "claim"),
     ("load users' deltas", "trainer/trainer.py", "_load_users"),
     ("catalog features", "store/items.py", "features"),
-    ("apply_batch (features, learn_many, shadow)", "trainer/apply.py", "apply_batch"),
-    ("  of which learn_many_shadow (the FM math)", "model/batch.py", "learn_many_shadow"),
+    ("apply_batch (features, table, shadow)", "trainer/apply.py", "apply_batch"),
+    ("  of which DeltaTable.learn (rows + the FM math)", "model/table.py", "learn"),
     ("  of which features_of (event -> features)", "trainer/apply.py", "features_of"),
-    ("serialize deltas (to_bytes)", "model/delta.py", "to_bytes"),
+    ("serialize deltas (to_bytes_many)", "model/table.py", "to_bytes_many"),
     ("commit script (validate + Redis)", "store/streams.py", "commit_batch"),
     ("metrics (_observe)", "trainer/trainer.py", "_observe"),
 )

@@ -20,7 +20,7 @@ from fedlearn.config import Settings, load_settings
 from fedlearn.devtools import EmbeddedRedis
 from fedlearn.devtools.embedded import free_port
 from fedlearn.model import Base, ModelFormatError
-from fedlearn.model.hashinit import fnv1a32, fnv1a32_many
+from fedlearn.model.hashinit import fnv1a32, fnv1a32_many, init_latent, init_latents
 from fedlearn.model.rowset import (
     BucketIndex,
     MissingRowsError,
@@ -76,6 +76,14 @@ def test_names_hash_alike_one_by_one_and_vectorized() -> None:
     names = [f"item={i}" for i in range(500)] + ["", "é", "genre=Sci-Fi", "a\x00b", "x" * 200]
     assert [int(h) for h in fnv1a32_many(names)] == [fnv1a32(n.encode()) for n in names]
     assert fnv1a32_many([]).shape == (0,)
+
+
+@pytest.mark.parametrize("seed", [0, 7, 0xFFFFFFFF])
+def test_starting_latents_drawn_for_many_names_at_once_are_the_per_name_draws(seed) -> None:
+    """The vectorized draws (a batch of new users' rows) are the JS-parity per-name ones."""
+    names = [f"user={i}" for i in range(300)] + ["é", "genre=Sci-Fi", "a\x00b", "x" * 200]
+    one_by_one = np.stack([init_latent(n, 10, seed, 0.1) for n in names])
+    assert np.array_equal(init_latents(names, 10, seed, 0.1), one_by_one)
 
 
 def test_every_row_is_in_exactly_the_bucket_its_name_hashes_to() -> None:

@@ -83,3 +83,34 @@ def test_rendered_lines_stamped_with_their_log_id_are_the_expanded_records() -> 
     assert [orjson.loads(line) for line in stamp(entry, "7-0")] == expected
     # An entry an older trainer wrote (columns) gives the same lines' records.
     assert [orjson.loads(line) for line in stamp(BATCH, "7-0")] == expected
+
+
+def test_lines_appended_to_the_events_own_text_are_the_records_lines_byte_for_byte() -> None:
+    """With each event's JSON text as read (the ``raw`` column), a plain event's line is its
+    text with the trainer's fields appended: the bytes the record would have encoded to. An
+    event holding a key a line adds, an event shown with something known, or text that is not
+    a bare object falls back to the record, so no key ever appears twice."""
+    import numpy as np
+
+    events = [
+        {"event_id": "a", "user": "u", "item": "1", "context": {"hour": "21", "t": 0.25}},
+        {"event_id": "b", "title": "Amélie", "ts": 1.7e9},
+        {"event_id": "c", "prediction": 0.9},  # a key the line adds: the record's value wins
+        {"event_id": "d", "log_id": "forged"},
+        {"event_id": "e", "propensity": 0.5},  # shown with something known (below)
+        {"event_id": "f"},  # text with trailing whitespace, as another writer may leave it
+    ]
+    raw = [orjson.dumps(e) for e in events[:5]] + [b'{"event_id": "f"}\n']
+    n = len(events)
+    batch = {
+        "events": events, "stream_id": [f"1-{i}" for i in range(n)],
+        "features": [{"item=1": 1.0, "hour=21": 1.0}] * n, "features_from": ["event"] * n,
+        "prediction": [0.5, np.float64(0.125), 0.3, 0.1, 0.2, 0.7],
+        "base_prediction": [0.4] * n, "base_version": "v1", "applied_at": 1.5,
+        "shown": [{}, {}, {}, {}, {"propensity": 0.25}, {}],
+    }  # fmt: skip
+    without_raw = render_applied(batch)["lines"]
+    assert render_applied({**batch, "raw": raw})["lines"] == without_raw
+    assert render_applied({**batch, "raw": [b""] * n})["lines"] == without_raw
+    records = [orjson.loads(line) for line in without_raw.split("\n")]
+    assert records[2]["prediction"] == 0.3 and "log_id" not in records[3]

@@ -175,9 +175,17 @@ def stream_through(up: Up, name: str, seed: int, kill: Callable[[], None]) -> fl
             + "\n".join(up.output().splitlines()[-40:])
         ) from None
     prefix = f"ev-{seed}-"
-    wait_for(lambda: len(logged_ids(up, prefix)) == N_EVENTS, 30,
-             f"{name}: every applied event to reach the event log")  # fmt: skip
-    logged = logged_ids(up, prefix)
+    logged: Counter = Counter()
+
+    def all_logged() -> bool:
+        try:
+            logged.clear()
+            logged.update(logged_ids(up, prefix))
+        except orjson.JSONDecodeError:  # read while the writer appends: a line not whole yet
+            return False
+        return len(logged) == N_EVENTS
+
+    wait_for(all_logged, 30, f"{name}: every applied event to reach the event log")
     assert max(logged.values()) == 1, "an event was applied (logged) twice"
     assert applied_per_user(up.settings, set(users)) == expected, "an event applied twice"
     assert recovered <= RECOVERY_LIMIT_S, f"{name}: recovery took {recovered:.1f} s"

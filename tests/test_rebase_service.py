@@ -15,6 +15,7 @@ from fedlearn.aggregate.round import RoundStatus
 from fedlearn.aggregate.run import begin_round, create_round, reduce_round, run_round_inline
 from fedlearn.model import Base, Delta
 from fedlearn.model.gating import GateSettings
+from fedlearn.model.table import DeltaTable
 from fedlearn.serving.base_cache import BaseCache
 from fedlearn.serving.clones import load_clone
 from fedlearn.serving.ingest import rebase_entry
@@ -157,18 +158,20 @@ def test_the_trainer_applies_a_rebase_entry_once_in_order_with_the_users_events(
     share = Delta.from_rows(4, ["item=2"], [0.25], np.full((1, 4), 0.1), 0.1)
     rebase_at = Entry("5-0", rebase_entry("a", "2", 0, share.to_json()))
     later = Entry("6-0", {"user": "a", "item": "1", "signal": "click"})
-    states = {"a": UserState(delta.copy(), StreamId(4, 0))}
+    table = DeltaTable(4)
+    table.put("a", delta)
+    states = {"a": UserState(StreamId(4, 0))}
     out = apply_batch(
-        base, states, [rebase_at, later], CLONE, item_features=lambda _i: None,
+        base, table, states, [rebase_at, later], CLONE, item_features=lambda _i: None,
         prediction_features=lambda _p, _i: None, applied_at=0.0,
     )  # fmt: skip
     assert out.rebased == 1 and out.applied == 1
     assert out.users["a"].last_event == StreamId(6, 0)
-    assert "item=2" not in out.users["a"].delta.index  # taken out whole: dropped
-    assert len(states["a"].delta) == 2  # the trainer's state is only replaced on commit
+    assert "item=2" not in table.delta("a").index  # taken out whole: dropped
+    assert states["a"].last_event == StreamId(4, 0)  # the trainer's state is replaced on commit
     # Redelivered after a crash (its id is not past the user's last_event): skipped.
     redelivered = apply_batch(
-        base, {"a": out.users["a"]}, [rebase_at], CLONE, item_features=lambda _i: None,
+        base, table, {"a": out.users["a"]}, [rebase_at], CLONE, item_features=lambda _i: None,
         prediction_features=lambda _p, _i: None, applied_at=0.0,
     )  # fmt: skip
     assert redelivered.skipped == 1 and redelivered.rebased == 0 and not redelivered.users
@@ -184,19 +187,22 @@ def test_a_rebase_of_another_generation_or_after_a_forget_changes_nothing() -> N
     delta = Delta.from_rows(4, ["item=2"], [0.25], np.full((1, 4), 0.1), 0.3)
     share = Delta.from_rows(4, ["item=2"], [0.25], np.full((1, 4), 0.1), 0.1)
     old = Entry("5-0", rebase_entry("a", "2", 1, share.to_json()))
+    table = DeltaTable(4)
+    table.put("a", delta)
     out = apply_batch(
-        base, {"a": UserState(delta.copy(), StreamId(4, 0))}, [old], CLONE,
+        base, table, {"a": UserState(StreamId(4, 0))}, [old], CLONE,
         item_features=lambda _i: None, prediction_features=lambda _p, _i: None, applied_at=0.0,
     )  # fmt: skip
     assert out.users["a"].last_event == StreamId(5, 0)  # consumed, once
-    np.testing.assert_array_equal(out.users["a"].delta.w, delta.w)
+    np.testing.assert_array_equal(table.delta("a").w, delta.w)
     forget = Entry("6-0", {"event_id": "f", "user": "a", "type": "forget", "ts": 0.0})
     after = Entry("7-0", rebase_entry("a", "2", 0, share.to_json()))
+    table.put("a", delta)
     out = apply_batch(
-        base, {"a": UserState(delta.copy(), StreamId(4, 0))}, [forget, after], CLONE,
+        base, table, {"a": UserState(StreamId(4, 0))}, [forget, after], CLONE,
         item_features=lambda _i: None, prediction_features=lambda _p, _i: None, applied_at=0.0,
     )  # fmt: skip
-    assert len(out.users["a"].delta) == 0 and out.users["a"].delta.w0 == 0.0  # erased stays so
+    assert len(table.delta("a")) == 0 and table.delta("a").w0 == 0.0  # erased stays so
     assert out.users["a"].last_event == StreamId(7, 0)  # a redelivery skips it
 
 

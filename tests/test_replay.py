@@ -253,11 +253,13 @@ def test_movielens_clones_beat_the_frozen_base(movielens_dir: Path, tmp_path: Pa
 
 
 def test_a_clone_arm_predicts_and_learns_exactly_as_the_trainer_applies_a_batch() -> None:
+    from fedlearn.model.table import DeltaTable
     from fedlearn.store.entries import Entry
     from fedlearn.trainer.apply import UserState, apply_batch
 
     base = _base()
-    settings = CloneSettings(lr=0.3, l2=0.01, bias_lr=0.2, shared_lr_scale=0.5, lr_half_life=3)
+    # lr_half_life stays a replay lever (the numpy reference): the trainer does not take it.
+    settings = CloneSettings(lr=0.3, l2=0.01, bias_lr=0.2, shared_lr_scale=0.5)
     signals = ["click", "skip", "click", "click", "skip", "skip"]
     events = [
         {"event_id": f"{i}", "user": "u1" if i % 3 else "u2", "item": "ab"[i % 2], "signal": s}
@@ -265,8 +267,9 @@ def test_a_clone_arm_predicts_and_learns_exactly_as_the_trainer_applies_a_batch(
     ]
     entries = [Entry(f"{i + 1}-0", e) for i, e in enumerate(events)]
     catalog = {"a": {"genre=x": 1.0}, "b": {}}
+    table = DeltaTable(3)
     applied = apply_batch(
-        base, {u: UserState(Delta(3)) for u in ("u1", "u2")}, entries, settings,
+        base, table, {u: UserState() for u in ("u1", "u2")}, entries, settings,
         item_features=catalog.get, prediction_features=lambda pid, item: None, applied_at=0.0,
     )  # fmt: skip
     arm = ClonesArm(base, settings=settings)
@@ -275,7 +278,7 @@ def test_a_clone_arm_predicts_and_learns_exactly_as_the_trainer_applies_a_batch(
     served = arm.process(labelled)
     assert served.tolist() == applied.predictions.tolist()
     for user in ("u1", "u2"):
-        assert arm.deltas[user].to_bytes() == applied.users[user].delta.to_bytes()
+        assert arm.deltas[user].to_bytes() == table.to_bytes_many([user])[user]
 
 
 def test_the_gated_arm_serves_the_gate_s_choice_before_each_event() -> None:
@@ -294,6 +297,7 @@ def test_the_gated_arm_serves_the_gate_s_choice_before_each_event() -> None:
 
 @pytest.mark.parametrize("blend", [False, True])
 def test_the_gated_arm_serves_and_updates_gates_exactly_as_the_trainer(blend: bool) -> None:
+    from fedlearn.model.table import DeltaTable
     from fedlearn.store.entries import Entry
     from fedlearn.trainer.apply import UserState, apply_batch
 
@@ -305,7 +309,7 @@ def test_the_gated_arm_serves_and_updates_gates_exactly_as_the_trainer(blend: bo
         for i, s in enumerate(signals)
     ]
     applied = apply_batch(
-        base, {u: UserState(Delta(3)) for u in ("u0", "u1")},
+        base, DeltaTable(3), {u: UserState() for u in ("u0", "u1")},
         [Entry(f"{i + 1}-0", e) for i, e in enumerate(events)], settings,
         item_features=lambda item: {}, prediction_features=lambda pid, item: None,
         applied_at=0.0, gating=gating,

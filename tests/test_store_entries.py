@@ -88,7 +88,10 @@ def test_decoding_in_bulk_keeps_order_and_says_why_an_entry_is_rejected(shape: s
     if shape == "as sent":  # the trainer's reader: [field, value, ...] as Redis sends them
         raw = [(entry_id, _as_redis_sends(fields)) for entry_id, fields in raw]
     batch = parse_entries(raw)
-    assert batch.entries == [Entry("1-0", GOOD[0]), Entry("6-0", GOOD[1])]
+    assert batch.entries == [
+        Entry("1-0", GOOD[0], orjson.dumps(GOOD[0])),  # with its text, for the event log
+        Entry("6-0", GOOD[1], orjson.dumps(GOOD[1])),
+    ]
     reasons = {r.id: r.reason for r in batch.rejected}
     assert reasons["2-0"].startswith("field 'e' is not JSON")
     assert reasons["3-0"] == "field 'e' is JSON list, not an object"
@@ -102,5 +105,5 @@ def test_a_raw_read_over_several_streams_is_decoded_per_stream() -> None:
     for reply in ({b"s:1": entries, b"s:2": []}, [[b"s:1", entries]]):  # RESP3, RESP2
         batches = parse_read_many(reply, raw=True)
         assert list(batches) == ["s:1"]
-        assert batches["s:1"].entries == [Entry("1-0", GOOD[0])]
+        assert batches["s:1"].entries == [Entry("1-0", GOOD[0], orjson.dumps(GOOD[0]))]
         assert batches["s:1"].rejected == [Rejected("2-0", DELETED)]

@@ -156,6 +156,36 @@ def test_a_redelivered_event_is_skipped(store: Store) -> None:
     assert_same(stored_deltas(store, {e["user"] for e in events}), expected_deltas(base, events))
 
 
+def test_a_batch_whose_commit_is_refused_leaves_nothing_of_itself_in_memory(
+    store: Store,
+) -> None:
+    """The shard's table of deltas is updated before the commit; a commit the store refuses
+    (the lease went to another owner meanwhile) must not leave those updates behind: when the
+    shard comes back, its users are reloaded and each event is applied exactly once."""
+    base = Base.fresh([f"item={i}" for i in range(20)], 4, version="b1")
+    publish(store, base)
+    first, second = make_events(200, 8, seed=3), make_events(200, 8, seed=4)
+    for i, event in enumerate(second):
+        event["event_id"] = f"later{i}"
+    append(store, first)
+    trainer = Trainer(store, lambda _base: CLONE, TrainerConfig(batch_size=500))
+    trainer.ownership.maintain()
+    while trainer.applied_total < len(first):
+        trainer.step()
+    append(store, second)
+    shard = store.shard_of(second[0]["user"])
+    store.client.delete(keys.lease(shard))  # as if it lapsed; another owner takes it
+    assert store.leases.acquire(shard, "other-trainer", 60_000)
+    assert trainer.work_shard(shard, base) == 0, "the commit is refused"
+    assert shard not in trainer.shards and store.streams.pending_count(shard) > 0
+    store.leases.release(shard, "other-trainer")
+    trainer.ownership.maintain()  # the shard comes back: its users are read from Redis
+    while trainer.applied_total < len(first) + len(second):
+        assert trainer.step() > 0
+    events = first + second
+    assert_same(stored_deltas(store, {e["user"] for e in events}), expected_deltas(base, events))
+
+
 def dead_letter_count(reason: str) -> float:
     return REGISTRY.get_sample_value("fedlearn_dead_letters_total", {"reason": reason}) or 0.0
 

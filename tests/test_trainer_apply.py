@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from fedlearn.data.eventlog import expand
 from fedlearn.model import Base, Clone, Delta, event_features
+from fedlearn.model.table import DeltaTable
 from fedlearn.store.entries import Entry
 from fedlearn.store.streamid import StreamId
 from fedlearn.trainer.apply import NEVER, CloneSettings, UserState, apply_batch, features_of
@@ -21,14 +22,21 @@ def no_catalog(_item: str) -> None:
     return None
 
 
-def apply(states: dict[str, UserState], entries: list[Entry], **kwargs: object):
+def apply(table: DeltaTable, states: dict[str, UserState], entries: list[Entry], **kwargs: object):
     """``apply_batch`` with no catalog and no stored predictions, unless ``kwargs`` say so."""
     options = {
         "item_features": no_catalog,
         "prediction_features": lambda pid, item: None,
         "applied_at": 1.0,
     }
-    return apply_batch(BASE, states, entries, SETTINGS, **{**options, **kwargs})
+    return apply_batch(BASE, table, states, entries, SETTINGS, **{**options, **kwargs})
+
+
+def table_of(deltas: dict[str, Delta]) -> DeltaTable:
+    table = DeltaTable(4)
+    for user, delta in deltas.items():
+        table.put(user, delta)
+    return table
 
 
 def test_an_event_naming_its_prediction_trains_on_the_features_prediction_saw() -> None:
@@ -56,14 +64,16 @@ def test_a_batchs_context_memo_gives_event_features_in_its_order() -> None:
 
 
 def test_entries_already_applied_are_skipped_and_the_rest_logged_with_predictions() -> None:
-    states = {"a": UserState(Delta(4), StreamId(5, 0)), "b": UserState(Delta(4), NEVER)}
+    states = {"a": UserState(StreamId(5, 0)), "b": UserState(NEVER)}
     entries = [entry("4-0", "a", "1"), entry("6-0", "a", "2", "skip"), entry("7-0", "b", "3")]
-    out = apply(states, entries, applied_at=2.0)
+    table = DeltaTable(4)
+    out = apply(table, states, entries, applied_at=2.0)
     assert (out.applied, out.skipped) == (2, 1)
     records = list(expand(out.log))
     assert [r["event_id"] for r in records] == ["6-0", "7-0"]
     assert out.users["a"].last_event == StreamId(6, 0)
-    assert states["a"].delta.n_events == 0, "the caller's state is only replaced after commit"
+    assert states["a"].last_event == StreamId(5, 0), "the caller's state is replaced on commit"
+    assert table.events_of("a") == table.events_of("b") == 1
     # The logged prediction is the clone's before learning: the base's, for a fresh delta.
     expected = Clone(BASE).predict_proba_one(event_features("b", "3"))
     assert records[1]["prediction"] == expected
@@ -75,14 +85,15 @@ def test_a_forget_entry_drops_the_users_earlier_events_and_starts_a_new_clone() 
     learned.rows_of(["item=1"])
     learned._w[0] = 0.5
     learned.n_events = 3
-    states = {"a": UserState(learned, StreamId(1, 0)), "b": UserState(Delta(4), NEVER)}
+    states = {"a": UserState(StreamId(1, 0)), "b": UserState(NEVER)}
     forget = Entry("5-0", {"event_id": "f", "user": "a", "type": "forget", "ts": 1.0})
     entries = [entry("4-0", "a", "1"), forget, entry("6-0", "a", "2"), entry("7-0", "b", "3")]
-    out = apply(states, entries, applied_at=2.0)
+    table = table_of({"a": learned})
+    out = apply(table, states, entries, applied_at=2.0)
     assert (out.applied, out.forgotten) == (2, 2)
-    a = out.users["a"]
-    assert a.last_event == StreamId(6, 0)
-    assert a.delta.n_events == 1 and "item=1" not in a.delta.names, "the old clone is gone"
+    assert out.users["a"].last_event == StreamId(6, 0)
+    a = table.delta("a")
+    assert a.n_events == 1 and "item=1" not in a.names, "the old clone is gone"
     assert [r["event_id"] for r in expand(out.log)] == ["6-0", "7-0"]
 
 
@@ -97,7 +108,8 @@ def test_a_clone_that_goes_non_finite_is_reset_to_the_base_counted_and_never_sto
     learned = Delta(4)
     learned.rows_of(["item=1"])
     learned._w[0] = 0.5
-    states = {"a": UserState(learned), "b": UserState(Delta(4))}
+    states = {"a": UserState(), "b": UserState()}
+    table = table_of({"a": learned})
     # A recorded feature value of NaN cannot come through the API; here it stands for any way
     # the update might still produce a non-finite number.
     poisoned = {"user=a": 1.0, "item=1": float("nan")}
@@ -105,32 +117,48 @@ def test_a_clone_that_goes_non_finite_is_reset_to_the_base_counted_and_never_sto
         entry("1-0", "a", "1", prediction_id="p"),
         entry("2-0", "b", "2"),
     ]
-    out = apply(states, entries, prediction_features=lambda pid, item: poisoned)
+    out = apply(table, states, entries, prediction_features=lambda pid, item: poisoned)
     assert out.reset == ["a"]
     assert resets() == before + 1
-    reset = out.users["a"]
-    assert len(reset.delta) == 0 and reset.delta.w0 == 0.0, "back to the base"
-    assert reset.last_event == StreamId(1, 0), "the event is consumed, not retried forever"
-    assert Delta.from_bytes(reset.delta.to_bytes()).is_finite()
-    assert out.users["b"].delta.is_finite() and len(out.users["b"].delta) > 0
+    reset = table.delta("a")
+    assert len(reset) == 0 and reset.w0 == 0.0, "back to the base"
+    assert out.users["a"].last_event == StreamId(1, 0), "consumed, not retried forever"
+    assert Delta.from_bytes(table.to_bytes_many(["a"])["a"]).is_finite()
+    assert table.delta("b").is_finite() and len(table.delta("b")) > 0
 
 
 def test_a_user_sending_a_new_context_string_with_every_event_keeps_a_bounded_delta() -> None:
-    states = {"a": UserState(Delta(4))}
+    states = {"a": UserState()}
+    table = DeltaTable(4)
     sizes, rows = [], []
     for batch in range(12):  # 6,000 events, each with a context value never seen before
         entries = [
             entry(f"{batch * 500 + i + 1}-0", "a", str(i % 5), context={"q": f"s{batch}-{i}"})
             for i in range(500)
         ]
-        out = apply(states, entries)
+        out = apply(table, states, entries)
         states["a"] = out.users["a"]
-        sizes.append(len(states["a"].delta.to_bytes()))
-        rows.append(len(states["a"].delta))
-    delta = states["a"].delta
+        sizes.append(len(table.to_bytes_many(["a"])["a"]))
+        rows.append(len(table.delta("a")))
+    assert table.n_rows == SETTINGS.max_rows, "evicted rows are freed in the table too"
+    delta = table.delta("a")
     assert max(rows) == rows[-1] == SETTINGS.max_rows
     row_bytes = len("q=s11-499\n") + 4 * (1 + 4)  # the longest name, its floats
     assert max(sizes) <= 40 + SETTINGS.max_rows * row_bytes  # 0.12 MB at k = 4
     # The newest strings survive, the oldest went back to the base's value.
     assert "q=s11-499" in delta.index and "q=s0-0" not in delta.index
     assert "user=a" in delta.index, "a row used by every event is never the least recent"
+
+
+def test_a_replay_only_lever_is_refused_before_the_table_changes() -> None:
+    import pytest
+
+    table = DeltaTable(4)
+    settings = CloneSettings(lr=0.1, l2=0.0, bias_lr=0.1, lr_half_life=3.0)
+    forget = Entry("1-0", {"event_id": "f", "user": "a", "type": "forget", "ts": 1.0})
+    table.put("a", Delta.from_rows(4, ["item=1"], [0.5], [[0.1] * 4]))
+    with pytest.raises(ValueError, match="lr_half_life"):
+        apply_batch(BASE, table, {"a": UserState()}, [forget], settings,
+                    item_features=no_catalog, prediction_features=lambda p, i: None,
+                    applied_at=1.0)  # fmt: skip
+    assert len(table.delta("a")) == 1

@@ -55,17 +55,35 @@ def expand(batch: dict[str, Any]) -> Iterator[dict[str, Any]]:
         strict=True,
     )
     for event, stream_id, features, source, prediction, base_prediction, how in columns:
-        yield {
-            **event,
-            **how,
-            "stream_id": stream_id,
-            "features": features,
-            "features_from": source,
-            "prediction": prediction,
-            "base_prediction": base_prediction,
-            "base_version": batch["base_version"],
-            "applied_at": batch["applied_at"],
-        }
+        yield _record(batch, event, how, stream_id, features, source, prediction, base_prediction)
+
+
+def _record(
+    batch: dict[str, Any], event: dict[str, Any], how: dict[str, Any], *trained: Any
+) -> dict[str, Any]:
+    """One event's line of ``batch``: the event, how it was shown, then ``trained`` (stream
+    id, features, their source, the clone's and the base's predictions), the base version
+    and when the batch was applied."""
+    stream_id, features, source, prediction, base_prediction = trained
+    return {
+        **event,
+        **how,
+        "stream_id": stream_id,
+        "features": features,
+        "features_from": source,
+        "prediction": prediction,
+        "base_prediction": base_prediction,
+        "base_version": batch["base_version"],
+        "applied_at": batch["applied_at"],
+    }
+
+
+# What a line adds to the event (and what the writer adds): an event holding none of these
+# keys can have them appended to its own JSON text without a key appearing twice.
+_ADDED = frozenset({
+    "stream_id", "features", "features_from", "prediction", "base_prediction", "base_version",
+    "applied_at", "log_id", CANDIDATES, *SHOWN_KEYS,
+})  # fmt: skip
 
 
 def render_applied(batch: dict[str, Any]) -> dict[str, Any]:
@@ -74,11 +92,39 @@ def render_applied(batch: dict[str, Any]) -> dict[str, Any]:
     known only once it is written; :func:`stamp` adds it), and ``applied_at``.
 
     The trainer encodes the lines once, in C, instead of the writer decoding the columns into
-    objects and encoding them again (BENCHMARKS.md, "Trainer speed").
+    objects and encoding them again (BENCHMARKS.md, "Trainer speed"). With a ``raw`` column
+    (each event's JSON text as read from the stream, or ``b""``), an event shown with nothing
+    known and holding none of the keys a line adds keeps its own text, and the trainer's
+    fields are appended to it: the same keys and values as :func:`expand`'s record, without
+    building and encoding that record.
     """
-    records = expand(batch)
-    lines = b"\n".join(orjson.dumps(_without_log_id(r), option=NUMPY) for r in records)
-    return {"applied_at": batch["applied_at"], "lines": lines.decode("utf-8")}
+    n = len(batch["events"])
+    raw = batch.get("raw") or [b""] * n
+    shown = batch.get("shown") or [{}] * n
+    tail = b',"base_version":%s,"applied_at":%s}' % (
+        orjson.dumps(batch["base_version"]),
+        orjson.dumps(batch["applied_at"], option=NUMPY),
+    )
+    lines = []
+    columns = zip(
+        raw, shown, batch["events"], batch["stream_id"], batch["features"],
+        batch["features_from"], batch["prediction"], batch["base_prediction"], strict=True,
+    )  # fmt: skip
+    for text, how, event, stream_id, features, source, prediction, base_prediction in columns:
+        if how or text[-1:] != b"}" or not _ADDED.isdisjoint(event):
+            trained = (stream_id, features, source, prediction, base_prediction)
+            record = _without_log_id(_record(batch, event, how, *trained))
+            lines.append(orjson.dumps(record, option=NUMPY))
+            continue
+        lines.append(
+            b'%s,"stream_id":%s,"features":%s,"features_from":%s,"prediction":%s,'
+            b'"base_prediction":%s%s' % (
+                text[:-1], orjson.dumps(stream_id), orjson.dumps(features), orjson.dumps(source),
+                orjson.dumps(prediction, option=NUMPY),
+                orjson.dumps(base_prediction, option=NUMPY), tail,
+            )
+        )  # fmt: skip
+    return {"applied_at": batch["applied_at"], "lines": b"\n".join(lines).decode("utf-8")}
 
 
 def _without_log_id(record: dict[str, Any]) -> dict[str, Any]:

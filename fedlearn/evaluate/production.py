@@ -23,6 +23,7 @@ import numpy as np
 
 from fedlearn.data.eventlog import read_log
 from fedlearn.model import Base, Delta
+from fedlearn.model.table import DeltaTable
 from fedlearn.store.entries import Entry
 from fedlearn.trainer.apply import CloneSettings, UserState, apply_batch
 
@@ -82,20 +83,23 @@ def reproduce(
         raise ValueError(f"event log folder {str(folder)!r} does not exist")
     out = Reproduction(tol=tol)
     states: dict[str, UserState] = {}
+    table: DeltaTable | None = None
     bases: dict[str, Base] = {}
     for batch in batches(read_log(folder)):
         version = str(batch[0].get("base_version"))
         if version not in bases:
             bases[version] = base_of(version)
         base = bases[version]
+        if table is None:
+            table = DeltaTable(base.n_factors)
         entries, recorded, logged = _entries(batch, out.events)
         for entry in entries:
             user = entry.event["user"]
             if user not in states:
-                delta = (start or {}).get(user)
-                states[user] = UserState(delta.copy() if delta else Delta(base.n_factors))
+                states[user] = UserState()
+                table.put(user, (start or {}).get(user) or Delta(base.n_factors))
         applied = apply_batch(
-            base, states, entries, settings, item_features=lambda _item: None,
+            base, table, states, entries, settings, item_features=lambda _item: None,
             prediction_features=recorded.get_for,
             applied_at=float(batch[0].get("applied_at") or 0.0),
         )  # fmt: skip

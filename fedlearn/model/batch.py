@@ -65,7 +65,7 @@ class _Workspace:
                 flat_rows.append(row)
             flat_values.extend(x.values())
             lengths.append(len(x))
-        self.idx, self.x = _pad(flat_rows, flat_values, np.array(lengths, dtype=np.int64))
+        self.idx, self.x = pad_flat(flat_rows, flat_values, np.array(lengths, dtype=np.int64))
         self.last_use = _last_use(flat_rows, len(row_names))
         self.uid = np.array(uid, dtype=np.int64)
         self.position = np.array(position, dtype=np.int64)
@@ -101,8 +101,7 @@ class _Workspace:
     def row_scale(self, shared: float) -> np.ndarray:
         """Step multiplier per workspace row: 1 for the user's own ``user=`` row, ``shared``
         for item and context rows (which every user has, and the rounds move), 0 for padding."""
-        scale = np.array([1.0 if n.startswith(USER_PREFIX) else shared for n in self.row_names])
-        return np.append(scale, 0.0)
+        return np.append(row_scales(self.row_names, shared), 0.0)
 
     def event_scale(self, half_life: float | None) -> np.ndarray:
         """Step multiplier per event: ``h / (h + n)`` for a user's ``n``-th event so far
@@ -125,6 +124,12 @@ class _Workspace:
             delta.touch(self.row_names[r] for r in used.tolist())
 
 
+def row_scales(names: Sequence[str], shared: float) -> np.ndarray:
+    """Step multiplier of rows ``names``: 1 for a user's own ``user=`` row, ``shared`` for
+    item and context rows (which every user has, and the rounds move)."""
+    return np.array([1.0 if n.startswith(USER_PREFIX) else shared for n in names])
+
+
 def _last_use(flat_rows: list[int], n_rows: int) -> np.ndarray:
     """For each workspace row, the position of its last use in the flat (event-ordered) list."""
     last = np.full(n_rows, -1, dtype=np.int64)
@@ -135,14 +140,14 @@ def _last_use(flat_rows: list[int], n_rows: int) -> np.ndarray:
     return last
 
 
-def _pad(
-    flat_rows: list[int], flat_values: list[float], lengths: np.ndarray
+def pad_flat(
+    flat_rows: Sequence[int] | np.ndarray, flat_values: list[float], lengths: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray]:
     """``(E, F)`` row and value matrices from flat per-event lists, padded with ``PAD``/0."""
     n, width = len(lengths), int(lengths.max(initial=1))
     idx = np.full((n, width), PAD, dtype=np.int64)
     x = np.zeros((n, width))
-    if flat_rows:
+    if len(flat_rows):
         # Position of each feature within its event: 0..len-1, event after event.
         starts = np.cumsum(lengths) - lengths
         col = np.arange(len(flat_rows)) - np.repeat(starts, lengths)

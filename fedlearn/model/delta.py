@@ -164,20 +164,8 @@ class Delta:
     def to_bytes(self) -> bytes:
         """The ``.fldl`` bytes (CONTRACTS.md), rows in recency order, with a CRC-32 trailer."""
         order, rows = self._recency_order()
-        names = "".join(f"{n}\n" for n in order).encode("utf-8")
-        names += b"\0" * (-(_HEAD.size + len(names)) % 4)
-        head = _HEAD.pack(
-            MAGIC, FORMAT, len(order), self.n_factors, self.w0, self.n_events, len(names)
-        )
-        body = b"".join(
-            (
-                head,
-                names,
-                self._w[rows].astype("<f4").tobytes(),
-                self._v[rows].astype("<f4").tobytes(),
-            )
-        )
-        return body + _CRC.pack(zlib.crc32(body))
+        w, v = self._w[rows].astype("<f4").tobytes(), self._v[rows].astype("<f4").tobytes()
+        return pack_delta(order, self.n_factors, self.w0, self.n_events, w, v)
 
     @classmethod
     def from_bytes(cls, blob: bytes, *, dtype: type = np.float32) -> Delta:
@@ -265,6 +253,19 @@ def rebase(
         tiny = np.maximum(np.abs(out.w), np.abs(out.v).max(axis=1)) < prune_below
         out.drop(out.names[i] for i in np.flatnonzero(tiny))
     return out
+
+
+def pack_delta(
+    names: list[str], n_factors: int, w0: float, n_events: int, w: bytes, v: bytes
+) -> bytes:
+    """The ``.fldl`` bytes of rows ``names`` (in recency order) whose weights and latents are
+    ``w`` and ``v``, already little-endian float32 in that order: the one writer of the format
+    (``Delta.to_bytes``, and the trainer's table, which encodes many users from one gather)."""
+    block = "".join([f"{n}\n" for n in names]).encode("utf-8")
+    block += b"\0" * (-(_HEAD.size + len(block)) % 4)
+    head = _HEAD.pack(MAGIC, FORMAT, len(names), n_factors, w0, n_events, len(block))
+    body = b"".join((head, block, w, v))
+    return body + _CRC.pack(zlib.crc32(body))
 
 
 def events_of(blob: bytes) -> int:

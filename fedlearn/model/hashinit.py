@@ -74,8 +74,30 @@ def init_latent(name: str, n_factors: int, seed: int, scale: float) -> np.ndarra
     return out
 
 
+def mulberry32_many(states: np.ndarray, n: int) -> np.ndarray:
+    """``mulberry32(state, n)`` for every state, vectorized: ``(len(states), n)`` draws.
+
+    The products of two 32-bit values fit uint64 exactly, so masking gives ``_imul``'s."""
+    a = states.astype(np.uint64) & _MASK
+    out = np.empty((len(a), n))
+    for i in range(n):
+        a = (a + 0x6D2B79F5) & _MASK
+        t = ((a ^ (a >> 15)) * (a | 1)) & _MASK
+        t = (t ^ ((t + (((t ^ (t >> 7)) * (t | 61)) & _MASK)) & _MASK)) & _MASK
+        out[:, i] = (t ^ (t >> 14)) / 4294967296.0
+    return out
+
+
+# From this many names on, one vectorized pass beats the per-name (cached) draws: a trainer's
+# batch meets hundreds of names no base has (every new user's ``user=`` row).
+_VECTORIZE_FROM = 32
+
+
 def init_latents(names: list[str], n_factors: int, seed: int, scale: float) -> np.ndarray:
     """Starting latents for many names, one row each, shape ``(len(names), n_factors)``."""
     if not names:
         return np.empty((0, n_factors), dtype=np.float64)
-    return np.stack([init_latent(name, n_factors, seed, scale) for name in names])
+    if len(names) < _VECTORIZE_FROM:
+        return np.stack([init_latent(name, n_factors, seed, scale) for name in names])
+    states = fnv1a32_many(names).astype(np.uint64) ^ (seed & _MASK)
+    return scale * (2.0 * mulberry32_many(states, n_factors) - 1.0)

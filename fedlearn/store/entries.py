@@ -34,13 +34,16 @@ def decode_id(raw: bytes | str) -> str:
 
 
 class Entry(NamedTuple):
-    """One stream entry: ``id`` is the stream id (``"<ms>-<seq>"``), ``event`` the record.
+    """One stream entry: ``id`` is the stream id (``"<ms>-<seq>"``), ``event`` the record,
+    ``raw`` its JSON text as read when the reader kept it (the event log's line starts from
+    it, ``data.eventlog.render_applied``), else ``b""``.
 
     A named tuple rather than a frozen dataclass: one is made per event on the trainer's hot
     path, and a tuple is built in C."""
 
     id: str
     event: dict[str, Any]
+    raw: bytes = b""
 
 
 class Rejected(NamedTuple):
@@ -87,7 +90,7 @@ def _decode(entry_id: bytes | str, payload: bytes | None, why_missing: str) -> E
         return Rejected(sid, f"field 'e' is not JSON: {exc}", payload)
     if not isinstance(event, dict):
         return Rejected(sid, f"field 'e' is JSON {type(event).__name__}, not an object", payload)
-    return Entry(sid, event)
+    return Entry(sid, event, bytes(payload))
 
 
 def event_problem(event: Mapping[str, Any]) -> str | None:
@@ -217,10 +220,20 @@ def parse_entries(raw: Any) -> Batch:
     batch = Batch()
     good, loads = batch.entries.append, orjson.loads
     for entry_id, fields in raw or ():
+        # Our entries as Redis sends them (one field ``e``, a JSON object, a bytes id) take no
+        # function call besides the decode: this loop runs once per event read.
+        if type(fields) is list and len(fields) == 2 and fields[0] == FIELD:
+            try:
+                event = loads(fields[1])
+            except orjson.JSONDecodeError:
+                event = None
+            if type(event) is dict and type(entry_id) is bytes:
+                good(Entry(entry_id.decode("ascii"), event, fields[1]))
+                continue
         payload = _payload(fields)
         if payload is not None and payload[:1] == b"{":
             try:
-                good(Entry(decode_id(entry_id), loads(payload)))
+                good(Entry(decode_id(entry_id), loads(payload), payload))
                 continue
             except orjson.JSONDecodeError:
                 pass

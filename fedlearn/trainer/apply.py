@@ -3,8 +3,10 @@
 Given the entries a trainer read and the users' current deltas, this decides what each event
 trains on (the features recorded at prediction time when the event names a ``prediction_id``,
 else the event's own item and context), skips entries already applied (a redelivery after a
-crash: id ``<=`` the user's ``last_event``), runs test-then-train for all users at once, and
-returns everything the atomic commit needs. No I/O happens here, so it is tested without Redis.
+crash: id ``<=`` the user's ``last_event``), runs test-then-train for all users at once on the
+shard's table of deltas (``model.table``, changed in place: the trainer's working copy), and
+returns everything else the atomic commit needs. No I/O happens here, so it is tested without
+Redis.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from fedlearn.model.batch import learn_many_shadow
 from fedlearn.model.delta import DEFAULT_MAX_ROWS, rebase
 from fedlearn.model.features import encode_context
 from fedlearn.model.gating import Gate, GateSettings, serve_then_update
+from fedlearn.model.table import DeltaTable
 from fedlearn.serving.ingest import FORGET, REBASE
 from fedlearn.store.entries import Entry
 from fedlearn.store.streamid import StreamId
@@ -28,6 +31,8 @@ from fedlearn.telemetry.trainer import CLONE_RESETS
 
 DEFAULT_GATING = GateSettings()
 NEVER = StreamId(0, 0)  # the last_event of a user who has no applied event yet
+# An event with none of these fields was shown with nothing known: ``shown_with`` gives {}.
+_SHOWN_FIELDS = frozenset({"prediction_id", *SHOWN_KEYS})
 
 ItemFeatures = Callable[[str], Mapping[str, float] | None]
 PredictionFeatures = Callable[[str, str], Mapping[str, float] | None]
@@ -51,16 +56,17 @@ class CloneSettings:
 
 @dataclass(slots=True)
 class UserState:
-    """A user's clone as the trainer holds it between batches."""
+    """What the trainer holds of a user between batches besides their delta (which is in the
+    shard's :class:`DeltaTable`): the last event applied and the gate."""
 
-    delta: Delta
     last_event: StreamId = NEVER
     gate: Gate = field(default_factory=Gate)
 
 
 @dataclass
 class AppliedBatch:
-    """What to commit: new deltas and last ids of the touched users, and the applied log."""
+    """What to commit: last ids and gates of the touched users (their deltas are in the table),
+    and the applied log."""
 
     users: dict[str, UserState] = field(default_factory=dict)
     log: dict[str, Any] = field(default_factory=dict)  # columns; see data.eventlog.expand
@@ -134,11 +140,10 @@ def features_of(
         return event_features(user, item, context, item_features(item)), "event"
     if encoded is None:
         encoded = contexts[key] = encode_context(context, {})
-    features = {f"user={user}": 1.0, f"item={item}": 1.0}
+    # One dict display: as event_features' updates (a later duplicate overwrites in place).
     if (of_item := item_features(item)) is not None:
-        features.update(of_item)
-    features.update(encoded)
-    return features, "event"
+        return {f"user={user}": 1.0, f"item={item}": 1.0, **of_item, **encoded}, "event"
+    return {f"user={user}": 1.0, f"item={item}": 1.0, **encoded}, "event"
 
 
 def shown_with(event: Mapping[str, Any], prediction_shown: PredictionShown) -> dict[str, Any]:
@@ -177,6 +182,7 @@ def learn_clones(
 
 def apply_batch(
     base: Base,
+    table: DeltaTable,
     states: dict[str, UserState],
     entries: list[Entry],
     settings: CloneSettings,
@@ -187,16 +193,20 @@ def apply_batch(
     gating: GateSettings = DEFAULT_GATING,
     prediction_shown: PredictionShown = lambda pid, item: None,
 ) -> AppliedBatch:
-    """Test-then-train ``entries`` (in stream order) on the clones in ``states``.
+    """Test-then-train ``entries`` (in stream order) on the clones in ``table``.
 
     ``states`` must hold every user of ``entries`` (a user never seen gets a fresh
-    :class:`UserState` from the caller). It is not modified: the returned batch holds updated
-    copies, which the caller adopts only once the commit succeeded.
+    :class:`UserState` from the caller; a user ``table`` lacks starts from the base). ``states``
+    is not modified: the returned batch holds updated copies, which the caller adopts only once
+    the commit succeeded. ``table`` is changed in place: a caller whose commit fails must drop
+    its users and reload them from Redis, the truth.
     """
+    if settings.lr_half_life is not None:  # checked before the table changes
+        raise ValueError("lr_half_life is a replay lever; the trainer's update does not take it")
     out = AppliedBatch()
     events: list[tuple[str, dict[str, float], int]] = []
     kept: list[tuple[Entry, str, StreamId]] = []
-    working: dict[str, Delta] = {}
+    generation = int(base.meta.get("generation", 0))
     # A user forgotten in this batch: events before the (last) forget are dropped unapplied,
     # later ones start a new clone. Erasure means the event log does not get them either.
     last_forget = {
@@ -211,7 +221,8 @@ def apply_batch(
         state = states[user]
         ms, _, seq = entry.id.partition("-")  # an id Redis gave: no need to validate it
         sid = StreamId(int(ms), int(seq))
-        if event.get("type") == REBASE:  # applied, skipped or erased: its note is done with
+        kind = event.get("type")
+        if kind == REBASE:  # applied, skipped or erased: its note is done with
             out.rebase_notes.append((str(event.get("base")), user))
         if sid <= state.last_event:
             out.skipped += 1
@@ -219,60 +230,68 @@ def apply_batch(
         if i <= last_forget.get(user, -1):
             if i == last_forget[user]:
                 forgotten[user] = sid
-                working[user] = Delta(base.n_factors)
+                table.reset(user)
             out.forgotten += 1
             continue
-        if event.get("type") == REBASE:
+        if kind == REBASE:
             if user in forgotten:  # an erased clone keeps nothing derived from its data
                 forgotten[user] = sid
             else:
-                working[user] = rebase_user(
-                    working.get(user, state.delta), event, int(base.meta.get("generation", 0))
-                )
+                table.put(user, rebase_user(table.delta(user), event, generation))
                 rebased[user] = sid
             out.rebased += 1
             continue
-        if user not in working:
-            working[user] = state.delta.copy()
         features, source = features_of(event, item_features, prediction_features, contexts)
         events.append((user, features, 1 if event["signal"] == "click" else 0))
         kept.append((entry, source, sid))
     for user, sid in forgotten.items():
-        out.users[user] = UserState(working[user], sid)
+        out.users[user] = UserState(sid)
     for user, sid in rebased.items():
         previous = states[user].gate
         gate = Gate(previous.loss_clone, previous.loss_base, previous.events)
-        out.users[user] = UserState(working[user], sid, gate)
+        out.users[user] = UserState(sid, gate)
     if not events:
         return out
-    positions = np.empty(len(events), dtype=np.int64)  # how many events each user had before
+    users = [user for user, _, _ in events]
+    before: list[int] = []  # how many events each event's user had before it
     seen: dict[str, int] = {}
-    for i, (user, _, _) in enumerate(events):
-        positions[i] = seen.get(user, working[user].n_events)
-        seen[user] = positions[i] + 1
-    p, base_p, out.reset = learn_clones(base, working, events, settings)
-    for user in out.reset:
-        if user in out.users:  # forgotten earlier in this batch: its state holds the old delta
-            out.users[user].delta = working[user]
+    for user in users:
+        n = seen.get(user)
+        if n is None:
+            n = table.events_of(user)
+        before.append(n)
+        seen[user] = n + 1
+    p, base_p, out.reset = table.learn(
+        base, events, settings.lr, settings.l2, settings.bias_lr, settings.max_rows,
+        shared_lr_scale=settings.shared_lr_scale,
+    )  # fmt: skip
+    for _ in out.reset:
+        CLONE_RESETS.labels(reason="non_finite").inc()
     labels = np.fromiter((e[2] for e in events), np.float64, len(events))
-    for (_, _, sid), (user, _, _) in zip(kept, events, strict=True):
+    for (_, _, sid), user in zip(kept, users, strict=True):
         state = out.users.get(user)
         if state is None:
             previous = states[user].gate
             gate = Gate(previous.loss_clone, previous.loss_base, previous.events)
-            state = out.users[user] = UserState(working[user], gate=gate)
-        state.last_event = max(state.last_event, sid)
-    users = [user for user, _, _ in events]
+            state = out.users[user] = UserState(gate=gate)
+        if sid > state.last_event:
+            state.last_event = sid
     gates = {user: out.users[user].gate for user in set(users)}
     out.served_predictions = serve_then_update(gates, users, labels, p, base_p, gating)
     # Columns, not one dict per event: the trainer's hot path only builds lists here, and the
     # event log writer (off the hot path) turns them into one line per event.
     out.log = {
         "events": [entry.event for entry, _, _ in kept],
+        "raw": [entry.raw for entry, _, _ in kept],
         "stream_id": [entry.id for entry, _, _ in kept],
         "features": [x for _, x, _ in events],
         "features_from": [source for _, source, _ in kept],
-        "shown": [shown_with(entry.event, prediction_shown) for entry, _, _ in kept],
+        "shown": [
+            {}
+            if _SHOWN_FIELDS.isdisjoint(entry.event)
+            else shown_with(entry.event, prediction_shown)
+            for entry, _, _ in kept
+        ],
         "prediction": p.tolist(),
         "base_prediction": base_p.tolist(),
         "base_version": base.version,
@@ -282,5 +301,5 @@ def apply_batch(
     out.labels = labels
     out.predictions = p
     out.base_predictions = base_p
-    out.positions = positions
+    out.positions = np.array(before, dtype=np.int64)
     return out

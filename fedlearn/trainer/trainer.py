@@ -4,7 +4,9 @@ Per owned shard, in a loop: after gaining the shard, first re-do its pending ent
 dead owner read but never committed), then read new ones; apply them (``apply.apply_batch``),
 then commit deltas + acknowledgement + applied log in one atomic script that also checks the
 lease (fencing). Users' deltas stay in memory while the shard is owned (Redis is written
-through and stays the truth a new owner reloads from). SIGTERM sets ``stop``: the current
+through and stays the truth a new owner reloads from); they are decoded into one table of rows
+per shard (``model.table``), which a batch updates in place, so a failed commit drops the
+shard's users to be reloaded. SIGTERM sets ``stop``: the current
 batch is finished and committed, the event log drained, the leases released.
 
 Failures are loud and short: any unexpected error sets ``stop`` (so the event log thread ends
@@ -38,6 +40,7 @@ from fedlearn.model import Base, Delta
 from fedlearn.model.errors import ModelFormatError
 from fedlearn.model.gating import Gate, GateSettings
 from fedlearn.model.kernel import warm_up
+from fedlearn.model.table import DeltaTable
 from fedlearn.serving.base_cache import BaseCache, NoBaseError
 from fedlearn.store import Batch, LeaseLostError, StaleCommitError, Store, new_owner_token
 from fedlearn.store.deadletters import DeadLetter
@@ -112,12 +115,30 @@ class TrainerConfig:
 
 @dataclass
 class _Shard:
-    """What the trainer keeps of an owned shard."""
+    """What the trainer keeps of an owned shard: its cached users (least recently used
+    first), their deltas in one table (made for the base's ``k`` on first use)."""
 
     users: OrderedDict[str, UserState] = field(default_factory=OrderedDict)
+    table: DeltaTable | None = None
     recovering: bool = True  # pending entries of a previous owner come first
     # Users whose stored record could not be read, set aside with the next commit.
     dead: list[DeadLetter] = field(default_factory=list)
+
+    def forget_users(self) -> None:
+        """Drop every cached user (reloaded from Redis, the truth) and redo pending entries
+        first: after a failed or unknown commit the table may hold what Redis does not."""
+        self.users.clear()
+        self.table = None
+        self.dead.clear()
+        self.recovering = True
+
+    def table_for(self, base: Base) -> DeltaTable:
+        """The shard's table, for ``base``'s ``k`` (a base of another ``k`` restarts it: the
+        cached users are reloaded)."""
+        if self.table is None or self.table.n_factors != base.n_factors:
+            self.users.clear()
+            self.table = DeltaTable(base.n_factors)
+        return self.table
 
 
 class Trainer:
@@ -247,9 +268,7 @@ class Trainer:
                         self.config.redis_outage_s)  # fmt: skip
             since = now
         for state in self.shards.values():
-            state.users.clear()
-            state.dead.clear()
-            state.recovering = True
+            state.forget_users()
         if now - since >= self.config.redis_outage_s:
             raise RedisUnreachableError(
                 f"Redis did not answer for {now - since:.1f} s (last error: {exc})"
@@ -366,12 +385,14 @@ class Trainer:
         started = time.perf_counter()
         state = self.shards[shard]
         generation = self.bases.generation(base)
+        table = state.table_for(base)
         self._load_users(shard, state, {e.event["user"] for e in batch.entries}, base, generation)
         predictions = self._prediction_records(shard, batch)
         items = {e.event["item"] for e in batch.entries if "item" in e.event}
         catalog = self.store.catalog.features(list(items)) if items else {}
         result = apply_batch(
             base,
+            table,
             state.users,
             batch.entries,
             self.clone(base),
@@ -386,7 +407,7 @@ class Trainer:
             self.store.streams.commit_batch(
                 shard,
                 owner=self.owner,
-                deltas={u: s.delta.to_bytes() for u, s in result.users.items()},
+                deltas=table.to_bytes_many(list(result.users)),
                 last_ids={u: str(s.last_event) for u, s in result.users.items()},
                 entry_ids=batch.ids,
                 # One applied-log entry per batch, its lines encoded: one XADD, not one per
@@ -405,9 +426,7 @@ class Trainer:
             return 0
         except StaleCommitError as exc:
             log.warning("shard %d: %s; reloading its users from Redis", shard, exc)
-            state.users.clear()
-            state.dead.clear()  # reloading the users finds them again
-            state.recovering = True
+            state.forget_users()  # reloading the users finds their unreadable records again
             return 0
         state.dead.clear()
         if result.rebase_notes:
@@ -436,11 +455,13 @@ class Trainer:
         missing = [u for u in users if u not in state.users]
         if not missing:
             return
+        table = state.table_for(base)
         records = self.store.deltas.get_many(shard, missing)
         for user in missing:
             record = records.get(user)
             if record is None:
-                state.users[user] = UserState(Delta(base.n_factors), NEVER)
+                table.reset(user)
+                state.users[user] = UserState(NEVER)
                 continue
             gate = self._read(state, record.user, "unreadable_gate", record.gate, Gate.from_bytes)
             if record.generation != generation:
@@ -452,9 +473,8 @@ class Trainer:
                 delta = self._read(
                     state, record.user, "unreadable_delta", record.delta, Delta.from_bytes
                 )
-            state.users[user] = UserState(
-                delta or Delta(base.n_factors), record.last_event, gate or Gate()
-            )
+            table.put(user, delta or Delta(base.n_factors))
+            state.users[user] = UserState(record.last_event, gate or Gate())
 
     @staticmethod
     def _read(
@@ -506,7 +526,9 @@ class Trainer:
 
     def _evict(self, state: _Shard) -> None:
         while len(state.users) > self.config.max_cached_users:
-            state.users.popitem(last=False)
+            user, _ = state.users.popitem(last=False)
+            if state.table is not None:
+                state.table.drop(user)
 
     def _observe(self, shard: int, batch: Batch, result: AppliedBatch, seconds: float) -> None:
         label = str(shard)
@@ -514,7 +536,10 @@ class Trainer:
         metrics.BATCH_SIZE.observe(len(batch))
         metrics.EVENTS_APPLIED.labels(shard=label).inc(result.applied)
         metrics.EVENTS_SKIPPED.labels(shard=label).inc(result.skipped)
-        accepted_ms = np.fromiter((int(e.id.split("-", 1)[0]) for e in batch.entries), float)
+        # observe_freshness samples at most 64 events of a batch: parse only about as many ids
+        # (one per entry was a per-event cost of the trainer).
+        sample = batch.entries[:: max(1, len(batch.entries) // 64)]
+        accepted_ms = np.fromiter((int(e.id.split("-", 1)[0]) for e in sample), float)
         metrics.observe_freshness(accepted_ms, time.time() * 1000)
         if result.applied:
             metrics.observe_progressive(
