@@ -85,6 +85,20 @@ def _setup(store: Store) -> tuple[Base, Trainer, set[str]]:
     return base, trainer, users
 
 
+def _publish_without_promoting(store: Store) -> dict:
+    """A round mapped and reduced (its base published), its promotion not run: the round's
+    record, status PUBLISHED."""
+    rounds = store.rounds
+    round_id = create_round(rounds, CONFIG)
+    assert begin_round(store, rounds, round_id)
+    for shard in store.shards:
+        map_shard(store, rounds, round_id, shard)
+    reduce_round(store, rounds, round_id)
+    record = rounds.get(round_id)
+    assert record is not None and record["status"] == RoundStatus.PUBLISHED
+    return record
+
+
 def test_a_user_alone_on_a_row_does_not_get_it_twice_and_the_api_agrees_before_the_trainer(
     store: Store,
 ) -> None:
@@ -126,13 +140,8 @@ def test_a_crash_between_publishing_and_rebasing_loses_nothing_and_applies_nothi
     base, trainer, users = _setup(store)
     before = stored_deltas(store, users)
     rounds = store.rounds
-    round_id = create_round(rounds, CONFIG)
-    assert begin_round(store, rounds, round_id)
-    for shard in store.shards:
-        map_shard(store, rounds, round_id, shard)
-    reduce_round(store, rounds, round_id)
-    record = rounds.get(round_id)
-    assert record is not None and record["status"] == RoundStatus.PUBLISHED
+    record = _publish_without_promoting(store)
+    round_id = record["id"]
     table = ShareTable.from_bytes(rounds.get_shares(record["new_version"]) or b"")
     # The promotion dies after sending the rebases of the first shard, before any snapshot.
     first = store.shard_of("alice")
@@ -212,13 +221,8 @@ def test_the_next_rounds_map_rebases_a_lagging_trainers_delta_on_the_fly(store: 
     out itself (from the round's note), or it would fold alice's lone row a second time."""
     _, trainer, _ = _setup(store)
     rounds = store.rounds
-    round_id = create_round(rounds, CONFIG)
-    assert begin_round(store, rounds, round_id)
-    for shard in store.shards:
-        map_shard(store, rounds, round_id, shard)
-    reduce_round(store, rounds, round_id)
-    published = rounds.get(round_id)
-    assert published is not None and published["status"] == RoundStatus.PUBLISHED
+    published = _publish_without_promoting(store)
+    round_id = published["id"]
     # Alice learns more, on other items, before the promotion sends her rebase entry.
     later = [
         {"event_id": f"later-{i}", "user": "alice", "item": str(i % 4), "signal": "skip",
