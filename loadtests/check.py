@@ -20,6 +20,7 @@ from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
+import redis
 import urllib3
 
 from fedlearn.store import Store
@@ -89,15 +90,31 @@ def applied_via_api(url: str, admin_token: str, users: Sequence[str], threads: i
         return sum(pool.map(one, users))
 
 
-class LagSampler(threading.Thread):
-    """How far the trainers are behind during a stage: the API's gauge
-    ``fedlearn_stream_lag_seconds`` (age of the oldest entry no trainer has read yet, per
-    shard, read from Redis when /metrics is scraped), its maximum over shards every
-    ``every_s`` seconds. Empty when the API does not export it."""
+def lag_in_redis(store: Store) -> Callable[[], float | None]:
+    """The trainers' lag read from the service's Redis, as the API's gauge reads it."""
+    return lambda: max((s.lag_seconds for s in store.telemetry.shard_stats()), default=0.0)
 
-    def __init__(self, url: str, every_s: float = 2.0) -> None:
+
+def lag_in_metrics(url: str) -> Callable[[], float | None]:
+    """The trainers' lag from the API's gauge ``fedlearn_stream_lag_seconds`` (any host)."""
+
+    def read() -> float | None:
+        samples = metric_samples(url, "fedlearn_stream_lag_seconds")
+        return max(samples.values()) if samples else None
+
+    return read
+
+
+class LagSampler(threading.Thread):
+    """How far the trainers are behind during a stage: the age of the oldest entry no trainer
+    has read yet, its maximum over shards every ``every_s`` seconds (``read``: from Redis when
+    the run has it, which costs the API nothing; else from the API's /metrics, whose answer
+    takes a worker's thread and the GIL for ~20 ms per scrape under load). Empty when it cannot
+    be read."""
+
+    def __init__(self, read: Callable[[], float | None], every_s: float = 2.0) -> None:
         super().__init__(daemon=True, name="lag-sampler")
-        self.url = url
+        self.read = read
         self.every_s = every_s
         self.values: list[float] = []
         self._done = threading.Event()
@@ -105,11 +122,11 @@ class LagSampler(threading.Thread):
     def run(self) -> None:
         while not self._done.wait(self.every_s):
             try:
-                samples = metric_samples(self.url, "fedlearn_stream_lag_seconds")
-            except (urllib3.exceptions.HTTPError, RuntimeError):
-                continue  # a busy API may not answer a scrape: the next one will tell
-            if samples:
-                self.values.append(max(samples.values()))
+                value = self.read()
+            except (urllib3.exceptions.HTTPError, RuntimeError, redis.RedisError):
+                continue  # a busy service may not answer: the next reading will tell
+            if value is not None:
+                self.values.append(value)
 
     def stop(self) -> dict[str, float | None]:
         self._done.set()
