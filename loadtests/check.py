@@ -162,3 +162,50 @@ def wait_drained(
         time.sleep(every)
         previous, applied = applied, read()
     return Drained(expected, applied, time.monotonic() - started)
+
+
+def wait_shards_owned(store: Store, timeout: float = 60.0) -> float:
+    """Wait until a trainer holds every shard (a service that was just started is still
+    taking its leases: events sent before would measure that start, not the load); returns
+    the seconds waited. Raises ``TimeoutError`` naming the shards still without an owner."""
+    started = time.monotonic()
+    while True:
+        free = [s.shard for s in store.telemetry.shard_stats() if s.holder is None]
+        if not free:
+            return time.monotonic() - started
+        if time.monotonic() - started > timeout:
+            raise TimeoutError(f"no trainer took shards {free[:10]} within {timeout:.0f} s")
+        time.sleep(0.2)
+
+
+TRAINER_TOTALS = ("fresh_count", "fresh_sum", "batches", "batch_events", "batch_seconds")
+
+
+def trainer_totals(store: Store) -> dict[str, float]:
+    """Totals of the live trainers' own figures, from the snapshots they publish to Redis
+    every ~2 s: their freshness histogram's count and sum (accepted, i.e. the entry's stream
+    id, to commit; a sample of up to 64 events per batch), and their batches' count, events
+    and seconds. A difference of two readings tells what the trainers did in between."""
+    totals = dict.fromkeys(TRAINER_TOTALS, 0.0)
+    for snap in store.telemetry.snapshots():
+        totals["fresh_count"] += snap["freshness"]["count"]
+        totals["fresh_sum"] += snap["freshness"]["sum"]
+        totals["batches"] += snap["batches"]["count"]
+        totals["batch_events"] += snap["batches"]["events"]
+        totals["batch_seconds"] += snap["batches"]["seconds"]
+    return totals
+
+
+def trainer_share(before: dict[str, float], after: dict[str, float]) -> dict[str, float | None]:
+    """Between two :func:`trainer_totals`: mean accepted -> commit (ms), mean batch time (ms)
+    and events per batch; ``None`` where the trainers did nothing (or restarted)."""
+    d = {k: after[k] - before[k] for k in TRAINER_TOTALS}
+
+    def ratio(num: float, den: float, scale: float = 1.0) -> float | None:
+        return scale * num / den if den > 0 and num >= 0 else None
+
+    return {
+        "commit_mean_ms": ratio(d["fresh_sum"], d["fresh_count"], 1000.0),
+        "batch_mean_ms": ratio(d["batch_seconds"], d["batches"], 1000.0),
+        "events_per_batch": ratio(d["batch_events"], d["batches"]),
+    }

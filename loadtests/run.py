@@ -43,7 +43,10 @@ from check import (
     lag_in_redis,
     metric_samples,
     route_times,
+    trainer_share,
+    trainer_totals,
     wait_drained,
+    wait_shards_owned,
 )
 from rates import (
     Stage,
@@ -61,6 +64,7 @@ from fedlearn.store import Store
 HERE = Path(__file__).resolve().parent
 LOCUSTFILE = HERE / "locustfile.py"
 ACCEPTED = "fedlearn_events_accepted_total"
+SNAPSHOT_WAIT_S = 2.5  # trainers publish their figures every 2 s
 
 
 def api_accepted(url: str) -> float | None:
@@ -186,6 +190,7 @@ def run_stage(
         *extra,
     ]
     accepted_before = (api_accepted(url) or 0.0) if service else 0.0
+    trainer_before = trainer_totals(store) if store is not None else None
     routes_before = route_times(url)
     offered = "" if stage.rate is None else f" --rate {stage.rate:g}"
     print(f"stage {name}: locust -u {users}{offered} -t {stage.run_time} ...", flush=True)
@@ -224,6 +229,10 @@ def run_stage(
             timeout=args.drain_timeout,
             every=2.0,
         )
+    trainer = None
+    if store is not None and trainer_before is not None:
+        time.sleep(SNAPSHOT_WAIT_S)  # the trainers' next snapshot holds the whole stage
+        trainer = trainer_share(trainer_before, trainer_totals(store))
     server_total = api_accepted(url) if service else None
     server_accepted = None if server_total is None else server_total - accepted_before
     stats = locust_stats(csv_prefix)
@@ -265,6 +274,7 @@ def run_stage(
         "cpu": cpu,
         "trainer_lag": trainer_lag,
         "server_ms": server_ms,
+        "trainer": trainer,
         "app_users": len(summary["users"]),
     }
 
@@ -283,7 +293,7 @@ def table(rows: list[dict[str, Any]]) -> str:
         "model p99",
         "rank p99",
         "fresh p50/p99 ms",
-        "visible by p99 ms",
+        "fresh lower bound p99 ms",
         "trainer lag max s",
         "accepted",
         "applied",
@@ -325,7 +335,15 @@ def routes_line(row: dict[str, Any]) -> str:
         return "  API time per request: n/a (/metrics shows no request histogram; see service.log)"
     routes = sorted(row["server_ms"].items(), key=lambda kv: -kv[1]["requests"])
     parts = [f"{route} {r['mean_ms']:.1f} ms (x{r['requests']:,.0f})" for route, r in routes]
-    return f"  API time per request, {row['stage']}: " + "; ".join(parts)
+    line = f"  API time per request, {row['stage']}: " + "; ".join(parts)
+    trainer = row.get("trainer") or {}
+    if trainer.get("commit_mean_ms") is not None:
+        line += (
+            f"\n  trainers: accepted -> commit {trainer['commit_mean_ms']:.1f} ms mean, batches"
+            f" {trainer['batch_mean_ms'] or 0:.1f} ms of {trainer['events_per_batch'] or 0:.0f}"
+            f" events mean (their own figures)"
+        )
+    return line
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -351,6 +369,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             token = args.admin_token or admin_token_for(service)  # type: ignore[arg-type]
             redis_url = args.redis_url or (service.redis_url() if service else "")
             store = Store.from_url(redis_url, _n_shards(url)) if redis_url else None
+            if service is not None and store is not None:
+                print(
+                    f"trainers own every shard after {wait_shards_owned(store):.1f} s", flush=True
+                )
 
             def run(stage: Stage) -> dict[str, Any]:
                 row = run_stage(args, extra, url, token, stage, service, store)

@@ -186,6 +186,7 @@ class Tally:
                 "p50_ms": percentile(fresh, 0.50),
                 "p99_ms": percentile(fresh, 0.99),
                 "max_ms": max(fresh) if fresh else None,
+                "in_order_ms": [round(ms, 1) for ms in fresh],  # to tell a cold start from a tail
                 "low_p50_ms": percentile(self.freshness_low_ms, 0.50),
                 "low_p99_ms": percentile(self.freshness_low_ms, 0.99),
             },
