@@ -27,7 +27,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench_gc import Pauses
+from bench_gc import Pauses, per_generation
 
 from fedlearn.api.app import create_app
 from fedlearn.config import load_settings
@@ -118,10 +118,8 @@ def one(setting: str, n_requests: int) -> dict[str, Any]:
         "cpu_ms_per_request": 1000 * cpu / n_requests,
         "p50_ms": 1000 * times[len(times) // 2],
         "p99_ms": 1000 * times[int(0.99 * (len(times) - 1))],
-        "max_ms": 1000 * times[-1],
-        "passes": {g: len(p) for g, p in pauses.seconds.items()},
-        "total_ms": {g: 1000 * sum(p) for g, p in pauses.seconds.items()},
-        "max_pause_ms": {g: 1000 * max(p, default=0.0) for g, p in pauses.seconds.items()},
+        "request_max_ms": 1000 * times[-1],
+        **pauses.summary(),
     }
 
 
@@ -138,12 +136,8 @@ def main() -> None:
         command = [sys.executable, __file__, "--one", setting, "--requests", str(args.requests)]
         out = subprocess.run(command, check=True, capture_output=True, text=True).stdout
         r = json.loads(out.splitlines()[-1])
-        per_gen = "; ".join(
-            f"gen {g}: {r['passes'][g]} passes, {r['total_ms'][g]:,.0f} ms, "
-            f"longest {r['max_pause_ms'][g]:.1f} ms"
-            for g in ("0", "1", "2")
-        )
-        times = f"{r['p50_ms']:.1f} / {r['p99_ms']:.1f} / {r['max_ms']:.1f} ms"
+        per_gen = per_generation(r)
+        times = f"{r['p50_ms']:.1f} / {r['p99_ms']:.1f} / {r['request_max_ms']:.1f} ms"
         print(f"{setting}: {r['cpu_ms_per_request']:.2f} ms CPU per request, request p50 / p99 / "
               f"max {times}; {per_gen}")  # fmt: skip
 
