@@ -44,6 +44,23 @@ class Pauses:
         else:
             self.seconds[info["generation"]].append(time.perf_counter() - self._started)
 
+    def summary(self) -> dict[str, dict[int, float]]:
+        """Passes, their total and their longest (ms), by generation."""
+        return {
+            "passes": {g: len(p) for g, p in self.seconds.items()},
+            "total_ms": {g: 1000 * sum(p) for g, p in self.seconds.items()},
+            "max_ms": {g: 1000 * max(p, default=0.0) for g, p in self.seconds.items()},
+        }
+
+
+def per_generation(r: dict[str, Any]) -> str:
+    """One line of a :meth:`Pauses.summary` read back from JSON (generations as strings)."""
+    return "; ".join(
+        f"gen {g}: {r['passes'][g]} passes, {r['total_ms'][g]:,.0f} ms, "
+        f"longest {r['max_ms'][g]:.1f} ms"
+        for g in ("0", "1", "2")
+    )
+
 
 def one(setting: str, n_events: int, n_users: int) -> dict[str, Any]:
     bench_trainer.N_USERS = n_users
@@ -63,9 +80,7 @@ def one(setting: str, n_events: int, n_users: int) -> dict[str, Any]:
         "setting": setting,
         "thresholds": SETTINGS[setting],
         "events_per_cpu_s": result["events_per_cpu_s"],
-        "passes": {g: len(p) for g, p in pauses.seconds.items()},
-        "total_ms": {g: 1000 * sum(p) for g, p in pauses.seconds.items()},
-        "max_ms": {g: 1000 * max(p, default=0.0) for g, p in pauses.seconds.items()},
+        **pauses.summary(),
     }
 
 
@@ -84,11 +99,7 @@ def main() -> None:
                    "--users", str(args.users)]  # fmt: skip
         out = subprocess.run(command, check=True, capture_output=True, text=True).stdout
         r = json.loads(out.splitlines()[-1])
-        per_gen = "; ".join(
-            f"gen {g}: {r['passes'][g]} passes, {r['total_ms'][g]:,.0f} ms, "
-            f"longest {r['max_ms'][g]:.0f} ms"
-            for g in ("0", "1", "2")
-        )
+        per_gen = per_generation(r)
         print(f"{setting} {tuple(r['thresholds'])}: {r['events_per_cpu_s']:,.0f} events per "
               f"trainer CPU-second; {per_gen}")  # fmt: skip
 

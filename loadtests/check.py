@@ -20,6 +20,7 @@ from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
+import redis
 import urllib3
 
 from fedlearn.store import Store
@@ -89,15 +90,31 @@ def applied_via_api(url: str, admin_token: str, users: Sequence[str], threads: i
         return sum(pool.map(one, users))
 
 
-class LagSampler(threading.Thread):
-    """How far the trainers are behind during a stage: the API's gauge
-    ``fedlearn_stream_lag_seconds`` (age of the oldest entry no trainer has read yet, per
-    shard, read from Redis when /metrics is scraped), its maximum over shards every
-    ``every_s`` seconds. Empty when the API does not export it."""
+def lag_in_redis(store: Store) -> Callable[[], float | None]:
+    """The trainers' lag read from the service's Redis, as the API's gauge reads it."""
+    return lambda: max((s.lag_seconds for s in store.telemetry.shard_stats()), default=0.0)
 
-    def __init__(self, url: str, every_s: float = 2.0) -> None:
+
+def lag_in_metrics(url: str) -> Callable[[], float | None]:
+    """The trainers' lag from the API's gauge ``fedlearn_stream_lag_seconds`` (any host)."""
+
+    def read() -> float | None:
+        samples = metric_samples(url, "fedlearn_stream_lag_seconds")
+        return max(samples.values()) if samples else None
+
+    return read
+
+
+class LagSampler(threading.Thread):
+    """How far the trainers are behind during a stage: the age of the oldest entry no trainer
+    has read yet, its maximum over shards every ``every_s`` seconds (``read``: from Redis when
+    the run has it, which costs the API nothing; else from the API's /metrics, whose answer
+    takes a worker's thread and the GIL for ~20 ms per scrape under load). Empty when it cannot
+    be read."""
+
+    def __init__(self, read: Callable[[], float | None], every_s: float = 2.0) -> None:
         super().__init__(daemon=True, name="lag-sampler")
-        self.url = url
+        self.read = read
         self.every_s = every_s
         self.values: list[float] = []
         self._done = threading.Event()
@@ -105,11 +122,11 @@ class LagSampler(threading.Thread):
     def run(self) -> None:
         while not self._done.wait(self.every_s):
             try:
-                samples = metric_samples(self.url, "fedlearn_stream_lag_seconds")
-            except (urllib3.exceptions.HTTPError, RuntimeError):
-                continue  # a busy API may not answer a scrape: the next one will tell
-            if samples:
-                self.values.append(max(samples.values()))
+                value = self.read()
+            except (urllib3.exceptions.HTTPError, RuntimeError, redis.RedisError):
+                continue  # a busy service may not answer: the next reading will tell
+            if value is not None:
+                self.values.append(value)
 
     def stop(self) -> dict[str, float | None]:
         self._done.set()
@@ -145,3 +162,50 @@ def wait_drained(
         time.sleep(every)
         previous, applied = applied, read()
     return Drained(expected, applied, time.monotonic() - started)
+
+
+def wait_shards_owned(store: Store, timeout: float = 60.0) -> float:
+    """Wait until a trainer holds every shard (a service that was just started is still
+    taking its leases: events sent before would measure that start, not the load); returns
+    the seconds waited. Raises ``TimeoutError`` naming the shards still without an owner."""
+    started = time.monotonic()
+    while True:
+        free = [s.shard for s in store.telemetry.shard_stats() if s.holder is None]
+        if not free:
+            return time.monotonic() - started
+        if time.monotonic() - started > timeout:
+            raise TimeoutError(f"no trainer took shards {free[:10]} within {timeout:.0f} s")
+        time.sleep(0.2)
+
+
+TRAINER_TOTALS = ("fresh_count", "fresh_sum", "batches", "batch_events", "batch_seconds")
+
+
+def trainer_totals(store: Store) -> dict[str, float]:
+    """Totals of the live trainers' own figures, from the snapshots they publish to Redis
+    every ~2 s: their freshness histogram's count and sum (accepted, i.e. the entry's stream
+    id, to commit; a sample of up to 64 events per batch), and their batches' count, events
+    and seconds. A difference of two readings tells what the trainers did in between."""
+    totals = dict.fromkeys(TRAINER_TOTALS, 0.0)
+    for snap in store.telemetry.snapshots():
+        totals["fresh_count"] += snap["freshness"]["count"]
+        totals["fresh_sum"] += snap["freshness"]["sum"]
+        totals["batches"] += snap["batches"]["count"]
+        totals["batch_events"] += snap["batches"]["events"]
+        totals["batch_seconds"] += snap["batches"]["seconds"]
+    return totals
+
+
+def trainer_share(before: dict[str, float], after: dict[str, float]) -> dict[str, float | None]:
+    """Between two :func:`trainer_totals`: mean accepted -> commit (ms), mean batch time (ms)
+    and events per batch; ``None`` where the trainers did nothing (or restarted)."""
+    d = {k: after[k] - before[k] for k in TRAINER_TOTALS}
+
+    def ratio(num: float, den: float, scale: float = 1.0) -> float | None:
+        return scale * num / den if den > 0 and num >= 0 else None
+
+    return {
+        "commit_mean_ms": ratio(d["fresh_sum"], d["fresh_count"], 1000.0),
+        "batch_mean_ms": ratio(d["batch_seconds"], d["batches"], 1000.0),
+        "events_per_batch": ratio(d["batch_events"], d["batches"]),
+    }

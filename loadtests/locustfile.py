@@ -15,8 +15,10 @@ batches with think times, sometimes ranking again. The task mix (``--mix``) adds
 and bursts (a returning app flushing its offline queue). An :class:`AdminUser` starts an
 aggregation round every ``--aggregate-every`` seconds and times it; a
 :class:`FreshnessProbe` sends one event every ``--probe-every`` seconds and polls the user's
-model until the event shows (``events_applied`` grows): that time is reported as the
-pseudo-request ``FRESHNESS``.
+model (overlapping polls every few ms) until an answer shows the event (``events_applied``
+grows): that time is reported as the pseudo-request ``FRESHNESS``. With ``--rate R`` the
+session users send R requests/s together, on a shared schedule, instead of pacing themselves
+by think times: a constant offered load (``loadtests/run.py --rate`` and ``--fractions``).
 
 The run fails (non-zero exit) when the failure ratio of HTTP requests exceeds
 ``--max-fail-ratio``, their p99 exceeds ``--max-p99-ms``, a probe event never shows, a round
@@ -27,6 +29,7 @@ users they belong to, freshness samples) goes to ``--summary-file``.
 from __future__ import annotations
 
 import logging
+import math
 from typing import Any
 
 import urllib3
@@ -64,6 +67,13 @@ def _options(parser: Any) -> None:
     add("--candidates", type=int, default=50, help="items ranked per ranking")
     add("--shown", type=int, default=10, help="best items shown (and signalled) per ranking")
     add("--rerank", type=float, default=0.3, help="chance to rank again after a batch")
+    add(
+        "--rate",
+        type=float,
+        default=0.0,
+        help="offered HTTP requests/s of all session users together, paced (no think times); "
+        "0: users pace themselves by --think and --pause",
+    )
     add("--aggregate-every", type=float, default=0.0, help="seconds between rounds; 0: none")
     add("--round-timeout", type=float, default=120.0, help="a round must end within (s)")
     add("--probe-every", type=float, default=1.0, help="seconds between probes; 0: none")
@@ -83,6 +93,8 @@ def _init(environment: Any, **_kwargs: Any) -> None:
             raise ValueError(
                 f"--{name.replace('_', '-')} must be >= 1, got {getattr(options, name)}"
             )
+    if not (math.isfinite(options.rate) and options.rate >= 0):
+        raise ValueError(f"--rate must be a finite number of requests/s >= 0, got {options.rate}")
     if not 0 <= options.rerank <= 1:
         raise ValueError(f"--rerank must be a probability in 0..1, got {options.rerank}")
     Shared.current = Shared(options)

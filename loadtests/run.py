@@ -2,16 +2,19 @@
 
     .venv/bin/python loadtests/run.py                        # 2 min, 50 users, own service
     .venv/bin/python loadtests/run.py --users 50,100,200,400 --run-time 45s   # saturation sweep
+    .venv/bin/python loadtests/run.py --fractions 0.01,0.5   # find saturation, then 1 % and 50 %
+    .venv/bin/python loadtests/run.py --rate 400 --run-time 1m   # a constant 400 requests/s
     .venv/bin/python loadtests/run.py --host http://127.0.0.1:8000 --redis-url redis://...
 
 Without ``--host`` it starts ``fedlearn up --demo`` itself (127.0.0.1, a free port, a temp data
 folder, Celery only with ``--celery``) and stops it at the end. Each stage (one per ``--users``
-value) is one ``locust --headless`` run with its CSV and HTML reports in ``--out``
-(``artifacts/loadtest/u<N>_*``), while the CPU of every part (API, trainers, Redis, locust) is
-sampled. After each stage it waits for the trainers to drain and checks that the events the
-API said it holds (the 202 answers' ``accepted``, plus ``duplicates`` of resent batches,
-tallied by the locustfile) are exactly the events applied to those users' deltas; against its
-own service it also checks every delta in Redis, and the API's counter
+or ``--rate`` value; ``rates.py`` tells about rate-controlled stages and ``--fractions``) is
+one ``locust --headless`` run with its CSV and HTML reports in ``--out``
+(``artifacts/loadtest/u<N>_*`` or ``r<rate>_*``), while the CPU of every part (API, trainers,
+Redis, locust) is sampled. After each stage it waits for the trainers to drain and checks that
+the events the API said it holds (the 202 answers' ``accepted``, plus ``duplicates`` of resent
+batches, tallied by the locustfile) are exactly the events applied to those users' deltas;
+against its own service it also checks every delta in Redis, and the API's counter
 ``fedlearn_events_accepted_total`` when /metrics has it. It prints one table (and
 writes ``result.json``); the exit code is 0 only when every stage passed locust's criteria and
 lost nothing. Arguments after ``--`` go to locust unchanged.
@@ -22,7 +25,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
-import re
 import subprocess
 import sys
 import tempfile
@@ -37,9 +39,22 @@ from check import (
     LagSampler,
     applied_in_redis,
     applied_via_api,
+    lag_in_metrics,
+    lag_in_redis,
     metric_samples,
     route_times,
+    trainer_share,
+    trainer_totals,
     wait_drained,
+    wait_shards_owned,
+)
+from rates import (
+    Stage,
+    add_load_arguments,
+    check_load_arguments,
+    find_saturation,
+    fraction_stages,
+    seconds_of,
 )
 from service import CpuSampler, Service
 from workload import write_json
@@ -49,6 +64,7 @@ from fedlearn.store import Store
 HERE = Path(__file__).resolve().parent
 LOCUSTFILE = HERE / "locustfile.py"
 ACCEPTED = "fedlearn_events_accepted_total"
+SNAPSHOT_WAIT_S = 2.5  # trainers publish their figures every 2 s
 
 
 def api_accepted(url: str) -> float | None:
@@ -59,35 +75,12 @@ def api_accepted(url: str) -> float | None:
     return sum(samples.values()) if samples else None
 
 
-def seconds_of(text: str) -> float:
-    """Locust's ``--run-time`` syntax (``90``, ``45s``, ``2m``, ``1h30m``) in seconds."""
-    parts = re.fullmatch(r"(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s?)?", text.strip())
-    if not text.strip() or parts is None:
-        raise argparse.ArgumentTypeError(
-            f"--run-time must look like 90, 45s, 2m or 1h30m: {text!r}"
-        )
-    hours, minutes, secs = (int(p or 0) for p in parts.groups())
-    return float(hours * 3600 + minutes * 60 + secs)
-
-
-def user_counts(text: str) -> list[int]:
-    try:
-        counts = [int(part) for part in text.split(",") if part.strip()]
-    except ValueError:
-        counts = []
-    if not counts or min(counts) < 1:
-        raise argparse.ArgumentTypeError(
-            f"--users must be positive integers, e.g. 50,100: {text!r}"
-        )
-    return counts
-
-
 def parse_args(argv: Sequence[str] | None) -> tuple[argparse.Namespace, list[str]]:
     argv = list(sys.argv[1:] if argv is None else argv)
     extra = argv[argv.index("--") + 1 :] if "--" in argv else []
     argv = argv[: argv.index("--")] if "--" in argv else argv
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--users", type=user_counts, default=[50], help="locust users per stage")
+    add_load_arguments(p)
     p.add_argument("--spawn-rate", type=float, default=10.0, help="users started per second")
     p.add_argument("--run-time", default="2m", help="per stage: 90, 45s, 2m, 1h30m")
     p.add_argument("--out", type=Path, default=Path("artifacts/loadtest"), help="reports folder")
@@ -115,6 +108,7 @@ def parse_args(argv: Sequence[str] | None) -> tuple[argparse.Namespace, list[str
         args.seconds = seconds_of(args.run_time)
     except argparse.ArgumentTypeError as exc:
         p.error(str(exc))
+    check_load_arguments(p, args)
     if args.aggregate_every is None:
         args.aggregate_every = 30.0 if args.celery else 0.0
     if args.host and not args.admin_token:
@@ -152,12 +146,12 @@ def run_stage(
     extra: list[str],
     url: str,
     token: str,
-    users: int,
+    stage: Stage,
     service: Service | None,
     store: Store | None,
 ) -> dict[str, Any]:
-    name = f"u{users}"
-    prefix = f"lt{int(time.time())}{name}"
+    name, users, seconds = stage.name, stage.users, seconds_of(stage.run_time)
+    prefix = f"lt{int(time.time())}{name.replace('.', '_')}"
     csv_prefix = args.out / name
     summary_file = args.out / f"{name}_summary.json"
     argv = [
@@ -170,9 +164,9 @@ def run_stage(
         "-u",
         str(users),
         "-r",
-        str(args.spawn_rate),
+        str(args.spawn_rate if stage.rate is None else users),  # paced: all users at once
         "-t",
-        args.run_time,
+        stage.run_time,
         "--stop-timeout",
         "30",
         "-H",
@@ -192,11 +186,14 @@ def run_stage(
         "--max-fail-ratio",
         str(args.max_fail_ratio),
         "--only-summary",
+        *(["--rate", str(stage.rate)] if stage.rate is not None else []),
         *extra,
     ]
     accepted_before = (api_accepted(url) or 0.0) if service else 0.0
+    trainer_before = trainer_totals(store) if store is not None else None
     routes_before = route_times(url)
-    print(f"stage {name}: locust -u {users} -t {args.run_time} ...", flush=True)
+    offered = "" if stage.rate is None else f" --rate {stage.rate:g}"
+    print(f"stage {name}: locust -u {users}{offered} -t {stage.run_time} ...", flush=True)
     with (args.out / f"{name}_locust.log").open("wb") as log:
         proc = subprocess.Popen(
             argv,
@@ -214,9 +211,9 @@ def run_stage(
 
         sampler = CpuSampler(groups)
         sampler.start()
-        lag = LagSampler(url)
+        lag = LagSampler(lag_in_metrics(url) if store is None else lag_in_redis(store))
         lag.start()
-        code = proc.wait(args.seconds + 300)
+        code = proc.wait(seconds + 300)
         cpu = sampler.stop()
         trainer_lag = lag.stop()
     summary = orjson.loads(summary_file.read_bytes())
@@ -232,6 +229,10 @@ def run_stage(
             timeout=args.drain_timeout,
             every=2.0,
         )
+    trainer = None
+    if store is not None and trainer_before is not None:
+        time.sleep(SNAPSHOT_WAIT_S)  # the trainers' next snapshot holds the whole stage
+        trainer = trainer_share(trainer_before, trainer_totals(store))
     server_total = api_accepted(url) if service else None
     server_accepted = None if server_total is None else server_total - accepted_before
     stats = locust_stats(csv_prefix)
@@ -240,16 +241,24 @@ def run_stage(
         n0, s0 = routes_before.get(route, (0.0, 0.0))
         if n > n0:
             server_ms[route] = {"requests": n - n0, "mean_ms": 1000 * (seconds - s0) / (n - n0)}
+    # Paced stages: rates over the paced users' own window (first to last answer), which
+    # leaves out locust's start and stop; self-pacing users: over the whole run time.
+    window = summary["paced_seconds"] if stage.rate is not None else seconds
+    window = window if window > 0 else seconds
     return {
         "stage": name,
         "users": users,
+        "fraction": stage.fraction,
+        "offered_rps": stage.rate,
+        "achieved_rps": summary["paced_rps"] if stage.rate is not None else None,
+        "events_offered_per_s": summary["events_attempted"] / window,
         "locust_exit": code,
         "problems": summary["problems"],
         "requests": summary["requests"],
         "resent": summary["resent"],
         "failures": summary["failures"],
-        "rps": summary["requests"] / args.seconds,
-        "events_per_s": expected / args.seconds,
+        "rps": summary["requests"] / seconds,
+        "events_per_s": expected / window,
         "http_p50_ms": summary["p50_ms"],
         "http_p99_ms": summary["p99_ms"],
         "events_p99_ms": stats.get("POST /v1/events", {}).get("p99"),
@@ -265,6 +274,7 @@ def run_stage(
         "cpu": cpu,
         "trainer_lag": trainer_lag,
         "server_ms": server_ms,
+        "trainer": trainer,
         "app_users": len(summary["users"]),
     }
 
@@ -274,14 +284,16 @@ def table(rows: list[dict[str, Any]]) -> str:
     parts.append("machine")
     head = [
         "users",
+        "offered req/s",
         "req/s",
-        "events/s",
+        "events/s sent / accepted",
         "fail / resent",
         "HTTP p50/p99 ms",
         "events p99",
         "model p99",
         "rank p99",
         "fresh p50/p99 ms",
+        "fresh lower bound p99 ms",
         "trainer lag max s",
         "accepted",
         "applied",
@@ -292,16 +304,21 @@ def table(rows: list[dict[str, Any]]) -> str:
     for r in rows:
         fresh = r["freshness"]
         lag_max = r["trainer_lag"]["max_s"]
+        offered = r["offered_rps"]
+        share = f" ({100 * r['fraction']:g} %)" if r["fraction"] else ""
+        achieved = r["rps"] if r["achieved_rps"] is None else r["achieved_rps"]
         cells = [
             f"{r['users']}",
-            f"{r['rps']:,.0f}",
-            f"{r['events_per_s']:,.0f}",
+            "-" if offered is None else f"{offered:,.0f}{share}",
+            f"{achieved:,.0f}",
+            f"{r['events_offered_per_s']:,.0f} / {r['events_per_s']:,.0f}",
             f"{r['failures']} / {r['resent']}",
             f"{r['http_p50_ms'] or 0:.0f} / {r['http_p99_ms'] or 0:.0f}",
             f"{r['events_p99_ms'] or 0:.0f}",
             f"{r['model_p99_ms'] or 0:.0f}",
             f"{r['rank_p99_ms'] or 0:.0f}",
             f"{fresh['p50_ms'] or 0:.0f} / {fresh['p99_ms'] or 0:.0f} (n={fresh['samples']})",
+            f"{fresh.get('low_p99_ms') or 0:.0f}",
             "-" if lag_max is None else f"{lag_max:.2f}",
             f"{r['accepted']:,}",
             f"{r['applied']:,}",
@@ -318,13 +335,23 @@ def routes_line(row: dict[str, Any]) -> str:
         return "  API time per request: n/a (/metrics shows no request histogram; see service.log)"
     routes = sorted(row["server_ms"].items(), key=lambda kv: -kv[1]["requests"])
     parts = [f"{route} {r['mean_ms']:.1f} ms (x{r['requests']:,.0f})" for route, r in routes]
-    return f"  API time per request, u{row['users']}: " + "; ".join(parts)
+    line = f"  API time per request, {row['stage']}: " + "; ".join(parts)
+    trainer = row.get("trainer") or {}
+    if trainer.get("commit_mean_ms") is not None:
+        line += (
+            f"\n  trainers: accepted -> commit {trainer['commit_mean_ms']:.1f} ms mean, batches"
+            f" {trainer['batch_mean_ms'] or 0:.1f} ms of {trainer['events_per_batch'] or 0:.0f}"
+            f" events mean (their own figures)"
+        )
+    return line
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args, extra = parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
     rows: list[dict[str, Any]] = []
+    ramp: list[dict[str, Any]] = []  # the saturation ramp's stages (--fractions)
+    found: dict[str, Any] = {}
     final: dict[str, Any] = {}
     with tempfile.TemporaryDirectory(prefix="fedlearn-loadtest-") as tmp:
         service = None
@@ -342,14 +369,35 @@ def main(argv: Sequence[str] | None = None) -> int:
             token = args.admin_token or admin_token_for(service)  # type: ignore[arg-type]
             redis_url = args.redis_url or (service.redis_url() if service else "")
             store = Store.from_url(redis_url, _n_shards(url)) if redis_url else None
-            for users in args.users:
-                rows.append(run_stage(args, extra, url, token, users, service, store))
-                print(table(rows[-1:]).splitlines()[-1], flush=True)
-                print(routes_line(rows[-1]), flush=True)
+            if service is not None and store is not None:
+                print(
+                    f"trainers own every shard after {wait_shards_owned(store):.1f} s", flush=True
+                )
+
+            def run(stage: Stage) -> dict[str, Any]:
+                row = run_stage(args, extra, url, token, stage, service, store)
+                print(table([row]).splitlines()[-1], flush=True)
+                print(routes_line(row), flush=True)
+                return row
+
+            if args.fractions is not None:
+                if args.saturation is None:
+                    found = find_saturation(args, run)
+                    ramp = found.pop("stages")
+                else:
+                    found = {"rate": args.saturation, "why": "given with --saturation"}
+                rows.extend(run(stage) for stage in fraction_stages(args, found["rate"]))
+            else:
+                stages = (
+                    [Stage.of_users(n, args.run_time) for n in args.users]
+                    if args.users is not None
+                    else [Stage.of_rate(r, args.run_time, hold_s=args.hold_s) for r in args.rate]
+                )
+                rows.extend(run(stage) for stage in stages)
             if service is not None and store is not None:
                 # Only our stages sent events to our service: every delta together holds
                 # exactly what they were told was accepted (and what the API counted).
-                held = sum(r["accepted"] for r in rows)
+                held = sum(r["accepted"] for r in ramp + rows)
                 drained = wait_drained(lambda: applied_in_redis(store), held)
                 counted = api_accepted(url)
                 final = {
@@ -361,6 +409,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         finally:
             if service is not None:
                 service.stop()
+    if ramp:
+        print("saturation ramp:")
+        print(table(ramp))
+    if found:
+        print(f"saturation rate: {found['rate']:,.0f} req/s ({found['why']})")
     print(table(rows))
     if final:
         verdict = "ok" if final["ok"] else "MISMATCH"
@@ -371,9 +424,19 @@ def main(argv: Sequence[str] | None = None) -> int:
             f"API's counter says {counter}, the deltas hold {final['applied_total']:,} "
             f"applied: {verdict}"
         )
-    write_json(args.out / "result.json", {"argv": sys.argv, "stages": rows, "whole_run": final})
-    print(f"reports in {args.out}/ (u<N>_report.html, u<N>_stats.csv, result.json)")
-    return 0 if rows and all(r["ok"] for r in rows) and final.get("ok", True) else 1
+    write_json(
+        args.out / "result.json",
+        {
+            "argv": sys.argv,
+            "saturation": {**found, "ramp": ramp},
+            "stages": rows,
+            "whole_run": final,
+        },
+    )
+    print(f"reports in {args.out}/ (<stage>_report.html, <stage>_stats.csv, result.json)")
+    # Ramp stages past the knee break locust's criteria by design; none may lose an event.
+    ramp_ok = all(r["lost"] == 0 for r in ramp)
+    return 0 if rows and all(r["ok"] for r in rows) and ramp_ok and final.get("ok", True) else 1
 
 
 def _n_shards(url: str) -> int:

@@ -16,10 +16,12 @@ import uuid
 from typing import Any, ClassVar
 
 import gevent
+import gevent.event
+import gevent.pool
 from geventhttpclient.response import HTTPConnectionClosed
 from locust import FastHttpUser, tag
 from locust.exception import StopUser
-from workload import Population, Tally
+from workload import Pacer, Population, Tally
 
 log = logging.getLogger("fedlearn.loadtest")
 
@@ -27,7 +29,11 @@ MODEL = "/v1/users/[user]/model"
 ROUND_DONE = frozenset({"done", "skipped", "failed", "abandoned", "rejected"})
 # No answer because the connection was closed under the request: safe to resend once.
 RESENDABLE = (HTTPConnectionClosed, ConnectionResetError, BrokenPipeError)
-POLL_S = 0.01  # the freshness probe's polling interval: its measurement's resolution
+# The freshness probe sends a poll every POLL_S without waiting for the previous answer (at
+# most POLLS_IN_FLIGHT at once), so its reading is bounded by the service's latency, not by a
+# polling loop's period plus one request's time per turn.
+POLL_S = 0.002
+POLLS_IN_FLIGHT = 8
 
 
 def why(answer: Any) -> str:
@@ -50,6 +56,8 @@ class Shared:
             {"Authorization": f"Bearer {options.admin_token}"} if options.admin_token else {}
         )
         self.tokens: dict[str, str] = {}
+        # --rate: every request of the session users waits for a slot of this schedule.
+        self.pacer = Pacer(options.rate) if options.rate > 0 else None
         self.items: list[str] = [f"i{i}" for i in range(options.items)]
         self._ids = itertools.count()
         self._pid = os.getpid()
@@ -75,12 +83,18 @@ class _Client(FastHttpUser):
         self.shared = Shared.get()
         self.rng = random.Random()
 
+    @property
+    def paced(self) -> Pacer | None:
+        """The schedule this user's requests wait for (``--rate``); none for the probe and the
+        operator, whose own timing is what they measure."""
+        return None
+
     def stopping(self) -> bool:
         runner = self.environment.runner
         return runner is not None and runner.state in ("stopping", "stopped")
 
     def think(self, mean: float) -> None:
-        if mean > 0:
+        if mean > 0 and self.paced is None:  # paced: the schedule is the only wait
             gevent.sleep(min(5 * mean, self.rng.expovariate(1 / mean)))
 
     def call(
@@ -102,11 +116,16 @@ class _Client(FastHttpUser):
         attempt is reported as the pseudo-request ``RESENT``, not as an HTTP failure.
         """
         name = name or path
+        paced = self.paced
         for attempt in range(2):
+            if paced is not None:
+                gevent.sleep(paced.delay())
             with self.client.request(
                 method, path, json=body, headers=headers, name=name, catch_response=True
             ) as answer:
                 error = getattr(answer, "error", None)  # set only when there was no answer
+                if paced is not None:
+                    self.shared.tally.request_paced(time.monotonic())
                 if attempt == 0 and isinstance(error, RESENDABLE):
                     answer.request_meta["request_type"] = "RESENT"
                     answer.request_meta["name"] = f"{method} {name}: {type(error).__name__}"
@@ -132,6 +151,7 @@ class _Client(FastHttpUser):
         return {"Authorization": f"Bearer {token}"}
 
     def send(self, user: str, auth: dict[str, str], events_: list[dict[str, Any]]) -> bool:
+        self.shared.tally.attempted += len(events_)
         answer = self.call("POST", "/v1/events", auth, (202,), body={"events": events_})
         if answer is None:
             return False
@@ -159,8 +179,14 @@ class SessionUser(_Client):
         super().on_start()
         self.base_cache: dict[str, str] = {}  # base URL -> ETag: the tab's HTTP cache
 
+    @property
+    def paced(self) -> Pacer | None:
+        return self.shared.pacer
+
     def wait_time(self) -> float:
         mean = self.shared.options.pause
+        if self.paced is not None:
+            return 0.0  # the next session's first request waits for its slot
         return min(5 * mean, self.rng.expovariate(1 / mean)) if mean > 0 else 0.0
 
     def model(self, user: str, auth: dict[str, str]) -> dict[str, Any] | None:
@@ -319,6 +345,10 @@ class FreshnessProbe(_Client):
 
     @tag("freshness")
     def probe(self) -> None:
+        """Send one event, then poll the model every ``POLL_S`` (overlapping polls) until an
+        answer shows it. The event became visible between the last poll *sent* that still did
+        not show it (the lower bound) and the first *answer* that did (the reading, an upper
+        bound, which includes that one GET's own latency)."""
         shared, options = self.shared, self.shared.options
         auth = self.auth(self.user)
         if auth is None:
@@ -328,20 +358,36 @@ class FreshnessProbe(_Client):
             return
         accepted = time.perf_counter()
         self.sent += 1
-        exception = None
-        while True:
+        target = self.sent
+        seen = gevent.event.AsyncResult()  # when the first answer showing the event arrived
+        not_yet = [accepted]  # when the last poll that did not show it was sent
+
+        def poll() -> None:
+            sent_at = time.perf_counter()
             path, name = f"/v1/users/{self.user}/model", f"{MODEL} (freshness poll)"
             answer = self.call("GET", path, auth, (200,), name=name)
-            if answer is not None and answer.json()["events_applied"] >= self.sent:
-                break
-            if time.perf_counter() - accepted > options.probe_timeout:
-                shared.tally.freshness_timeouts += 1
-                exception = TimeoutError(f"not applied within {options.probe_timeout} s")
-                break
-            gevent.sleep(POLL_S)
-        ms = (time.perf_counter() - accepted) * 1000
-        if exception is None:
+            if answer is None:
+                return
+            if answer.json()["events_applied"] >= target:
+                if not seen.ready():
+                    seen.set(time.perf_counter())
+            else:
+                not_yet[0] = max(not_yet[0], sent_at)
+
+        polls = gevent.pool.Pool(POLLS_IN_FLIGHT)
+        while not seen.ready() and time.perf_counter() - accepted <= options.probe_timeout:
+            polls.spawn(poll)  # waits while POLLS_IN_FLIGHT polls are unanswered
+            seen.wait(POLL_S)
+        polls.join(timeout=options.probe_timeout)  # the polls in flight end in the statistics
+        exception = None
+        if seen.ready():
+            ms = (seen.get() - accepted) * 1000
             shared.tally.freshness_ms.append(ms)
+            shared.tally.freshness_low_ms.append((not_yet[0] - accepted) * 1000)
+        else:
+            ms = (time.perf_counter() - accepted) * 1000
+            shared.tally.freshness_timeouts += 1
+            exception = TimeoutError(f"not applied within {options.probe_timeout} s")
         self.environment.events.request.fire(
             request_type="FRESHNESS",
             name="event accepted -> in the user's model",

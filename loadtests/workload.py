@@ -4,6 +4,8 @@
   active and most come rarely, as on a real site.
 - :func:`parse_mix`: the ``--mix`` option (``"session=8,reload=2,burst=1"``), the relative
   weights of the session user's tasks.
+- :class:`Pacer`: request slots at a constant offered rate, shared by the simulated users of
+  one locust process (the rate-controlled mode, ``--rate``).
 - :class:`Tally`: what the load test did that the checks after it need: events the API
   accepted (its 202 ``accepted`` counts), the users they belong to, freshness samples, rounds.
   It is written to the summary file, which ``run.py`` and the CI smoke test read.
@@ -16,7 +18,8 @@ import math
 import os
 import random
 import threading
-from collections.abc import Iterable
+import time
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -80,6 +83,37 @@ def parse_mix(text: str) -> dict[str, int]:
     return weights
 
 
+class Pacer:
+    """Slots for requests at ``rate`` per second, shared by every simulated user of a process.
+
+    A user about to send a request takes the next free slot and sleeps until it: requests go
+    out at the offered rate whatever the answers' latencies, as long as enough users are free
+    to take the slots (open-loop load, bounded by the number of users). A slot nobody took in
+    time is not made up later (no burst to catch up), so when the service slows down the
+    achieved rate falls below the offered one: the sign of saturation the ramp looks for.
+
+    locust's ``constant_throughput`` paces a user's *tasks*, and a session task makes a varying
+    number of requests; one schedule per process paces the requests themselves. Greenlets switch
+    only where they wait, so :meth:`delay` needs no lock.
+    """
+
+    def __init__(self, rate: float, clock: Callable[[], float] = time.monotonic) -> None:
+        if not (math.isfinite(rate) and rate > 0):
+            raise ValueError(
+                f"--rate must be a positive number of requests per second, got {rate!r}"
+            )
+        self.interval = 1.0 / rate
+        self._clock = clock
+        self._next: float | None = None
+
+    def delay(self) -> float:
+        """Take the next slot: the seconds to wait before sending (0 when it is already due)."""
+        now = self._clock()
+        slot = now if self._next is None else max(now, self._next)
+        self._next = slot + self.interval
+        return slot - now
+
+
 def percentile(values: Iterable[float], q: float) -> float | None:
     """The ``q``-quantile (0..1) by linear interpolation, ``None`` for no values."""
     data = sorted(values)
@@ -98,8 +132,14 @@ class Tally:
     accepted: int = 0
     duplicates: int = 0
     sent: int = 0
+    attempted: int = 0  # events in every POST /v1/events sent, answered or not
+    paced: int = 0  # requests of the session users sent on the pacer's slots (--rate)
+    paced_first: float | None = None  # when the first and the last of them were answered
+    paced_last: float | None = None
     users: set[str] = field(default_factory=set)
     freshness_ms: list[float] = field(default_factory=list)
+    # The probe's lower bounds: a poll sent after this still did not show the event.
+    freshness_low_ms: list[float] = field(default_factory=list)
     freshness_timeouts: int = 0
     rounds: list[dict[str, Any]] = field(default_factory=list)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
@@ -112,11 +152,28 @@ class Tally:
             self.duplicates += int(answer["duplicates"])
             self.users.add(user)
 
+    def request_paced(self, now: float) -> None:
+        """Count one answered (or failed) request of a paced session user."""
+        self.paced += 1
+        if self.paced_first is None:
+            self.paced_first = now
+        self.paced_last = now
+
+    def paced_rate(self) -> float | None:
+        """Requests per second the paced users achieved, between their first and last answers."""
+        if self.paced < 2 or self.paced_first is None or self.paced_last is None:
+            return None
+        return (self.paced - 1) / max(self.paced_last - self.paced_first, 1e-9)
+
     def summary(self, **extra: Any) -> dict[str, Any]:
         fresh = self.freshness_ms
         return {
             "user_prefix": self.prefix,
             "events_sent": self.sent,
+            "events_attempted": self.attempted,
+            "paced_requests": self.paced,
+            "paced_seconds": (self.paced_last or 0.0) - (self.paced_first or 0.0),
+            "paced_rps": self.paced_rate(),
             "events_accepted": self.accepted,
             "events_duplicates": self.duplicates,
             # Our event ids are unique, so a duplicate is a resent batch the server already
@@ -129,6 +186,9 @@ class Tally:
                 "p50_ms": percentile(fresh, 0.50),
                 "p99_ms": percentile(fresh, 0.99),
                 "max_ms": max(fresh) if fresh else None,
+                "in_order_ms": [round(ms, 1) for ms in fresh],  # to tell a cold start from a tail
+                "low_p50_ms": percentile(self.freshness_low_ms, 0.50),
+                "low_p99_ms": percentile(self.freshness_low_ms, 0.99),
             },
             "rounds": self.rounds,
             **extra,

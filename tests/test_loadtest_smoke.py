@@ -191,3 +191,90 @@ def test_zipf_population_and_mix() -> None:
         Population(10, float("nan"), "p")
     assert percentile([], 0.5) is None
     assert percentile([1.0, 2.0, 3.0, 4.0], 0.5) == 2.5
+
+
+def run_script(url: str, settings: Settings, out: Path, *args: str) -> subprocess.CompletedProcess:
+    """``loadtests/run.py --host`` against the test's service, with a small, quick population."""
+    argv = [
+        sys.executable, str(LOADTESTS / "run.py"), "--host", url, "--redis-url",
+        str(settings.redis_url), "--out", str(out), *args, "--", "--population", "30",
+        "--probe-every", "0.5", "--max-p99-ms", "30000",
+    ]  # fmt: skip
+    env = {**os.environ, "FEDLEARN_ADMIN_TOKEN": issue_token(settings, admin=True).token}
+    return subprocess.run(argv, env=env, capture_output=True, text=True, timeout=110, check=False)
+
+
+def test_fractions_ramp_to_a_bounded_saturation_then_hold_a_constant_rate(
+    service: tuple[str, Store], settings: Settings, tmp_path: Path
+) -> None:
+    """``--fractions``: a ramp of paced stages (10 then 20 requests/s, stopped by --ramp-max),
+    then a stage at half the rate found; every stage loses nothing. No speed is asserted: only
+    that the offered rates are the ones asked for and the load stays within them."""
+    url, _store = service
+    out = tmp_path / "reports"
+    done = run_script(
+        url, settings, out, "--fractions", "0.5", "--ramp-from", "10", "--ramp-factor", "2",
+        "--ramp-max", "20", "--ramp-time", "3s", "--run-time", "3s",
+    )  # fmt: skip
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    result = orjson.loads((out / "result.json").read_bytes())
+    ramp = result["saturation"]["ramp"]
+    assert [r["offered_rps"] for r in ramp] == [10.0, 20.0]
+    assert "--ramp-max 20" in result["saturation"]["why"]  # followed to the top: bounded
+    saturation = result["saturation"]["rate"]
+    assert saturation == ramp[-1]["achieved_rps"]
+    (stage,) = result["stages"]
+    assert stage["fraction"] == 0.5 and stage["offered_rps"] == round(saturation / 2, 1)
+    for row in [*ramp, stage]:
+        assert row["lost"] == 0 and row["accepted"] == row["applied"] > 0
+        summary = orjson.loads((out / f"{row['stage']}_summary.json").read_bytes())
+        # The pacer hands out one slot per 1/rate seconds: never more requests than that.
+        assert summary["paced_requests"] <= row["offered_rps"] * summary["paced_seconds"] + 2
+        fresh = summary["freshness"]
+        assert fresh["samples"] >= 1
+        assert 0 <= fresh["low_p50_ms"] <= fresh["p50_ms"]  # visible between the two bounds
+    assert "saturation rate:" in done.stdout
+
+
+def test_a_ramp_whose_first_stage_breaks_the_criteria_says_where_to_start(
+    service: tuple[str, Store], settings: Settings, tmp_path: Path
+) -> None:
+    url, _store = service
+    done = run_script(
+        url, settings, tmp_path / "reports", "--fractions", "0.5", "--ramp-from", "10",
+        "--ramp-max", "10", "--ramp-time", "2s", "--max-p99-ms", "0.001",
+    )  # fmt: skip
+    assert done.returncode == 1
+    assert "start lower with --ramp-from" in done.stderr
+    assert "HTTP p99" in done.stderr  # which criterion broke, with its value
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--fractions", "0,0.5"], "--fractions must be numbers in (0, 1.5]"),
+        (["--rate", "fast"], "--rate must be numbers"),
+        (["--saturation", "800"], "--saturation goes with --fractions"),
+        (["--rate", "10", "--users", "5"], "not allowed with argument"),
+        (["--fractions", "0.5", "--ramp-factor", "1"], "--ramp-factor > 1"),
+    ],
+)
+def test_run_script_refuses_bad_load_arguments(args: list[str], message: str) -> None:
+    argv = [sys.executable, str(LOADTESTS / "run.py"), *args]
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=60, check=False)
+    assert done.returncode == 2 and message in done.stderr, done.stderr
+
+
+def test_pacer_spaces_requests_and_never_bursts_to_catch_up() -> None:
+    sys.path.insert(0, str(LOADTESTS))
+    try:
+        from workload import Pacer
+    finally:
+        sys.path.remove(str(LOADTESTS))
+    now = [100.0]
+    pacer = Pacer(4.0, clock=lambda: now[0])
+    assert [pacer.delay() for _ in range(3)] == [0.0, 0.25, 0.5]  # three users, one slot each
+    now[0] = 105.0  # nobody asked for a while: the missed slots are gone, not owed
+    assert pacer.delay() == 0.0 and pacer.delay() == 0.25
+    with pytest.raises(ValueError, match="--rate must be a positive"):
+        Pacer(0.0)
