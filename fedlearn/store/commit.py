@@ -131,7 +131,7 @@ def commit_args(
     dead = [value for letter in dead_letters for value in letter.args()]
     args = [
         owner, group, uuid.uuid4().hex, base, generation, len(deltas), len(ids), len(logs),
-        *per_user, *ids, *logs, deadletters.MAXLEN, *dead,
+        *per_user, "\n".join(ids), *logs, deadletters.MAXLEN, *dead,
     ]  # fmt: skip
     return CommitArgs(commit_keys, args, len(deltas), len(logs))
 
