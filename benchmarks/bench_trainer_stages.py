@@ -22,8 +22,8 @@ import bench_trainer
 
 from fedlearn.devtools import EmbeddedRedis
 from fedlearn.model.table import DeltaTable
-from fedlearn.store import Store, items, streams
-from fedlearn.trainer import trainer
+from fedlearn.store import Store, streams
+from fedlearn.trainer import catalog_cache, trainer
 
 # (label, owner, attribute): the functions a batch passes through, in order.
 STAGES = (
@@ -31,7 +31,7 @@ STAGES = (
     ("read: XREADGROUP + parse", streams.Streams, "read_many"),
     ("screen entries", trainer, "screen_events"),
     ("load users' deltas", trainer.Trainer, "_load_users"),
-    ("catalog features", items.Catalog, "features"),
+    ("catalog features", catalog_cache.CatalogCache, "features"),
     ("apply_batch", trainer, "apply_batch"),
     ("serialize deltas", DeltaTable, "to_bytes_many"),
     ("encode the applied log", trainer, "render_applied"),

@@ -16,6 +16,7 @@ from fedlearn.data.eventlog import (
     shard_dir,
     stamp,
 )
+from fedlearn.store.applied import encode_entry, parse_applied
 
 
 def _line(event_id: str, log_id: str) -> bytes:
@@ -78,9 +79,16 @@ def test_how_an_item_was_shown_lands_on_its_line_and_batches_from_before_have_no
 
 def test_rendered_lines_stamped_with_their_log_id_are_the_expanded_records() -> None:
     expected = [{**record, "log_id": "7-0"} for record in expand(BATCH)]
-    # The applied log holds the rendered entry as JSON; the writer reads it back and stamps it.
-    entry = orjson.loads(orjson.dumps(render_applied(BATCH)))
-    assert [orjson.loads(line) for line in stamp(entry, "7-0")] == expected
+    # The applied log holds the rendered entry (a header, then its lines as they are); the
+    # writer reads it back and stamps it.
+    rendered = render_applied(BATCH)
+    (entry,) = parse_applied([(b"7-0", {b"e": encode_entry(rendered)})]).entries
+    assert entry.event == rendered
+    assert [orjson.loads(line) for line in stamp(entry.event, "7-0")] == expected
+    # An entry written while the lines were one JSON string stamps to the same bytes.
+    as_text = orjson.dumps({**rendered, "lines": rendered["lines"].decode("utf-8")})
+    (older,) = parse_applied([(b"7-0", {b"e": as_text})]).entries
+    assert stamp(older.event, "7-0") == stamp(entry.event, "7-0")
     # An entry an older trainer wrote (columns) gives the same lines' records.
     assert [orjson.loads(line) for line in stamp(BATCH, "7-0")] == expected
 
@@ -112,5 +120,5 @@ def test_lines_appended_to_the_events_own_text_are_the_records_lines_byte_for_by
     without_raw = render_applied(batch)["lines"]
     assert render_applied({**batch, "raw": raw})["lines"] == without_raw
     assert render_applied({**batch, "raw": [b""] * n})["lines"] == without_raw
-    records = [orjson.loads(line) for line in without_raw.split("\n")]
+    records = [orjson.loads(line) for line in without_raw.split(b"\n")]
     assert records[2]["prediction"] == 0.3 and "log_id" not in records[3]

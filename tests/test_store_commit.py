@@ -5,6 +5,7 @@ from __future__ import annotations
 import struct
 
 import pytest
+import redis
 
 from fedlearn.store import (
     Batch,
@@ -154,6 +155,38 @@ def test_a_resent_commit_is_a_no_op(store: Store):
     assert scripts.commit_batch(keys=built.keys, args=built.args) == [b"OK", 1]
     assert scripts.commit_batch(keys=built.keys, args=built.args) == [b"DUP"]
     assert store.applied.length(SHARD) == 1
+
+
+def test_ids_that_do_not_split_into_their_count_write_nothing(store: Store):
+    """The ids travel joined in one argument; the script counts them before any write."""
+    a, batch = one_user_batch(store, 2)
+    built = commit_args(
+        SHARD, store.n_shards, owner="t", group="trainers", deltas={a: fldl(2)},
+        last_ids={a: batch.ids[-1]}, entry_ids=batch.ids, log_entries=[{"e": 1}],
+        base="v1", generation=0, events=None,
+    )  # fmt: skip
+    args = list(built.args)
+    args[6] = 3  # n_ids: one more than the joined argument holds
+    with pytest.raises(redis.ResponseError, match="2 entry ids, not 3"):
+        Scripts.register(store.client).commit_batch(keys=built.keys, args=args)
+    assert store.deltas.get(SHARD, a) is None
+    assert store.streams.pending_count(SHARD) == 2
+    assert store.applied.length(SHARD) == 0
+
+
+def test_an_entry_with_bytes_lines_is_read_back_as_written(store: Store):
+    """Lines already encoded are stored after a header, not escaped into a JSON string."""
+    a, batch = one_user_batch(store, 1)
+    lines = b'{"user":"a","text":"two\\nlines"}\n{"user":"b"}'
+    entry = {"applied_at": 1.5, "lines": lines}
+    store.streams.commit_batch(
+        SHARD, owner="t", deltas={a: fldl(1)}, last_ids={a: batch.ids[0]},
+        entry_ids=batch.ids, log_entries=[entry, {"e": 1}], base="v1", generation=0,
+    )  # fmt: skip
+    read = store.applied.read(SHARD)
+    assert [e.event for e in read.entries] == [entry, {"e": 1}] and not read.rejected
+    raw = store.client.xrange(keys.applied(SHARD))[0][1][b"e"]
+    assert raw == b'{"applied_at":1.5}\n' + lines
 
 
 def test_redelivered_entries_are_skipped_by_id(store: Store):

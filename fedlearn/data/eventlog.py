@@ -96,7 +96,8 @@ def render_applied(batch: dict[str, Any]) -> dict[str, Any]:
     (each event's JSON text as read from the stream, or ``b""``), an event shown with nothing
     known and holding none of the keys a line adds keeps its own text, and the trainer's
     fields are appended to it: the same keys and values as :func:`expand`'s record, without
-    building and encoding that record.
+    building and encoding that record. ``lines`` are bytes, stored as they are
+    (``store.applied.encode_entry``).
     """
     n = len(batch["events"])
     raw = batch.get("raw") or [b""] * n
@@ -124,7 +125,7 @@ def render_applied(batch: dict[str, Any]) -> dict[str, Any]:
                 orjson.dumps(base_prediction, option=NUMPY), tail,
             )
         )  # fmt: skip
-    return {"applied_at": batch["applied_at"], "lines": b"\n".join(lines).decode("utf-8")}
+    return {"applied_at": batch["applied_at"], "lines": b"\n".join(lines)}
 
 
 def _without_log_id(record: dict[str, Any]) -> dict[str, Any]:
@@ -138,7 +139,10 @@ def stamp(entry: dict[str, Any], log_id: str) -> list[bytes]:
     if "lines" not in entry:
         return [orjson.dumps({**record, "log_id": log_id}) for record in expand(entry)]
     head = b'{"log_id":' + orjson.dumps(log_id) + b","
-    return [head + line[1:] for line in entry["lines"].encode("utf-8").split(b"\n")]
+    lines = entry["lines"]  # bytes; str in entries written before the applied log kept bytes
+    if isinstance(lines, str):
+        lines = lines.encode("utf-8")
+    return [head + line[1:] for line in lines.split(b"\n")]
 
 
 def append_lines(folder: Path, by_day: dict[str, list[bytes]]) -> None:

@@ -5,14 +5,23 @@ is in the log if and only if it was applied. It is the durable event log's tail:
 reads it in order, appends to partitioned files, and trims what it has safely written. Its id
 is the writer's cursor: a writer that crashed between writing and trimming re-reads from the
 last id its files hold, so nothing is lost or written twice.
+
+An entry whose ``lines`` are bytes (JSON lines the trainer already encoded,
+``data.eventlog.render_applied``) is stored as its other fields' JSON, a newline, then the
+lines as they are: escaping them into one JSON string and unescaping them again cost the
+trainer and the writer CPU for every event. JSON as orjson writes it holds no raw newline, so
+the first newline ends the header; any other entry is one JSON object, as before.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
+import orjson
+
 from fedlearn.store import keys
-from fedlearn.store.entries import Batch, parse_entries
+from fedlearn.store.entries import FIELD, Batch, Entry, decode_id, encode, parse_entries
 from fedlearn.store.streamid import StreamId
 
 MAX_COUNT = 100_000
@@ -31,7 +40,7 @@ class AppliedLog:
         if not isinstance(count, int) or not 1 <= count <= MAX_COUNT:
             raise ValueError(f"count must be an int in 1..{MAX_COUNT}, got {count!r}")
         start = "(" + str(StreamId.parse(after))  # exclusive range start: Redis >= 6.2
-        return parse_entries(self._r.xrange(keys.applied(shard), start, "+", count=count))
+        return parse_applied(self._r.xrange(keys.applied(shard), start, "+", count=count))
 
     def trim(self, shard: int, *, through: str | StreamId) -> int:
         """Drop every entry up to and including ``through``; returns how many went."""
@@ -42,3 +51,32 @@ class AppliedLog:
     def length(self, shard: int) -> int:
         keys.check_shard(shard, self.n_shards)
         return int(self._r.xlen(keys.applied(shard)))
+
+
+def encode_entry(entry: Mapping[str, Any]) -> bytes:
+    """An applied-log entry's ``e`` field: a header and its ``lines`` kept as they are when
+    they are bytes, else the entry's JSON."""
+    lines = entry.get("lines")
+    if not isinstance(lines, bytes):
+        return encode(entry)
+    return encode({k: v for k, v in entry.items() if k != "lines"}) + b"\n" + lines
+
+
+def parse_applied(raw: Any) -> Batch:
+    """A ``Batch`` of applied-log entries (XRANGE's reply), either encoding of
+    :func:`encode_entry`; an entry that is neither is rejected as ``parse_entries`` says."""
+    batch = Batch()
+    for entry_id, fields in raw or ():
+        payload = fields.get(FIELD) if isinstance(fields, Mapping) else None
+        if payload and b"\n" in payload:
+            head, lines = payload.split(b"\n", 1)
+            try:
+                record = orjson.loads(head)
+            except orjson.JSONDecodeError:
+                record = None
+            if type(record) is dict:
+                record["lines"] = lines
+                batch.entries.append(Entry(decode_id(entry_id), record))
+                continue
+        batch.extend(parse_entries([(entry_id, fields)]))
+    return batch

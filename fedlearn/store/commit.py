@@ -21,7 +21,7 @@ from typing import Any
 from fedlearn.model.delta import events_of
 from fedlearn.model.errors import ModelFormatError
 from fedlearn.store import deadletters, keys
-from fedlearn.store.entries import encode
+from fedlearn.store.applied import encode_entry
 from fedlearn.store.errors import LeaseLostError, StaleCommitError, StoreError
 from fedlearn.store.streamid import StreamId
 
@@ -127,11 +127,11 @@ def commit_args(
         gate = bytes((gates or {}).get(user, b""))
         per_user += [user, bytes(blob), str(StreamId.parse(last_ids[user])), n_events, gate]
     commit_keys.append(keys.dead_letters(shard))
-    logs = [encode(entry) for entry in log_entries]
+    logs = [encode_entry(entry) for entry in log_entries]
     dead = [value for letter in dead_letters for value in letter.args()]
     args = [
         owner, group, uuid.uuid4().hex, base, generation, len(deltas), len(ids), len(logs),
-        *per_user, *ids, *logs, deadletters.MAXLEN, *dead,
+        *per_user, "\n".join(ids), *logs, deadletters.MAXLEN, *dead,
     ]  # fmt: skip
     return CommitArgs(commit_keys, args, len(deltas), len(logs))
 

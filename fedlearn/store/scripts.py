@@ -54,7 +54,9 @@ end
 # KEYS: lease, stream, applied log, users set, commit token, then one delta key per user,
 #       then the dead-letter stream
 # ARGV: owner, group, token, base, generation, n_users, n_ids, n_log,
-#       then (user, delta, last_event, events, gate) per user, then entry ids, then log payloads,
+#       then (user, delta, last_event, events, gate) per user, then the entry ids joined by
+#       newlines in one argument (packing ~1,000 arguments cost the trainer ~0.8 us per event),
+#       then log payloads,
 #       then the dead-letter maxlen and (kind, reason, entry_id, user, raw, at) per dead letter
 # -> {"OK", acked} | {"DUP"} | {"LEASE", holder or nil} | {"STALE", user, stored, new}
 COMMIT_BATCH = (
@@ -74,7 +76,13 @@ if holder ~= ARGV[1] then return {'LEASE', holder} end
 
 local n_users, n_ids, n_log = tonumber(ARGV[6]), tonumber(ARGV[7]), tonumber(ARGV[8])
 local first_id = 9 + 5 * n_users
-local first_log = first_id + n_ids
+local first_log = first_id + 1
+-- split (and counted) before anything is written: a script's error undoes nothing
+local ids = {}
+for id in string.gmatch(ARGV[first_id], '[^\\n]+') do ids[#ids + 1] = id end
+if #ids ~= n_ids then
+  return redis.error_reply('commit: ' .. #ids .. ' entry ids, not ' .. n_ids)
+end
 for u = 0, n_users - 1 do
   local a = 9 + 5 * u
   local stored = redis.call('HGET', KEYS[6 + u], 'last_event')
@@ -90,9 +98,8 @@ for u = 0, n_users - 1 do
   redis.call('SADD', KEYS[4], ARGV[a])
 end
 local acked = 0
-for s = first_id, first_log - 1, 500 do
-  local e = math.min(s + 499, first_log - 1)
-  acked = acked + redis.call('XACK', KEYS[2], ARGV[2], unpack(ARGV, s, e))
+for s = 1, n_ids, 500 do
+  acked = acked + redis.call('XACK', KEYS[2], ARGV[2], unpack(ids, s, math.min(s + 499, n_ids)))
 end
 for i = first_log, first_log + n_log - 1 do
   redis.call('XADD', KEYS[3], '*', 'e', ARGV[i])

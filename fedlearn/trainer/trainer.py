@@ -54,6 +54,7 @@ from fedlearn.trainer.apply import (
     UserState,
     apply_batch,
 )
+from fedlearn.trainer.catalog_cache import CatalogCache
 from fedlearn.trainer.drift import DriftMonitor
 from fedlearn.trainer.eventlog import EventLogWriter
 from fedlearn.trainer.publisher import Publisher, TrainerState
@@ -105,6 +106,10 @@ class TrainerConfig:
     max_block_ms: int = 500
     base_refresh_s: float = 1.0
     max_cached_users: int = 200_000
+    # Item features are kept this long (a changed item's features reach the trainer at most
+    # this late: ``trainer.catalog_cache``) and for at most about this many items.
+    catalog_ttl_s: float = 1.0
+    max_cached_items: int = 100_000
     eventlog_every_s: float = 1.0
     trim_every_s: float = 5.0
     # A Redis restart (seconds) is ridden out, keeping the leases (their TTL is longer);
@@ -166,6 +171,9 @@ class Trainer:
         self.eventlog = eventlog
         self.drift = drift
         self.bases = BaseCache(store, refresh_s=self.config.base_refresh_s)
+        self.catalog = CatalogCache(
+            store.catalog, ttl_s=self.config.catalog_ttl_s, max_items=self.config.max_cached_items
+        )
         self.shards: dict[int, _Shard] = {}
         self.ownership = Ownership(
             store,
@@ -428,7 +436,7 @@ class Trainer:
         self._load_users(shard, state, {e.event["user"] for e in batch.entries}, base, generation)
         predictions = self._prediction_records(shard, batch)
         items = {e.event["item"] for e in batch.entries if "item" in e.event}
-        catalog = self.store.catalog.features(list(items)) if items else {}
+        catalog = self.catalog.features(items) if items else {}
         result = apply_batch(
             base,
             table,
