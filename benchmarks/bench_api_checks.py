@@ -10,7 +10,9 @@ sends each hot route ``--requests`` times through Flask's test client with user 
 2,000 users (none near its limit): ``POST /v1/events`` (one event), ``POST .../rank`` (50
 candidates), ``GET .../model``. Round trips are counted client-side (every send of redis-py's
 connections: a pipeline or a script is one); CPU is this process's (the app and the test
-client), and the redis-server's from ``INFO cpu``. Runs alternate before/after, ABBA.
+client), and the redis-server's from ``INFO cpu``. Runs alternate before/after, ABBA. Last,
+the two checks alone in one process (see ``checks_alone``), where the route's other work does
+not drown the difference.
 """
 
 from __future__ import annotations
@@ -94,6 +96,46 @@ def one(n_requests: int) -> dict[str, Any]:
     return results
 
 
+def checks_alone(n_calls: int, rounds: int) -> dict[str, list[float]]:
+    """CPU and wall microseconds per request for the two checks alone, on "after"'s
+    code: the revocation GET then the rate script (two round trips, as before), or the rate
+    script that also checks revocation (one); blocks of ``n_calls`` alternate ABBA."""
+    from fedlearn.devtools import EmbeddedRedis
+    from fedlearn.store import Store
+    from fedlearn.store.ratelimit import Rate, RateLimiter
+    from fedlearn.store.revocations import Revocations
+
+    rate = Rate(per_s=1e6, burst=1000)  # never limits: every call does the full work
+    cpu: dict[str, list[float]] = {
+        f"{n}, {c}": [] for n in ("two trips", "one trip") for c in ("cpu", "wall")
+    }
+    with (
+        tempfile.TemporaryDirectory() as tmp,
+        EmbeddedRedis(Path(tmp) / "redis") as server,
+        Store.from_url(server.url, 8) as store,
+    ):
+        limits, revocations = RateLimiter(store.client, 8), Revocations(store.client, 8)
+        issued_at = time.time()
+
+        def two(user: str) -> None:
+            revocations.revoked_at(user)
+            limits.take("events", user, rate)
+
+        def one_trip(user: str) -> None:
+            limits.take("events", user, rate, issued_at=issued_at)
+
+        for r in range(2 * rounds + 1):  # the first block warms up and is not counted
+            order = ((two, "two trips"), (one_trip, "one trip"))
+            for check, name in order if r % 2 else order[::-1]:
+                started, wall = time.process_time(), time.perf_counter()
+                for i in range(n_calls):
+                    check(f"u{i % N_USERS}")
+                if r:
+                    cpu[f"{name}, cpu"].append(1e6 * (time.process_time() - started) / n_calls)
+                    cpu[f"{name}, wall"].append(1e6 * (time.perf_counter() - wall) / n_calls)
+    return cpu
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--before", type=Path, help="directory holding fedlearn/ (required)")
@@ -127,6 +169,9 @@ def main() -> None:
                 figures.append(f"{field} {statistics.median(values):.2f}{unit} "
                                f"[{min(values):.2f}-{max(values):.2f}]")  # fmt: skip
             print(f"{route:>6} {variant:>6}: " + ", ".join(figures))
+    for name, values in checks_alone(args.requests, args.rounds).items():
+        print(f"the checks alone, {name}: {statistics.median(values):.1f} us per request "
+              f"[{min(values):.1f}-{max(values):.1f}]")  # fmt: skip
 
 
 if __name__ == "__main__":
