@@ -44,8 +44,9 @@ N_USERS = 2000
 SETTINGS = ("as-loaded", "frozen")
 
 
-def _service(tmp: Path, url: str) -> tuple[Any, Store]:
-    settings = load_settings(redis_url=url, auth=False, n_shards=N_SHARDS, data_dir=tmp / "data")
+def _service(tmp: Path, url: str, **overrides: Any) -> tuple[Any, Store]:
+    fields = {"auth": False, "n_shards": N_SHARDS, "data_dir": tmp / "data", **overrides}
+    settings = load_settings(redis_url=url, **fields)
     store = Store.from_url(url, N_SHARDS)
     genres = [f"genre=g{g}" for g in range(20)]
     base = Base.fresh([f"item=i{i}" for i in range(N_ITEMS)] + genres, 8, version="bench-1")

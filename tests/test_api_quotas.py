@@ -165,3 +165,28 @@ def test_forgetting_a_user_revokes_their_tokens_at_once(url, settings, store):
     shard = store.shard_of("bob")
     ttl = store.client.ttl(f"fl:{{s{shard}}}:revoked:bob")
     assert settings.max_token_ttl_s - 5 < ttl <= settings.max_token_ttl_s
+
+
+def test_a_revoked_token_gets_its_401_first_and_counts_against_no_limit(url, settings, store):
+    """The revocation check rides with the rate check (one round trip); a request refused
+    before that still answers 401, and a revoked token's request counts nothing."""
+    alice = as_user(url, settings, "alice")
+    assert alice.call("DELETE", "/v1/users/alice").status == 204
+    event = {"event_id": "e1", "user": "alice", "item": "a", "signal": "click", "ts": 1.0}
+    refused = [
+        alice.call("POST", "/v1/events", {"events": [event]}),
+        alice.call("POST", "/v1/events", {"events": [{**event, "user": "bob"}]}),  # else 403
+        alice.call("POST", "/v1/events", {"events": [{"user": "alice"}]}),  # else 422
+        alice.call("POST", "/v1/events", {"events": [event] * (settings.rate_events_burst + 1)}),
+        alice.call("POST", "/v1/users/alice/rank", {"items": [{"id": "a"}]}),
+        alice.call("POST", "/v1/users/alice/rank", {"items": "a"}),  # else 422
+    ]
+    for response in refused:
+        assert "revoked" in problem(response, 401)["detail"]
+    shard = store.shard_of("alice")
+    assert store.client.keys(f"fl:{{s{shard}}}:rate:*") == []
+    assert sum(store.streams.length(s) for s in store.shards) == 1  # only the forget entry
+    again = as_user(url, settings, "alice")
+    assert again.call("POST", "/v1/events", {"events": [event]}).status == 202
+    assert again.call("POST", "/v1/users/alice/rank", {"items": [{"id": "a"}]}).status == 200
+    assert len(store.client.keys(f"fl:{{s{shard}}}:rate:*")) == 2

@@ -8,6 +8,7 @@ import pytest
 
 from fedlearn.store import Store
 from fedlearn.store.ratelimit import Rate, RateLimiter
+from fedlearn.store.revocations import Revocations
 
 
 @pytest.fixture
@@ -45,3 +46,18 @@ def test_arguments_are_checked(limiter: RateLimiter):
         limiter.take("logins", "ann", Rate(1.0, 2))
     with pytest.raises(ValueError, match="per_s must be a finite number >= 0, got nan"):
         Rate(float("nan"), 1)
+
+
+def test_a_token_issued_before_its_users_revocation_counts_nothing(limiter, store: Store):
+    rate = Rate(per_s=0.01, burst=1)
+    assert limiter.take("rank", "ann", rate, issued_at=100.0).allowed  # nothing revoked yet
+    store.client.delete(f"fl:{{s{store.shard_of('ann')}}}:rate:rank:ann")
+    at = Revocations(store.client, store.n_shards).revoke("ann", keep_s=60, at=200.25)
+    for issued in (100.0, at):  # before it, and the very instant of it
+        verdict = limiter.take("rank", "ann", rate, issued_at=issued)
+        assert not verdict.allowed and verdict.revoked_at == at and verdict.retry_after_s == 0
+    assert not store.client.exists(f"fl:{{s{store.shard_of('ann')}}}:rate:rank:ann")
+    assert limiter.take("rank", "ann", rate, issued_at=at + 1e-6).allowed  # a newer token
+    refused = limiter.take("rank", "ann", rate, issued_at=at + 1e-6)
+    assert not refused.allowed and refused.revoked_at is None and refused.retry_after_s > 90
+    assert limiter.take("rank", "bob", rate, issued_at=100.0).allowed  # bob was not revoked

@@ -3,16 +3,18 @@
 User tokens are limited per user, across every API process (the limit lives in Redis, see
 ``store/ratelimit.py``); admin tokens are not (they are the operator's and the app backend's).
 A refused request has written nothing; ``Retry-After`` is rounded up to whole seconds, so a
-client that waits that long is let through.
+client that waits that long is let through. The rate check also settles the token's revocation
+check that the route wrapper left to it (``routing.py``), in the same Redis round trip.
 """
 
 from __future__ import annotations
 
 import math
 
-from fedlearn.api.auth import Principal
+from fedlearn.api.auth import Principal, refuse_revoked
 from fedlearn.api.context import ApiContext
 from fedlearn.api.errors import PayloadTooLarge, RateLimited, ValidationFailed
+from fedlearn.api.routing import settle_revocation, take_revocation_due
 from fedlearn.api.schemas import RankRequest
 from fedlearn.config import Settings
 from fedlearn.store.predictions import PredictionQuota
@@ -29,9 +31,11 @@ def rate_of(settings: Settings, kind: str) -> Rate:
 
 def enforce_rate(ctx: ApiContext, caller: Principal, kind: str, units: int = 1) -> None:
     """Count ``units`` of ``kind`` (``events`` or ``rank``) against a user token's limit;
-    :class:`RateLimited` (nothing counted) when they do not fit now."""
+    :class:`RateLimited` (nothing counted) when they do not fit now; :class:`Unauthorized`
+    (nothing counted) when the token was revoked and that check was still due."""
     rate = rate_of(ctx.settings, kind)
     if caller.is_admin or not rate.limited:
+        settle_revocation(caller)
         return
     setting = f"FEDLEARN_RATE_{kind.upper()}_BURST"
     if units > rate.burst:  # would never fit: waiting cannot help, so this is not a 429
@@ -40,7 +44,9 @@ def enforce_rate(ctx: ApiContext, caller: Principal, kind: str, units: int = 1) 
             f"({rate.burst}, {setting}); split it; nothing was written",
             errors=[{"field": kind, "message": f"must have at most {rate.burst} items"}],
         )
-    verdict = ctx.limits.take(kind, caller.sub, rate, units)
+    issued_at = caller.issued_at if take_revocation_due() else None
+    verdict = ctx.limits.take(kind, caller.sub, rate, units, issued_at=issued_at)
+    refuse_revoked(caller, verdict.revoked_at)
     if verdict.allowed:
         return
     wait_s = max(1, math.ceil(verdict.retry_after_s))

@@ -16,7 +16,7 @@ import orjson
 from flask import Response, request
 
 from fedlearn.api.context import api_context
-from fedlearn.api.errors import Forbidden, Problem, TooManyRequests, ValidationFailed
+from fedlearn.api.errors import Forbidden, RateLimited, TooManyRequests, ValidationFailed
 from fedlearn.api.parsing import read_json, validate
 from fedlearn.api.quotas import enforce_rate
 from fedlearn.api.routing import ApiBlueprint, Reply, list_length, principal
@@ -35,6 +35,7 @@ bp = ApiBlueprint("events", __name__, tag="events")
     parse_body=False,
     replies={202: Reply("appended (or already received); training happens later", EventsAccepted)},
     errors=(403, 429, 503),
+    rate_limited=True,
 )
 def post_events() -> Response:
     """Events are de-duplicated by ``event_id``: resending a batch is harmless."""
@@ -69,7 +70,7 @@ def post_events() -> Response:
                 )
     try:
         enforce_rate(ctx, caller, "events", n)
-    except Problem:
+    except (RateLimited, ValidationFailed):  # a revoked token's 401 is not a rejected event
         metrics.events_rejected.labels("rate_limited").inc(n)
         raise
     result = ingest(ctx.store, [e.model_dump(exclude_none=True) for e in batch.events])

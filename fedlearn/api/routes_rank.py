@@ -37,6 +37,7 @@ bp = ApiBlueprint("rank", __name__, tag="rank")
     parse_body=False,
     replies={200: Reply("the candidates, best first, and the prediction_id", RankResponse)},
     errors=(413, 429, 503),
+    rate_limited=True,
 )
 def rank_items(user: str) -> Response:
     """Item features come from the request, else from the catalog, else there are none (the

@@ -6,6 +6,11 @@ that does not exist or miss one that does. The wrapper also does what every view
 authenticate (401, also for a token revoked by forgetting its user), check the path user
 (403), parse and validate the JSON body and the query (400/413/422), and hand the view typed
 models.
+
+The revocation check is a Redis read. A rate-limited route (``rate_limited=True``) leaves it
+to its rate check (``quotas.enforce_rate``), which does both in one round trip; should the
+request be refused before it gets there, the wrapper checks revocation then, so a revoked
+token still gets its 401 first, whatever else is wrong with the request.
 """
 
 from __future__ import annotations
@@ -90,6 +95,7 @@ class ApiBlueprint(Blueprint):
         description: str | None = None,
         parse_body: bool = True,
         path_params: Mapping[str, tuple[Any, str]] | None = None,
+        rate_limited: bool = False,
     ) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
         """Register ``view`` for ``method rule``.
 
@@ -100,7 +106,8 @@ class ApiBlueprint(Blueprint):
         is only documented, the view reads and validates it itself (to count or pre-check).
         ``path_params`` declares path parameters beyond the shared ``schemas.PATH_PARAMS``
         (``user``, ``version``) as ``name -> (type, description)``; undeclared ones are plain
-        strings.
+        strings. ``rate_limited=True``: the view calls ``quotas.enforce_rate`` before it
+        writes anything, and that call checks the token's revocation too.
         """
         names = _PARAM.findall(rule)
         params = {n: PATH_PARAMS[n] for n in names if n in PATH_PARAMS}
@@ -116,7 +123,20 @@ class ApiBlueprint(Blueprint):
                     ctx = api_context()
                     caller = authenticate(ctx.settings, request)
                     if not caller.is_admin:  # a forgotten user's tokens stop at once
-                        refuse_revoked(caller, ctx.revocations.revoked_at(caller.sub))
+                        if rate_limited:
+                            g.revocation_due = True
+                        else:
+                            refuse_revoked(caller, ctx.revocations.revoked_at(caller.sub))
+                try:
+                    answer = checked_view(caller, kwargs)
+                except Exception:
+                    settle_revocation(caller)  # refused before its rate check: 401 first
+                    raise
+                if take_revocation_due():
+                    raise RuntimeError(f"{view.__name__} is rate_limited but never checked it")
+                return answer
+
+            def checked_view(caller: Principal | None, kwargs: dict[str, Any]) -> Any:
                 validate_path(kwargs, adapters)
                 if caller is not None:
                     if auth == "user":
@@ -150,6 +170,19 @@ class ApiBlueprint(Blueprint):
             return wrapper
 
         return decorate
+
+
+def settle_revocation(caller: Principal | None) -> None:
+    """Check ``caller``'s token against its user's revocation if that is still due (see the
+    module's docstring); afterwards it is not."""
+    if caller is not None and take_revocation_due():
+        refuse_revoked(caller, api_context().revocations.revoked_at(caller.sub))
+
+
+def take_revocation_due() -> bool:
+    """Whether the current request's revocation check is still due; the caller takes it on
+    (the rate check does it in the same round trip)."""
+    return bool(g.pop("revocation_due", False))
 
 
 def principal() -> Principal:

@@ -5,6 +5,10 @@ arrival time of the next unit: a request of ``n`` units passes when pushing that
 intervals keeps it within ``burst`` intervals of now. It is a token bucket of ``burst`` tokens
 refilled at ``per_s`` a second, without a refill timer. The key lives in the user's shard and
 expires once the bucket is full again, so idle users cost nothing.
+
+The same script can first check the caller's token against the user's revocation record
+(``store/revocations.py``): an API request that is rate-limited then makes one Redis round
+trip for both checks instead of two.
 """
 
 from __future__ import annotations
@@ -37,10 +41,12 @@ class Rate:
 
 @dataclass(frozen=True, slots=True)
 class Verdict:
-    """Whether a request passed; if not, how long to wait before the same request would."""
+    """Whether a request passed; if not, how long to wait before the same request would, or
+    when the token's user was revoked (the token predates it: nothing was counted)."""
 
     allowed: bool
     retry_after_s: float = 0.0
+    revoked_at: float | None = None
 
 
 ALLOWED = Verdict(True)
@@ -53,16 +59,26 @@ class RateLimiter:
         self.n_shards = n_shards
         self._script = client.register_script(RATE_LIMIT)
 
-    def take(self, kind: str, user: str, rate: Rate, units: int = 1) -> Verdict:
+    def take(
+        self, kind: str, user: str, rate: Rate, units: int = 1, *, issued_at: float | None = None
+    ) -> Verdict:
         """Count ``units`` against ``user``'s ``kind`` limit if they fit, else count nothing
         and say how long to wait. ``units`` larger than the burst can never pass: callers
-        check that first (it is a request too large, not too early)."""
+        check that first (it is a request too large, not too early). With ``issued_at`` (a
+        token's issue time), a token issued at or before ``user``'s revocation counts nothing
+        and gets a verdict carrying ``revoked_at``, in the same round trip."""
         if not rate.limited:
             return ALLOWED
         if not isinstance(units, int) or isinstance(units, bool) or not 1 <= units <= rate.burst:
             raise ValueError(f"units must be an int in 1..{rate.burst} (the burst), got {units!r}")
-        key = keys.rate(keys.shard_of(user, self.n_shards), kind, user)
-        allowed, wait_ms = self._script(keys=[key], args=[1000.0 / rate.per_s, rate.burst, units])
-        if int(allowed):
+        shard = keys.shard_of(user, self.n_shards)
+        token = "" if issued_at is None else repr(float(issued_at))  # repr: exact in Lua too
+        allowed, value = self._script(
+            keys=[keys.rate(shard, kind, user), keys.revoked(shard, user)],
+            args=[1000.0 / rate.per_s, rate.burst, units, token],
+        )
+        if int(allowed) == 1:
             return ALLOWED
-        return Verdict(False, float(wait_ms) / 1000.0)
+        if int(allowed) == -1:
+            return Verdict(False, revoked_at=float(value))
+        return Verdict(False, float(value) / 1000.0)

@@ -243,12 +243,20 @@ redis.call('PEXPIRE', KEYS[2], ttl)
 return {'OK', dropped}
 """
 
-# KEYS: the limit's state (a theoretical arrival time, TAT, in ms).
-# ARGV: ms per unit (1000 / rate), burst (units), units asked
+# KEYS: the limit's state (a theoretical arrival time, TAT, in ms), the user's revocation
+# record (store/revocations.py).
+# ARGV: ms per unit (1000 / rate), burst (units), units asked, the token's issue time ("" to
+# skip the revocation check)
 # -> {1, 0} allowed (and counted) | {0, ms to wait} refused (nothing counted)
+# | {-1, revoked at} the token predates its user's revocation (nothing counted)
 # GCRA: a request of n units is allowed when the TAT pushed by n intervals stays within
-# ``burst`` intervals of now. Redis' own clock is used, so every API process agrees.
+# ``burst`` intervals of now. Redis' own clock is used, so every API process agrees. The
+# revocation check rides along so that a rate-limited request costs one round trip, not two.
 RATE_LIMIT = """
+if ARGV[4] ~= '' then
+  local revoked = redis.call('GET', KEYS[2])
+  if revoked and tonumber(ARGV[4]) <= tonumber(revoked) then return {-1, revoked} end
+end
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + tonumber(t[2]) / 1000
 local interval, burst, n = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])

@@ -1,0 +1,178 @@
+"""Redis round trips and CPU per API request, before and after one change, interleaved.
+
+    .venv/bin/python benchmarks/bench_api_checks.py --before DIR [--requests 3000 --rounds 3]
+
+``DIR`` holds the ``fedlearn`` package to compare with (e.g. ``git archive <commit> fedlearn |
+tar -x -C DIR``); "after" is the package installed here. Each run is a fresh process that puts
+its copy of ``fedlearn`` first on ``sys.path``, builds the app a gunicorn worker builds
+(``create_app``, auth on, the default rate limits) over its own embedded redis-server, and
+sends each hot route ``--requests`` times through Flask's test client with user tokens of
+2,000 users (none near its limit): ``POST /v1/events`` (one event), ``POST .../rank`` (50
+candidates), ``GET .../model``. Round trips are counted client-side (every send of redis-py's
+connections: a pipeline or a script is one); CPU is this process's (the app and the test
+client), and the redis-server's from ``INFO cpu``. Runs alternate before/after, ABBA. Last,
+the two checks alone in one process (see ``checks_alone``), where the route's other work does
+not drown the difference.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+ROUTES = ("events", "rank", "model")
+SECRET = "bench-api-checks-secret-0123456789"
+N_USERS = 2000
+
+
+def _redis_cpu_s(client: Any) -> float:
+    info = client.info("cpu")
+    return float(info["used_cpu_user"]) + float(info["used_cpu_sys"])
+
+
+def one(n_requests: int) -> dict[str, Any]:
+    import redis.connection
+    from bench_api_gc import N_ITEMS, _service, _train
+
+    from fedlearn.api import issue_token
+    from fedlearn.api.app import create_app
+    from fedlearn.devtools import EmbeddedRedis
+
+    trips = [0]
+    send = redis.connection.AbstractConnection.send_packed_command
+
+    def counted(self: Any, *args: Any, **kwargs: Any) -> Any:
+        trips[0] += 1
+        return send(self, *args, **kwargs)
+
+    redis.connection.AbstractConnection.send_packed_command = counted  # type: ignore[method-assign]
+    results: dict[str, Any] = {}
+    with tempfile.TemporaryDirectory() as tmp, EmbeddedRedis(Path(tmp) / "redis") as server:
+        settings, store = _service(Path(tmp), server.url, auth=True, secret_key=SECRET)
+        client = create_app(settings, store).test_client()
+        users = [f"u{i}" for i in range(N_USERS)]
+        tokens = {
+            u: {"Authorization": f"Bearer {issue_token(settings, user=u).token}"} for u in users
+        }
+        items = [{"id": f"i{i}"} for i in range(0, N_ITEMS, N_ITEMS // 50)]
+
+        def request(route: str, i: int) -> None:
+            user = users[i % N_USERS]
+            if route == "events":
+                event = {"event_id": f"e{route}{i}", "user": user, "ts": time.time(),
+                         "item": f"i{i % N_ITEMS}", "signal": "click"}  # fmt: skip
+                answer = client.post("/v1/events", json={"events": [event]}, headers=tokens[user])
+            elif route == "rank":
+                body = {"items": items, "k": 10}
+                answer = client.post(f"/v1/users/{user}/rank", json=body, headers=tokens[user])
+            else:
+                answer = client.get(f"/v1/users/{user}/model", headers=tokens[user])
+            if answer.status_code not in (200, 202):
+                raise RuntimeError(f"{route} answered {answer.status_code}: {answer.text[:200]}")
+
+        for i in range(200):  # warm up: scripts loaded, caches filled
+            for route in ROUTES:
+                request(route, N_USERS + i)
+        _train(store, settings)
+        for route in ROUTES:
+            trips[0], cpu, redis_cpu = 0, time.process_time(), _redis_cpu_s(store.client)
+            for i in range(n_requests):
+                request(route, i)
+            n = trips[0]  # before INFO's own round trip
+            results[route] = {
+                "trips": n / n_requests,
+                "cpu_us": 1e6 * (time.process_time() - cpu) / n_requests,
+                "redis_cpu_us": 1e6 * (_redis_cpu_s(store.client) - redis_cpu) / n_requests,
+            }
+        store.close()
+    return results
+
+
+def checks_alone(n_calls: int, rounds: int) -> dict[str, list[float]]:
+    """CPU and wall microseconds per request for the two checks alone, on "after"'s
+    code: the revocation GET then the rate script (two round trips, as before), or the rate
+    script that also checks revocation (one); blocks of ``n_calls`` alternate ABBA."""
+    from fedlearn.devtools import EmbeddedRedis
+    from fedlearn.store import Store
+    from fedlearn.store.ratelimit import Rate, RateLimiter
+    from fedlearn.store.revocations import Revocations
+
+    rate = Rate(per_s=1e6, burst=1000)  # never limits: every call does the full work
+    cpu: dict[str, list[float]] = {
+        f"{n}, {c}": [] for n in ("two trips", "one trip") for c in ("cpu", "wall")
+    }
+    with (
+        tempfile.TemporaryDirectory() as tmp,
+        EmbeddedRedis(Path(tmp) / "redis") as server,
+        Store.from_url(server.url, 8) as store,
+    ):
+        limits, revocations = RateLimiter(store.client, 8), Revocations(store.client, 8)
+        issued_at = time.time()
+
+        def two(user: str) -> None:
+            revocations.revoked_at(user)
+            limits.take("events", user, rate)
+
+        def one_trip(user: str) -> None:
+            limits.take("events", user, rate, issued_at=issued_at)
+
+        for r in range(2 * rounds + 1):  # the first block warms up and is not counted
+            order = ((two, "two trips"), (one_trip, "one trip"))
+            for check, name in order if r % 2 else order[::-1]:
+                started, wall = time.process_time(), time.perf_counter()
+                for i in range(n_calls):
+                    check(f"u{i % N_USERS}")
+                if r:
+                    cpu[f"{name}, cpu"].append(1e6 * (time.process_time() - started) / n_calls)
+                    cpu[f"{name}, wall"].append(1e6 * (time.perf_counter() - wall) / n_calls)
+    return cpu
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--before", type=Path, help="directory holding fedlearn/ (required)")
+    parser.add_argument("--requests", type=int, default=3000)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--one", action="store_true", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.one:
+        print(json.dumps(one(args.requests)))
+        return
+    if args.before is None or not (args.before / "fedlearn").is_dir():
+        parser.error(f"--before must be a directory holding fedlearn/, got {args.before}")
+    here = Path(__file__).resolve().parent
+    paths = {"before": f"{args.before.resolve()}:{here}", "after": f"{here.parent}:{here}"}
+    runs: dict[str, list[dict[str, Any]]] = {"before": [], "after": []}
+    for r in range(args.rounds):
+        for variant in ("before", "after") if r % 2 == 0 else ("after", "before"):
+            env = {**os.environ, "PYTHONPATH": paths[variant]}
+            command = [sys.executable, __file__, "--one", "--requests", str(args.requests)]
+            out = subprocess.run(command, capture_output=True, text=True, env=env)
+            if out.returncode:
+                raise SystemExit(f"the {variant} run failed:\n{out.stderr[-2000:]}")
+            runs[variant].append(json.loads(out.stdout.splitlines()[-1]))
+    print(f"{args.requests:,} requests per route and run, {args.rounds} runs each, ABBA; "
+          f"medians over runs (the runs' spread in brackets)")  # fmt: skip
+    for route in ROUTES:
+        for variant, results in runs.items():
+            figures = []
+            for field, unit in (("trips", ""), ("cpu_us", " us"), ("redis_cpu_us", " us")):
+                values = [run[route][field] for run in results]
+                figures.append(f"{field} {statistics.median(values):.2f}{unit} "
+                               f"[{min(values):.2f}-{max(values):.2f}]")  # fmt: skip
+            print(f"{route:>6} {variant:>6}: " + ", ".join(figures))
+    for name, values in checks_alone(args.requests, args.rounds).items():
+        print(f"the checks alone, {name}: {statistics.median(values):.1f} us per request "
+              f"[{min(values):.1f}-{max(values):.1f}]")  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()
