@@ -149,6 +149,11 @@ def test_a_gunicorn_workers_app_warms_and_a_setting_turns_it_off(
     wait_until(functools.partial(indexed, app.extensions["fedlearn"].bases, "v11"))
     off = _worker_app(load_settings(**options, base_prewarm_every_s=0))
     assert len(warmers()) == before + 1
+    # Each app opened a store of its own; closed here, not left to the collector (an unclosed
+    # socket collected later fails whichever test then runs, under -W error).
+    stores = [a.extensions["fedlearn"].store for a in (app, off)]
     del app, off  # a test's app that goes away takes its warmer with it
     gc.collect()
     wait_until(lambda: len(warmers()) == before)
+    for opened in stores:
+        opened.close()
