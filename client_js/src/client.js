@@ -249,10 +249,12 @@ export class FedClient {
   /**
    * Fetch the base rows that ranking `items` in `context` reads and the session lacks (with
    * `baseRows: 'partial'`; a whole base holds them all). Call it before `rank`: ranking or
-   * learning on a row never fetched throws a FedError of kind "missing_rows".
+   * learning on a row never fetched throws a FedError of kind "missing_rows". When the
+   * session's base version was pruned meanwhile (410), the session moves to the current model
+   * and base (as `refresh`) and fetches the rows there.
    * @param {{id: string, features?: Record<string, number>}[]} items
    * @param {Context} [context]
-   * @returns {Promise<number>} the buckets fetched
+   * @returns {Promise<number>} the buckets fetched (after a move: all the new base's)
    */
   async prepare(items, context) {
     if (!Array.isArray(items)) invalid('items', items, 'must be a list of {id, features?}');
@@ -261,7 +263,17 @@ export class FedClient {
     const names = items.flatMap((item, i) =>
       Object.keys(eventFeatures(this.#user, checkId(`items[${i}].id`, item?.id), item?.features, ctx, this.#model.user_features)),
     );
-    return this.#fetchRows(this.#base, names);
+    try {
+      return await this.#fetchRows(this.#base, names);
+    } catch (e) {
+      // 410: the session's base version was pruned (the page outlived the server's
+      // FEDLEARN_BASE_KEEP_VERSIONS promotions). Its buckets are gone for good, so adopt the
+      // current model and base once; refresh fetches the rows the session wanted, these too.
+      if (!(e instanceof FedError) || e.status !== 410) throw e;
+      await this.refresh();
+      await this.#fetchRows(this.#base, names);
+      return this.#base instanceof PartialBase ? this.#base.buckets.size : 0;
+    }
   }
 
   /** @returns {Promise<void>} send every queued event now */

@@ -130,6 +130,33 @@ test('a refresh whose buckets moved starts a new partial base with the rows it h
   assert.equal(client.rank(ITEMS, { hour: '21' }).length, ITEMS.length);
 });
 
+test('prepare on a pruned version (410) moves the session to the current base, once', async () => {
+  let url = vectors.base_rows.url;
+  let pruned = false;
+  const s = server(() => ({ ...vectors.base_rows, url }));
+  // Once pruned, the old version's buckets answer as the API does for a pruned version.
+  const fetch = async (input, init) =>
+    pruned && String(input).includes('/buckets/') && !String(input).includes('?current')
+      ? json({ title: 'Gone', status: 410, detail: 'pruned' }, 410)
+      : s.fetch(input, init);
+  const client = await start({ fetch }, { baseRows: 'partial' });
+  const before = client.base;
+  pruned = true;
+  url = `${vectors.base_rows.url}?current`; // what the model now names
+  const fetched = await client.prepare(ITEMS, { hour: '21' });
+  assert.notEqual(client.base, before, 'a new partial base');
+  assert.equal(fetched, client.base.buckets.size);
+  assert.equal(client.rank(ITEMS, { hour: '21' }).length, ITEMS.length, 'ranks on the new rows');
+  assert.equal(await client.prepare(ITEMS, { hour: '21' }), 0, 'nothing twice');
+  // A model that still names the pruned buckets (a refresh mends nothing): the 410 is the
+  // caller's after one try, not a loop.
+  pruned = false;
+  url = vectors.base_rows.url;
+  const stuck = await start({ fetch }, { baseRows: 'partial' });
+  pruned = true;
+  await assert.rejects(stuck.prepare(ITEMS, { hour: '21' }), (e) => e.status === 410);
+});
+
 test('baseRows is validated', async () => {
   await assert.rejects(start(server(), { baseRows: 'some' }), /baseRows must be "whole" or "partial"/);
 });

@@ -144,10 +144,12 @@ export class FedClient {
     /**
      * Fetch the base rows that ranking `items` in `context` reads and the session lacks (with
      * `baseRows: 'partial'`; a whole base holds them all). Call it before `rank`: ranking or
-     * learning on a row never fetched throws a FedError of kind "missing_rows".
+     * learning on a row never fetched throws a FedError of kind "missing_rows". When the
+     * session's base version was pruned meanwhile (410), the session moves to the current model
+     * and base (as `refresh`) and fetches the rows there.
      * @param {{id: string, features?: Record<string, number>}[]} items
      * @param {Context} [context]
-     * @returns {Promise<number>} the buckets fetched
+     * @returns {Promise<number>} the buckets fetched (after a move: all the new base's)
      */
     prepare(items: {
         id: string;
