@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from functools import partial
 from itertools import chain, repeat
 from operator import itemgetter
+from types import NoneType
 from typing import Any, NamedTuple
 
 import orjson
@@ -142,7 +143,6 @@ def event_problem(event: Mapping[str, Any]) -> str | None:
 
 SIGNALS = ("click", "skip")
 _SIGNAL_SET = frozenset(SIGNALS)
-NoneType = type(None)
 _CHECKED_PAIRS: dict[tuple[str, Any], None] = {}  # context (name, value) pairs that passed
 _MAX_CHECKED_PAIRS = 4096  # a few hours, devices, pages; cleared when full
 
