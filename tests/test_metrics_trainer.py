@@ -12,6 +12,7 @@ from prometheus_client import REGISTRY
 from fedlearn.model import Base
 from fedlearn.model.gating import Gate
 from fedlearn.store import Store
+from fedlearn.telemetry import trainer as trainer_metrics
 from fedlearn.telemetry.summary import histogram_quantile, summarize
 from fedlearn.trainer.apply import CloneSettings
 from fedlearn.trainer.trainer import Trainer, TrainerConfig
@@ -142,3 +143,20 @@ def test_summarize_adds_windows_and_weights_auc_by_events() -> None:
     assert merged["freshness"]["p50"] == pytest.approx(0.1)
     assert [t["age_s"] for t in merged["trainers"]] == [3.0, 3.0]
     assert summarize([])["freshness"] == {"p50": None, "p99": None, "events": 0}
+
+
+def test_batches_observed_close_together_all_reach_the_metrics() -> None:
+    """The trainer's metrics take batches a few at a time: none is lost on the way."""
+    scored = ("fedlearn_progressive_events_total", {"model": "clone", "events": "all"})
+    fresh = ("fedlearn_freshness_seconds_count", {})
+    trainer_metrics.flush()
+    before = [REGISTRY.get_sample_value(*s) or 0.0 for s in (scored, fresh)]
+    for size in (3, 5, 7):  # within FLUSH_EVERY_S of each other: grouped
+        y = np.arange(size) % 2.0
+        trainer_metrics.observe_progressive(y, np.full(size, 0.6), np.full(size, 0.5),
+                                            np.arange(size))  # fmt: skip
+        trainer_metrics.observe_freshness(np.zeros(size), 1000.0)
+    trainer_metrics.flush()
+    after = [REGISTRY.get_sample_value(*s) or 0.0 for s in (scored, fresh)]
+    assert after[0] - before[0] == 15  # every event scored
+    assert after[1] - before[1] == 15  # fewer than FRESHNESS_SAMPLES: every one observed

@@ -107,6 +107,7 @@ def trainer_exposition() -> bytes:
     )
     trainer_metrics.observe_freshness(np.array([1000.0, 2000.0]), 3000.0)
     trainer_metrics.BATCH_SECONDS.observe(0.01)
+    trainer_metrics.flush()  # those two go to the metrics a few batches at a time
     return generate_latest(REGISTRY)
 
 

@@ -17,6 +17,8 @@ from fedlearn.store.entries import (
     Batch,
     Entry,
     Rejected,
+    _parse_columns,
+    _plain_columns,
     event_problem,
     parse_entries,
     parse_read_many,
@@ -107,3 +109,97 @@ def test_a_raw_read_over_several_streams_is_decoded_per_stream() -> None:
         assert list(batches) == ["s:1"]
         assert batches["s:1"].entries == [Entry("1-0", GOOD[0], orjson.dumps(GOOD[0]))]
         assert batches["s:1"].rejected == [Rejected("2-0", DELETED)]
+
+
+PLAIN = [
+    *(_event(i) for i in range(40)),
+    _event(202, prediction_id="p1"),
+    _event(203, context={}),
+    _event(204, context=None),
+]
+ODD = [  # each alone makes a batch of plain events go one by one
+    *BAD,
+    _event(110, signal=["click"]),  # unhashable: the columns cannot take it
+    _event(111, context=""),  # falsy but no object
+    _event(112, context={"hour": {"h": 1}}),
+    _event(113, user=None),
+    _event(114, prediction_id=7),
+    {"event_id": "forget:2", "user": "u2", "type": "forget", "ts": 1.0},
+]
+
+
+def _screened(events: list[dict]) -> Batch:
+    return screen_events(Batch([Entry(f"{i}-0", e) for i, e in enumerate(events)]))
+
+
+def _assert_columns_match(batch: Batch) -> None:
+    assert batch.users == [e.event["user"] for e in batch.entries]
+    assert batch.items == [e.event.get("item") for e in batch.entries]
+    assert batch.prediction_ids == [e.event.get("prediction_id") for e in batch.entries]
+
+
+def test_a_batch_of_plain_events_is_kept_whole_with_its_columns() -> None:
+    assert _plain_columns(PLAIN) is not None  # the bulk path, not the one by one
+    batch = _screened(PLAIN)
+    assert [e.event for e in batch.entries] == PLAIN and not batch.rejected
+    _assert_columns_match(batch)
+    assert batch.prediction_ids[-3] == "p1"
+
+
+@pytest.mark.parametrize("odd", ODD, ids=lambda e: e["event_id"])
+def test_one_odd_entry_among_plain_ones_is_judged_as_event_problem_judges_it(odd: dict) -> None:
+    events = [*PLAIN[:10], odd, *PLAIN[10:]]
+    batch = _screened(events)
+    problem = event_problem(odd)
+    if problem is None:  # a forget entry: kept, in its place
+        assert [e.event for e in batch.entries] == events and not batch.rejected
+    else:
+        assert [e.event for e in batch.entries] == PLAIN
+        assert batch.rejected == [Rejected("10-0", f"invalid event: {problem}", orjson.dumps(odd))]
+    _assert_columns_match(batch)
+
+
+def _ours(payloads: list[bytes]) -> list[list]:
+    """Entries as Redis sends them to the trainer's reader."""
+    return [[f"{i + 1}-0".encode(), [FIELD, payload]] for i, payload in enumerate(payloads)]
+
+
+def _one_by_one(raw: list) -> Batch:
+    batch = Batch()
+    for entry in raw:  # one entry at a time cannot take the bulk path's view of a batch
+        batch.extend(parse_entries([entry]))
+    return batch
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [b"{not json", b"[1, 2]", b"7", b"", b'{"a": 1}{"b": 2}', b'{"a": 1},{"b": 2}'],
+    ids=["not-json", "a-list", "a-number", "empty", "two-objects", "two-with-a-comma"],
+)
+def test_one_malformed_entry_among_good_ones_is_rejected_alone_with_its_reason(bad: bytes) -> None:
+    payloads = [orjson.dumps(e) for e in PLAIN]
+    raw = _ours([*payloads[:5], bad, *payloads[5:]])
+    batch = parse_entries(raw)
+    assert [e.raw for e in batch.entries] == payloads
+    assert [e.event for e in batch.entries] == PLAIN
+    assert batch.rejected == _one_by_one(raw).rejected
+    assert [r.id for r in batch.rejected] == ["6-0"]
+    assert batch.ids == [f"{i}-0" for i in [1, 2, 3, 4, 5, *range(7, len(raw) + 1), 6]]
+
+
+def test_payloads_are_decoded_each_alone_not_as_one_json_text() -> None:
+    """Joined by commas these three read as three objects ({"a": [1, 2]}, {}, {}); each on
+    its own is no JSON object, and none may be paired with another's id or text."""
+    raw = _ours([orjson.dumps(PLAIN[0]), b'{"a": [1', b"2]}", b"{},{}"])
+    batch = parse_entries(raw)
+    assert batch.entries == [Entry("1-0", PLAIN[0], orjson.dumps(PLAIN[0]))]
+    assert [r.id for r in batch.rejected] == ["2-0", "3-0", "4-0"]
+    assert all(r.reason.startswith("field 'e' is not JSON") for r in batch.rejected)
+
+
+def test_a_batch_of_ours_decodes_in_bulk_as_one_by_one() -> None:
+    raw = _ours([orjson.dumps(e) for e in PLAIN])
+    assert _parse_columns(raw) is not None  # the bulk path, not the one by one
+    batch = parse_entries(raw)
+    assert batch.entries == _one_by_one(raw).entries
+    assert all(type(e) is Entry and type(e.id) is str for e in batch.entries)

@@ -10,8 +10,12 @@ trainer can apply (the API validated them; something else may have written to th
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import partial
+from itertools import chain, repeat
+from operator import itemgetter
+from types import NoneType
 from typing import Any, NamedTuple
 
 import orjson
@@ -54,24 +58,38 @@ class Rejected(NamedTuple):
     raw: bytes = b""
 
 
+# Entry and Rejected fields by position, and an Entry made in C from an (id, event, raw)
+# tuple: the bulk paths below build and read one per event without a Python call.
+_ID, _EVENT = itemgetter(0), itemgetter(1)
+_new_entry = partial(tuple.__new__, Entry)
+
+
 @dataclass(slots=True)
 class Batch:
     """What one read returns: the good entries in stream order, and the rejected ones.
 
     ``ids`` lists every entry id of both kinds: pass it as ``entry_ids`` to ``commit_batch`` so
     that rejected entries are acknowledged too and never come back.
+
+    ``users``, ``items`` and ``prediction_ids`` are the good entries' fields of those names
+    (None where an entry has none), in entry order: ``screen_events`` fills them, as it reads
+    them anyway, so that the trainer needs no pass of its own over the entries.
     """
 
     entries: list[Entry] = field(default_factory=list)
     rejected: list[Rejected] = field(default_factory=list)
+    users: list[str] | None = None
+    items: list[str | None] | None = None
+    prediction_ids: list[str | None] | None = None
 
     @property
     def ids(self) -> list[str]:
-        return [e.id for e in self.entries] + [r.id for r in self.rejected]
+        return list(map(_ID, self.entries)) + list(map(_ID, self.rejected))
 
     def extend(self, other: Batch) -> None:
         self.entries.extend(other.entries)
         self.rejected.extend(other.rejected)
+        self.users = self.items = self.prediction_ids = None  # screened again
 
     def __len__(self) -> int:
         return len(self.entries) + len(self.rejected)
@@ -124,28 +142,35 @@ def event_problem(event: Mapping[str, Any]) -> str | None:
 
 
 SIGNALS = ("click", "skip")
-_CHECKED_CONTEXTS: dict[tuple[Any, ...], None] = {}  # contexts that passed, by their items
-_MAX_CHECKED_CONTEXTS = 4096  # a few hours, devices, pages; cleared when full
+_SIGNAL_SET = frozenset(SIGNALS)
+_CHECKED_PAIRS: dict[tuple[str, Any], None] = {}  # context (name, value) pairs that passed
+_MAX_CHECKED_PAIRS = 4096  # a few hours, devices, pages; cleared when full
 
 
 def _context_fine(context: Any) -> bool:
-    """Whether ``context`` passes ``check_context``, remembering the ones that did: a few
-    contexts (hour, device) repeat across many events."""
+    """Whether ``context`` passes ``check_context``. Its rules hold for each (name, value)
+    pair on its own, and a few pairs (hour, device) repeat across many events: the ones that
+    passed are remembered."""
     if context is None:
         return True
     try:
-        key = tuple(context.items())
-        if key in _CHECKED_CONTEXTS:
-            return True
+        return _pairs_fine(set(context.items()))
     except (AttributeError, TypeError):  # not a mapping, or an unhashable value: check in full
         return False
+
+
+def _pairs_fine(pairs: set[tuple[str, Any]]) -> bool:
+    return all(map(_pair_fine, pairs - _CHECKED_PAIRS.keys()))
+
+
+def _pair_fine(pair: tuple[str, Any]) -> bool:
     try:
-        check_context(context)
+        check_context(dict([pair]))
     except ValueError:
         return False
-    if len(_CHECKED_CONTEXTS) >= _MAX_CHECKED_CONTEXTS:
-        _CHECKED_CONTEXTS.clear()
-    _CHECKED_CONTEXTS[key] = None
+    if len(_CHECKED_PAIRS) >= _MAX_CHECKED_PAIRS:
+        _CHECKED_PAIRS.clear()
+    _CHECKED_PAIRS[pair] = None
     return True
 
 
@@ -165,15 +190,63 @@ def _plain(event: Mapping[str, Any]) -> bool:
     )
 
 
-def screen_events(batch: Batch) -> Batch:
-    """``batch`` with the entries that are no applicable event moved to ``rejected``.
+def _column(events: list[dict[str, Any]], name: str) -> list[Any]:
+    return list(map(dict.get, events, repeat(name, len(events))))
 
-    Most entries are plain events: their shape is checked in one pass and the ids of all of
-    them for control characters in one ``isprintable`` call over their concatenation. Any entry
-    that is not plain, or every entry when that call finds something, goes through
-    ``event_problem``, which names what is wrong.
+
+def _ids_fine(*columns: list[str]) -> bool:
+    """Whether every value of ``columns`` (strings) is 1..MAX_ID_LEN long and, as a batch
+    usually is, all of them printable (stricter than the ids' rule: else decide one by one)."""
+    lengths = set().union(*(map(len, column) for column in columns))
+    return (
+        min(lengths, default=1) > 0
+        and max(lengths, default=0) <= MAX_ID_LEN
+        and "".join(["".join(column) for column in columns]).isprintable()
+    )
+
+
+def _plain_columns(events: list[dict[str, Any]]) -> tuple[list[Any], ...] | None:
+    """The users, items and prediction ids of ``events`` when every one is an event that
+    ``event_problem`` accepts in the common way (``_plain``'s shape, or a prediction id),
+    checked field by field over the whole batch with builtins that loop in C; None when any
+    is not (the entries are then judged one by one)."""
+    users, items, signals, pids, contexts = (
+        _column(events, name) for name in ("user", "item", "signal", "prediction_id", "context")
+    )
+    if set(map(type, users)) != {str} or set(map(type, items)) != {str}:
+        return None
+    if set(map(type, signals)) != {str} or not set(signals) <= _SIGNAL_SET:
+        return None
+    if any(map(dict.__contains__, events, repeat("type"))):
+        return None
+    pid_types = set(map(type, pids)) - {NoneType}
+    given = [p for p in pids if p is not None] if pid_types else []
+    if not pid_types <= {str} or not _ids_fine(users, items, given):
+        return None
+    if not set(map(type, contexts)) <= {dict, NoneType}:
+        return None
+    try:  # None and {} both pass; the others by their (name, value) pairs, a few per batch
+        pairs = set(chain.from_iterable(map(dict.items, filter(None, contexts))))
+    except TypeError:  # an unhashable value: check in full
+        return None
+    return (users, items, pids) if _pairs_fine(pairs) else None
+
+
+def screen_events(batch: Batch) -> Batch:
+    """``batch`` with the entries that are no applicable event moved to ``rejected``, and its
+    ``users``, ``items`` and ``prediction_ids`` filled.
+
+    A batch is usually all plain events: then it is checked field by field over all entries
+    at once (``_plain_columns``). Otherwise each entry's shape is checked in one pass and the
+    ids of all of them for control characters in one ``isprintable`` call over their
+    concatenation. Any entry that is not plain, or every entry when that call finds
+    something, goes through ``event_problem``, which names what is wrong.
     """
     entries = batch.entries
+    columns = _plain_columns(list(map(_EVENT, entries)))
+    if columns is not None:
+        batch.users, batch.items, batch.prediction_ids = columns
+        return batch
     plain = [_plain(e.event) for e in entries]
     ids = "".join(
         [e.event["user"] + e.event["item"] for e, ok in zip(entries, plain, strict=True) if ok]
@@ -189,6 +262,9 @@ def screen_events(batch: Batch) -> Batch:
             reason = f"invalid event: {problem}"
             batch.rejected.append(Rejected(entry.id, reason, encode(entry.event)))
     batch.entries = kept
+    batch.users = [e.event["user"] for e in kept]
+    batch.items = [e.event.get("item") for e in kept]
+    batch.prediction_ids = [e.event.get("prediction_id") for e in kept]
     return batch
 
 
@@ -211,12 +287,42 @@ def _payload(fields: Mapping[bytes, bytes] | list[bytes] | None) -> bytes | None
     return dict(zip(fields[::2], fields[1::2], strict=True)).get(FIELD)
 
 
+_FIELD_NAME, _FIELD_VALUE = itemgetter(0), itemgetter(1)
+
+
+def _parse_columns(raw: Sequence[Any]) -> list[Entry] | None:
+    """The entries of ``raw`` when every one is ours as Redis sends it (a bytes id, fields
+    ``[b"e", <a JSON object>]``), decoded with builtins that loop in C; None when any is not.
+
+    Each payload is decoded on its own (``map(orjson.loads, ...)``), not as one JSON array of
+    them all: a payload that is no single JSON value (``{"a": [1`` with ``2]}`` after it)
+    could otherwise pair events with the wrong ids and texts."""
+    try:
+        ids, fields = zip(*raw, strict=True)
+        if set(map(len, fields)) != {2} or set(map(_FIELD_NAME, fields)) != {FIELD}:
+            return None
+        payloads = list(map(_FIELD_VALUE, fields))
+        if set(map(type, ids)) != {bytes} or set(map(type, payloads)) != {bytes}:
+            return None
+        events = list(map(orjson.loads, payloads))
+        sids = list(map(bytes.decode, ids, repeat("ascii")))
+    except (TypeError, ValueError, KeyError):  # orjson.JSONDecodeError is a ValueError
+        return None
+    if set(map(type, events)) != {dict}:
+        return None
+    return list(map(_new_entry, zip(sids, events, payloads, strict=True)))
+
+
 def parse_entries(raw: Any) -> Batch:
     """A ``Batch`` from an entry list ``[(id, {field: value} | None), ...]``, as redis-py
     parses it, or with each entry's fields as Redis sent them (``[field, value, ...]``).
 
-    The common case (a JSON object in ``e``) is decoded in one tight loop; anything else goes
-    through ``_decode``, which says precisely what is wrong with it."""
+    The common case (every entry ours as Redis sends it) is decoded in bulk
+    (``_parse_columns``); otherwise the common entry (a JSON object in ``e``) in one tight
+    loop, and anything else goes through ``_decode``, which says precisely what is wrong."""
+    entries = _parse_columns(raw) if raw else []
+    if entries is not None:
+        return Batch(entries)
     batch = Batch()
     good, loads = batch.entries.append, orjson.loads
     for entry_id, fields in raw or ():

@@ -8,6 +8,7 @@ additive, is a gauge over a sliding window of the latest events.
 
 from __future__ import annotations
 
+import threading
 import time
 
 import numpy as np
@@ -104,11 +105,66 @@ class _Window:
 _windows = {"all": _Window(AUC_WINDOW), "first": _Window(AUC_WINDOW)}
 
 
+class _Pending:
+    """What batches observed since the last ``flush``. The figures go to the metrics a few
+    batches at a time: per batch, a dozen metric updates and small numpy calls were the most of
+    the trainer's metrics stage (benchmarks/bench_trainer_stages.py; BENCHMARKS.md)."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()  # trainers on threads of one process share the metrics
+        self.progressive: list[tuple[np.ndarray, ...]] = []
+        self.delays: list[np.ndarray] = []
+        self.flushed_at = -float("inf")
+
+
+# A batch reaches the metrics at most this late while batches come, else at the trainer's
+# next telemetry snapshot (``trainer.publisher``, every 2 s).
+FLUSH_EVERY_S = 0.1
+FRESHNESS_SAMPLES = 64  # freshness observations per flush, evenly spaced over its events
+_pending = _Pending()
+
+
 def observe_progressive(
     labels: np.ndarray, clone: np.ndarray, base: np.ndarray, positions: np.ndarray
 ) -> None:
-    """Record a batch's progressive predictions of the clones and, in shadow, of the base."""
-    now = time.monotonic()
+    """Record a batch's progressive predictions of the clones and, in shadow, of the base
+    (at the next ``flush``: within ``FLUSH_EVERY_S``)."""
+    with _pending.lock:
+        _pending.progressive.append((labels, clone, base, positions))
+    _flush_if_due()
+
+
+def observe_freshness(accepted_ms: np.ndarray, now_ms: float) -> None:
+    """Record the freshness of a sample of a batch's events, accepted at ``accepted_ms`` and
+    committed at ``now_ms`` (at the next ``flush``, which observes up to
+    ``FRESHNESS_SAMPLES`` of them: a per-event observe would cost more than the training)."""
+    if len(accepted_ms):
+        with _pending.lock:
+            _pending.delays.append(np.maximum(0.0, (now_ms - accepted_ms) / 1000.0))
+    _flush_if_due()
+
+
+def _flush_if_due() -> None:
+    if time.monotonic() - _pending.flushed_at >= FLUSH_EVERY_S:
+        flush()
+
+
+def flush() -> None:
+    """Put what the batches since the last flush observed into the metrics (a snapshot of
+    them calls this first)."""
+    with _pending.lock:
+        now = _pending.flushed_at = time.monotonic()
+        progressive, _pending.progressive = _pending.progressive, []
+        delays, _pending.delays = _pending.delays, []
+        if progressive:
+            _record_progressive(*map(np.concatenate, zip(*progressive, strict=True)), now=now)
+        if delays:
+            _record_freshness(np.concatenate(delays))
+
+
+def _record_progressive(
+    labels: np.ndarray, clone: np.ndarray, base: np.ndarray, positions: np.ndarray, *, now: float
+) -> None:
     first = positions < FIRST_EVENTS
     for events, mask in (("all", np.ones(len(labels), bool)), ("first", first)):
         if not mask.any():
@@ -128,11 +184,8 @@ def observe_progressive(
             AUC.labels("base", events).set(roc_auc(data[:, 0], data[:, 2]))
 
 
-def observe_freshness(accepted_ms: np.ndarray, now_ms: float, most: int = 64) -> None:
-    """Freshness of up to ``most`` events of a batch, evenly spaced (a per-event observe
-    would cost more than the training step itself)."""
-    if not len(accepted_ms):
-        return
-    picks = np.unique(np.linspace(0, len(accepted_ms) - 1, min(most, len(accepted_ms))).astype(int))
-    for delay in np.maximum(0.0, (now_ms - accepted_ms[picks]) / 1000.0):
-        FRESHNESS.observe(float(delay))
+def _record_freshness(delays: np.ndarray) -> None:
+    most = min(FRESHNESS_SAMPLES, len(delays))
+    picks = np.unique(np.linspace(0, len(delays) - 1, most).astype(int))
+    for delay in delays[picks].tolist():
+        FRESHNESS.observe(delay)

@@ -131,6 +131,7 @@ class Publisher:
 
     def snapshot(self, state: TrainerState) -> dict[str, Any]:
         """This trainer's figures now, and what changed since the previous snapshot."""
+        metrics.flush()  # the batches not yet in the metrics (they are put there in groups)
         at = time.time()
         bounds, cumulative, fresh_count, fresh_sum = _histogram(metrics.FRESHNESS)
         loss = _counter_by(metrics.LOG_LOSS, "events", "model")

@@ -428,14 +428,16 @@ class Trainer:
         return self.process(shard, screen_events(batch), base)
 
     def process(self, shard: int, batch: Batch, base: Base) -> int:
-        """Apply and commit one batch of ``shard``; returns the events applied."""
+        """Apply and commit one batch of ``shard`` (as ``screen_events`` returns it, with its
+        users and items); returns the events applied."""
         started = time.perf_counter()
         state = self.shards[shard]
         generation = self.bases.generation(base)
         table = state.table_for(base)
-        self._load_users(shard, state, {e.event["user"] for e in batch.entries}, base, generation)
+        self._load_users(shard, state, set(batch.users), base, generation)
         predictions = self._prediction_records(shard, batch)
-        items = {e.event["item"] for e in batch.entries if "item" in e.event}
+        items = set(batch.items)
+        items.discard(None)  # a forget or rebase entry names no item
         catalog = self.catalog.features(items) if items else {}
         result = apply_batch(
             base,
@@ -543,13 +545,11 @@ class Trainer:
         slot 0 also gets the ranking's candidates (``[{"item", "features"}]`` in the record's
         order), which its event-log line carries for off-policy evaluation (only slot 0's:
         the estimand is the top slot's, and the log stays small)."""
-        ids = [  # (id, user): a record is found only for its own user's events
-            (e.event["prediction_id"], e.event["user"])
-            for e in batch.entries
-            if e.event.get("prediction_id")
-        ]
-        if not ids:
+        if not any(batch.prediction_ids):
             return {}
+        ids = [  # (id, user): a record is found only for its own user's events
+            (pid, user) for pid, user in zip(batch.prediction_ids, batch.users, strict=True) if pid
+        ]
         found = {}
         for pid, record in self.store.predictions.get_predictions(shard, ids).items():
             items = record.get("items") or {}
@@ -583,8 +583,8 @@ class Trainer:
         metrics.BATCH_SIZE.observe(len(batch))
         metrics.EVENTS_APPLIED.labels(shard=label).inc(result.applied)
         metrics.EVENTS_SKIPPED.labels(shard=label).inc(result.skipped)
-        # observe_freshness samples at most 64 events of a batch: parse only about as many ids
-        # (one per entry was a per-event cost of the trainer).
+        # observe_freshness keeps at most 64 events of a few batches: parse only about as many
+        # ids of this one (one per entry was a per-event cost of the trainer).
         sample = batch.entries[:: max(1, len(batch.entries) // 64)]
         accepted_ms = np.fromiter((int(e.id.split("-", 1)[0]) for e in sample), float)
         metrics.observe_freshness(accepted_ms, time.time() * 1000)
