@@ -124,12 +124,13 @@ class DeltaTable:
             chain.from_iterable(entry.rows.values() for entry in entries), np.int64, sum(counts)
         )
         block = self.params[at]
-        w, v = block[:, 0].tobytes(), block[:, 1:].tobytes()
+        # memoryviews: each user's slice of the gathered rows is not copied before the join
+        w, v = memoryview(block[:, 0].tobytes()), memoryview(block[:, 1:].tobytes())
         out, start, k = {}, 0, self.n_factors
         for user, entry, count in zip(users, entries, counts, strict=True):
             end = start + count
             out[user] = pack_delta(
-                list(entry.rows), k, entry.w0, entry.n_events,
+                entry.rows, k, entry.w0, entry.n_events,
                 w[4 * start : 4 * end], v[4 * k * start : 4 * k * end],
             )  # fmt: skip
             start = end
