@@ -11,7 +11,7 @@ import math
 import struct
 import zlib
 from collections.abc import Collection, Iterable
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -174,14 +174,8 @@ class Delta:
         Every size is checked against ``len(blob)`` before anything is allocated, so a forged
         header cannot make this reserve more memory than the blob itself justifies.
         """
-        blob = bytes(blob)
-        m, k, w0, n_events, names_len = _check_head(blob)
-        names = _decode_names(blob[_HEAD.size : _HEAD.size + names_len], m)
-        offset = _HEAD.size + names_len
-        w = np.frombuffer(blob, "<f4", m, offset)
-        v = np.frombuffer(blob, "<f4", m * k, offset + 4 * m).reshape(m, k)
-        if not (math.isfinite(w0) and np.isfinite(w).all() and np.isfinite(v).all()):
-            raise ModelFormatError("delta holds a non-finite parameter (NaN or infinity)")
+        names, w, v, w0, n_events = decode_rows(blob)
+        k = v.shape[1]
         delta = cls(k, dtype=dtype)
         delta.names = names
         delta.index = {name: row for row, name in enumerate(names)}
@@ -253,6 +247,31 @@ def rebase(
         tiny = np.maximum(np.abs(out.w), np.abs(out.v).max(axis=1)) < prune_below
         out.drop(out.names[i] for i in np.flatnonzero(tiny))
     return out
+
+
+class DeltaRows(NamedTuple):
+    """A decoded ``.fldl``: row names in recency order, their float32 weights ``(m,)`` and
+    latents ``(m, k)`` (read-only views of the blob), the intercept and the events count."""
+
+    names: list[str]
+    w: np.ndarray
+    v: np.ndarray
+    w0: float
+    n_events: int
+
+
+def decode_rows(blob: bytes) -> DeltaRows:
+    """The rows of ``.fldl`` bytes (format 1 or 2), checked as :meth:`Delta.from_bytes` says,
+    without building a :class:`Delta`: the trainer's table takes them as they are."""
+    blob = bytes(blob)
+    m, k, w0, n_events, names_len = _check_head(blob)
+    names = _decode_names(blob[_HEAD.size : _HEAD.size + names_len], m)
+    offset = _HEAD.size + names_len
+    w = np.frombuffer(blob, "<f4", m, offset)
+    v = np.frombuffer(blob, "<f4", m * k, offset + 4 * m).reshape(m, k)
+    if not (math.isfinite(w0) and np.isfinite(w).all() and np.isfinite(v).all()):
+        raise ModelFormatError("delta holds a non-finite parameter (NaN or infinity)")
+    return DeltaRows(names, w, v, w0, n_events)
 
 
 def pack_delta(
