@@ -265,6 +265,9 @@ USER = users_of(SHARD, 1)[0]
         # Ids are checked in one regex over the batch: one with a newline is not two ids.
         ({"entry_ids": ["1-0", "2-0\n3-0"]}, ValueError, "stream id must look like"),
         ({"entry_ids": ["1-0", b"2-0", "x"]}, ValueError, "stream id must look like"),
+        # Digits of other scripts are digits to a regex's \\d, not to Redis's XACK.
+        ({"entry_ids": ["1-0", "\u0661-\u0660"]}, ValueError, "stream id must look like"),
+        ({"last_ids": {USER: "\u0661-\u0660"}}, ValueError, "stream id must look like"),
     ],
 )
 def test_arguments_are_checked_before_any_write(store: Store, kwargs, error, message):
