@@ -65,7 +65,10 @@ class Deltas:
             )
 
     def get(self, shard: int, user: str) -> DeltaRecord | None:
-        return self.get_many(shard, [user]).get(user)
+        """One user's record, by a plain HMGET: the API's read path keeps working while Redis
+        pauses writes (``CLIENT PAUSE WRITE`` in a failover holds scripts back on 6.2)."""
+        self._check(shard, [user])
+        return _record(user, self._r.hmget(keys.delta(shard, user), _FIELDS))
 
     def get_many(self, shard: int, users: Sequence[str]) -> dict[str, DeltaRecord]:
         """The records of ``users`` that have one (users without a delta are absent)."""
