@@ -150,8 +150,8 @@ def commit_args(
     per_user = msgpack.packb(rows, use_bin_type=False)
     # The big arguments (the users' deltas, the batch's applied log: ~400 KB a batch) go as
     # memoryviews: redis-py then sends them as they are, where hiredis's pack_command copies
-    # every argument into one buffer at ~1.5 ns a byte (~0.8 us of trainer CPU per event,
-    # measured: BENCHMARKS.md, issue 12's fifth pass).
+    # every argument into one buffer at about a nanosecond a byte (420 KB: ~0.7 ms of the
+    # trainer's CPU a batch, ~0.9 us an event; BENCHMARKS.md, issue 12's fifth pass).
     logs = [memoryview(encode_entry(entry)) for entry in log_entries]
     dead = [value for letter in dead_letters for value in letter.args()]
     args = [

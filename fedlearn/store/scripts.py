@@ -55,7 +55,7 @@ end
 #       then the dead-letter stream
 # ARGV: owner, group, token, base, generation, n_users, n_ids, n_log,
 #       then one msgpack array of [user, delta, last_event, events, gate] per user (five
-#       arguments a user cost the trainer's redis-py ~1 us per event to pack), then the entry
+#       arguments a user cost the trainer's redis-py ~0.5 us per event to pack), then the entry
 #       ids joined by newlines in one argument (packing ~1,000 arguments cost the trainer
 #       ~0.8 us per event), then log payloads,
 #       then the dead-letter maxlen and (kind, reason, entry_id, user, raw, at) per dead letter
