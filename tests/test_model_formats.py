@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import struct
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -160,3 +161,19 @@ def test_a_delta_is_far_smaller_than_the_base() -> None:
         clone.learn_one({"user=9": 1.0, f"item={i}": 1.0}, i % 2)
     assert len(clone.delta) == 21
     assert len(clone.delta.to_bytes()) * 50 < len(base.to_bytes())
+
+
+@pytest.mark.parametrize("names", [[], ["a"], ["item=42", "genre=Drama"], ["é", "hour=21", "ü-3"]])
+def test_delta_bytes_follow_the_documented_layout(names):
+    """.fldl as CONTRACTS.md writes it out: header, each name and a newline, zeros up to a
+    multiple of 4, float32 w then v, CRC-32 of everything before. Written here by hand, so a
+    faster writer (``pack_delta``) cannot drift from it unnoticed."""
+    k = 3
+    delta = Delta.from_rows(k, names, np.arange(len(names)) / 4, np.ones((len(names), k)), 0.5)
+    delta.n_events = 9
+    block = b"".join(name.encode("utf-8") + b"\n" for name in names)
+    block += b"\0" * (-(36 + len(block)) % 4)
+    head = struct.pack("<4sIIIdQI", b"FLDL", 2, len(names), k, 0.5, 9, len(block))
+    rows = np.asarray(delta.w, "<f4").tobytes() + np.asarray(delta.v, "<f4").tobytes()
+    body = head + block + rows
+    assert delta.to_bytes() == body + struct.pack("<I", zlib.crc32(body))

@@ -9,6 +9,7 @@ import pytest
 
 from fedlearn.model import Base, Delta
 from fedlearn.model.batch import learn_many_shadow
+from fedlearn.model.delta import decode_rows
 from fedlearn.model.table import DeltaTable
 
 K = 4
@@ -53,8 +54,11 @@ def test_users_put_dropped_and_reset_keep_the_table_exact_and_bounded() -> None:
     deltas: dict[str, Delta] = {}
     learn_many_shadow(BASE, deltas, _stream(rng, 200, 8), 0.2, 0.0, 0.1, None)
     table = DeltaTable(K, capacity=2)
-    for user, delta in deltas.items():  # as the trainer loads users from Redis
-        table.put(user, Delta.from_bytes(delta.to_bytes()))
+    for i, (user, delta) in enumerate(deltas.items()):
+        if i % 2:  # as the trainer loads users from Redis
+            table.put_rows(user, decode_rows(delta.to_bytes()))
+        else:
+            table.put(user, Delta.from_bytes(delta.to_bytes()))
     for user, delta in deltas.items():
         assert table.delta(user).to_bytes() == delta.to_bytes()
     rows = table.n_rows
@@ -90,3 +94,13 @@ def test_a_non_finite_clone_restarts_from_the_base_alone() -> None:
     assert reset == ["a"]
     assert len(table.delta("a")) == 0 and table.delta("a").w0 == 0.0
     assert table.delta("b").is_finite() and len(table.delta("b")) == 1
+
+
+def test_a_stored_delta_without_rows_keeps_its_intercept_and_count() -> None:
+    """A clone whose every row a rebase pruned is still more than the base: its intercept
+    and its events count come back from Redis with it."""
+    delta = Delta(K)
+    delta.w0, delta.n_events = 0.75, 12
+    table = DeltaTable(K)
+    table.put_rows("u", decode_rows(delta.to_bytes()))
+    assert table.delta("u").to_bytes() == delta.to_bytes() and table.events_of("u") == 12

@@ -215,6 +215,38 @@ def test_events_default_to_the_delta_header_and_can_be_given(store: Store):
     assert records[a].delta == fldl(7, b"rows")
 
 
+def test_each_users_values_are_stored_byte_for_byte(store: Store):
+    """A user's values travel packed in one msgpack argument: any byte of a delta or a gate,
+    a non-ASCII user id and a count past 2^53 come out in Redis exactly as given."""
+    user = next(u for u in (f"ü-{i}" for i in range(100)) if shard_of(u, 4) == SHARD)
+    assert store.leases.acquire(SHARD, "t", 30_000)
+    delta, gate, events = fldl(3, bytes(range(256)) * 40), b"\0\xff\n" * 9 + b"\x80", 2**53 + 1
+    store.streams.commit_batch(
+        SHARD, owner="t", deltas={user: delta}, last_ids={user: "18446744073709551615-7"},
+        entry_ids=[], base="v1", generation=2, events={user: events}, gates={user: gate},
+    )  # fmt: skip
+    stored = store.client.hgetall(keys.delta(SHARD, user))
+    assert stored == {
+        b"delta": delta, b"last_event": b"18446744073709551615-7", b"base": b"v1",
+        b"generation": b"2", b"events": str(events).encode(), b"gate": gate,
+    }  # fmt: skip
+    assert store.client.smembers(keys.users(SHARD)) == {user.encode("utf-8")}
+
+
+def test_users_that_do_not_unpack_to_their_count_write_nothing(store: Store):
+    a, batch = one_user_batch(store, 1)
+    built = commit_args(
+        SHARD, store.n_shards, owner="t", group="trainers", deltas={a: fldl(1)},
+        last_ids={a: batch.ids[0]}, entry_ids=batch.ids, log_entries=[], base="v1",
+        generation=0, events=None,
+    )  # fmt: skip
+    args = list(built.args)
+    args[5] = 2  # n_users: one more than the packed argument holds
+    with pytest.raises(redis.ResponseError, match="1 users packed, not 2"):
+        Scripts.register(store.client).commit_batch(keys=built.keys, args=args)
+    assert store.deltas.get(SHARD, a) is None and store.streams.pending_count(SHARD) == 1
+
+
 USER = users_of(SHARD, 1)[0]
 
 
@@ -233,6 +265,9 @@ USER = users_of(SHARD, 1)[0]
         # Ids are checked in one regex over the batch: one with a newline is not two ids.
         ({"entry_ids": ["1-0", "2-0\n3-0"]}, ValueError, "stream id must look like"),
         ({"entry_ids": ["1-0", b"2-0", "x"]}, ValueError, "stream id must look like"),
+        # Digits of other scripts are digits to a regex's \\d, not to Redis's XACK.
+        ({"entry_ids": ["1-0", "\u0661-\u0660"]}, ValueError, "stream id must look like"),
+        ({"last_ids": {USER: "\u0661-\u0660"}}, ValueError, "stream id must look like"),
     ],
 )
 def test_arguments_are_checked_before_any_write(store: Store, kwargs, error, message):

@@ -81,3 +81,28 @@ def test_bad_shard_counts_and_shards_are_refused():
 def test_bad_version_ids_are_refused(version):
     with pytest.raises(ValueError, match="base version must be"):
         keys.check_version(version)
+
+
+def test_foreign_user_finds_the_first_user_of_another_shard():
+    ours = [u for u in (f"user-{i}" for i in range(100)) if keys.shard_of(u, 8) == 3]
+    theirs = next(u for u in (f"user-{i}" for i in range(100)) if keys.shard_of(u, 8) != 3)
+    assert keys.foreign_user(3, ours, 8) is None
+    assert keys.foreign_user(3, [*ours[:2], theirs, *ours[2:]], 8) == theirs
+    assert keys.foreign_user(3, [], 8) is None
+
+
+@pytest.mark.parametrize(
+    ("user", "error", "message"),
+    [
+        (42, TypeError, "user must be a string, got int 42"),
+        (b"u1", TypeError, "user must be a string, got bytes"),
+        ("", ValueError, "user must be 1..128 characters, got 0"),
+        ("u" * 129, ValueError, "user must be 1..128 characters, got 129"),
+        ("u\n1", ValueError, "user must not contain control characters"),
+    ],
+)
+def test_foreign_user_checks_every_id_as_check_id_does(user, error, message):
+    """The bulk checks (one join, one regex) fall back to ``check_id`` for the precise error,
+    wherever in the list the bad id is."""
+    with pytest.raises(error, match=message):
+        keys.foreign_user(0, ["u1", user, "u2"], 1)

@@ -18,6 +18,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import msgpack
+
 from fedlearn.model.delta import events_of
 from fedlearn.model.errors import ModelFormatError
 from fedlearn.store import deadletters, keys
@@ -27,8 +29,10 @@ from fedlearn.store.streamid import StreamId
 
 # The ids a batch read from Redis look like this; checking them with one regex (rather than
 # parsing each) keeps validation off the trainer's profile. Anything else is parsed in full.
-_PLAIN_ID = re.compile(r"\d{1,19}-\d{1,19}")
-_PLAIN_IDS = re.compile(r"(?:\d{1,19}-\d{1,19}\n)*")  # the same, for many ids joined by \n
+# [0-9], not \d: a str pattern's \d takes any script's digits, which Redis's XACK refuses
+# (after the script's first writes). Possessive: nothing to backtrack, 2.5x faster.
+_PLAIN_ID = re.compile(r"[0-9]{1,19}-[0-9]{1,19}")
+_PLAIN_IDS = re.compile(r"(?:[0-9]{1,19}+-[0-9]{1,19}+\n)*+")  # the same, for ids joined by \n
 
 
 def _plain_ids(entry_ids: Sequence[str | bytes | StreamId]) -> list[str]:
@@ -74,6 +78,23 @@ def delta_events(user: str, blob: bytes) -> int:
         raise ValueError(f"deltas[{user!r}] is {exc}; serialize it with Delta.to_bytes()") from None
 
 
+def _event_counts(
+    users: list[str], blobs: list[bytes], events: Mapping[str, int] | None
+) -> list[int]:
+    """Each user's events count: ``events``'s, checked, or their delta's header's. Every blob
+    is checked to be a ``.fldl`` either way."""
+    counts = [delta_events(user, blob) for user, blob in zip(users, blobs, strict=True)]
+    if events is None:
+        return counts
+    for user in users:
+        if user not in events:
+            raise ValueError(f"events has no count for user {user!r}")
+        n_events = events[user]
+        if not isinstance(n_events, int) or n_events < 0:
+            raise ValueError(f"events[{user!r}] must be an int >= 0, got {n_events!r}")
+    return [events[user] for user in users]
+
+
 def commit_args(
     shard: int,
     n_shards: int,
@@ -98,42 +119,46 @@ def commit_args(
     ids = _plain_ids(entry_ids)
     if not ids and not deltas and not dead_letters:
         raise ValueError("commit_batch needs entry_ids or deltas (or dead_letters), got none")
-    missing = [u for u in deltas if u not in last_ids]
+    users = list(deltas)
+    missing = [u for u in users if u not in last_ids]
     if missing:
         raise ValueError(
             f"last_ids has no entry for users {missing[:5]!r}; give the id of the "
             f"last event applied to each delta"
         )
+    foreign = keys.foreign_user(shard, users, n_shards)
+    if foreign is not None:
+        raise ValueError(
+            f"user {foreign!r} belongs to shard {keys.shard_of(foreign, n_shards)}, "
+            f"not {shard}; commit each shard's users to that shard"
+        )
+    blobs = list(deltas.values())
+    counts = [str(n) for n in _event_counts(users, blobs, events)]  # checks the blobs
+    blobs = [bytes(blob) for blob in blobs]
+    lasts = _plain_ids([last_ids[u] for u in users])
+    gate_of = gates or {}
+    user_gates = [bytes(gate_of.get(u, b"")) for u in users]
     commit_keys = [
         keys.lease(shard), keys.stream(shard), keys.applied(shard), keys.users(shard),
-        keys.commit_token(shard),
+        keys.commit_token(shard), *map(keys.delta_prefix(shard).__add__, users),
+        keys.dead_letters(shard),
     ]  # fmt: skip
-    per_user: list[Any] = []
-    for user, blob in deltas.items():
-        keys.check_id("user", user)
-        if keys.shard_of(user, n_shards) != shard:
-            raise ValueError(
-                f"user {user!r} belongs to shard {keys.shard_of(user, n_shards)}, "
-                f"not {shard}; commit each shard's users to that shard"
-            )
-        n_events = delta_events(user, blob)
-        if events is not None:
-            if user not in events:
-                raise ValueError(f"events has no count for user {user!r}")
-            n_events = events[user]
-            if not isinstance(n_events, int) or n_events < 0:
-                raise ValueError(f"events[{user!r}] must be an int >= 0, got {n_events!r}")
-        commit_keys.append(keys.delta(shard, user))
-        gate = bytes((gates or {}).get(user, b""))
-        per_user += [user, bytes(blob), str(StreamId.parse(last_ids[user])), n_events, gate]
-    commit_keys.append(keys.dead_letters(shard))
-    logs = [encode_entry(entry) for entry in log_entries]
+    # Each user's five values in one msgpack array (Redis's Lua has cmsgpack): one argument
+    # for redis-py to encode instead of five a user, each a few Python steps. Bytes go as
+    # msgpack's raw strings (use_bin_type=False): Redis 6.2's cmsgpack predates bin types.
+    rows = list(zip(users, blobs, lasts, counts, user_gates, strict=True))
+    per_user = msgpack.packb(rows, use_bin_type=False)
+    # The big arguments (the users' deltas, the batch's applied log: ~400 KB a batch) go as
+    # memoryviews: redis-py then sends them as they are, where hiredis's pack_command copies
+    # every argument into one buffer at about a nanosecond a byte (420 KB: ~0.7 ms of the
+    # trainer's CPU a batch, ~0.9 us an event; BENCHMARKS.md, issue 12's fifth pass).
+    logs = [memoryview(encode_entry(entry)) for entry in log_entries]
     dead = [value for letter in dead_letters for value in letter.args()]
     args = [
-        owner, group, uuid.uuid4().hex, base, generation, len(deltas), len(ids), len(logs),
-        *per_user, "\n".join(ids), *logs, deadletters.MAXLEN, *dead,
+        owner, group, uuid.uuid4().hex, base, generation, len(users), len(ids), len(logs),
+        memoryview(per_user), "\n".join(ids), *logs, deadletters.MAXLEN, *dead,
     ]  # fmt: skip
-    return CommitArgs(commit_keys, args, len(deltas), len(logs))
+    return CommitArgs(commit_keys, args, len(users), len(logs))
 
 
 def read_reply(shard: int, owner: str, built: CommitArgs, reply: list[Any]) -> CommitResult:

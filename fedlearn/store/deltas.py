@@ -2,7 +2,7 @@
 
 Fields: ``delta`` (the ``.fldl`` bytes), ``last_event`` (stream id of the last applied event),
 ``base`` (the base version the delta refers to), ``generation`` and ``events`` (count). Reads
-of many users go in one pipeline (one round-trip per node). A shard's users are listed in a
+of many users go in one script call (one round trip). A shard's users are listed in a
 set, so aggregation can walk a shard with SSCAN on a single Redis and on a cluster alike,
 where a key-pattern SCAN would have to visit every node.
 """
@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from fedlearn.store import keys
+from fedlearn.store.scripts import Scripts
 from fedlearn.store.streamid import StreamId
 
 _FIELDS = (b"delta", b"last_event", b"base", b"generation", b"events", b"gate")
@@ -50,22 +51,24 @@ def _record(user: str, raw: Sequence[bytes | None]) -> DeltaRecord | None:
 class Deltas:
     """Read and delete per-user delta records (writes go through ``commit_batch``)."""
 
-    def __init__(self, client: Any, n_shards: int) -> None:
+    def __init__(self, client: Any, n_shards: int, scripts: Scripts | None = None) -> None:
         self._r = client
         self.n_shards = n_shards
+        self._scripts = scripts or Scripts.register(client)
 
     def _check(self, shard: int, users: Sequence[str]) -> None:
         keys.check_shard(shard, self.n_shards)
-        for user in users:
-            keys.check_id("user", user)
-            if keys.shard_of(user, self.n_shards) != shard:
-                raise ValueError(
-                    f"user {user!r} belongs to shard "
-                    f"{keys.shard_of(user, self.n_shards)}, not {shard}"
-                )
+        user = keys.foreign_user(shard, users, self.n_shards)
+        if user is not None:
+            raise ValueError(
+                f"user {user!r} belongs to shard {keys.shard_of(user, self.n_shards)}, not {shard}"
+            )
 
     def get(self, shard: int, user: str) -> DeltaRecord | None:
-        return self.get_many(shard, [user]).get(user)
+        """One user's record, by a plain HMGET: the API's read path keeps working while Redis
+        pauses writes (``CLIENT PAUSE WRITE`` in a failover holds scripts back on 6.2)."""
+        self._check(shard, [user])
+        return _record(user, self._r.hmget(keys.delta(shard, user), _FIELDS))
 
     def get_many(self, shard: int, users: Sequence[str]) -> dict[str, DeltaRecord]:
         """The records of ``users`` that have one (users without a delta are absent)."""
@@ -73,11 +76,10 @@ class Deltas:
         self._check(shard, users)
         if not users:
             return {}
-        pipe = self._r.pipeline(transaction=False)
-        for user in users:
-            pipe.hmget(keys.delta(shard, user), _FIELDS)
+        prefix = keys.delta_prefix(shard)
+        replies = self._scripts.get_deltas(keys=[prefix + user for user in users], args=_FIELDS)
         found = {}
-        for user, raw in zip(users, pipe.execute(), strict=True):
+        for user, raw in zip(users, replies, strict=True):
             record = _record(user, raw)
             if record is not None:
                 found[user] = record

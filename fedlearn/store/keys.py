@@ -56,6 +56,7 @@ from __future__ import annotations
 
 import re
 import zlib
+from collections.abc import Sequence
 
 PREFIX = "fl"
 MAX_SHARDS = 16384  # one per Redis Cluster slot is the most that can be spread
@@ -70,6 +71,25 @@ def shard_of(user: str, n_shards: int) -> int:
     check_n_shards(n_shards)
     check_id("user", user)
     return zlib.crc32(user.encode("utf-8")) % n_shards
+
+
+def foreign_user(shard: int, users: Sequence[str], n_shards: int) -> str | None:
+    """The first of ``users`` that is not of ``shard`` (None when all are), checking that each
+    is an id as :func:`check_id` does (and raising as it does). In bulk: one pass of the
+    control-character regex over all of them and their CRC-32s through ``map``, rather than
+    :func:`shard_of` per user (a trainer's commit names ~50 users a batch)."""
+    check_n_shards(n_shards)
+    try:
+        joined = "".join(users)
+        ok = min(map(len, users)) > 0 and max(map(len, users)) <= MAX_ID_LEN
+    except (TypeError, ValueError):  # not all strings, or no users
+        ok = not users
+        joined = ""
+    if not ok or _CONTROL.search(joined):
+        for user in users:
+            check_id("user", user)
+    crcs = map(zlib.crc32, map(str.encode, users))
+    return next((u for u, c in zip(users, crcs, strict=True) if c % n_shards != shard), None)
 
 
 def check_n_shards(n_shards: int) -> None:

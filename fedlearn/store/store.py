@@ -73,7 +73,7 @@ class Store:
         self.n_shards = n_shards
         self.scripts = Scripts.register(client)
         self.bases = Bases(client, self.scripts)
-        self.deltas = Deltas(client, n_shards)
+        self.deltas = Deltas(client, n_shards, self.scripts)
         self.streams = Streams(
             client, self.scripts, n_shards,
             maxlen=stream_maxlen, dedupe_window_s=dedupe_window_s, group=group,

@@ -36,7 +36,8 @@ import redis
 
 from fedlearn.config import setting_default
 from fedlearn.data.eventlog import CANDIDATES, render_applied
-from fedlearn.model import Base, Delta
+from fedlearn.model import Base
+from fedlearn.model.delta import decode_rows
 from fedlearn.model.errors import ModelFormatError
 from fedlearn.model.gating import Gate, GateSettings
 from fedlearn.model.kernel import warm_up
@@ -520,9 +521,12 @@ class Trainer:
                 delta = None
             else:
                 delta = self._read(
-                    state, record.user, "unreadable_delta", record.delta, Delta.from_bytes
+                    state, record.user, "unreadable_delta", record.delta, decode_rows
                 )
-            table.put(user, delta or Delta(base.n_factors))
+            if delta is None:
+                table.reset(user)
+            else:
+                table.put_rows(user, delta)
             state.users[user] = UserState(record.last_event, gate or Gate())
 
     @staticmethod
