@@ -13,7 +13,7 @@ import os
 import time
 from collections.abc import Iterable, Iterator
 from itertools import repeat
-from operator import itemgetter, methodcaller
+from operator import itemgetter
 from pathlib import Path
 from typing import Any
 
@@ -92,7 +92,6 @@ _ADDED = frozenset({
 _APPENDED = (
     b'%s,"stream_id":%s,"features":%s,"features_from":%s,"prediction":%s,"base_prediction":%s%s'
 )
-_ENDS_AN_OBJECT = methodcaller("endswith", b"}")
 
 
 def render_applied(batch: dict[str, Any]) -> dict[str, Any]:
@@ -117,7 +116,7 @@ def render_applied(batch: dict[str, Any]) -> dict[str, Any]:
     )
     if (
         not any(shown)
-        and all(map(_ENDS_AN_OBJECT, raw))
+        and all(map(bytes.endswith, raw, repeat(b"}")))
         and all(map(_ADDED.isdisjoint, batch["events"]))
     ):
         lines = _appended_lines(batch, raw, tail)
@@ -211,6 +210,7 @@ def _appended_lines(batch: dict[str, Any], raw: list[bytes], tail: bytes) -> lis
     encoded in one call where its values cannot contain the comma that splits them (stream
     ids, numbers; else one call per value), the lines formatted in one pass."""
     n = len(raw)
+    sources = {source: orjson.dumps(source) for source in set(batch["features_from"])}
     return list(
         map(
             _APPENDED.__mod__,
@@ -218,7 +218,7 @@ def _appended_lines(batch: dict[str, Any], raw: list[bytes], tail: bytes) -> lis
                 map(itemgetter(slice(None, -1)), raw),
                 _encoded(batch["stream_id"], n),
                 map(orjson.dumps, batch["features"]),
-                map(orjson.dumps, batch["features_from"]),
+                map(sources.__getitem__, batch["features_from"]),
                 _encoded(batch["prediction"], n),
                 _encoded(batch["base_prediction"], n),
                 repeat(tail, n),
