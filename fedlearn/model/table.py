@@ -210,23 +210,28 @@ class DeltaTable:
         (as ``Delta.touch`` after ``learn_many``): the batch's users (in order of first
         event), each event's user among them, the table rows used (sorted), and each event's
         ``(E, F)`` positions among those rows and values."""
-        position: dict[str, int] = {}
+        held: dict[str, tuple[int, dict[str, int]]] = {}  # user -> (index, rows)
         batch_users: list[str] = []
         uid: list[int] = []
         flat: list[int] = []
-        table_users, alloc, append = self.users, self._alloc, flat.append
+        table_users, append = self.users, flat.append
+        free, names, grow = self.free, self.names, self._grow  # grown in place
         for user, x in zip(users, features, strict=True):
-            u = position.get(user)
-            if u is None:
-                u = position[user] = len(batch_users)
+            known = held.get(user)
+            if known is None:
+                entry = table_users.get(user)
+                if entry is None:
+                    entry = table_users[user] = UserRows()
+                known = held[user] = (len(batch_users), entry.rows)
                 batch_users.append(user)
-                if user not in table_users:
-                    table_users[user] = UserRows()
-            rows = table_users[user].rows
+            u, rows = known
             for name in x:
                 row = rows.pop(name, None)
-                if row is None:
-                    row = alloc(name)
+                if row is None:  # a new row: _alloc inlined (about two an event)
+                    if not free:
+                        grow()
+                    row = free.pop()
+                    names[row] = name
                 rows[name] = row
                 append(row)
             uid.append(u)
