@@ -228,7 +228,7 @@ def apply_batch(
     )  # fmt: skip
     for _ in out.reset:
         CLONE_RESETS.labels(reason="non_finite").inc()
-    gates = {}
+    gates: dict[str, Gate] = {}
     for user, sid in last_ids.items():
         state = out.users.get(user)
         if state is None:
@@ -241,19 +241,13 @@ def apply_batch(
     out.served_predictions = serve_then_update(gates, users, labels, p, base_p, gating)
     # Columns, not one dict per event: the trainer's hot path only builds lists here, and the
     # event log writer (off the hot path) turns them into one line per event.
-    plain = all(map(_SHOWN_FIELDS.isdisjoint, events))
     out.log = {
         "events": events,
         "raw": list(map(_RAW, kept)),
         "stream_id": list(map(_ID, kept)),
         "features": features,
         "features_from": sources,
-        "shown": [{} for _ in range(n)]
-        if plain
-        else [
-            {} if _SHOWN_FIELDS.isdisjoint(event) else shown_with(event, prediction_shown)
-            for event in events
-        ],
+        "shown": _shown_column(events, prediction_shown),
         "prediction": p.tolist(),
         "base_prediction": base_p.tolist(),
         "base_version": base.version,
@@ -394,6 +388,19 @@ def _plain_features(
     return [
         {of_users[user]: 1.0, **of_items[item], **encoded[key]}
         for user, item, key in zip(users, items, keys, strict=True)
+    ]
+
+
+def _shown_column(
+    events: list[dict[str, Any]], prediction_shown: PredictionShown
+) -> list[dict[str, Any]]:
+    """How each event's item was shown (:func:`shown_with`); one check for the whole batch
+    when no event names a ranking or carries how it was shown (the common case)."""
+    if all(map(_SHOWN_FIELDS.isdisjoint, events)):
+        return [{} for _ in events]
+    return [
+        {} if _SHOWN_FIELDS.isdisjoint(event) else shown_with(event, prediction_shown)
+        for event in events
     ]
 
 
