@@ -14,6 +14,9 @@ on each of the event's rows and on the user's intercept, gradients taken at the 
 ``row_scale`` multiplies the step of each workspace row (1 everywhere by default), so a
 per-row learning rate needs no other change here.
 
+The gate's loop over the same events (``gate_steps``: each event served by its user's gate,
+then the gate updated; ``gating.serve_then_update``) is compiled here too, for the same reason.
+
 numba compiles on first use and keeps the machine code on disk (``cache=True``), so only the
 very first process on a machine pays the compile (measured in BENCHMARKS.md). numba writes the
 cache beside this file; when the package folder is not writable (a ``pip install`` into a
