@@ -122,3 +122,29 @@ def test_lines_appended_to_the_events_own_text_are_the_records_lines_byte_for_by
     assert render_applied({**batch, "raw": [b""] * n})["lines"] == without_raw
     records = [orjson.loads(line) for line in without_raw.split(b"\n")]
     assert records[2]["prediction"] == 0.3 and "log_id" not in records[3]
+
+
+def test_a_batch_of_plain_events_encoded_column_by_column_gives_the_records_bytes() -> None:
+    """When every event keeps its own text, the columns are encoded a whole list at a time
+    and split; the lines must be the records' bytes, whatever the floats, and a stream id
+    holding a comma (which would split wrongly) must not change that."""
+    import numpy as np
+
+    rng = np.random.default_rng(7)
+    n = 200
+    events = [
+        {"event_id": f"e{i}", "user": "u", "ts": float(rng.uniform(0, 2e9))} for i in range(n)
+    ]
+    p = rng.uniform(0, 1, n) ** 9  # tiny ones too (exponent notation)
+    batch = {
+        "events": events, "raw": [orjson.dumps(e) for e in events],
+        "stream_id": [f"17{i}-{i}" for i in range(n - 1)] + ['1,"2'],
+        "features": [{f"item={i}": 1.0, 'odd,"name': float(i)} for i in range(n)],
+        "features_from": ["event"] * n, "prediction": p.tolist(),
+        "base_prediction": [np.float64(x) for x in p[::-1]], "base_version": "v1",
+        "applied_at": 1.5,
+    }  # fmt: skip
+    expected = render_applied({**batch, "raw": [b""] * n})["lines"]  # record by record
+    assert render_applied(batch)["lines"] == expected
+    batch["stream_id"][-1] = "9-9"  # every column split from one encoding
+    assert render_applied(batch)["lines"] == render_applied({**batch, "raw": [b""] * n})["lines"]

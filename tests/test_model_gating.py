@@ -123,3 +123,28 @@ def test_a_prior_is_a_new_users_first_weight_and_moves_only_the_log_odds() -> No
     gate = Gate(loss_clone=1.0, loss_base=0.5)  # the base ahead by half a nat
     assert GateSettings(blend=False, prior=1.0).weight(gate) == 1.0
     assert GateSettings(blend=False, prior=0.0).weight(gate) == 0.0
+
+
+@pytest.mark.parametrize("blend", [True, False])
+def test_the_compiled_gate_loop_gives_each_gates_own_bits(blend: bool) -> None:
+    """Served weights and gates as ``Gate``'s methods give them event by event, to the bit,
+    non-finite losses (a clone that went non-finite) counted as no evidence."""
+    from fedlearn.model.metrics import log_losses
+
+    rng = np.random.default_rng(5)
+    settings = GateSettings(decay=0.95, eta=1.5, blend=blend)
+    users = [f"u{i}" for i in rng.integers(0, 7, 400)]
+    labels = rng.integers(0, 2, 400).astype(float)
+    clone, base = rng.uniform(0.01, 0.99, 400), rng.uniform(0.01, 0.99, 400)
+    clone[[3, 50]] = np.nan
+    gates = {"u1": Gate(3.0, 1.0, 9), "u2": Gate(0.0, 40.0, 80)}
+    replayed = {user: Gate(g.loss_clone, g.loss_base, g.events) for user, g in gates.items()}
+    out = serve_then_update(gates, users, labels, clone, base, settings)
+    clone_losses, base_losses = log_losses(labels, clone), log_losses(labels, base)
+    expected = []
+    for i, user in enumerate(users):
+        gate = replayed.setdefault(user, Gate())
+        expected.append(served(clone[i], base[i], settings.weight(gate)))
+        gate.update(float(clone_losses[i]), float(base_losses[i]), settings.decay)
+    assert out.tobytes() == np.array(expected).tobytes()
+    assert gates == replayed

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from fedlearn.data.eventlog import expand
 from fedlearn.model import Base, Clone, Delta, event_features
+from fedlearn.model.gating import Gate
 from fedlearn.model.table import DeltaTable
 from fedlearn.store.entries import Entry
 from fedlearn.store.streamid import StreamId
@@ -162,3 +163,53 @@ def test_a_replay_only_lever_is_refused_before_the_table_changes() -> None:
                     item_features=no_catalog, prediction_features=lambda p, i: None,
                     applied_at=1.0)  # fmt: skip
     assert len(table.delta("a")) == 1
+
+
+def plain_batch(n: int, seed: int) -> list[Entry]:
+    """``n`` events of a few users, items with and without catalog features, mixed contexts."""
+    import random
+
+    rng = random.Random(seed)
+    contexts = [None, {}, {"hour": "21"}, {"hour": "9", "dark": True, "temp": 0.25}]
+    return [
+        entry(f"{100 + i}-{i % 3}", f"u{rng.randrange(6)}", str(rng.randrange(5)),
+              rng.choice(["click", "skip"]), context=rng.choice(contexts))
+        for i in range(n)
+    ]  # fmt: skip
+
+
+def test_a_plain_batch_taken_whole_gives_what_entry_by_entry_gives() -> None:
+    """A batch of events only, in stream order, none applied before, is chosen over whole
+    columns; one entry already applied sends the same batch entry by entry. Both must give
+    the same predictions, states, log columns and delta bytes."""
+    catalog = {"1": {"genre=Drama": 1.0, "year": 0.5}, "3": {"hour=21": 2.0}}.get
+    entries = plain_batch(300, seed=3)
+    users = sorted({e.event["user"] for e in entries})
+    outs, tables = [], []
+    for redelivered in ([], [entry("50-0", "old", "1")]):  # "old" applied up to 60-0
+        states = {user: UserState(StreamId(99, 0), Gate(0.5, 0.25, 2)) for user in users}
+        states["old"] = UserState(StreamId(60, 0))
+        table = table_of({"u1": Delta.from_rows(4, ["item=1"], [0.5], [[0.1] * 4])})
+        outs.append(apply(table, states, redelivered + entries, item_features=catalog))
+        tables.append(table.to_bytes_many(users))
+    whole, one_by_one = outs
+    assert (whole.skipped, one_by_one.skipped) == (0, 1) and whole.applied == 300
+    assert whole.predictions.tobytes() == one_by_one.predictions.tobytes()
+    assert whole.served_predictions.tobytes() == one_by_one.served_predictions.tobytes()
+    assert whole.positions.tolist() == one_by_one.positions.tolist()
+    assert whole.users == {u: s for u, s in one_by_one.users.items() if u != "old"}
+    for column in ("events", "stream_id", "features_from", "shown", "prediction"):
+        assert whole.log[column] == one_by_one.log[column], column
+    assert [list(x.items()) for x in whole.log["features"]] == [
+        list(x.items()) for x in one_by_one.log["features"]
+    ]
+    assert tables[0] == tables[1]
+
+
+def test_ids_out_of_stream_order_go_entry_by_entry_and_keep_the_highest() -> None:
+    states = {"a": UserState(StreamId(2, 0))}
+    out = apply(DeltaTable(4), states, [entry("5-0", "a", "1"), entry("3-0", "a", "2")])
+    assert out.applied == 2 and out.users["a"].last_event == StreamId(5, 0)
+    # Not above last_event: skipped even after a higher one.
+    out = apply(DeltaTable(4), states, [entry("5-0", "a", "1"), entry("2-0", "a", "2")])
+    assert (out.applied, out.skipped) == (1, 1)

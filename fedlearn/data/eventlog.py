@@ -12,6 +12,8 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Iterable, Iterator
+from itertools import repeat
+from operator import itemgetter
 from pathlib import Path
 from typing import Any
 
@@ -86,6 +88,12 @@ _ADDED = frozenset({
 })  # fmt: skip
 
 
+# An event's own JSON text (without its closing brace), then what the trainer adds.
+_APPENDED = (
+    b'%s,"stream_id":%s,"features":%s,"features_from":%s,"prediction":%s,"base_prediction":%s%s'
+)
+
+
 def render_applied(batch: dict[str, Any]) -> dict[str, Any]:
     """An applied batch (columns, as :func:`expand` takes) as the applied log stores it: its
     events' lines already encoded, each without ``log_id`` (the id of the applied-log entry,
@@ -106,25 +114,14 @@ def render_applied(batch: dict[str, Any]) -> dict[str, Any]:
         orjson.dumps(batch["base_version"]),
         orjson.dumps(batch["applied_at"], option=NUMPY),
     )
-    lines = []
-    columns = zip(
-        raw, shown, batch["events"], batch["stream_id"], batch["features"],
-        batch["features_from"], batch["prediction"], batch["base_prediction"], strict=True,
-    )  # fmt: skip
-    for text, how, event, stream_id, features, source, prediction, base_prediction in columns:
-        if how or text[-1:] != b"}" or not _ADDED.isdisjoint(event):
-            trained = (stream_id, features, source, prediction, base_prediction)
-            record = _without_log_id(_record(batch, event, how, *trained))
-            lines.append(orjson.dumps(record, option=NUMPY))
-            continue
-        lines.append(
-            b'%s,"stream_id":%s,"features":%s,"features_from":%s,"prediction":%s,'
-            b'"base_prediction":%s%s' % (
-                text[:-1], orjson.dumps(stream_id), orjson.dumps(features), orjson.dumps(source),
-                orjson.dumps(prediction, option=NUMPY),
-                orjson.dumps(base_prediction, option=NUMPY), tail,
-            )
-        )  # fmt: skip
+    if (
+        not any(shown)
+        and all(map(bytes.endswith, raw, repeat(b"}")))
+        and all(map(_ADDED.isdisjoint, batch["events"]))
+    ):
+        lines = _appended_lines(batch, raw, tail)
+    else:
+        lines = _lines(batch, raw, shown, tail)
     return {"applied_at": batch["applied_at"], "lines": b"\n".join(lines)}
 
 
@@ -206,3 +203,60 @@ def records(path: Path) -> Iterable[dict[str, Any]]:
         for line in fh:
             if line.strip():
                 yield orjson.loads(line)
+
+
+def _appended_lines(batch: dict[str, Any], raw: list[bytes], tail: bytes) -> list[bytes]:
+    """:func:`render_applied`'s lines when every event keeps its own text: each column
+    encoded in one call where its values cannot contain the comma that splits them (stream
+    ids, numbers; else one call per value), the lines formatted in one pass."""
+    n = len(raw)
+    sources = {source: orjson.dumps(source) for source in set(batch["features_from"])}
+    return list(
+        map(
+            _APPENDED.__mod__,
+            zip(
+                map(itemgetter(slice(None, -1)), raw),
+                _encoded(batch["stream_id"], n),
+                map(orjson.dumps, batch["features"]),
+                map(sources.__getitem__, batch["features_from"]),
+                _encoded(batch["prediction"], n),
+                _encoded(batch["base_prediction"], n),
+                repeat(tail, n),
+                strict=True,
+            ),
+        )
+    )
+
+
+def _encoded(values: list[Any], n: int) -> list[bytes]:
+    """Each of ``values`` as ``orjson.dumps`` gives it: split from one encoding of the list
+    when that has exactly ``n - 1`` commas (none inside a value), else one by one."""
+    parts = orjson.dumps(values, option=NUMPY)[1:-1].split(b",")
+    if len(parts) == n and n:
+        return parts
+    return [orjson.dumps(value, option=NUMPY) for value in values]
+
+
+def _lines(
+    batch: dict[str, Any], raw: list[bytes], shown: list[dict[str, Any]], tail: bytes
+) -> list[bytes]:
+    """:func:`render_applied`'s lines, event by event."""
+    lines = []
+    columns = zip(
+        raw, shown, batch["events"], batch["stream_id"], batch["features"],
+        batch["features_from"], batch["prediction"], batch["base_prediction"], strict=True,
+    )  # fmt: skip
+    for text, how, event, stream_id, features, source, prediction, base_prediction in columns:
+        if how or text[-1:] != b"}" or not _ADDED.isdisjoint(event):
+            trained = (stream_id, features, source, prediction, base_prediction)
+            record = _without_log_id(_record(batch, event, how, *trained))
+            lines.append(orjson.dumps(record, option=NUMPY))
+            continue
+        lines.append(
+            _APPENDED % (
+                text[:-1], orjson.dumps(stream_id), orjson.dumps(features), orjson.dumps(source),
+                orjson.dumps(prediction, option=NUMPY),
+                orjson.dumps(base_prediction, option=NUMPY), tail,
+            )
+        )  # fmt: skip
+    return lines

@@ -20,6 +20,7 @@ import struct
 import zlib
 from collections.abc import MutableMapping, Sequence
 from dataclasses import dataclass
+from operator import attrgetter
 
 import numpy as np
 
@@ -30,6 +31,7 @@ from fedlearn.model.metrics import log_losses
 # format 2 by the CRC-32 of those 24 bytes (28 bytes). Its length tells the format.
 _FORMAT = struct.Struct("<ddQ")
 _CRC = struct.Struct("<I")
+_LOSS_CLONE, _LOSS_BASE, _EVENTS = (attrgetter(a) for a in ("loss_clone", "loss_base", "events"))
 
 
 @dataclass(slots=True)
@@ -127,14 +129,30 @@ def serve_then_update(
     """Events in order: each served by its user's gate as it stood before the event (what
     the user saw), then the gate updated with both experts' losses on it. ``gates`` is
     updated in place (a user without one starts a new :class:`Gate`); the served predictions
-    are returned."""
-    clone_losses = log_losses(labels, clone_p).tolist()
-    base_losses = log_losses(labels, base_p).tolist()
-    weights = np.empty(len(users))
-    for i, user in enumerate(users):
+    are returned.
+
+    The loop runs compiled (``kernel.gate_steps``) over the batch's users' gates as arrays:
+    per event it was a tenth of the trainer's ``apply_batch``."""
+    from fedlearn.model.kernel import gate_steps
+
+    batch_users = list(dict.fromkeys(users))
+    position = dict(zip(batch_users, range(len(batch_users)), strict=True))
+    uid = np.fromiter(map(position.__getitem__, users), np.int64, len(users))
+    held = []
+    for user in batch_users:
         gate = gates.get(user)
         if gate is None:
             gate = gates[user] = Gate()
-        weights[i] = settings.weight(gate)
-        gate.update(clone_losses[i], base_losses[i], settings.decay)
+        held.append(gate)
+    loss_clone = np.fromiter(map(_LOSS_CLONE, held), np.float64, len(held))
+    loss_base = np.fromiter(map(_LOSS_BASE, held), np.float64, len(held))
+    n_events = np.fromiter(map(_EVENTS, held), np.int64, len(held))
+    weights = gate_steps(
+        uid, log_losses(labels, clone_p), log_losses(labels, base_p), loss_clone, loss_base,
+        n_events, settings.decay, settings.eta, settings.prior, settings.blend,
+    )  # fmt: skip
+    for gate, lc, lb, n in zip(
+        held, loss_clone.tolist(), loss_base.tolist(), n_events.tolist(), strict=True
+    ):
+        gate.loss_clone, gate.loss_base, gate.events = lc, lb, n
     return served(clone_p, base_p, weights)

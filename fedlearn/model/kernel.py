@@ -14,6 +14,9 @@ on each of the event's rows and on the user's intercept, gradients taken at the 
 ``row_scale`` multiplies the step of each workspace row (1 everywhere by default), so a
 per-row learning rate needs no other change here.
 
+The gate's loop over the same events (``gate_steps``: each event served by its user's gate,
+then the gate updated; ``gating.serve_then_update``) is compiled here too, for the same reason.
+
 numba compiles on first use and keeps the machine code on disk (``cache=True``), so only the
 very first process on a machine pays the compile (measured in BENCHMARKS.md). numba writes the
 cache beside this file; when the package folder is not writable (a ``pip install`` into a
@@ -24,6 +27,7 @@ it) unless ``NUMBA_CACHE_DIR`` says otherwise. This module reads the variable it
 
 from __future__ import annotations
 
+import math
 import os
 from pathlib import Path
 
@@ -129,6 +133,40 @@ def test_then_train(
     return clone_p, base_p
 
 
+@numba.njit(cache=True, nogil=True)
+def gate_steps(
+    uid: np.ndarray,
+    clone_loss: np.ndarray,
+    base_loss: np.ndarray,
+    loss_clone: np.ndarray,
+    loss_base: np.ndarray,
+    n_events: np.ndarray,
+    decay: float,
+    eta: float,
+    prior: float,
+    blend: bool,
+) -> np.ndarray:
+    """``gating.serve_then_update``'s loop over a batch: each event's clone weight under its
+    user's gate as it stood before the event, then the gate updated with the event's losses.
+
+    The users' gates are the arrays ``loss_clone``, ``loss_base``, ``n_events`` (indexed by
+    ``uid``), updated in place. The arithmetic is ``Gate.p_clone``/``clone_weight``/``update``
+    operation for operation (``math.exp`` is the C library's, as Python's), so the weights and
+    gates are the same bits; ``tests/test_model_gating*.py`` hold them.
+    """
+    weights = np.empty(len(uid))
+    for e in range(len(uid)):
+        u = uid[e]
+        z = eta * (loss_base[u] - loss_clone[u]) + prior
+        p = 1.0 / (1.0 + math.exp(-z)) if z > -700 else 0.0
+        weights[e] = p if blend else (1.0 if p >= 0.5 else 0.0)
+        if math.isfinite(clone_loss[e]) and math.isfinite(base_loss[e]):
+            loss_clone[u] = decay * loss_clone[u] + clone_loss[e]
+            loss_base[u] = decay * loss_base[u] + base_loss[e]
+            n_events[u] += 1
+    return weights
+
+
 def warm_up() -> None:
     """Compile (or load from numba's disk cache) the kernel now, on a one-event batch, so that
     the first real batch after a start does not pay for it."""
@@ -136,3 +174,5 @@ def warm_up() -> None:
     test_then_train(np.zeros((1, 1), np.int64), one, np.zeros(1, np.int64), np.ones(1),
                     np.zeros((1, 2)), np.zeros((1, 2)), np.zeros(1), np.ones(1),
                     0.0, 0.1, 0.0, 0.1)  # fmt: skip
+    gate_steps(np.zeros(1, np.int64), np.ones(1), np.ones(1), np.zeros(1), np.zeros(1),
+               np.zeros(1, np.int64), 0.95, 1.0, 0.0, True)  # fmt: skip

@@ -21,6 +21,8 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 from itertools import chain, islice
+from operator import attrgetter, methodcaller
+from typing import Any
 
 import numpy as np
 
@@ -30,6 +32,8 @@ from fedlearn.model.delta import Delta, DeltaRows, pack_delta
 
 LabelledEvent = tuple[str, Mapping[str, float], int]
 _FLOAT32 = np.dtype("<f4")  # the .fldl format's type: a gathered row block is written as is
+_VALUES = methodcaller("values")
+_W0 = attrgetter("w0")
 
 
 class UserRows:
@@ -145,9 +149,21 @@ class DeltaTable:
     # -- learning ---------------------------------------------------------------------------
 
     def learn(
+        self, base: Base, events: Sequence[LabelledEvent], *hyper: Any, **levers: Any
+    ) -> tuple[np.ndarray, np.ndarray, list[str]]:
+        """:meth:`learn_columns` with the events as ``(user, features, label)`` tuples, the
+        form ``learn_many_shadow`` takes (``tests/test_model_table.py`` holds the two to the
+        same bytes)."""
+        labels = np.fromiter((e[2] for e in events), np.float64, len(events))
+        features = [e[1] for e in events]
+        return self.learn_columns(base, [e[0] for e in events], features, labels, *hyper, **levers)
+
+    def learn_columns(
         self,
         base: Base,
-        events: Sequence[LabelledEvent],
+        users: Sequence[str],
+        features: Sequence[Mapping[str, float]],
+        labels: np.ndarray,
         lr: float,
         l2: float,
         bias_lr: float,
@@ -155,10 +171,10 @@ class DeltaTable:
         *,
         shared_lr_scale: float = 1.0,
     ) -> tuple[np.ndarray, np.ndarray, list[str]]:
-        """Test-then-train ``events`` (``(user, features, label)``, each user's in order):
-        the clone's and the base's prediction of each event before its update, and the users
-        whose clone went non-finite (restarted from the base). As ``learn_many_shadow``."""
-        if not events:
+        """Test-then-train the events given as columns (each one's user, features and label;
+        each user's in order): the clone's and the base's prediction of each event before its
+        update, and the users whose clone went non-finite (restarted from the base)."""
+        if not users:
             return np.zeros(0), np.zeros(0), []
         if base.n_factors != self.n_factors:
             raise ValueError(
@@ -167,17 +183,15 @@ class DeltaTable:
         if base.version != self.base_version:
             self.has_base[:] = False
             self.base_version = base.version
-        batch_users, uid, flat, values, lengths = self._resolve(events)
-        used, inverse = np.unique(np.asarray(flat, dtype=np.int64), return_inverse=True)
+        batch_users, uids, used, idx, x = self._resolve(users, features)
         self._fill_base(base, used)
-        idx, x = pad_flat(inverse, values, np.asarray(lengths, dtype=np.int64))
         work = self.params[used].astype(np.float64)
-        dw0 = np.fromiter((self.users[u].w0 for u in batch_users), np.float64, len(batch_users))
+        entries = list(map(self.users.__getitem__, batch_users))
+        dw0 = np.fromiter(map(_W0, entries), np.float64, len(entries))
         scale = np.ones(len(used))
         if shared_lr_scale != 1.0:
             scale = row_scales([self.names[r] for r in used.tolist()], shared_lr_scale)
-        y = np.fromiter((e[2] for e in events), np.float64, len(events))
-        uids = np.asarray(uid, dtype=np.int64)
+        y = np.asarray(labels, dtype=np.float64)
         from fedlearn.model.kernel import test_then_train
 
         p, base_p = test_then_train(
@@ -185,47 +199,55 @@ class DeltaTable:
         )
         self.params[used] = work
         counts = np.bincount(uids, minlength=len(batch_users)).tolist()
-        for user, w0, count in zip(batch_users, dw0.tolist(), counts, strict=True):
-            entry = self.users[user]
+        for entry, w0, count in zip(entries, dw0.tolist(), counts, strict=True):
             entry.w0 = w0
             entry.n_events += count
         reset = self._reset_non_finite(batch_users, used, work, dw0)
         if max_rows is not None:
-            for user in batch_users:
-                self._cap(self.users[user], max_rows)
+            for entry in entries:
+                if len(entry.rows) > max_rows:
+                    self._cap(entry, max_rows)
         return p, base_p, reset
 
     def _resolve(
-        self, events: Sequence[LabelledEvent]
-    ) -> tuple[list[str], list[int], list[int], list[float], list[int]]:
+        self, users: Sequence[str], features: Sequence[Mapping[str, float]]
+    ) -> tuple[list[str], np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         """Each event's features as table rows (new rows for features a user never had),
         touching each row as it is used, so a user's rows end in the order of their last use
-        (as ``Delta.touch`` after ``learn_many``)."""
-        position: dict[str, int] = {}
+        (as ``Delta.touch`` after ``learn_many``): the batch's users (in order of first
+        event), each event's user among them, the table rows used (sorted), and each event's
+        ``(E, F)`` positions among those rows and values."""
+        held: dict[str, tuple[int, dict[str, int]]] = {}  # user -> (index, rows)
         batch_users: list[str] = []
         uid: list[int] = []
         flat: list[int] = []
-        values: list[float] = []
-        lengths: list[int] = []
-        users, alloc = self.users, self._alloc
-        for user, x, _ in events:
-            u = position.get(user)
-            if u is None:
-                u = position[user] = len(batch_users)
+        table_users, append = self.users, flat.append
+        free, names, grow = self.free, self.names, self._grow  # grown in place
+        for user, x in zip(users, features, strict=True):
+            known = held.get(user)
+            if known is None:
+                entry = table_users.get(user)
+                if entry is None:
+                    entry = table_users[user] = UserRows()
+                known = held[user] = (len(batch_users), entry.rows)
                 batch_users.append(user)
-                if user not in users:
-                    users[user] = UserRows()
-            rows = users[user].rows
+            u, rows = known
             for name in x:
                 row = rows.pop(name, None)
-                if row is None:
-                    row = alloc(name)
+                if row is None:  # a new row: _alloc inlined (about two an event)
+                    if not free:
+                        grow()
+                    row = free.pop()
+                    names[row] = name
                 rows[name] = row
-                flat.append(row)
-            values.extend(x.values())
-            lengths.append(len(x))
+                append(row)
             uid.append(u)
-        return batch_users, uid, flat, values, lengths
+        n = len(users)
+        lengths = np.fromiter(map(len, features), np.int64, n)
+        values = list(chain.from_iterable(map(_VALUES, features)))
+        used, inverse = np.unique(np.asarray(flat, dtype=np.int64), return_inverse=True)
+        idx, x = pad_flat(inverse, values, lengths)
+        return batch_users, np.asarray(uid, dtype=np.int64), used, idx, x
 
     def _fill_base(self, base: Base, rows: np.ndarray) -> None:
         """The base's ``[w, v]`` for those of ``rows`` that do not have it yet."""

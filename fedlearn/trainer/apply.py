@@ -13,6 +13,8 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from itertools import repeat
+from operator import attrgetter, eq, itemgetter, methodcaller
 from typing import Any
 
 import numpy as np
@@ -33,6 +35,11 @@ DEFAULT_GATING = GateSettings()
 NEVER = StreamId(0, 0)  # the last_event of a user who has no applied event yet
 # An event with none of these fields was shown with nothing known: ``shown_with`` gives {}.
 _SHOWN_FIELDS = frozenset({"prediction_id", *SHOWN_KEYS})
+# An event with none of these is learned as it stands (no erasure, rebase or ranking to join).
+_PLAIN_FIELDS = frozenset({"type", *_SHOWN_FIELDS})
+_EVENT, _RAW, _ID = attrgetter("event"), attrgetter("raw"), attrgetter("id")
+_USER, _ITEM, _SIGNAL = itemgetter("user"), itemgetter("item"), itemgetter("signal")
+_CONTEXT = methodcaller("get", "context")
 
 ItemFeatures = Callable[[str], Mapping[str, float] | None]
 PredictionFeatures = Callable[[str, str], Mapping[str, float] | None]
@@ -204,8 +211,76 @@ def apply_batch(
     if settings.lr_half_life is not None:  # checked before the table changes
         raise ValueError("lr_half_life is a replay lever; the trainer's update does not take it")
     out = AppliedBatch()
-    events: list[tuple[str, dict[str, float], int]] = []
-    kept: list[tuple[Entry, str, StreamId]] = []
+    chosen = _plain_batch(entries, states, item_features)
+    if chosen is None:
+        chosen = _choose(base, table, states, entries, out, item_features, prediction_features)
+    kept, features, sources, last_ids = chosen
+    if not kept:
+        return out
+    events = list(map(_EVENT, kept))
+    users = list(map(_USER, events))
+    n = len(kept)
+    labels = np.fromiter(map(eq, map(_SIGNAL, events), repeat("click")), np.float64, n)
+    before = _positions(table, users)
+    p, base_p, out.reset = table.learn_columns(
+        base, users, features, labels, settings.lr, settings.l2, settings.bias_lr,
+        settings.max_rows, shared_lr_scale=settings.shared_lr_scale,
+    )  # fmt: skip
+    for _ in out.reset:
+        CLONE_RESETS.labels(reason="non_finite").inc()
+    gates: dict[str, Gate] = {}
+    for user, sid in last_ids.items():
+        state = out.users.get(user)
+        if state is None:
+            previous = states[user].gate
+            gate = Gate(previous.loss_clone, previous.loss_base, previous.events)
+            state = out.users[user] = UserState(sid, gate)
+        elif sid > state.last_event:
+            state.last_event = sid
+        gates[user] = state.gate
+    out.served_predictions = serve_then_update(gates, users, labels, p, base_p, gating)
+    # Columns, not one dict per event: the trainer's hot path only builds lists here, and the
+    # event log writer (off the hot path) turns them into one line per event.
+    out.log = {
+        "events": events,
+        "raw": list(map(_RAW, kept)),
+        "stream_id": list(map(_ID, kept)),
+        "features": features,
+        "features_from": sources,
+        "shown": _shown_column(events, prediction_shown),
+        "prediction": p.tolist(),
+        "base_prediction": base_p.tolist(),
+        "base_version": base.version,
+        "applied_at": applied_at,
+    }
+    out.applied = n
+    out.labels = labels
+    out.predictions = p
+    out.base_predictions = base_p
+    out.positions = before
+    return out
+
+
+# What apply_batch picked from a batch's entries: the entries to learn, each one's features
+# and where they came from, and each learning user's last id among them.
+Chosen = tuple[list[Entry], list[dict[str, float]], list[str], dict[str, StreamId]]
+
+
+def _choose(
+    base: Base,
+    table: DeltaTable,
+    states: dict[str, UserState],
+    entries: list[Entry],
+    out: AppliedBatch,
+    item_features: ItemFeatures,
+    prediction_features: PredictionFeatures,
+) -> Chosen:
+    """The entries to learn, entry by entry: redeliveries skipped, ``forget`` and ``rebase``
+    entries carried out on ``table`` (recorded in ``out``), features of each event."""
+    kept: list[Entry] = []
+    features: list[dict[str, float]] = []
+    sources: list[str] = []
+    last_ids: dict[str, StreamId] = {}
     generation = int(base.meta.get("generation", 0))
     # A user forgotten in this batch: events before the (last) forget are dropped unapplied,
     # later ones start a new clone. Erasure means the event log does not get them either.
@@ -241,65 +316,103 @@ def apply_batch(
                 rebased[user] = sid
             out.rebased += 1
             continue
-        features, source = features_of(event, item_features, prediction_features, contexts)
-        events.append((user, features, 1 if event["signal"] == "click" else 0))
-        kept.append((entry, source, sid))
+        x, source = features_of(event, item_features, prediction_features, contexts)
+        kept.append(entry)
+        features.append(x)
+        sources.append(source)
+        if sid > last_ids.get(user, NEVER):
+            last_ids[user] = sid
     for user, sid in forgotten.items():
         out.users[user] = UserState(sid)
     for user, sid in rebased.items():
         previous = states[user].gate
         gate = Gate(previous.loss_clone, previous.loss_base, previous.events)
         out.users[user] = UserState(sid, gate)
-    if not events:
-        return out
-    users = [user for user, _, _ in events]
-    before: list[int] = []  # how many events each event's user had before it
-    seen: dict[str, int] = {}
-    for user in users:
-        n = seen.get(user)
-        if n is None:
-            n = table.events_of(user)
-        before.append(n)
-        seen[user] = n + 1
-    p, base_p, out.reset = table.learn(
-        base, events, settings.lr, settings.l2, settings.bias_lr, settings.max_rows,
-        shared_lr_scale=settings.shared_lr_scale,
-    )  # fmt: skip
-    for _ in out.reset:
-        CLONE_RESETS.labels(reason="non_finite").inc()
-    labels = np.fromiter((e[2] for e in events), np.float64, len(events))
-    for (_, _, sid), user in zip(kept, users, strict=True):
-        state = out.users.get(user)
-        if state is None:
-            previous = states[user].gate
-            gate = Gate(previous.loss_clone, previous.loss_base, previous.events)
-            state = out.users[user] = UserState(gate=gate)
-        if sid > state.last_event:
-            state.last_event = sid
-    gates = {user: out.users[user].gate for user in set(users)}
-    out.served_predictions = serve_then_update(gates, users, labels, p, base_p, gating)
-    # Columns, not one dict per event: the trainer's hot path only builds lists here, and the
-    # event log writer (off the hot path) turns them into one line per event.
-    out.log = {
-        "events": [entry.event for entry, _, _ in kept],
-        "raw": [entry.raw for entry, _, _ in kept],
-        "stream_id": [entry.id for entry, _, _ in kept],
-        "features": [x for _, x, _ in events],
-        "features_from": [source for _, source, _ in kept],
-        "shown": [
-            {}
-            if _SHOWN_FIELDS.isdisjoint(entry.event)
-            else shown_with(entry.event, prediction_shown)
-            for entry, _, _ in kept
-        ],
-        "prediction": p.tolist(),
-        "base_prediction": base_p.tolist(),
-        "base_version": base.version,
-        "applied_at": applied_at,
-    }
-    out.applied = len(events)
-    out.labels = labels
-    out.predictions = p
-    out.base_predictions = base_p
-    out.positions = np.array(before, dtype=np.int64)
-    return out
+    return kept, features, sources, last_ids
+
+
+def _plain_batch(
+    entries: list[Entry], states: Mapping[str, UserState], item_features: ItemFeatures
+) -> Chosen | None:
+    """The common batch, chosen over whole columns: events only (no ``forget``, ``rebase`` or
+    ranking to join), in stream order, none applied before, contexts of plain values. None
+    when the batch is not that: :func:`_choose` then goes entry by entry.
+
+    What it gives is what :func:`_choose` would: every entry, each event's
+    :func:`features_of` (the item's and the context's part worked out once per batch), and
+    each user's last id (the ids rise, so a user's last entry has it, and none was applied
+    before when each user's first one was not).
+    """
+    events = list(map(_EVENT, entries))
+    if not events or not all(map(_PLAIN_FIELDS.isdisjoint, events)):
+        return None
+    # All ids parsed in one call: "<ms>-<seq>" pairs, as Redis wrote them.
+    ids = np.fromstring(" ".join(map(_ID, entries)).replace("-", " "), np.uint64, sep=" ")
+    if ids.size != 2 * len(events):
+        return None
+    ms, seq = ids[0::2], ids[1::2]
+    if not ((ms[1:] > ms[:-1]) | ((ms[1:] == ms[:-1]) & (seq[1:] > seq[:-1]))).all():
+        return None
+    users = list(map(_USER, events))
+    first = dict(zip(reversed(users), range(len(users) - 1, -1, -1), strict=True))
+    ms_list, seq_list = ms.tolist(), seq.tolist()
+    for user, i in first.items():
+        if StreamId(ms_list[i], seq_list[i]) <= states[user].last_event:
+            return None
+    try:
+        features = _plain_features(events, users, item_features)
+    except TypeError:  # an unhashable context value: features_of says what is wrong
+        return None
+    last = dict(zip(users, range(len(users)), strict=True))
+    last_ids = {user: StreamId(ms_list[i], seq_list[i]) for user, i in last.items()}
+    return entries, features, ["event"] * len(events), last_ids
+
+
+def _plain_features(
+    events: list[dict[str, Any]], users: list[str], item_features: ItemFeatures
+) -> list[dict[str, float]]:
+    """:func:`features_of` of events that name no ranking, with each user's, item's and
+    context's part worked out once per batch (one dict display per event, in its order)."""
+    contexts = list(map(_CONTEXT, events))
+    keys = [tuple(c.items()) if c else () for c in contexts]
+    # Each context encoded once, from its first event (reversed: a dict keeps the last value).
+    firsts = dict(zip(reversed(keys), reversed(contexts), strict=True))
+    encoded = {key: encode_context(context, {}) for key, context in firsts.items()}
+    items = list(map(_ITEM, events))
+    of_items = {}
+    for item in dict.fromkeys(items):
+        part = of_items[item] = {f"item={item}": 1.0}
+        if (of_item := item_features(item)) is not None:
+            part.update(of_item)
+    of_users = {user: f"user={user}" for user in dict.fromkeys(users)}
+    return [
+        {of_users[user]: 1.0, **of_items[item], **encoded[key]}
+        for user, item, key in zip(users, items, keys, strict=True)
+    ]
+
+
+def _shown_column(
+    events: list[dict[str, Any]], prediction_shown: PredictionShown
+) -> list[dict[str, Any]]:
+    """How each event's item was shown (:func:`shown_with`); one check for the whole batch
+    when no event names a ranking or carries how it was shown (the common case)."""
+    if all(map(_SHOWN_FIELDS.isdisjoint, events)):
+        return [{} for _ in events]
+    return [
+        {} if _SHOWN_FIELDS.isdisjoint(event) else shown_with(event, prediction_shown)
+        for event in events
+    ]
+
+
+def _positions(table: DeltaTable, users: list[str]) -> np.ndarray:
+    """How many events each event's user had learned before it (the table's count, plus the
+    user's earlier events in the batch)."""
+    batch_users = list(dict.fromkeys(users))
+    position = dict(zip(batch_users, range(len(batch_users)), strict=True))
+    uid = np.fromiter(map(position.__getitem__, users), np.int64, len(users))
+    prior = np.fromiter(map(table.events_of, batch_users), np.int64, len(batch_users))
+    counts = np.bincount(uid, minlength=len(batch_users))
+    order = np.argsort(uid, kind="stable")
+    rank = np.empty(len(users), dtype=np.int64)
+    rank[order] = np.arange(len(users)) - np.repeat(np.cumsum(counts) - counts, counts)
+    return prior[uid] + rank
