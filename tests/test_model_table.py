@@ -104,3 +104,24 @@ def test_a_stored_delta_without_rows_keeps_its_intercept_and_count() -> None:
     table = DeltaTable(K)
     table.put_rows("u", decode_rows(delta.to_bytes()))
     assert table.delta("u").to_bytes() == delta.to_bytes() and table.events_of("u") == 12
+
+
+def test_recency_is_the_order_of_last_use_and_the_cap_drops_the_oldest() -> None:
+    """A row used twice in a batch counts from its last use, loaded rows keep their stored
+    order behind the batch's, and the cap drops the least recently used: as ``Delta``'s."""
+    loaded = Delta(K)
+    loaded.rows_of(["x", "y", "z"])
+    deltas = {"u": Delta.from_bytes(loaded.to_bytes())}
+    table = DeltaTable(K, capacity=2)
+    table.put_rows("u", decode_rows(loaded.to_bytes()))
+    events = [
+        ("u", {"a": 1.0, "y": 1.0}, 1),
+        ("u", {"c": 1.0}, 0),
+        ("v", {"a": 1.0}, 1),
+        ("u", {"a": 1.0, "b": 0.5}, 0),
+    ]
+    for max_rows in (None, 4):
+        learn_many_shadow(BASE, deltas, events, 0.2, 0.0, 0.1, max_rows)
+        table.learn(BASE, events, 0.2, 0.0, 0.1, max_rows)
+        assert table.to_bytes_many(["u", "v"]) == {u: d.to_bytes() for u, d in deltas.items()}
+    assert table.delta("u").names == deltas["u"].names == ["y", "c", "a", "b"]

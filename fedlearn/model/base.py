@@ -14,7 +14,7 @@ import struct
 import tempfile
 import zlib
 from collections.abc import Iterable, Mapping
-from itertools import repeat
+from itertools import compress, repeat
 from pathlib import Path
 from typing import Any
 
@@ -254,7 +254,7 @@ def gather_rows(
     out_w[known] = w[idx[known]]
     out_v[known] = v[idx[known]]
     if not known.all():
-        unseen = [n for n, ok in zip(names, known, strict=True) if not ok]
+        unseen = list(compress(names, (~known).tolist()))  # not a Python loop over numpy bools
         out_v[~known] = init_latents(unseen, k, init_seed, init_scale)
     return out_w, out_v
 

@@ -124,6 +124,14 @@ class _Workspace:
             delta.touch(self.row_names[r] for r in used.tolist())
 
 
+def user_index(users: Sequence[str]) -> tuple[list[str], np.ndarray]:
+    """A batch's users in order of first event, and each event's user among them: built once
+    per batch and handed to the table, the positions and the gate (each built its own)."""
+    batch_users = list(dict.fromkeys(users))
+    position = dict(zip(batch_users, range(len(batch_users)), strict=True))
+    return batch_users, np.fromiter(map(position.__getitem__, users), np.int64, len(users))
+
+
 def row_scales(names: Sequence[str], shared: float) -> np.ndarray:
     """Step multiplier of rows ``names``: 1 for a user's own ``user=`` row, ``shared`` for
     item and context rows (which every user has, and the rounds move)."""

@@ -24,6 +24,7 @@ from operator import attrgetter
 
 import numpy as np
 
+from fedlearn.model.batch import user_index
 from fedlearn.model.errors import ModelFormatError
 from fedlearn.model.metrics import log_losses
 
@@ -125,6 +126,8 @@ def serve_then_update(
     clone_p: np.ndarray,
     base_p: np.ndarray,
     settings: GateSettings,
+    *,
+    index: tuple[list[str], np.ndarray] | None = None,
 ) -> np.ndarray:
     """Events in order: each served by its user's gate as it stood before the event (what
     the user saw), then the gate updated with both experts' losses on it. ``gates`` is
@@ -132,12 +135,11 @@ def serve_then_update(
     are returned.
 
     The loop runs compiled (``kernel.gate_steps``) over the batch's users' gates as arrays:
-    per event it was a tenth of the trainer's ``apply_batch``."""
+    per event it was a tenth of the trainer's ``apply_batch``. ``index`` is
+    ``batch.user_index(users)`` when the caller has it already."""
     from fedlearn.model.kernel import gate_steps
 
-    batch_users = list(dict.fromkeys(users))
-    position = dict(zip(batch_users, range(len(batch_users)), strict=True))
-    uid = np.fromiter(map(position.__getitem__, users), np.int64, len(users))
+    batch_users, uid = user_index(users) if index is None else index
     held = []
     for user in batch_users:
         gate = gates.get(user)

@@ -3,12 +3,16 @@
 A :class:`Delta` per user made every batch pay a handful of numpy calls per user to gather
 that user's rows into the update's workspace and write them back (most of the trainer's CPU:
 a benchmark batch of 1,000 events touches ~600 users). Here every owned user's rows live in
-one float32 table; a user is a dict ``feature name -> row`` (in recency order, least recently
-used first, as a delta's ``index``), an intercept and an event count. A batch resolves its
-events' features to rows in one pass, gathers all the rows it uses with one fancy index,
-runs the compiled update (``kernel.test_then_train``) and scatters them back with another.
+one float32 table; a user is a dict ``feature name -> row``, an intercept and an event count.
+A batch resolves its events' features to rows in one pass (one dict lookup a feature),
+gathers all the rows it uses with one fancy index, runs the compiled update
+(``kernel.test_then_train``) and scatters them back with another.
 The base's row of each table row is kept beside it (refilled when the base version changes),
-so the base is not looked up again for every batch.
+so the base is not looked up again for every batch. A user's recency order is not kept by
+moving names around in the dict (a pop and a set per feature was 40 % of the update): each
+row carries the stamp of its last use (a clock that counts row uses), written for the whole
+batch at once, and the order is the rows sorted by stamp, worked out only where it is needed
+(the row cap, and the ``.fldl`` of the users a batch touched, all sorted in one call).
 
 :meth:`DeltaTable.learn` is :func:`fedlearn.model.batch.learn_many_shadow` over this layout:
 the same kernel, the same float64 workspace stored back as float32, the same recency order and
@@ -20,25 +24,27 @@ the users it holds.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
-from itertools import chain, islice
+from itertools import chain
 from operator import attrgetter, methodcaller
 from typing import Any
 
 import numpy as np
 
 from fedlearn.model.base import Base
-from fedlearn.model.batch import pad_flat, row_scales
+from fedlearn.model.batch import pad_flat, row_scales, user_index
 from fedlearn.model.delta import Delta, DeltaRows, pack_delta
 
 LabelledEvent = tuple[str, Mapping[str, float], int]
+UserIndex = tuple[list[str], np.ndarray]  # batch.user_index: the users, each event's user
 _FLOAT32 = np.dtype("<f4")  # the .fldl format's type: a gathered row block is written as is
 _VALUES = methodcaller("values")
 _W0 = attrgetter("w0")
 
 
 class UserRows:
-    """One user's part of the table: ``rows`` maps a feature to its table row, least recently
-    used first; ``w0`` is the intercept's delta and ``n_events`` the events learned."""
+    """One user's part of the table: ``rows`` maps a feature to its table row (in no useful
+    order: the table's stamps give the recency order); ``w0`` is the intercept's delta and
+    ``n_events`` the events learned."""
 
     __slots__ = ("n_events", "rows", "w0")
 
@@ -57,6 +63,8 @@ class DeltaTable:
         self.params = np.zeros((capacity, 1 + self.n_factors), _FLOAT32)  # delta [w, v]
         self.base_params = np.zeros((capacity, 1 + self.n_factors))  # the base's [w, v]
         self.has_base = np.zeros(capacity, dtype=bool)
+        self.stamps = np.zeros(capacity, dtype=np.int64)  # each row's last use on the clock
+        self.clock = 0  # row uses so far: stamps only rise, so a later use sorts later
         self.base_version: str | None = None
         self.names: list[str | None] = [None] * capacity
         self.free = list(range(capacity - 1, -1, -1))  # popped from the end: low rows first
@@ -93,6 +101,7 @@ class DeltaTable:
         entry.rows = dict(zip(rows.names, at, strict=True))
         self.params[at, 0] = rows.w
         self.params[at, 1:] = rows.v
+        self._stamp(np.asarray(at, dtype=np.int64))  # rows.names is in recency order
 
     def delta(self, user: str) -> Delta:
         """``user``'s delta as a :class:`Delta` of its own (float32; empty for a user the table
@@ -103,8 +112,8 @@ class DeltaTable:
             if entry is not None:
                 out.w0, out.n_events = entry.w0, entry.n_events
             return out
-        at = np.fromiter(entry.rows.values(), np.int64, len(entry.rows))
-        out.names = list(entry.rows)
+        at = self._by_recency(np.fromiter(entry.rows.values(), np.int64, len(entry.rows)))
+        out.names = list(map(self.names.__getitem__, at.tolist()))
         out.index = {name: row for row, name in enumerate(out.names)}
         out._w = self.params[at, 0].astype(np.float32)
         out._v = self.params[at, 1:].astype(np.float32)
@@ -133,6 +142,10 @@ class DeltaTable:
         at = np.fromiter(
             chain.from_iterable(entry.rows.values() for entry in entries), np.int64, sum(counts)
         )
+        # Each user's rows in recency order, all users in one sort: by user, then by stamp.
+        owner = np.repeat(np.arange(len(entries)), counts)
+        at = at[np.lexsort((self.stamps[at], owner))]
+        names = list(map(self.names.__getitem__, at.tolist()))
         block = self.params[at]
         # memoryviews: each user's slice of the gathered rows is not copied before the join
         w, v = memoryview(block[:, 0].tobytes()), memoryview(block[:, 1:].tobytes())
@@ -140,7 +153,7 @@ class DeltaTable:
         for user, entry, count in zip(users, entries, counts, strict=True):
             end = start + count
             out[user] = pack_delta(
-                entry.rows, k, entry.w0, entry.n_events,
+                names[start:end], k, entry.w0, entry.n_events,
                 w[4 * start : 4 * end], v[4 * k * start : 4 * k * end],
             )  # fmt: skip
             start = end
@@ -170,10 +183,12 @@ class DeltaTable:
         max_rows: int | None,
         *,
         shared_lr_scale: float = 1.0,
+        index: UserIndex | None = None,
     ) -> tuple[np.ndarray, np.ndarray, list[str]]:
         """Test-then-train the events given as columns (each one's user, features and label;
         each user's in order): the clone's and the base's prediction of each event before its
-        update, and the users whose clone went non-finite (restarted from the base)."""
+        update, and the users whose clone went non-finite (restarted from the base).
+        ``index`` is ``batch.user_index(users)`` when the caller has it already."""
         if not users:
             return np.zeros(0), np.zeros(0), []
         if base.n_factors != self.n_factors:
@@ -183,14 +198,15 @@ class DeltaTable:
         if base.version != self.base_version:
             self.has_base[:] = False
             self.base_version = base.version
-        batch_users, uids, used, idx, x = self._resolve(users, features)
+        batch_users, uids = user_index(users) if index is None else index
+        used, idx, x = self._resolve(batch_users, uids, features)
         self._fill_base(base, used)
         work = self.params[used].astype(np.float64)
         entries = list(map(self.users.__getitem__, batch_users))
         dw0 = np.fromiter(map(_W0, entries), np.float64, len(entries))
         scale = np.ones(len(used))
         if shared_lr_scale != 1.0:
-            scale = row_scales([self.names[r] for r in used.tolist()], shared_lr_scale)
+            scale = row_scales(list(map(self.names.__getitem__, used.tolist())), shared_lr_scale)
         y = np.asarray(labels, dtype=np.float64)
         from fedlearn.model.kernel import test_then_train
 
@@ -210,50 +226,45 @@ class DeltaTable:
         return p, base_p, reset
 
     def _resolve(
-        self, users: Sequence[str], features: Sequence[Mapping[str, float]]
-    ) -> tuple[list[str], np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        self, batch_users: list[str], uids: np.ndarray, features: Sequence[Mapping[str, float]]
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Each event's features as table rows (new rows for features a user never had),
-        touching each row as it is used, so a user's rows end in the order of their last use
-        (as ``Delta.touch`` after ``learn_many``): the batch's users (in order of first
-        event), each event's user among them, the table rows used (sorted), and each event's
-        ``(E, F)`` positions among those rows and values."""
-        held: dict[str, tuple[int, dict[str, int]]] = {}  # user -> (index, rows)
-        batch_users: list[str] = []
-        uid: list[int] = []
+        stamping each row with its last use, so a user's rows sort in the order of their last
+        use (as ``Delta.touch`` after ``learn_many``): the table rows used (sorted), and each
+        event's ``(E, F)`` positions among those rows and values."""
+        table_users = self.users
+        held = []
+        for user in batch_users:
+            entry = table_users.get(user)
+            if entry is None:
+                entry = table_users[user] = UserRows()
+            held.append(entry.rows)
         flat: list[int] = []
-        table_users, append = self.users, flat.append
+        append = flat.append
         free, names, grow = self.free, self.names, self._grow  # grown in place
-        for user, x in zip(users, features, strict=True):
-            known = held.get(user)
-            if known is None:
-                entry = table_users.get(user)
-                if entry is None:
-                    entry = table_users[user] = UserRows()
-                known = held[user] = (len(batch_users), entry.rows)
-                batch_users.append(user)
-            u, rows = known
+        for u, x in zip(uids.tolist(), features, strict=True):
+            rows = held[u]
             for name in x:
-                row = rows.pop(name, None)
+                row = rows.get(name)
                 if row is None:  # a new row: _alloc inlined (about two an event)
                     if not free:
                         grow()
-                    row = free.pop()
+                    row = rows[name] = free.pop()
                     names[row] = name
-                rows[name] = row
                 append(row)
-            uid.append(u)
-        n = len(users)
-        lengths = np.fromiter(map(len, features), np.int64, n)
+        lengths = np.fromiter(map(len, features), np.int64, len(features))
         values = list(chain.from_iterable(map(_VALUES, features)))
-        used, inverse = np.unique(np.asarray(flat, dtype=np.int64), return_inverse=True)
+        used, inverse, last = _last_uses(np.asarray(flat, dtype=np.int64))
+        self.stamps[used] = self.clock + last
+        self.clock += len(flat)
         idx, x = pad_flat(inverse, values, lengths)
-        return batch_users, np.asarray(uid, dtype=np.int64), used, idx, x
+        return used, idx, x
 
     def _fill_base(self, base: Base, rows: np.ndarray) -> None:
         """The base's ``[w, v]`` for those of ``rows`` that do not have it yet."""
         need = rows[~self.has_base[rows]]
         if need.size:
-            w, v = base.rows([self.names[r] for r in need.tolist()])
+            w, v = base.rows(list(map(self.names.__getitem__, need.tolist())))
             self.base_params[need, 0] = w
             self.base_params[need, 1:] = v
             self.has_base[need] = True
@@ -280,8 +291,20 @@ class DeltaTable:
         """Drop ``entry``'s least recently used rows beyond ``max_rows`` (back to the base)."""
         excess = len(entry.rows) - max_rows
         if excess > 0:
-            gone = list(islice(entry.rows, excess))
-            self._release([entry.rows.pop(name) for name in gone])
+            at = np.fromiter(entry.rows.values(), np.int64, len(entry.rows))
+            gone = self._by_recency(at)[:excess].tolist()
+            for row in gone:
+                del entry.rows[self.names[row]]
+            self._release(gone)
+
+    def _by_recency(self, rows: np.ndarray) -> np.ndarray:
+        """``rows`` (one user's) least recently used first."""
+        return rows[np.argsort(self.stamps[rows])]
+
+    def _stamp(self, rows: np.ndarray) -> None:
+        """Mark ``rows`` as used now, in this order (the last is newest)."""
+        self.stamps[rows] = self.clock + np.arange(len(rows))
+        self.clock += len(rows)
 
     # -- rows -------------------------------------------------------------------------------
 
@@ -307,7 +330,7 @@ class DeltaTable:
     def _grow(self) -> None:
         old = len(self.names)
         new = 2 * old
-        for attr in ("params", "base_params", "has_base"):
+        for attr in ("params", "base_params", "has_base", "stamps"):
             current = getattr(self, attr)
             grown = np.zeros((new, *current.shape[1:]), current.dtype)
             grown[:old] = current
@@ -326,3 +349,20 @@ class DeltaTable:
         for row in freed:
             self.names[row] = None
         self.free.extend(freed)
+
+
+def _last_uses(flat: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``np.unique(flat, return_inverse=True)`` and, for each unique row, the position of its
+    last use in ``flat``, from the one stable sort (the last of a run of equal rows is the
+    latest use; a fancy assignment with repeated indices does not promise which one wins)."""
+    if not flat.size:
+        return flat, flat, flat
+    order = np.argsort(flat, kind="stable")
+    ordered = flat[order]
+    starts = np.empty(flat.size, dtype=bool)
+    starts[0] = True
+    np.not_equal(ordered[1:], ordered[:-1], out=starts[1:])
+    inverse = np.empty(flat.size, dtype=np.int64)
+    inverse[order] = np.cumsum(starts) - 1
+    ends = np.append(starts[1:], True)
+    return ordered[starts], inverse, order[ends]

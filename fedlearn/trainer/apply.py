@@ -21,11 +21,11 @@ import numpy as np
 
 from fedlearn.data.eventlog import CANDIDATES, SHOWN_KEYS
 from fedlearn.model import Base, Delta, event_features
-from fedlearn.model.batch import learn_many_shadow
+from fedlearn.model.batch import learn_many_shadow, user_index
 from fedlearn.model.delta import DEFAULT_MAX_ROWS, rebase
 from fedlearn.model.features import encode_context
 from fedlearn.model.gating import Gate, GateSettings, serve_then_update
-from fedlearn.model.table import DeltaTable
+from fedlearn.model.table import DeltaTable, UserIndex
 from fedlearn.serving.ingest import FORGET, REBASE
 from fedlearn.store.entries import Entry
 from fedlearn.store.streamid import StreamId
@@ -221,10 +221,11 @@ def apply_batch(
     users = list(map(_USER, events))
     n = len(kept)
     labels = np.fromiter(map(eq, map(_SIGNAL, events), repeat("click")), np.float64, n)
-    before = _positions(table, users)
+    index = user_index(users)  # the table, the positions and the gates share it
+    before = _positions(table, index)
     p, base_p, out.reset = table.learn_columns(
         base, users, features, labels, settings.lr, settings.l2, settings.bias_lr,
-        settings.max_rows, shared_lr_scale=settings.shared_lr_scale,
+        settings.max_rows, shared_lr_scale=settings.shared_lr_scale, index=index,
     )  # fmt: skip
     for _ in out.reset:
         CLONE_RESETS.labels(reason="non_finite").inc()
@@ -238,7 +239,7 @@ def apply_batch(
         elif sid > state.last_event:
             state.last_event = sid
         gates[user] = state.gate
-    out.served_predictions = serve_then_update(gates, users, labels, p, base_p, gating)
+    out.served_predictions = serve_then_update(gates, users, labels, p, base_p, gating, index=index)
     # Columns, not one dict per event: the trainer's hot path only builds lists here, and the
     # event log writer (off the hot path) turns them into one line per event.
     out.log = {
@@ -404,15 +405,13 @@ def _shown_column(
     ]
 
 
-def _positions(table: DeltaTable, users: list[str]) -> np.ndarray:
+def _positions(table: DeltaTable, index: UserIndex) -> np.ndarray:
     """How many events each event's user had learned before it (the table's count, plus the
-    user's earlier events in the batch)."""
-    batch_users = list(dict.fromkeys(users))
-    position = dict(zip(batch_users, range(len(batch_users)), strict=True))
-    uid = np.fromiter(map(position.__getitem__, users), np.int64, len(users))
+    user's earlier events in the batch); ``index`` is ``batch.user_index`` of the events."""
+    batch_users, uid = index
     prior = np.fromiter(map(table.events_of, batch_users), np.int64, len(batch_users))
     counts = np.bincount(uid, minlength=len(batch_users))
     order = np.argsort(uid, kind="stable")
-    rank = np.empty(len(users), dtype=np.int64)
-    rank[order] = np.arange(len(users)) - np.repeat(np.cumsum(counts) - counts, counts)
+    rank = np.empty(len(uid), dtype=np.int64)
+    rank[order] = np.arange(len(uid)) - np.repeat(np.cumsum(counts) - counts, counts)
     return prior[uid] + rank
