@@ -84,6 +84,11 @@ def test_starting_latents_drawn_for_many_names_at_once_are_the_per_name_draws(se
     names = [f"user={i}" for i in range(300)] + ["é", "genre=Sci-Fi", "a\x00b", "x" * 200]
     one_by_one = np.stack([init_latent(n, 10, seed, 0.1) for n in names])
     assert np.array_equal(init_latents(names, 10, seed, 0.1), one_by_one)
+    # A name asked for many times (every user's ``hour=21`` row) is drawn once, the same.
+    repeated = ["hour=21", *names[:3]] * 20
+    expected = np.stack([init_latent(n, 10, seed, 0.1) for n in repeated])
+    assert np.array_equal(init_latents(repeated, 10, seed, 0.1), expected)
+    assert np.array_equal(init_latents(names * 2, 10, seed, 0.1), np.vstack([one_by_one] * 2))
 
 
 def test_every_row_is_in_exactly_the_bucket_its_name_hashes_to() -> None:
