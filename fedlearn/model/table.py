@@ -3,16 +3,12 @@
 A :class:`Delta` per user made every batch pay a handful of numpy calls per user to gather
 that user's rows into the update's workspace and write them back (most of the trainer's CPU:
 a benchmark batch of 1,000 events touches ~600 users). Here every owned user's rows live in
-one float32 table; a user is a dict ``feature name -> row``, an intercept and an event count.
-A batch resolves its events' features to rows in one pass (one dict lookup a feature),
-gathers all the rows it uses with one fancy index, runs the compiled update
-(``kernel.test_then_train``) and scatters them back with another.
+one float32 table; a user is a dict ``feature name -> row`` (in recency order, least recently
+used first, as a delta's ``index``), an intercept and an event count. A batch resolves its
+events' features to rows in one pass, gathers all the rows it uses with one fancy index,
+runs the compiled update (``kernel.test_then_train``) and scatters them back with another.
 The base's row of each table row is kept beside it (refilled when the base version changes),
-so the base is not looked up again for every batch. A user's recency order is not kept by
-moving names around in the dict (a pop and a set per feature was 40 % of the update): each
-row carries the stamp of its last use (a clock that counts row uses), written for the whole
-batch at once, and the order is the rows sorted by stamp, worked out only where it is needed
-(the row cap, and the ``.fldl`` of the users a batch touched, all sorted in one call).
+so the base is not looked up again for every batch.
 
 :meth:`DeltaTable.learn` is :func:`fedlearn.model.batch.learn_many_shadow` over this layout:
 the same kernel, the same float64 workspace stored back as float32, the same recency order and
@@ -24,7 +20,7 @@ the users it holds.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
-from itertools import chain
+from itertools import chain, islice
 from operator import attrgetter, methodcaller
 from typing import Any
 
@@ -42,9 +38,8 @@ _W0 = attrgetter("w0")
 
 
 class UserRows:
-    """One user's part of the table: ``rows`` maps a feature to its table row (in no useful
-    order: the table's stamps give the recency order); ``w0`` is the intercept's delta and
-    ``n_events`` the events learned."""
+    """One user's part of the table: ``rows`` maps a feature to its table row, least recently
+    used first; ``w0`` is the intercept's delta and ``n_events`` the events learned."""
 
     __slots__ = ("n_events", "rows", "w0")
 
@@ -63,8 +58,6 @@ class DeltaTable:
         self.params = np.zeros((capacity, 1 + self.n_factors), _FLOAT32)  # delta [w, v]
         self.base_params = np.zeros((capacity, 1 + self.n_factors))  # the base's [w, v]
         self.has_base = np.zeros(capacity, dtype=bool)
-        self.stamps = np.zeros(capacity, dtype=np.int64)  # each row's last use on the clock
-        self.clock = 0  # row uses so far: stamps only rise, so a later use sorts later
         self.base_version: str | None = None
         self.names: list[str | None] = [None] * capacity
         self.free = list(range(capacity - 1, -1, -1))  # popped from the end: low rows first
@@ -101,7 +94,6 @@ class DeltaTable:
         entry.rows = dict(zip(rows.names, at, strict=True))
         self.params[at, 0] = rows.w
         self.params[at, 1:] = rows.v
-        self._stamp(np.asarray(at, dtype=np.int64))  # rows.names is in recency order
 
     def delta(self, user: str) -> Delta:
         """``user``'s delta as a :class:`Delta` of its own (float32; empty for a user the table
@@ -112,8 +104,8 @@ class DeltaTable:
             if entry is not None:
                 out.w0, out.n_events = entry.w0, entry.n_events
             return out
-        at = self._by_recency(np.fromiter(entry.rows.values(), np.int64, len(entry.rows)))
-        out.names = list(map(self.names.__getitem__, at.tolist()))
+        at = np.fromiter(entry.rows.values(), np.int64, len(entry.rows))
+        out.names = list(entry.rows)
         out.index = {name: row for row, name in enumerate(out.names)}
         out._w = self.params[at, 0].astype(np.float32)
         out._v = self.params[at, 1:].astype(np.float32)
@@ -142,10 +134,6 @@ class DeltaTable:
         at = np.fromiter(
             chain.from_iterable(entry.rows.values() for entry in entries), np.int64, sum(counts)
         )
-        # Each user's rows in recency order, all users in one sort: by user, then by stamp.
-        owner = np.repeat(np.arange(len(entries)), counts)
-        at = at[np.lexsort((self.stamps[at], owner))]
-        names = list(map(self.names.__getitem__, at.tolist()))
         block = self.params[at]
         # memoryviews: each user's slice of the gathered rows is not copied before the join
         w, v = memoryview(block[:, 0].tobytes()), memoryview(block[:, 1:].tobytes())
@@ -153,7 +141,7 @@ class DeltaTable:
         for user, entry, count in zip(users, entries, counts, strict=True):
             end = start + count
             out[user] = pack_delta(
-                names[start:end], k, entry.w0, entry.n_events,
+                entry.rows, k, entry.w0, entry.n_events,
                 w[4 * start : 4 * end], v[4 * k * start : 4 * k * end],
             )  # fmt: skip
             start = end
@@ -229,11 +217,13 @@ class DeltaTable:
         self, batch_users: list[str], uids: np.ndarray, features: Sequence[Mapping[str, float]]
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Each event's features as table rows (new rows for features a user never had),
-        stamping each row with its last use, so a user's rows sort in the order of their last
-        use (as ``Delta.touch`` after ``learn_many``): the table rows used (sorted), and each
-        event's ``(E, F)`` positions among those rows and values."""
+        touching each row as it is used, so a user's rows end in the order of their last use
+        (as ``Delta.touch`` after ``learn_many``): the table rows used (sorted), and each
+        event's ``(E, F)`` positions among those rows and values. A pop and a set a feature
+        is no dearer than a get: per-row use stamps, sorted where the order is needed, were
+        tried and lost more in ``to_bytes_many`` than they saved here (BENCHMARKS.md)."""
         table_users = self.users
-        held = []
+        held = []  # each batch user's rows, by their index in batch_users
         for user in batch_users:
             entry = table_users.get(user)
             if entry is None:
@@ -245,18 +235,17 @@ class DeltaTable:
         for u, x in zip(uids.tolist(), features, strict=True):
             rows = held[u]
             for name in x:
-                row = rows.get(name)
+                row = rows.pop(name, None)
                 if row is None:  # a new row: _alloc inlined (about two an event)
                     if not free:
                         grow()
-                    row = rows[name] = free.pop()
+                    row = free.pop()
                     names[row] = name
+                rows[name] = row
                 append(row)
         lengths = np.fromiter(map(len, features), np.int64, len(features))
         values = list(chain.from_iterable(map(_VALUES, features)))
-        used, inverse, last = _last_uses(np.asarray(flat, dtype=np.int64))
-        self.stamps[used] = self.clock + last
-        self.clock += len(flat)
+        used, inverse = np.unique(np.asarray(flat, dtype=np.int64), return_inverse=True)
         idx, x = pad_flat(inverse, values, lengths)
         return used, idx, x
 
@@ -291,20 +280,8 @@ class DeltaTable:
         """Drop ``entry``'s least recently used rows beyond ``max_rows`` (back to the base)."""
         excess = len(entry.rows) - max_rows
         if excess > 0:
-            at = np.fromiter(entry.rows.values(), np.int64, len(entry.rows))
-            gone = self._by_recency(at)[:excess].tolist()
-            for row in gone:
-                del entry.rows[self.names[row]]
-            self._release(gone)
-
-    def _by_recency(self, rows: np.ndarray) -> np.ndarray:
-        """``rows`` (one user's) least recently used first."""
-        return rows[np.argsort(self.stamps[rows])]
-
-    def _stamp(self, rows: np.ndarray) -> None:
-        """Mark ``rows`` as used now, in this order (the last is newest)."""
-        self.stamps[rows] = self.clock + np.arange(len(rows))
-        self.clock += len(rows)
+            gone = list(islice(entry.rows, excess))
+            self._release([entry.rows.pop(name) for name in gone])
 
     # -- rows -------------------------------------------------------------------------------
 
@@ -330,7 +307,7 @@ class DeltaTable:
     def _grow(self) -> None:
         old = len(self.names)
         new = 2 * old
-        for attr in ("params", "base_params", "has_base", "stamps"):
+        for attr in ("params", "base_params", "has_base"):
             current = getattr(self, attr)
             grown = np.zeros((new, *current.shape[1:]), current.dtype)
             grown[:old] = current
@@ -349,20 +326,3 @@ class DeltaTable:
         for row in freed:
             self.names[row] = None
         self.free.extend(freed)
-
-
-def _last_uses(flat: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """``np.unique(flat, return_inverse=True)`` and, for each unique row, the position of its
-    last use in ``flat``, from the one stable sort (the last of a run of equal rows is the
-    latest use; a fancy assignment with repeated indices does not promise which one wins)."""
-    if not flat.size:
-        return flat, flat, flat
-    order = np.argsort(flat, kind="stable")
-    ordered = flat[order]
-    starts = np.empty(flat.size, dtype=bool)
-    starts[0] = True
-    np.not_equal(ordered[1:], ordered[:-1], out=starts[1:])
-    inverse = np.empty(flat.size, dtype=np.int64)
-    inverse[order] = np.cumsum(starts) - 1
-    ends = np.append(starts[1:], True)
-    return ordered[starts], inverse, order[ends]
