@@ -12,13 +12,14 @@ from __future__ import annotations
 
 from flask import Response, request, url_for
 
+from fedlearn.api.auth import refuse_revoked
 from fedlearn.api.context import api_context
 from fedlearn.api.errors import Gone, NotFound, Problem
-from fedlearn.api.routing import ApiBlueprint, Reply, json_response
+from fedlearn.api.routing import ApiBlueprint, Reply, json_response, principal, take_revocation_due
 from fedlearn.api.schemas import BaseRef, Catalog, ItemsQuery, UserModel
 from fedlearn.serving.base_cache import PUBLISH_HINT
 from fedlearn.serving.base_rows import rows_head, served_buckets
-from fedlearn.serving.clones import load_clone, model_json
+from fedlearn.serving.clones import load_clone, model_json, read_user
 from fedlearn.serving.ingest import forget_entry
 from fedlearn.store import PrunedVersionError, UnknownVersionError
 
@@ -79,14 +80,18 @@ def empty_response(status: int) -> Response:
     auth="user",
     replies={200: Reply("the clone (an empty delta for a user without one)", UserModel)},
     errors=(503,),
+    revocation_in_view=True,
 )
 def get_model(user: str) -> Response:
     """Everything a client needs to score locally: fetch ``base_url`` once per version, add
     the delta. ``serve`` says whether to use the clone or the plain base."""
     ctx = api_context()
+    # One round trip for the token's revocation, the base pointer and the user's records.
+    read = read_user(ctx.store, ctx.bases, user, revocation=take_revocation_due())
+    refuse_revoked(principal(), read.revoked_at)
     clone = load_clone(
         ctx.store, ctx.bases, user,
-        gating=ctx.settings.gate, on_unreadable=ctx.metrics.unreadable_records.inc,
+        gating=ctx.settings.gate, on_unreadable=ctx.metrics.unreadable_records.inc, read=read,
     )  # fmt: skip
     base_url = url_for("models.get_base", version=clone.base.version)
     answer = model_json(clone, ctx.settings, base_url)
