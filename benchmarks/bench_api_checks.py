@@ -1,16 +1,20 @@
 """Redis round trips and CPU per API request, before and after one change, interleaved.
 
     .venv/bin/python benchmarks/bench_api_checks.py --before DIR [--requests 3000 --rounds 3]
+        [--before-python DIR/.venv/bin/python]
 
 ``DIR`` holds the ``fedlearn`` package to compare with (e.g. ``git archive <commit> fedlearn |
-tar -x -C DIR``); "after" is the package installed here. Each run is a fresh process that puts
+tar -x -C DIR``, or another worktree, run by its own venv's ``--before-python``); "after" is
+the package installed here. Each run is a fresh process that puts
 its copy of ``fedlearn`` first on ``sys.path``, builds the app a gunicorn worker builds
 (``create_app``, auth on, the default rate limits) over its own embedded redis-server, and
 sends each hot route ``--requests`` times through Flask's test client with user tokens of
 2,000 users (none near its limit): ``POST /v1/events`` (one event), ``POST .../rank`` (50
 candidates), ``GET .../model``. Round trips are counted client-side (every send of redis-py's
 connections: a pipeline or a script is one); CPU is this process's (the app and the test
-client), and the redis-server's from ``INFO cpu``. Runs alternate before/after, ABBA. Last,
+client), and the redis-server's from ``INFO cpu``; p50 and p99 are each request's wall time in
+that loop (one client, one request at a time: the latency the route adds, without queueing).
+Runs alternate before/after, ABBA. Last,
 the two checks alone in one process (see ``checks_alone``), where the route's other work does
 not drown the difference.
 """
@@ -84,13 +88,19 @@ def one(n_requests: int) -> dict[str, Any]:
         _train(store, settings)
         for route in ROUTES:
             trips[0], cpu, redis_cpu = 0, time.process_time(), _redis_cpu_s(store.client)
+            walls = []
             for i in range(n_requests):
+                started = time.perf_counter()
                 request(route, i)
+                walls.append(time.perf_counter() - started)
             n = trips[0]  # before INFO's own round trip
+            walls.sort()
             results[route] = {
                 "trips": n / n_requests,
                 "cpu_us": 1e6 * (time.process_time() - cpu) / n_requests,
                 "redis_cpu_us": 1e6 * (_redis_cpu_s(store.client) - redis_cpu) / n_requests,
+                "p50_us": 1e6 * walls[n_requests // 2],
+                "p99_us": 1e6 * walls[int(n_requests * 0.99)],
             }
         store.close()
     return results
@@ -139,6 +149,9 @@ def checks_alone(n_calls: int, rounds: int) -> dict[str, list[float]]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--before", type=Path, help="directory holding fedlearn/ (required)")
+    parser.add_argument(
+        "--before-python", default=sys.executable, help="the interpreter of the before runs"
+    )
     parser.add_argument("--requests", type=int, default=3000)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--one", action="store_true", help=argparse.SUPPRESS)
@@ -154,7 +167,8 @@ def main() -> None:
     for r in range(args.rounds):
         for variant in ("before", "after") if r % 2 == 0 else ("after", "before"):
             env = {**os.environ, "PYTHONPATH": paths[variant]}
-            command = [sys.executable, __file__, "--one", "--requests", str(args.requests)]
+            python = args.before_python if variant == "before" else sys.executable
+            command = [python, __file__, "--one", "--requests", str(args.requests)]
             out = subprocess.run(command, capture_output=True, text=True, env=env)
             if out.returncode:
                 raise SystemExit(f"the {variant} run failed:\n{out.stderr[-2000:]}")
@@ -164,7 +178,8 @@ def main() -> None:
     for route in ROUTES:
         for variant, results in runs.items():
             figures = []
-            for field, unit in (("trips", ""), ("cpu_us", " us"), ("redis_cpu_us", " us")):
+            for field, unit in (("trips", ""), ("cpu_us", " us"), ("redis_cpu_us", " us"),
+                                ("p50_us", " us"), ("p99_us", " us")):  # fmt: skip
                 values = [run[route][field] for run in results]
                 figures.append(f"{field} {statistics.median(values):.2f}{unit} "
                                f"[{min(values):.2f}-{max(values):.2f}]")  # fmt: skip
