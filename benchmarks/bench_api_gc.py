@@ -65,6 +65,7 @@ def _train(store: Store, settings: Any) -> None:
         lambda b: CloneSettings(**settings.clone_hyper(b.hyper)),
         TrainerConfig(name="bench", batch_size=1000),
     )
+    trainer.ownership.maintain()  # the shards' leases: a step reads only the shards it owns
     while trainer.step():
         pass
 
