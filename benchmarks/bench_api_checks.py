@@ -8,13 +8,15 @@ tar -x -C DIR``, or another worktree, run by its own venv's ``--before-python``)
 the package installed here. Each run is a fresh process that puts
 its copy of ``fedlearn`` first on ``sys.path``, builds the app a gunicorn worker builds
 (``create_app``, auth on, the default rate limits) over its own embedded redis-server, and
-sends each hot route ``--requests`` times through Flask's test client with user tokens of
-2,000 users (none near its limit): ``POST /v1/events`` (one event), ``POST .../rank`` (50
-candidates), ``GET .../model``. Round trips are counted client-side (every send of redis-py's
-connections: a pipeline or a script is one); CPU is this process's (the app and the test
-client), and the redis-server's from ``INFO cpu``; p50 and p99 are each request's wall time in
-that loop (one client, one request at a time: the latency the route adds, without queueing).
-Runs alternate before/after, ABBA. Last,
+sends each hot route ``--requests`` times with user tokens of 2,000 users (none near its
+limit), each user first given a delta of ~20 events (as a session leaves): ``POST /v1/events``
+(one event), ``POST .../rank`` (50 candidates), ``GET .../model``. Requests go straight to the
+app's WSGI callable with a prepared environ, as a gunicorn worker calls it (Flask's test
+client builds one per request, work of its own that blurred the route's figures). Round
+trips are counted client-side (every send of redis-py's connections: a pipeline or a script is
+one); CPU is this process's (the app), and the redis-server's from ``INFO cpu``; p50 and p99
+are each request's wall time in that loop (one request at a time: the latency the route adds,
+without queueing). Runs alternate before/after, ABBA. Last,
 the two checks alone in one process (see ``checks_alone``), where the route's other work does
 not drown the difference.
 """
@@ -22,6 +24,7 @@ not drown the difference.
 from __future__ import annotations
 
 import argparse
+import io
 import json
 import os
 import statistics
@@ -43,8 +46,10 @@ def _redis_cpu_s(client: Any) -> float:
 
 
 def one(n_requests: int) -> dict[str, Any]:
+    import orjson
     import redis.connection
     from bench_api_gc import N_ITEMS, _service, _train
+    from werkzeug.test import EnvironBuilder
 
     from fedlearn.api import issue_token
     from fedlearn.api.app import create_app
@@ -61,31 +66,47 @@ def one(n_requests: int) -> dict[str, Any]:
     results: dict[str, Any] = {}
     with tempfile.TemporaryDirectory() as tmp, EmbeddedRedis(Path(tmp) / "redis") as server:
         settings, store = _service(Path(tmp), server.url, auth=True, secret_key=SECRET)
-        client = create_app(settings, store).test_client()
+        app = create_app(settings, store)
+        environ = EnvironBuilder(path="/", base_url="http://127.0.0.1:8000").get_environ()
         users = [f"u{i}" for i in range(N_USERS)]
-        tokens = {
-            u: {"Authorization": f"Bearer {issue_token(settings, user=u).token}"} for u in users
-        }
+        tokens = {u: f"Bearer {issue_token(settings, user=u).token}" for u in users}
         items = [{"id": f"i{i}"} for i in range(0, N_ITEMS, N_ITEMS // 50)]
+
+        def call(method: str, path: str, user: str, body: Any = None) -> tuple[str, bytes]:
+            data = b"" if body is None else orjson.dumps(body)
+            head = {"REQUEST_METHOD": method, "PATH_INFO": path, "HTTP_AUTHORIZATION": tokens[user],
+                    "CONTENT_TYPE": "application/json", "CONTENT_LENGTH": str(len(data)),
+                    "wsgi.input": io.BytesIO(data)}  # fmt: skip
+            status: list[str] = []
+            chunks = app({**environ, **head}, lambda s, h, e=None: status.append(s))
+            answer = b"".join(chunks)
+            getattr(chunks, "close", lambda: None)()
+            return status[0], answer
+
+        def events(user: str, ids: range) -> list[dict[str, Any]]:
+            return [{"event_id": f"e-{user}-{i}", "user": user, "ts": time.time(),
+                     "item": f"i{(i * 7) % N_ITEMS}", "signal": "click"} for i in ids]  # fmt: skip
 
         def request(route: str, i: int) -> None:
             user = users[i % N_USERS]
             if route == "events":
-                event = {"event_id": f"e{route}{i}", "user": user, "ts": time.time(),
-                         "item": f"i{i % N_ITEMS}", "signal": "click"}  # fmt: skip
-                answer = client.post("/v1/events", json={"events": [event]}, headers=tokens[user])
+                status, answer = call("POST", "/v1/events", user, {"events": events(user, [i])})
             elif route == "rank":
                 body = {"items": items, "k": 10}
-                answer = client.post(f"/v1/users/{user}/rank", json=body, headers=tokens[user])
+                status, answer = call("POST", f"/v1/users/{user}/rank", user, body)
             else:
-                answer = client.get(f"/v1/users/{user}/model", headers=tokens[user])
-            if answer.status_code not in (200, 202):
-                raise RuntimeError(f"{route} answered {answer.status_code}: {answer.text[:200]}")
+                status, answer = call("GET", f"/v1/users/{user}/model", user)
+            if status[:3] not in ("200", "202"):
+                raise RuntimeError(f"{route} answered {status}: {answer[:200]!r}")
 
+        for user in users:  # each user a delta of ~20 rows, as after a session
+            status, answer = call("POST", "/v1/events", user, {"events": events(user, range(20))})
+            if status[:3] != "202":
+                raise RuntimeError(f"the warm-up's events answered {status}: {answer[:200]!r}")
+        _train(store, settings)
         for i in range(200):  # warm up: scripts loaded, caches filled
             for route in ROUTES:
                 request(route, N_USERS + i)
-        _train(store, settings)
         for route in ROUTES:
             trips[0], cpu, redis_cpu = 0, time.process_time(), _redis_cpu_s(store.client)
             walls = []
