@@ -17,8 +17,8 @@ trips are counted client-side (every send of redis-py's connections: a pipeline 
 one); CPU is this process's (the app), and the redis-server's from ``INFO cpu``; p50 and p99
 are each request's wall time in that loop (one request at a time: the latency the route adds,
 without queueing). Runs alternate before/after, ABBA. Last,
-the two checks alone in one process (see ``checks_alone``), where the route's other work does
-not drown the difference.
+the two checks alone and the model GET's reads alone, each in one process (``checks_alone``,
+``reads_alone``), where the route's other work does not drown the difference.
 """
 
 from __future__ import annotations
@@ -32,6 +32,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -127,19 +128,34 @@ def one(n_requests: int) -> dict[str, Any]:
     return results
 
 
+def alternate(
+    variants: dict[str, Callable[[str], Any]], n_calls: int, rounds: int
+) -> dict[str, list[float]]:
+    """CPU and wall microseconds per call of each variant (``name, cpu`` / ``name, wall``),
+    over blocks of ``n_calls`` calls alternating ABBA; the first block warms up, uncounted."""
+    out: dict[str, list[float]] = {f"{n}, {c}": [] for n in variants for c in ("cpu", "wall")}
+    order = list(variants.items())
+    for r in range(2 * rounds + 1):
+        for name, call in order if r % 2 else order[::-1]:
+            started, wall = time.process_time(), time.perf_counter()
+            for i in range(n_calls):
+                call(f"u{i % N_USERS}")
+            if r:
+                out[f"{name}, cpu"].append(1e6 * (time.process_time() - started) / n_calls)
+                out[f"{name}, wall"].append(1e6 * (time.perf_counter() - wall) / n_calls)
+    return out
+
+
 def checks_alone(n_calls: int, rounds: int) -> dict[str, list[float]]:
-    """CPU and wall microseconds per request for the two checks alone, on "after"'s
-    code: the revocation GET then the rate script (two round trips, as before), or the rate
-    script that also checks revocation (one); blocks of ``n_calls`` alternate ABBA."""
+    """The two checks of a rate-limited route alone, on "after"'s code: the revocation GET
+    then the rate script (two round trips, as before), or the rate script that also checks
+    revocation (one)."""
     from fedlearn.devtools import EmbeddedRedis
     from fedlearn.store import Store
     from fedlearn.store.ratelimit import Rate, RateLimiter
     from fedlearn.store.revocations import Revocations
 
     rate = Rate(per_s=1e6, burst=1000)  # never limits: every call does the full work
-    cpu: dict[str, list[float]] = {
-        f"{n}, {c}": [] for n in ("two trips", "one trip") for c in ("cpu", "wall")
-    }
     with (
         tempfile.TemporaryDirectory() as tmp,
         EmbeddedRedis(Path(tmp) / "redis") as server,
@@ -155,16 +171,41 @@ def checks_alone(n_calls: int, rounds: int) -> dict[str, list[float]]:
         def one_trip(user: str) -> None:
             limits.take("events", user, rate, issued_at=issued_at)
 
-        for r in range(2 * rounds + 1):  # the first block warms up and is not counted
-            order = ((two, "two trips"), (one_trip, "one trip"))
-            for check, name in order if r % 2 else order[::-1]:
-                started, wall = time.process_time(), time.perf_counter()
-                for i in range(n_calls):
-                    check(f"u{i % N_USERS}")
-                if r:
-                    cpu[f"{name}, cpu"].append(1e6 * (time.process_time() - started) / n_calls)
-                    cpu[f"{name}, wall"].append(1e6 * (time.perf_counter() - wall) / n_calls)
-    return cpu
+        return alternate({"two trips": two, "one trip": one_trip}, n_calls, rounds)
+
+
+def reads_alone(n_calls: int, rounds: int) -> dict[str, list[float]]:
+    """The model GET's reads alone, on "after"'s code, users with a 2 KB delta record: the
+    revocation GET, the base pointer's GET and the record's pipeline (three round trips, as
+    before), or ``store.user_reads.read`` (one)."""
+    from fedlearn.devtools import EmbeddedRedis
+    from fedlearn.store import Store, keys
+    from fedlearn.store.revocations import Revocations
+
+    with (
+        tempfile.TemporaryDirectory() as tmp,
+        EmbeddedRedis(Path(tmp) / "redis") as server,
+        Store.from_url(server.url, 8) as store,
+    ):
+        store.client.set(keys.base_current(), "bench-1")
+        for i in range(N_USERS):
+            user = f"u{i}"
+            store.client.hset(
+                keys.delta(store.shard_of(user), user),
+                mapping={"delta": b"d" * 2048, "last_event": "1-1", "base": "bench-1",
+                         "generation": 0, "events": 20, "gate": b"g" * 28},
+            )  # fmt: skip
+        revocations = Revocations(store.client, 8)
+
+        def three(user: str) -> None:
+            revocations.revoked_at(user)
+            store.bases.current_version()
+            store.deltas.get(store.shard_of(user), user)
+
+        def one_trip(user: str) -> None:
+            store.user_reads.read(user, revocation=True)
+
+        return alternate({"three trips": three, "one trip": one_trip}, n_calls, rounds)
 
 
 def main() -> None:
@@ -205,9 +246,10 @@ def main() -> None:
                 figures.append(f"{field} {statistics.median(values):.2f}{unit} "
                                f"[{min(values):.2f}-{max(values):.2f}]")  # fmt: skip
             print(f"{route:>6} {variant:>6}: " + ", ".join(figures))
-    for name, values in checks_alone(args.requests, args.rounds).items():
-        print(f"the checks alone, {name}: {statistics.median(values):.1f} us per request "
-              f"[{min(values):.1f}-{max(values):.1f}]")  # fmt: skip
+    for what, alone in (("the checks", checks_alone), ("the model GET's reads", reads_alone)):
+        for name, values in alone(args.requests, args.rounds).items():
+            print(f"{what} alone, {name}: {statistics.median(values):.1f} us per request "
+                  f"[{min(values):.1f}-{max(values):.1f}]")  # fmt: skip
 
 
 if __name__ == "__main__":
