@@ -65,8 +65,10 @@ def _train(store: Store, settings: Any) -> None:
         lambda b: CloneSettings(**settings.clone_hyper(b.hyper)),
         TrainerConfig(name="bench", batch_size=1000),
     )
-    while trainer.step():
-        pass
+    while True:  # the leases taken and renewed (a step reads only the shards it owns)
+        trainer.ownership.maintain()
+        if not trainer.step():
+            break
 
 
 def one(setting: str, n_requests: int) -> dict[str, Any]:

@@ -11,8 +11,10 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
+import redis.connection
 
 from fedlearn.api import create_app
 from fedlearn.api.server import ThreadedServer
@@ -76,3 +78,18 @@ def url(settings: Settings, store: Store) -> Iterator[str]:
     process on a free loopback port."""
     with ThreadedServer(create_app(settings, store)) as server:
         yield server.url
+
+
+@pytest.fixture
+def round_trips(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """Every send of redis-py's connections in this process (a pipeline or a script is one),
+    counted in ``round_trips[0]`` (reset it before what is counted)."""
+    count = [0]
+    send = redis.connection.AbstractConnection.send_packed_command
+
+    def counted(self: Any, *args: Any, **kwargs: Any) -> Any:
+        count[0] += 1
+        return send(self, *args, **kwargs)
+
+    monkeypatch.setattr(redis.connection.AbstractConnection, "send_packed_command", counted)
+    return count

@@ -1,7 +1,7 @@
 """What one user token may ask, over real HTTP on a real redis-server: the cell cap of a rank
 call (413), the Redis a token's rank calls may grow (its prediction quota), a prediction_id
-bound to its user (a trainer trains another user's event on nothing of the owner's), and a
-forgotten user's tokens refused at once (401)."""
+bound to its user (a trainer trains another user's event on nothing of the owner's), a
+forgotten user's tokens refused at once (401), and the model GET's reads in one round trip."""
 
 from __future__ import annotations
 
@@ -16,11 +16,12 @@ from fedlearn.api import issue_token
 from fedlearn.config import Settings, load_settings
 from fedlearn.data.eventlog import read_log
 from fedlearn.model import Base
-from fedlearn.store import Store
+from fedlearn.store import Store, keys
 from fedlearn.trainer.apply import CloneSettings
 from fedlearn.trainer.eventlog import EventLogWriter
 from fedlearn.trainer.trainer import Trainer, TrainerConfig
 from tests.live import Api
+from tests.test_trainer import append, run_until
 
 SECRET = "quota-test-secret-0123456789"
 N_SHARDS = 2
@@ -190,3 +191,55 @@ def test_a_revoked_token_gets_its_401_first_and_counts_against_no_limit(url, set
     assert again.call("POST", "/v1/events", {"events": [event]}).status == 202
     assert again.call("POST", "/v1/users/alice/rank", {"items": [{"id": "a"}]}).status == 200
     assert len(store.client.keys(f"fl:{{s{shard}}}:rate:*")) == 2
+
+
+def train(store: Store, settings: Settings, events: list[dict]) -> None:
+    append(store, events)
+    trainer = Trainer(
+        store, lambda b: CloneSettings(**settings.clone_hyper(b.hyper)), TrainerConfig(name="t")
+    )
+    user = events[0]["user"]
+
+    def applied() -> bool:
+        record = store.deltas.get(store.shard_of(user), user)
+        return record is not None and record.events == len(events)
+
+    run_until(trainer, applied)
+
+
+def test_a_user_and_an_admin_get_the_model_in_one_round_trip(url, settings, store, round_trips):
+    """Revocation, base pointer, delta record and rebase notes: one pipeline."""
+    events = [
+        {"event_id": f"e{i}", "user": "alice", "item": "a", "signal": "click", "ts": 1.0 + i}
+        for i in range(3)
+    ]
+    train(store, settings, events)
+    alice = as_user(url, settings, "alice")
+    admin = Api(url, issue_token(settings, admin=True).token)
+    assert alice.call("GET", "/v1/users/alice/model").status == 200  # the base read, once
+    for api in (alice, admin, alice):
+        round_trips[0] = 0
+        answer = api.call("GET", "/v1/users/alice/model")
+        assert answer.status == 200, answer.data[:300]
+        assert round_trips[0] == 1
+        body = answer.json()
+        assert body["base_version"] == "v1" and body["events_applied"] == 3
+        assert body["delta"]["features"] and body["last_event"] is not None
+
+
+def test_a_revoked_tokens_model_get_gets_its_401_before_any_other_answer(url, settings, store):
+    """The model GET reads the revocation with the user's records (one round trip); a request
+    refused before that, or one that would fail after it, still answers 401."""
+    alice = as_user(url, settings, "alice")
+    admin = Api(url, issue_token(settings, admin=True).token)
+    assert alice.call("DELETE", "/v1/users/alice").status == 204
+    store.client.delete(keys.base_current())  # no base: the model would be a 503
+    refused = [
+        alice.call("GET", "/v1/users/alice/model"),  # else 503
+        alice.call("GET", "/v1/users/bob/model"),  # else 403
+        alice.call("GET", "/v1/users/" + "x" * 200 + "/model"),  # else 422
+    ]
+    for response in refused:
+        assert "revoked" in problem(response, 401)["detail"]
+    assert admin.call("GET", "/v1/users/alice/model").status == 503  # admins are not revoked
+    assert as_user(url, settings, "alice").call("GET", "/v1/users/alice/model").status == 503

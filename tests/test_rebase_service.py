@@ -245,3 +245,25 @@ def test_the_next_rounds_map_rebases_a_lagging_trainers_delta_on_the_fly(store: 
         np.concatenate([w.ravel() for w in first.rows([ALONE])]),
         atol=1e-6,
     )
+
+
+def test_the_rebase_notes_of_a_new_lineage_are_read_before_they_are_served(
+    store: Store, round_trips: list[int]
+) -> None:
+    """The one read guesses which promotions' notes to ask for from the base served last;
+    after a round the guess is wrong once (a second read), and the answer is the same as a
+    fresh process's, the user's share taken out on the fly."""
+    _setup(store)
+    cache = BaseCache(store)
+    load_clone(store, cache, "alice", gating=GateSettings())
+    assert run_round_inline(store, CONFIG)["status"] == RoundStatus.DONE
+    fresh = load_clone(store, BaseCache(store), "alice", gating=GateSettings())
+    assert ALONE not in fresh.delta.index  # the trainer has not rebased: the API did
+    cache.get(fresh.base.version)  # its bytes, read once (not what is counted)
+    for trips in (2, 1):  # the old lineage guessed, then the new one
+        round_trips[0] = 0
+        served = load_clone(store, cache, "alice", gating=GateSettings())
+        assert round_trips[0] == trips
+        assert served.base.version == fresh.base.version
+        assert served.delta.names == fresh.delta.names
+        assert (served.delta.v == fresh.delta.v).all()

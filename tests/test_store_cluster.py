@@ -12,9 +12,10 @@ from redis.cluster import RedisCluster
 from redis.crc import key_slot
 
 from fedlearn.devtools.cluster import EmbeddedCluster
-from fedlearn.store import Store, StreamFullError, keys, shard_of
+from fedlearn.store import Store, StreamFullError, StreamId, keys, shard_of
 from fedlearn.store.connection import connect, without_retries
 from fedlearn.store.predictions import PredictionQuota
+from fedlearn.store.revocations import Revocations
 
 N_SHARDS = 8
 
@@ -134,3 +135,37 @@ def test_a_cluster_xreadgroup_whose_reply_is_lost_is_not_resent(
         if reader is not store_client:
             reader.close()
         node.close()
+
+
+@pytest.mark.slow
+def test_a_users_one_read_spans_the_base_pointers_node_and_the_users(cluster: EmbeddedCluster):
+    """What the model GET reads in one round trip lives in two slots (``{base}`` and the
+    user's shard); on a cluster the pipeline sends each node its part."""
+    with Store.from_url(cluster.url, n_shards=N_SHARDS) as store:
+        port_of = {
+            s: cluster.node_of_slot(key_slot(keys.stream(s).encode())).port for s in store.shards
+        }
+        base_port = cluster.node_of_slot(key_slot(keys.base_current().encode())).port
+        shard = next(s for s in store.shards if port_of[s] != base_port)
+        user, other = [
+            f"reader-{i}" for i in range(500) if shard_of(f"reader-{i}", N_SHARDS) == shard
+        ][:2]
+        assert store.bases.put_base("read-1", b"FLFM", {})
+        store.bases.set_current("read-1")
+        store.client.hset(
+            keys.delta(shard, user),
+            mapping={"delta": fldl(2), "last_event": "7-0", "base": "read-1", "generation": 0,
+                     "events": 2, "gate": b""},
+        )  # fmt: skip
+        store.client.hset(keys.rebase_notes(shard, "read-0"), user, b'5-1|{"w0": 0.5}')
+        Revocations(store.client, N_SHARDS).revoke(user, keep_s=60, at=123.5)
+
+        read = store.user_reads.read(user, versions=["read-0", "read-9"], revocation=True)
+        assert read.current == "read-1" and read.revoked_at == 123.5
+        assert read.record is not None and read.record.events == 2
+        assert read.record.last_event == StreamId(7, 0) and read.record.delta == fldl(2)
+        assert read.notes == {"read-0": (StreamId(5, 1), b'{"w0": 0.5}'), "read-9": None}
+        assert read.missing_notes(["read-9", "read-2"]) == ["read-2"]
+        unrevoked = store.user_reads.read(other)
+        assert unrevoked.current == "read-1" and unrevoked.record is None
+        assert unrevoked.revoked_at is None and unrevoked.notes == {}

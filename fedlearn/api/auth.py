@@ -54,8 +54,21 @@ class IssuedToken:
     role: Role
 
 
+# Serializers by the id of the (frozen) Settings they were built from, with that object, so an
+# id reused after it is gone never matches. Without it every request built one and read the
+# keys again: with no FEDLEARN_SECRET_KEY set (``fedlearn up``) that is a file read each time.
+_SERIALIZERS: dict[int, tuple[Settings, URLSafeTimedSerializer]] = {}
+_KEEP_SERIALIZERS = 16  # one per app in a process; tests make many
+
+
 def _serializer(settings: Settings) -> URLSafeTimedSerializer:
-    return URLSafeTimedSerializer(settings.signing_keys(), salt=SALT)
+    cached = _SERIALIZERS.get(id(settings))
+    if cached is None or cached[0] is not settings:
+        cached = (settings, URLSafeTimedSerializer(settings.signing_keys(), salt=SALT))
+        if len(_SERIALIZERS) >= _KEEP_SERIALIZERS:
+            _SERIALIZERS.clear()
+        _SERIALIZERS[id(settings)] = cached
+    return cached[1]
 
 
 def issue_token(

@@ -10,21 +10,26 @@ body, for clients that do not follow redirects); it is never cached.
 
 from __future__ import annotations
 
+from typing import Any
+
 from flask import Response, request, url_for
 
-from fedlearn.api.context import api_context
+from fedlearn.api.auth import refuse_revoked
+from fedlearn.api.context import ApiContext, api_context
 from fedlearn.api.errors import Gone, NotFound, Problem
-from fedlearn.api.routing import ApiBlueprint, Reply, json_response
+from fedlearn.api.routing import ApiBlueprint, Reply, json_response, principal, take_revocation_due
 from fedlearn.api.schemas import BaseRef, Catalog, ItemsQuery, UserModel
+from fedlearn.model import Base
 from fedlearn.serving.base_cache import PUBLISH_HINT
 from fedlearn.serving.base_rows import rows_head, served_buckets
-from fedlearn.serving.clones import load_clone, model_json
+from fedlearn.serving.clones import load_clone, model_json, read_user
 from fedlearn.serving.ingest import forget_entry
 from fedlearn.store import PrunedVersionError, UnknownVersionError
 
 bp = ApiBlueprint("models", __name__, tag="models")
 
 IMMUTABLE = "public, max-age=31536000, immutable"
+SERVED_BASE = "models.served_base"  # ApiContext.cache: (version, root), base URL, rows head
 FLFM = "application/octet-stream"
 
 
@@ -79,20 +84,37 @@ def empty_response(status: int) -> Response:
     auth="user",
     replies={200: Reply("the clone (an empty delta for a user without one)", UserModel)},
     errors=(503,),
+    revocation_in_view=True,
 )
 def get_model(user: str) -> Response:
     """Everything a client needs to score locally: fetch ``base_url`` once per version, add
     the delta. ``serve`` says whether to use the clone or the plain base."""
     ctx = api_context()
+    # One round trip for the token's revocation, the base pointer and the user's records.
+    read = read_user(ctx.store, ctx.bases, user, revocation=take_revocation_due())
+    refuse_revoked(principal(), read.revoked_at)
     clone = load_clone(
         ctx.store, ctx.bases, user,
-        gating=ctx.settings.gate, on_unreadable=ctx.metrics.unreadable_records.inc,
+        gating=ctx.settings.gate, on_unreadable=ctx.metrics.unreadable_records.inc, read=read,
     )  # fmt: skip
-    base_url = url_for("models.get_base", version=clone.base.version)
+    base_url, rows = served_base(ctx, clone.base)
     answer = model_json(clone, ctx.settings, base_url)
-    rows_url = bucket_url(clone.base.version, served_buckets(clone.base, ctx.settings))
-    answer["base_rows"] = rows_head(clone.base, ctx.settings, rows_url)
+    answer["base_rows"] = rows
     return json_response(answer)
+
+
+def served_base(ctx: ApiContext, base: Base) -> tuple[str, dict[str, Any]]:
+    """The URL of ``base``'s bytes and the ``base_rows`` head of the model answer: the same
+    for every user of a version, so built once per version (two ``url_for`` and the bucket
+    count were a tenth of the route's own time), not per request. Shared read-only."""
+    key = (base.version, request.script_root)
+    cached = ctx.cache.get(SERVED_BASE)
+    if cached is None or cached[0] != key:
+        rows_url = bucket_url(base.version, served_buckets(base, ctx.settings))
+        url = url_for("models.get_base", version=base.version)
+        cached = (key, url, rows_head(base, ctx.settings, rows_url))
+        ctx.cache[SERVED_BASE] = cached  # one tuple: another thread sees the old or the new
+    return cached[1], cached[2]
 
 
 @bp.operation(

@@ -8,9 +8,11 @@ authenticate (401, also for a token revoked by forgetting its user), check the p
 models.
 
 The revocation check is a Redis read. A rate-limited route (``rate_limited=True``) leaves it
-to its rate check (``quotas.enforce_rate``), which does both in one round trip; should the
-request be refused before it gets there, the wrapper checks revocation then, so a revoked
-token still gets its 401 first, whatever else is wrong with the request.
+to its rate check (``quotas.enforce_rate``), which does both in one round trip, and a route
+that reads the user's state anyway (``revocation_in_view=True``, the model GET) reads it in
+that same round trip; should the request be refused before it gets there, the wrapper checks
+revocation then, so a revoked token still gets its 401 first, whatever else is wrong with the
+request.
 """
 
 from __future__ import annotations
@@ -96,6 +98,7 @@ class ApiBlueprint(Blueprint):
         parse_body: bool = True,
         path_params: Mapping[str, tuple[Any, str]] | None = None,
         rate_limited: bool = False,
+        revocation_in_view: bool = False,
     ) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
         """Register ``view`` for ``method rule``.
 
@@ -108,6 +111,8 @@ class ApiBlueprint(Blueprint):
         (``user``, ``version``) as ``name -> (type, description)``; undeclared ones are plain
         strings. ``rate_limited=True``: the view calls ``quotas.enforce_rate`` before it
         writes anything, and that call checks the token's revocation too.
+        ``revocation_in_view=True``: the view checks the token's revocation itself, before it
+        answers anything else (``take_revocation_due`` says whether it must).
         """
         names = _PARAM.findall(rule)
         params = {n: PATH_PARAMS[n] for n in names if n in PATH_PARAMS}
@@ -123,7 +128,7 @@ class ApiBlueprint(Blueprint):
                     ctx = api_context()
                     caller = authenticate(ctx.settings, request)
                     if not caller.is_admin:  # a forgotten user's tokens stop at once
-                        if rate_limited:
+                        if rate_limited or revocation_in_view:
                             g.revocation_due = True
                         else:
                             refuse_revoked(caller, ctx.revocations.revoked_at(caller.sub))
@@ -133,7 +138,7 @@ class ApiBlueprint(Blueprint):
                     settle_revocation(caller)  # refused before its rate check: 401 first
                     raise
                 if take_revocation_due():
-                    raise RuntimeError(f"{view.__name__} is rate_limited but never checked it")
+                    raise RuntimeError(f"{view.__name__} never checked the token's revocation")
                 return answer
 
             def checked_view(caller: Principal | None, kwargs: dict[str, Any]) -> Any:

@@ -57,6 +57,9 @@ class BaseCache:
         # is 56 MB to read and decode and its index a second of CPU at a million rows; the
         # others wait and find it loaded. Re-entrant: an index build loads its base.
         self._loading = threading.RLock()
+        # The base last served as current (``serving.clones.load_clone``): a user's one read
+        # asks for the rebase notes its lineage lists, the likeliest to be the current one's.
+        self.served: Base | None = None
 
     def get(self, version: str) -> Base:
         """The base ``version`` (``UnknownVersionError`` if never published)."""

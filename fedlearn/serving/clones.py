@@ -4,8 +4,9 @@ The clone is the *current* base plus the user's stored delta. A delta from anoth
 (monthly retraining restarts every clone) or with another number of factors does not apply to
 the current base and is served as empty: the user starts over from the new base, as the
 trainers do. The base is decoded once per version and kept; the current pointer and the delta
-are read from the store on every request, so a client always gets what was last published and
-what the trainers last wrote. A stored record that cannot be read is served as the base (with
+are read from the store on every request (with the token's revocation and the rebase notes, in
+one round trip: ``read_user``), so a client always gets what was last published and what the
+trainers last wrote. A stored record that cannot be read is served as the base (with
 a warning and ``fedlearn_unreadable_records_total``), never as a 500: the trainer dead-letters
 it and restarts the clone at the user's next event.
 """
@@ -17,7 +18,7 @@ import struct
 import time
 import uuid
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -33,6 +34,7 @@ from fedlearn.model.policy import Policy, explored, rank_with_policy
 from fedlearn.serving.base_cache import BaseCache, NoBaseError
 from fedlearn.store import DeltaRecord, Store
 from fedlearn.store.predictions import PredictionQuota
+from fedlearn.store.userread import Note, UserRead
 
 log = logging.getLogger(__name__)
 # struct.error: the gate's format raised it before it had a ModelFormatError of its own.
@@ -88,7 +90,13 @@ def pending_rebases(
     noted before the entry), oldest first, with the trainer's own function. The API serves
     this, and a round's map step counts it, so neither counts a share twice."""
     notes = store.streams.rebase_notes(store.shard_of(record.user), record.user, versions)
-    for _, before, share in reversed(notes):
+    return rebased_by_notes([(before, share) for _, before, share in notes], record, delta)
+
+
+def rebased_by_notes(notes: Sequence[Note], record: DeltaRecord, delta: Delta) -> Delta:
+    """``delta`` rebased on the notes (newest promotion first, as ``rebase_versions`` lists
+    them) whose entry comes after the record's ``last_event`` (``pending_rebases``)."""
+    for before, share in reversed(notes):
         if record.last_event <= before:
             try:
                 taken = Delta.from_json(orjson.loads(share), delta.n_factors, dtype=np.float64)
@@ -103,16 +111,15 @@ def rebase_versions(meta: Mapping[str, Any]) -> list[str]:
     return [str(v) for v in meta.get("rebase_versions") or []]
 
 
-def current_base(store: Store, bases: BaseCache) -> Base:
-    """The current base, its pointer read now (one tiny GET), its bytes decoded once.
-
-    Not ``bases.current()``, which may lag a publish or rollback by its refresh interval: a
-    client that was told about a new version must not then be served the old one.
-    """
-    version = store.bases.current_version()
-    if version is None:
-        raise NoBaseError()
-    return bases.get(version)
+def read_user(store: Store, bases: BaseCache, user: str, *, revocation: bool = False) -> UserRead:
+    """What serving ``user`` reads from Redis, in one round trip (``store/userread.py``): the
+    current pointer (read now, not ``bases.current()``, which may lag a publish or rollback
+    by its refresh interval: a client told about a new version must not then be served the
+    old one), the delta record, the rebase notes of the lineage of the base served last (a
+    guess that ``load_clone`` corrects), and, with ``revocation``, the user's revocation."""
+    served = bases.served
+    guess = rebase_versions(served.meta) if served is not None else []
+    return store.user_reads.read(user, versions=guess, revocation=revocation)
 
 
 def load_clone(
@@ -122,13 +129,19 @@ def load_clone(
     *,
     gating: GateSettings,
     on_unreadable: Callable[[], None] | None = None,
+    read: UserRead | None = None,
 ) -> UserClone:
-    """The user's clone on the current base (``NoBaseError`` before any base exists).
+    """The user's clone on the current base (``NoBaseError`` before any base exists), from
+    ``read`` (``read_user``'s answer) or one read now.
 
     ``on_unreadable`` is called when the stored record cannot be read (the API counts it).
     """
-    base = current_base(store, bases)
-    record = store.deltas.get(store.shard_of(user), user)
+    read = read_user(store, bases, user) if read is None else read
+    if read.current is None:
+        raise NoBaseError()
+    base = bases.get(read.current)  # its bytes decoded once per version
+    bases.served = base
+    record = read.record
     if record is not None:
         try:
             delta = Delta.from_bytes(record.delta)
@@ -141,7 +154,15 @@ def load_clone(
                 on_unreadable()
             return UserClone(user, base, Delta(base.n_factors), None, 0.0)
         if delta_applies(record, delta, base, bases):
-            delta = pending_rebases(store, rebase_versions(base.meta), record, delta)
+            versions = rebase_versions(base.meta)
+            if read.missing_notes(versions):  # the base served last listed other promotions
+                read = store.user_reads.read(user, versions=versions)
+                return load_clone(
+                    store, bases, user, gating=gating, on_unreadable=on_unreadable,
+                    read=replace(read, current=base.version),
+                )  # fmt: skip
+            notes = [note for v in versions if (note := read.notes[v]) is not None]
+            delta = rebased_by_notes(notes, record, delta)
             return UserClone(user, base, delta, record, gating.weight(gate), gate)
     # No usable delta: the clone is the base, weighed as a new gate weighs it (the same score).
     return UserClone(user, base, Delta(base.n_factors), None, gating.weight(Gate()))

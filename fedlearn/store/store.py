@@ -17,6 +17,7 @@ kind of state:
 - ``store.rounds``       aggregation rounds: lock, records, users' snapshots and archives
 - ``store.telemetry``    trainers' metric snapshots and per-shard stream statistics
 - ``store.dead_letters`` entries and records the trainers set aside, with the reason
+- ``store.user_reads``   what serving one user's model reads, in one round trip
 """
 
 from __future__ import annotations
@@ -42,6 +43,7 @@ from fedlearn.store.rounds import Rounds
 from fedlearn.store.scripts import Scripts
 from fedlearn.store.streams import Streams
 from fedlearn.store.telemetry import Telemetry
+from fedlearn.store.userread import UserReads
 
 DEFAULT_MAXLEN = 100_000
 DEFAULT_DEDUPE_WINDOW_S = 24 * 3600
@@ -88,6 +90,7 @@ class Store:
         self.dead_letters = DeadLetters(client, n_shards)
         self.drift = DriftLog(client)
         self.ope = OpeEstimates(client)
+        self.user_reads = UserReads(client, n_shards)
 
     @classmethod
     def from_url(cls, url: str, n_shards: int, **options: Any) -> Store:

@@ -37,6 +37,7 @@ from fedlearn.store.entries import (
 from fedlearn.store.errors import StoreError, StreamFullError
 from fedlearn.store.scripts import Scripts
 from fedlearn.store.streamid import StreamId
+from fedlearn.store.userread import parse_note
 
 log = logging.getLogger(__name__)
 
@@ -203,9 +204,9 @@ class Streams:
             pipe.hget(keys.rebase_notes(shard, version), user)
         out = []
         for version, raw in zip(versions, pipe.execute(), strict=True):
-            if raw is not None:
-                before, _, share = bytes(raw).partition(b"|")
-                out.append((version, StreamId.parse(before), share))
+            note = parse_note(raw)
+            if note is not None:
+                out.append((version, *note))
         return out
 
     def drop_rebase_notes(self, shard: int, notes: Sequence[tuple[str, str]]) -> None:
