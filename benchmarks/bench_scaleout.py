@@ -1,13 +1,13 @@
 """Trainer scale-out: events/s of N ``fedlearn worker`` processes draining pre-filled shards.
 
-For each N: a clean Redis, 4 x N shards (or ``--shards``, the same for every N) each
-pre-filled with the same number of events, N trainer processes started (as an operator starts
-them) while no base is published, so they share the shards out first without training; then
-the base is published and the clock runs from the first applied event until every shard's
-stream is fully read and acknowledged. CPU seconds of each trainer and of Redis are read from
-/proc and INFO, which says where the machine's cores went. Each trainer fsyncs its event log
-every second: on a slow disk that wait, not the CPU, bounds one trainer; ``--data-dir
-/dev/shm/x`` shows the CPU-bound figure.
+For each N: a clean Redis, 4 x N shards (or ``--shards``, the same for every N) pre-filled
+with ``bench_trainer.py``'s events (about the same number in each shard), N trainer processes
+started (as an operator starts them) while no base is published, so they share the shards out
+first without training; then the base is published and the clock runs from the first applied
+event until every shard's stream is fully read and acknowledged. CPU seconds of each trainer
+and of Redis over the same time are read from /proc and INFO, which says where the machine's
+cores went. Each trainer fsyncs its event log every second: on a slow disk that wait, not the
+CPU, bounds one trainer; ``--data-dir /dev/shm/x`` shows the CPU-bound figure.
 
     .venv/bin/python benchmarks/bench_scaleout.py --trainers 1,2,4 --events-per-shard 10000
 """
@@ -25,18 +25,16 @@ import time
 from collections import Counter
 from pathlib import Path
 
-import numpy as np
+import bench_trainer
 import urllib3
 from prometheus_client.parser import text_string_to_metric_families
 
 from fedlearn.devtools import EmbeddedRedis
 from fedlearn.devtools.embedded import free_port
-from fedlearn.model import Base
 from fedlearn.store import Store
 from fedlearn.store.telemetry import Telemetry
 
 SHARDS_PER_TRAINER = 4
-N_ITEMS = 2000
 TICKS = os.sysconf("SC_CLK_TCK")
 
 
@@ -49,37 +47,6 @@ def cpu_seconds(pid: int) -> float:
 def redis_cpu(store: Store) -> float:
     info = store.client.info("cpu")
     return float(info["used_cpu_user"]) + float(info["used_cpu_sys"])
-
-
-def prefill(store: Store, per_shard: int, seed: int) -> int:
-    """``per_shard`` events in every shard, users drawn among ~per_shard / 20 per shard."""
-    rng = np.random.default_rng(seed)
-    n_users = max(1, per_shard // 20) * store.n_shards
-    by_shard: dict[int, list[str]] = {}
-    for u in range(n_users * 3):
-        by_shard.setdefault(store.shard_of(f"u{u}"), []).append(f"u{u}")
-    total = 0
-    for shard in store.shards:
-        users = by_shard[shard][: n_users // store.n_shards]
-        for start in range(0, per_shard, 1000):
-            n = min(1000, per_shard - start)
-            picks = rng.integers(len(users), size=n)
-            items = rng.zipf(1.3, size=n) % N_ITEMS
-            clicks = rng.random(n) < 0.3
-            hours = rng.integers(24, size=n)
-            events = [
-                {
-                    "event_id": f"s{shard}-{start + i}",
-                    "user": users[picks[i]],
-                    "item": str(items[i]),
-                    "signal": "click" if clicks[i] else "skip",
-                    "ts": 1.7e9 + start + i,
-                    "context": {"hour": str(hours[i])},
-                }
-                for i in range(n)
-            ]
-            total += store.streams.append_events(shard, events).accepted
-    return total
 
 
 def applied(port: int) -> float:
@@ -110,7 +77,10 @@ def run_once(
     store = Store.from_url(url, n_shards, stream_maxlen=max(100_000, 2 * per_shard))
     store.client.flushall()
     telemetry = store.telemetry
-    total = prefill(store, per_shard, seed=n)
+    # bench_trainer.py's events (its catalog, its base), so that the events per trainer
+    # CPU-second of a ``fedlearn worker`` process compare with the in-process trainer's.
+    base = bench_trainer.prefill(store, per_shard * n_shards, seed=n, publish=False)
+    total = sum(map(store.streams.length, store.shards))
     env = {
         **os.environ,
         "REDIS_URL": url,
@@ -136,23 +106,24 @@ def run_once(
             if time.monotonic() > deadline:
                 raise RuntimeError(f"{n} trainers did not share the shards out within 120 s")
             time.sleep(0.1)
-        base = Base.fresh([f"item={i}" for i in range(N_ITEMS)], 10, version="1")
-        store.bases.put_base("1", base.to_bytes(), {"generation": 0})
-        cpu_before = [cpu_seconds(p.pid) for p in procs]
-        redis_before = redis_cpu(store)
-        store.bases.set_current("1")
+        store.bases.put_base(base.version, base.to_bytes(), {"generation": 0})
+        store.bases.set_current(base.version)
         # Each trainer notices the base within a second, not all at once: the clock starts
         # when every one of them is applying, and counts only what they apply from then on.
+        # So does the CPU: a /metrics scrape costs a trainer ~3 ms of CPU, and polling every
+        # 5 ms until it applies (up to a second) was up to a tenth of the trainer CPU counted.
         while min(applied(p) for p in ports) == 0:
             time.sleep(0.005)
         started = time.perf_counter()
         at_start = sum(applied(p) for p in ports)
+        cpu_before = [cpu_seconds(p.pid) for p in procs]
+        redis_before = redis_cpu(store)
         while not drained(telemetry):
             time.sleep(0.02)
         seconds = time.perf_counter() - started
-        counted = sum(applied(p) for p in ports) - at_start
         trainer_cpu = sum(cpu_seconds(p.pid) - b for p, b in zip(procs, cpu_before, strict=True))
         redis_used = redis_cpu(store) - redis_before
+        counted = sum(applied(p) for p in ports) - at_start  # after the CPU: it scrapes
     finally:
         for proc in procs:
             proc.send_signal(signal.SIGTERM)
@@ -167,7 +138,7 @@ def run_once(
         "seconds": seconds,
         "events_per_s": counted / seconds,
         "trainer_cpu_s": trainer_cpu,
-        "events_per_trainer_cpu_s": total / trainer_cpu if trainer_cpu else float("nan"),
+        "events_per_trainer_cpu_s": counted / trainer_cpu if trainer_cpu else float("nan"),
         "redis_cpu_s": redis_used,
     }
 

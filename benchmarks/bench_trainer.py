@@ -63,8 +63,9 @@ STAGES = (
 )
 
 
-def prefill(store: Store, n_events: int, *, seed: int = 1) -> Base:
-    """Publish a base and catalog and append ``n_events`` events to the shard streams."""
+def prefill(store: Store, n_events: int, *, seed: int = 1, publish: bool = True) -> Base:
+    """Publish a base and catalog and append ``n_events`` events to the shard streams (with
+    ``publish=False`` the base is only returned: ``bench_scaleout.py`` publishes it later)."""
     config = SyntheticConfig(
         n_users=N_USERS, n_items=N_ITEMS, events_per_user=max(1, n_events // N_USERS), seed=seed
     )
@@ -73,8 +74,9 @@ def prefill(store: Store, n_events: int, *, seed: int = 1) -> Base:
     Catalog(store.client).put_items({i: {"title": i, "features": f} for i, f in items.items()})
     genres = sorted({name for features in items.values() for name in features})
     base = Base.fresh([f"item={i}" for i in items] + genres, 10, version=VERSION)
-    store.bases.put_base(base.version, base.to_bytes(), {"generation": 0})
-    store.bases.set_current(base.version)
+    if publish:
+        store.bases.put_base(base.version, base.to_bytes(), {"generation": 0})
+        store.bases.set_current(base.version)
     by_shard: dict[int, list[dict[str, Any]]] = {}
     now = time.time()
     for event in log.events(stop=n_events):

@@ -20,7 +20,7 @@ from fedlearn.store.applied import encode_entry, parse_applied
 
 
 def _line(event_id: str, log_id: str) -> bytes:
-    return orjson.dumps({"event_id": event_id, "log_id": log_id})
+    return orjson.dumps({"event_id": event_id, "log_id": log_id}) + b"\n"
 
 
 def test_lines_are_read_back_shard_by_shard_in_order(tmp_path: Path) -> None:
@@ -34,7 +34,7 @@ def test_lines_are_read_back_shard_by_shard_in_order(tmp_path: Path) -> None:
 def test_a_torn_last_line_is_cut_and_the_last_whole_one_found(tmp_path: Path) -> None:
     folder = shard_dir(tmp_path, 0)
     assert last_log_id(folder) is None
-    append_lines(folder, {"2026-01-01": [_line("a", "1-0"), _line("b", "2-0")]})
+    append_lines(folder, {"2026-01-01": [_line("a", "1-0") + _line("b", "2-0")]})
     path = folder / "2026-01-01.jsonl"
     whole = path.read_bytes()
     path.write_bytes(whole + b'{"event_id": "c", "lo')  # a crash in the middle of a write
@@ -84,13 +84,16 @@ def test_rendered_lines_stamped_with_their_log_id_are_the_expanded_records() -> 
     rendered = render_applied(BATCH)
     (entry,) = parse_applied([(b"7-0", {b"e": encode_entry(rendered)})]).entries
     assert entry.event == rendered
-    assert [orjson.loads(line) for line in stamp(entry.event, "7-0")] == expected
+    text, n = stamp(entry.event, "7-0")
+    assert [orjson.loads(line) for line in text.splitlines()] == expected and n == 2
+    assert text.endswith(b"}\n")  # each line ends with its newline, the last one too
     # An entry written while the lines were one JSON string stamps to the same bytes.
     as_text = orjson.dumps({**rendered, "lines": rendered["lines"].decode("utf-8")})
     (older,) = parse_applied([(b"7-0", {b"e": as_text})]).entries
     assert stamp(older.event, "7-0") == stamp(entry.event, "7-0")
     # An entry an older trainer wrote (columns) gives the same lines' records.
-    assert [orjson.loads(line) for line in stamp(BATCH, "7-0")] == expected
+    text, n = stamp(BATCH, "7-0")
+    assert [orjson.loads(line) for line in text.splitlines()] == expected and n == 2
 
 
 def test_lines_appended_to_the_events_own_text_are_the_records_lines_byte_for_byte() -> None:

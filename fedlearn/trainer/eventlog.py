@@ -49,9 +49,10 @@ class EventLogWriter:
         moved = 0
         for entry in batch.entries:
             day = eventlog.day_of(entry.event.get("applied_at", time.time()))
-            lines = eventlog.stamp(entry.event, entry.id)
-            by_day.setdefault(day, []).extend(lines)
-            moved += len(lines)
+            lines, n = eventlog.stamp(entry.event, entry.id)
+            if n:  # a batch of no events (an older trainer's columns) has no line
+                by_day.setdefault(day, []).append(lines)
+                moved += n
         eventlog.append_lines(self.shard_dir(shard), by_day)
         last = max(StreamId.parse(i) for i in batch.ids)
         self._cursor[shard] = last
