@@ -8,6 +8,7 @@ import orjson
 
 from fedlearn.data.eventlog import (
     append_lines,
+    cut_entry,
     day_of,
     expand,
     last_log_id,
@@ -40,6 +41,21 @@ def test_a_torn_last_line_is_cut_and_the_last_whole_one_found(tmp_path: Path) ->
     path.write_bytes(whole + b'{"event_id": "c", "lo')  # a crash in the middle of a write
     assert last_log_id(folder) == "2-0"
     assert path.read_bytes() == whole
+
+
+def test_an_entrys_lines_are_cut_off_the_end_across_the_reads_chunks(tmp_path: Path) -> None:
+    folder = shard_dir(tmp_path, 0)
+    pad = "x" * 400  # 3,000 lines of each entry: more than the 1 MB read from the end at once
+    first = b"".join(_line(f"a{i}{pad}", "1-0") for i in range(3000))
+    second = b"".join(_line(f"b{i}{pad}", "2-0") for i in range(3000))
+    append_lines(folder, {"2026-01-01": [first], "2026-01-02": [first + second]})
+    assert cut_entry(folder, "2-0") == 3000
+    assert (folder / "2026-01-02.jsonl").read_bytes() == first
+    assert cut_entry(folder, "2-0") == 0, "nothing of it is left"
+    assert cut_entry(folder, "1-0") == 3000  # a file of one entry is emptied, the older kept
+    assert (folder / "2026-01-02.jsonl").read_bytes() == b""
+    assert (folder / "2026-01-01.jsonl").read_bytes() == first
+    assert cut_entry(folder, "1-0") == 3000, "the last file with lines"
 
 
 # An applied batch in columns, as the trainer builds it (an event may name a field log_id, and

@@ -34,6 +34,14 @@ def test_next_is_the_smallest_later_id():
     assert StreamId(5, 2**64 - 1).next() == StreamId(6, 0)
 
 
+def test_previous_is_the_largest_earlier_id():
+    assert StreamId(5, 3).previous() == StreamId(5, 2)
+    assert StreamId(6, 0).previous() == StreamId(5, 2**64 - 1)
+    assert StreamId(6, 0).previous().next() == StreamId(6, 0)
+    with pytest.raises(ValueError, match="0-0 is the first stream id"):
+        StreamId(0, 0).previous()
+
+
 def test_already_applied_skips_ids_up_to_the_stored_one():
     assert already_applied("10-1", "10-1")
     assert already_applied("9-99", "10-0")

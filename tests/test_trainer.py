@@ -13,7 +13,7 @@ from click.testing import CliRunner
 from prometheus_client import REGISTRY
 
 from fedlearn.cli import main
-from fedlearn.data.eventlog import read_log
+from fedlearn.data.eventlog import day_of, read_log, shard_dir, stamp
 from fedlearn.devtools import EmbeddedRedis
 from fedlearn.model import Base, Delta, event_features, learn_many
 from fedlearn.store import Store, keys
@@ -116,6 +116,39 @@ def test_every_event_is_applied_once_and_logged(store: Store, tmp_path: Path) ->
     assert sorted(r["event_id"] for r in records) == sorted(e["event_id"] for e in events)
     assert all(0.0 < r["prediction"] < 1.0 and r["features"] for r in records)
     assert all(store.streams.pending_count(s) == 0 for s in store.shards)
+
+
+def test_a_batch_torn_in_the_middle_of_its_write_is_written_again_whole(
+    store: Store, tmp_path: Path
+) -> None:
+    """A crash while the writer wrote an entry leaves a prefix of its lines; resuming after
+    its log_id (as the last whole line says) lost the rest of the batch."""
+    publish(store, Base.fresh([f"item={i}" for i in range(20)], 4, version="b1"))
+    events = make_events(200, 8, seed=3)
+    append(store, events)
+    trainer = Trainer(store, lambda _base: CLONE, TrainerConfig(batch_size=16))  # no writer
+    run_until(trainer, lambda: trainer.applied_total >= len(events))
+    shard = max(store.shards, key=store.applied.length)
+    entries = store.applied.read(shard).entries
+    assert len(entries) >= 2
+    whole = b"".join(stamp(entry.event, entry.id)[0] for entry in entries)
+    second = stamp(entries[1].event, entries[1].id)[0].split(b"\n")
+    assert len(second) > 3
+    torn = (
+        stamp(entries[0].event, entries[0].id)[0] + b"\n".join(second[:2]) + b"\n" + second[2][:9]
+    )
+    root = tmp_path / "log"
+    folder = shard_dir(root, shard)
+    folder.mkdir(parents=True)
+    (folder / f"{day_of(entries[0].event['applied_at'])}.jsonl").write_bytes(torn)
+    writer = EventLogWriter(store, root)
+    while writer.drain(shard):
+        pass
+    assert b"".join(p.read_bytes() for p in sorted(folder.glob("*.jsonl"))) == whole
+    assert store.applied.length(shard) == 0
+    # an entry already trimmed was written whole: a new writer resumes after it, cutting nothing
+    assert EventLogWriter(store, root).drain(shard) == 0
+    assert b"".join(p.read_bytes() for p in sorted(folder.glob("*.jsonl"))) == whole
 
 
 def test_a_dead_owners_pending_batch_is_redone_once(store: Store, tmp_path: Path) -> None:

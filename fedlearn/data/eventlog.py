@@ -178,6 +178,43 @@ def last_log_id(folder: Path) -> str | None:
     return None
 
 
+def cut_entry(folder: Path, log_id: str) -> int:
+    """Cut the lines of applied-log entry ``log_id`` off the end of ``folder``'s last file
+    that has lines (an entry's lines are written together, to one file); returns how many.
+
+    A crash in the middle of writing an entry can leave a prefix of its lines: cut, the entry
+    is written again whole (``trainer.eventlog``). Call after :func:`last_log_id`, which cuts
+    a torn last line, so every line left ends with its newline."""
+    for path in sorted(folder.glob("*.jsonl"), reverse=True) if folder.exists() else []:
+        start, n = _trailing_lines_of(path, log_id)
+        if n:
+            with path.open("r+b") as fh:
+                fh.truncate(start)
+                os.fsync(fh.fileno())
+        if path.stat().st_size or n:
+            return n
+    return 0
+
+
+def _trailing_lines_of(path: Path, log_id: str) -> tuple[int, int]:
+    """Where the run of ``log_id``'s lines that ends ``path`` starts, and how many it holds."""
+    with path.open("rb") as fh:
+        size = fh.seek(0, os.SEEK_END)
+        chunk = 1 << 20
+        while True:
+            start = max(0, size - chunk)
+            fh.seek(start)
+            lines = fh.read(size - start).split(b"\n")[:-1]  # each line ends with a newline
+            offset, n = size, 0
+            for line in reversed(lines if start == 0 else lines[1:]):  # [0]: maybe a part
+                if str(orjson.loads(line).get("log_id")) != log_id:
+                    return offset, n
+                offset, n = offset - len(line) - 1, n + 1
+            if start == 0:
+                return offset, n
+            chunk *= 2
+
+
 def _repair_and_read_last(path: Path) -> bytes | None:
     """The last complete line of ``path``, cutting off a torn last line left by a crash.
 

@@ -42,6 +42,12 @@ class AppliedLog:
         start = "(" + str(StreamId.parse(after))  # exclusive range start: Redis >= 6.2
         return parse_applied(self._r.xrange(keys.applied(shard), start, "+", count=count))
 
+    def holds(self, shard: int, entry_id: str | StreamId) -> bool:
+        """Whether entry ``entry_id`` is still in the shard's applied log (not trimmed)."""
+        keys.check_shard(shard, self.n_shards)
+        at = str(StreamId.parse(entry_id))
+        return bool(self._r.xrange(keys.applied(shard), at, at, count=1))
+
     def trim(self, shard: int, *, through: str | StreamId) -> int:
         """Drop every entry up to and including ``through``; returns how many went."""
         keys.check_shard(shard, self.n_shards)

@@ -42,6 +42,14 @@ class StreamId(NamedTuple):
             return StreamId(self.ms, self.seq + 1)
         return StreamId(self.ms + 1, 0)
 
+    def previous(self) -> StreamId:
+        """The largest id before this one (``0-0`` has none): reading after it reads this one."""
+        if self.seq > 0:
+            return StreamId(self.ms, self.seq - 1)
+        if self.ms == 0:
+            raise ValueError("0-0 is the first stream id: nothing comes before it")
+        return StreamId(self.ms - 1, _MAX_U64)
+
     def __str__(self) -> str:
         return f"{self.ms}-{self.seq}"
 

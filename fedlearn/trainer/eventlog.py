@@ -5,7 +5,9 @@ before learning) to the shard's applied-log stream. The shard's owner drains tha
 the log's files (format and layout: ``fedlearn.data.eventlog``), fsyncs, and only then trims
 what it wrote. Each line carries ``log_id``, the id of its batch in the applied stream (a
 batch's lines are written together). After a crash between writing and trimming, the writer
-resumes after the last ``log_id`` in its files, so a line is never lost and never written twice.
+resumes after the last ``log_id`` in its files, writing that batch again when it was not trimmed
+(a crash in the middle of its write may have left part of it), so a line is never lost and never
+written twice.
 """
 
 from __future__ import annotations
@@ -30,10 +32,20 @@ class EventLogWriter:
         return eventlog.shard_dir(self.root, shard)
 
     def cursor(self, shard: int) -> StreamId:
-        """The id of the last applied-log entry already in the files of ``shard``."""
+        """The id of the last applied-log entry wholly in the files of ``shard``.
+
+        An entry still in the applied log was not trimmed, so it may not have been written
+        whole: a crash in the middle of its write leaves a prefix of its lines, and resuming
+        after its id would lose the rest. Its lines are cut and it is written again. (A
+        trimmed entry was written and fsynced whole first.)"""
         if shard not in self._cursor:
-            found = eventlog.last_log_id(self.shard_dir(shard))
-            self._cursor[shard] = StreamId(0, 0) if found is None else StreamId.parse(found)
+            folder = self.shard_dir(shard)
+            found = eventlog.last_log_id(folder)
+            cursor = StreamId(0, 0) if found is None else StreamId.parse(found)
+            if found is not None and self.store.applied.holds(shard, cursor):
+                eventlog.cut_entry(folder, found)
+                cursor = cursor.previous()
+            self._cursor[shard] = cursor
         return self._cursor[shard]
 
     def drain(self, shard: int, *, count: int = 20) -> int:
