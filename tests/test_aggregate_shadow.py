@@ -30,7 +30,7 @@ def write_log(folder: Path, world: dict[str, Any]) -> Path:  # noqa: F811
     """The held-out events as one shard's event log, in time order."""
     lines = [
         orjson.dumps({"user": f"u{i % 50}", "features": x, "signal": "click" if y else "skip",
-                      "ts": 1_000.0 + i, "log_id": f"{i}-0"})
+                      "ts": 1_000.0 + i, "log_id": f"{i}-0"}) + b"\n"
         for i, (x, y) in enumerate(zip(world["x"], world["y"], strict=True))
     ]  # fmt: skip
     append_lines(shard_dir(folder, 0), {"1970-01-01": lines})
@@ -133,7 +133,7 @@ def test_holdout_reads_only_the_newest_day_files_that_hold_enough(
 ) -> None:
     folder = write_log(tmp_path, world)
     # an older day file that does not even decode: read, it would raise
-    append_lines(shard_dir(folder, 0), {"1969-12-31": [b"{not json"]})
+    append_lines(shard_dir(folder, 0), {"1969-12-31": [b"{not json\n"]})
     assert len(holdout(folder, 100)) == 100
     with pytest.raises(orjson.JSONDecodeError):
         holdout(folder, len(world["y"]) + 1)
