@@ -25,7 +25,7 @@ from fedlearn.aggregate.partials import PartialBuilder
 from fedlearn.aggregate.round import RoundStatus
 from fedlearn.aggregate.snapshots import Snapshot
 from fedlearn.model import Delta, ModelFormatError
-from fedlearn.serving.clones import pending_rebases, rebase_versions
+from fedlearn.serving.clones import rebase_versions, rebased_by_notes
 from fedlearn.store import Store
 from fedlearn.store.rounds import Rounds
 
@@ -105,6 +105,7 @@ def map_shard(
     rejections = Rejections()
     versions = rebase_versions(store.bases.meta(record["base"]))
     for users in _chunks(store.deltas.users(shard), CHUNK):
+        notes = store.streams.rebase_notes(shard, users, versions)  # before the records
         records = store.deltas.get_many(shard, users)
         snapshots = rounds.snapshots(shard, list(records))
         pairs: list[tuple[Delta, Delta | None, int]] = []
@@ -132,7 +133,8 @@ def map_shard(
                 stale += 1
                 continue
             # a rebase its trainer has not applied yet is counted as done (the snapshot has it)
-            current = pending_rebases(store, versions, rec, delta) if versions else delta
+            pending = [(before, share) for _, before, share in notes.get(user, ())]
+            current = rebased_by_notes(pending, rec, delta) if pending else delta
             pairs.append((current, old, rec.events - (snap.events if snap else 0)))
             names.append(user)
             blob = rec.delta if current is delta else current.to_bytes()

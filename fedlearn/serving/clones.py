@@ -82,20 +82,13 @@ def delta_applies(record: DeltaRecord, delta: Delta, base: Base, bases: BaseCach
     return record.generation == bases.generation(base) and delta.n_factors == base.n_factors
 
 
-def pending_rebases(
-    store: Store, versions: Sequence[str], record: DeltaRecord, delta: Delta
-) -> Delta:
-    """``delta`` rebased on the fly on the promotions of ``versions`` whose ``rebase`` entry
-    the user's trainer has not applied yet (its ``last_event`` has not passed the stream id
-    noted before the entry), oldest first, with the trainer's own function. The API serves
-    this, and a round's map step counts it, so neither counts a share twice."""
-    notes = store.streams.rebase_notes(store.shard_of(record.user), record.user, versions)
-    return rebased_by_notes([(before, share) for _, before, share in notes], record, delta)
-
-
 def rebased_by_notes(notes: Sequence[Note], record: DeltaRecord, delta: Delta) -> Delta:
     """``delta`` rebased on the notes (newest promotion first, as ``rebase_versions`` lists
-    them) whose entry comes after the record's ``last_event`` (``pending_rebases``)."""
+    them) whose entry comes after the record's ``last_event``: the rebases its trainer has not
+    applied yet, done on the fly with the trainer's own function. The API serves this, and a
+    round's map step counts it, so neither counts a share twice. The notes must be read before
+    the record: a trainer's commit in between (the rebase applied, its note dropped) would
+    otherwise leave a record from before it with no note."""
     for before, share in reversed(notes):
         if record.last_event <= before:
             try:

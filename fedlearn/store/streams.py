@@ -193,20 +193,22 @@ class Streams:
         )
 
     def rebase_notes(
-        self, shard: int, user: str, versions: Sequence[str]
-    ) -> list[tuple[str, StreamId, bytes]]:
-        """The user's rebase notes of ``versions``: (version, the stream id before the entry,
-        the share as JSON bytes), in the order of ``versions``."""
-        if not versions:
-            return []
+        self, shard: int, users: Sequence[str], versions: Sequence[str]
+    ) -> dict[str, list[tuple[str, StreamId, bytes]]]:
+        """Each of ``users``' rebase notes of ``versions``: (version, the stream id before the
+        entry, the share as JSON bytes), in the order of ``versions``; users without one are
+        left out. One HMGET per version, in one round trip."""
+        if not versions or not users:
+            return {}
         pipe = self._r.pipeline(transaction=False)
         for version in versions:
-            pipe.hget(keys.rebase_notes(shard, version), user)
-        out = []
-        for version, raw in zip(versions, pipe.execute(), strict=True):
-            note = parse_note(raw)
-            if note is not None:
-                out.append((version, *note))
+            pipe.hmget(keys.rebase_notes(shard, version), list(users))
+        out: dict[str, list[tuple[str, StreamId, bytes]]] = {}
+        for version, raws in zip(versions, pipe.execute(), strict=True):
+            for user, raw in zip(users, raws, strict=True):
+                note = parse_note(raw)
+                if note is not None:
+                    out.setdefault(user, []).append((version, *note))
         return out
 
     def drop_rebase_notes(self, shard: int, notes: Sequence[tuple[str, str]]) -> None:
