@@ -365,18 +365,19 @@ def _plain_batch(
         if StreamId(ms_list[i], seq_list[i]) <= states[user].last_event:
             return None
     recorded = _recorded_features(events, prediction_features)
-    own = [i for i, x in enumerate(recorded) if x is None]
     try:
-        if len(own) == len(events):  # no ranking's record: all the events' own features
+        if recorded is None:  # no ranking named: all the events' own features
             features = _plain_features(events, users, item_features)
+            sources = ["event"] * len(events)
         else:
+            own = [i for i, x in enumerate(recorded) if x is None]
             computed = iter(
                 _plain_features([events[i] for i in own], [users[i] for i in own], item_features)
             )
             features = [next(computed) if x is None else x for x in recorded]
+            sources = ["event" if x is None else "prediction" for x in recorded]
     except TypeError:  # an unhashable context value: features_of says what is wrong
         return None
-    sources = ["event" if x is None else "prediction" for x in recorded]
     last = dict(zip(users, range(len(users)), strict=True))
     last_ids = {user: StreamId(ms_list[i], seq_list[i]) for user, i in last.items()}
     return entries, features, sources, last_ids
@@ -384,11 +385,12 @@ def _plain_batch(
 
 def _recorded_features(
     events: list[dict[str, Any]], prediction_features: PredictionFeatures
-) -> list[dict[str, float] | None]:
+) -> list[dict[str, float] | None] | None:
     """Each event's features as its ranking's record holds them (a copy, as
-    :func:`features_of` gives), or None when it names no ranking or the record lacks it."""
+    :func:`features_of` gives), or None when it names no ranking or the record lacks it;
+    None for the whole batch when no event names a ranking."""
     if not any(map(_PREDICTION_ID, events)):
-        return [None] * len(events)
+        return None
     found: list[dict[str, float] | None] = []
     for event in events:
         pid = event.get("prediction_id")
