@@ -1,6 +1,7 @@
 """The trainer end to end: stream read, test-then-train, delta write + ack, in events/s.
 
     .venv/bin/python benchmarks/bench_trainer.py [--events 200000] [--batch 1000] [--profile]
+        [--ranked 0.7]
 
 The shard streams are pre-filled with ``--events`` synthetic events
 (``fedlearn.data.synthetic``: 5,000 users with Zipf activity, 2,000 items with genres, an hour
@@ -11,7 +12,9 @@ them: claim/XREADGROUP, load the users' deltas, ``apply_batch`` (features, the s
 applied log), metrics.
 Timed from the first step to the last event committed. The trainer is single-threaded, so its
 events/s is per core; Redis works beside it on the other core, and its CPU seconds are reported
-too. The durable event log (JSON Lines on disk) is drained every second as ``fedlearn worker``
+too. With ``--ranked SHARE``, that share of the events names a ranking (``prediction_id``), as
+the live service's clicks and skips mostly do (``loadtests/users.py``): see :func:`rank_events`.
+The durable event log (JSON Lines on disk) is drained every second as ``fedlearn worker``
 does, and timed apart.
 
 Also measured: the Redis memory of the users' delta records (``MEMORY USAGE`` of each hash,
@@ -27,6 +30,7 @@ import gc
 import pstats
 import tempfile
 import time
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -35,9 +39,11 @@ import numpy as np
 from fedlearn.config import load_settings
 from fedlearn.data.synthetic import SyntheticConfig, generate
 from fedlearn.devtools import EmbeddedRedis
-from fedlearn.model import Base
+from fedlearn.model import Base, event_features
+from fedlearn.model.policy import Policy, rank_with_policy
 from fedlearn.store import Store, keys
 from fedlearn.store.items import Catalog
+from fedlearn.store.predictions import PredictionQuota
 from fedlearn.trainer.apply import CloneSettings
 from fedlearn.trainer.eventlog import EventLogWriter
 from fedlearn.trainer.trainer import Trainer, TrainerConfig, prepare_process
@@ -47,6 +53,13 @@ N_USERS = 5000
 N_ITEMS = 2000
 VERSION = "bench-trainer"
 CLONE = CloneSettings(lr=0.1, l2=0.0, bias_lr=0.1)
+RANKED_SLOTS = 4  # items per ranking: each ranking covers a user's next 4 ranked events
+# The rank route's explore policy (``Policy.of``, as ``explore_policy`` names it), so records
+# carry real slots and propensities.
+RANK_POLICY = Policy.of("epsilon", 0.1, 1.0)
+# Large enough that no record is dropped before its events are applied: in the live service
+# a user's events follow their ranking within seconds, well inside the default quota.
+RANK_QUOTA = PredictionQuota(max_records=1 << 20, max_bytes=1 << 30)
 
 # (label, file suffix, function name): the trainer's stages, for the profile breakdown.
 STAGES = (
@@ -63,9 +76,12 @@ STAGES = (
 )
 
 
-def prefill(store: Store, n_events: int, *, seed: int = 1, publish: bool = True) -> Base:
+def prefill(
+    store: Store, n_events: int, *, seed: int = 1, publish: bool = True, ranked: float = 0.0
+) -> Base:
     """Publish a base and catalog and append ``n_events`` events to the shard streams (with
-    ``publish=False`` the base is only returned: ``bench_scaleout.py`` publishes it later)."""
+    ``publish=False`` the base is only returned: ``bench_scaleout.py`` publishes it later);
+    with ``ranked``, that share of them names a ranking stored first (:func:`rank_events`)."""
     config = SyntheticConfig(
         n_users=N_USERS, n_items=N_ITEMS, events_per_user=max(1, n_events // N_USERS), seed=seed
     )
@@ -83,10 +99,67 @@ def prefill(store: Store, n_events: int, *, seed: int = 1, publish: bool = True)
         record = {k: v for k, v in event.to_dict().items() if v is not None}
         record["received_at"] = now
         by_shard.setdefault(store.shard_of(event.user), []).append(record)
+    if ranked:
+        rng = np.random.default_rng(seed)
+        for shard, records in by_shard.items():
+            rank_events(store, shard, records, items, ranked, rng)
     for shard, records in by_shard.items():
         for start in range(0, len(records), 5000):
             store.streams.append_events(shard, records[start : start + 5000])
     return base
+
+
+def rank_events(
+    store: Store,
+    shard: int,
+    records: list[dict[str, Any]],
+    items: dict[str, dict[str, float]],
+    share: float,
+    rng: np.random.Generator,
+) -> None:
+    """Make ``share`` of ``records`` (one shard's events, in order) name a ranking, recorded
+    through ``store.predictions`` in the rank route's shape (``serving.clones.rank``'s record:
+    each item's features as ``event_features`` gives them, a score, its slot and propensity
+    under :data:`RANK_POLICY`, the policy): each ranking holds the items of a user's next
+    :data:`RANKED_SLOTS` ranked events, ranked with the context of the first of them."""
+    pending: dict[str, list[dict[str, Any]]] = {}
+    chosen = rng.random(len(records)) < share
+    for record, named in zip(records, chosen, strict=True):
+        if named:
+            group = pending.setdefault(record["user"], [])
+            group.append(record)
+            if len(group) == RANKED_SLOTS:
+                _rank(store, shard, pending.pop(record["user"]), items, rng)
+    for group in pending.values():
+        _rank(store, shard, group, items, rng)
+
+
+def _rank(
+    store: Store,
+    shard: int,
+    events: list[dict[str, Any]],
+    items: dict[str, dict[str, float]],
+    rng: np.random.Generator,
+) -> None:
+    """Store one ranking of ``events``' items (one user's) and name it in each of them."""
+    user, context = events[0]["user"], events[0].get("context")
+    ids = list(dict.fromkeys(event["item"] for event in events))
+    scores = rng.random(len(ids))
+    order, propensities = rank_with_policy(scores, len(ids), RANK_POLICY, rng)
+    scored: dict[str, dict[str, Any]] = {
+        item: {"features": event_features(user, item, context, items.get(item)), "score": p}
+        for item, p in zip(ids, scores.tolist(), strict=True)
+    }
+    for slot, (i, propensity) in enumerate(zip(order.tolist(), propensities.tolist(), strict=True)):
+        scored[ids[i]].update(slot=slot, propensity=propensity)
+    pid = uuid.uuid4().hex
+    record = {
+        "user": user, "base_version": VERSION, "created_at": time.time(),
+        "policy": RANK_POLICY.as_dict(), "items": scored,
+    }  # fmt: skip
+    store.predictions.put_predictions(shard, {pid: record}, 3600, quota=RANK_QUOTA)
+    for event in events:
+        event["prediction_id"] = pid
 
 
 def _redis_cpu(store: Store) -> float:
@@ -208,10 +281,11 @@ def measure(
     batch: int = 1000,
     eventlog: Path | None = None,
     profile: bool = False,
+    ranked: float = 0.0,
 ) -> dict[str, Any]:
     with Store.from_url(redis_url, N_SHARDS, stream_maxlen=max(100_000, 2 * n_events)) as store:
         store.client.flushall()
-        prefill(store, n_events)
+        prefill(store, n_events, ranked=ranked)
         result = drain(store, n_events, batch=batch, eventlog=eventlog, profile=profile)
         result["memory"] = delta_memory(store)
         store.client.flushall()
@@ -223,11 +297,17 @@ def main() -> None:
     parser.add_argument("--events", type=int, default=200_000)
     parser.add_argument("--batch", type=int, default=1000)
     parser.add_argument("--profile", action="store_true", help="where the time goes")
+    parser.add_argument(
+        "--ranked", type=float, default=0.0, help="share of events naming a ranking (0..1)"
+    )
     parser.add_argument("--no-eventlog", action="store_true", help="do not write the event log")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp, EmbeddedRedis(Path(tmp) / "redis") as server:
         log = None if args.no_eventlog else Path(tmp) / "eventlog"
-        r = measure(server.url, args.events, batch=args.batch, eventlog=log, profile=args.profile)
+        r = measure(
+            server.url, args.events, batch=args.batch, eventlog=log, profile=args.profile,
+            ranked=args.ranked,
+        )  # fmt: skip
     print(
         f"trainer: {r['events']:,} events in {r['seconds']:.2f} s = {r['events_per_s']:,.0f}/s "
         f"(batch {r['batch']}); {r['events_per_s_without_log']:,.0f}/s without the "

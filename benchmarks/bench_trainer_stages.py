@@ -1,12 +1,14 @@
 """Where a trainer event's CPU goes, stage by stage: ``bench_trainer.py``'s run, timed inside.
 
-    .venv/bin/python benchmarks/bench_trainer_stages.py [--events 200000]
+    .venv/bin/python benchmarks/bench_trainer_stages.py [--events 200000] [--ranked 0.7]
 
 The same pre-filled streams and in-process trainer as ``bench_trainer.py`` (event log off);
 each stage's function is wrapped to add up this process's CPU time (``time.process_time``)
 spent in it. CPU time rather than a sampling profiler: what is waited for (Redis answering)
 is not counted, and the wrapping adds well under a microsecond per call (a stage is called
-once per batch). Printed: microseconds of trainer CPU per event for each stage, and in all.
+once per batch). ``--ranked`` makes that share of the events name a ranking, as
+``bench_trainer.py``'s does. Printed: microseconds of trainer CPU per event for each stage,
+and in all.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ STAGES = (
     ("read: XREADGROUP + parse", streams.Streams, "read_many"),
     ("screen entries", trainer, "screen_events"),
     ("load users' deltas", trainer.Trainer, "_load_users"),
+    ("prediction records", trainer.Trainer, "_prediction_records"),
     ("catalog features", catalog_cache.CatalogCache, "features"),
     ("apply_batch", trainer, "apply_batch"),
     ("serialize deltas", DeltaTable, "to_bytes_many"),
@@ -59,6 +62,9 @@ def timed(spent: dict[str, float]) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--events", type=int, default=200_000)
+    parser.add_argument(
+        "--ranked", type=float, default=0.0, help="share of events naming a ranking (0..1)"
+    )
     args = parser.parse_args()
     spent: dict[str, float] = {}
     timed(spent)
@@ -68,7 +74,7 @@ def main() -> None:
             url, bench_trainer.N_SHARDS, stream_maxlen=max(100_000, 2 * n)
         ) as store:
             store.client.flushall()
-            bench_trainer.prefill(store, n)
+            bench_trainer.prefill(store, n, ranked=args.ranked)
             result = bench_trainer.drain(store, n)
     applied = result["events"]
     print(f"{result['events_per_cpu_s']:,.0f} events per trainer CPU-second; us of CPU per event:")

@@ -115,8 +115,8 @@ def test_rendered_lines_stamped_with_their_log_id_are_the_expanded_records() -> 
 def test_lines_appended_to_the_events_own_text_are_the_records_lines_byte_for_byte() -> None:
     """With each event's JSON text as read (the ``raw`` column), a plain event's line is its
     text with the trainer's fields appended: the bytes the record would have encoded to. An
-    event holding a key a line adds, an event shown with something known, or text that is not
-    a bare object falls back to the record, so no key ever appears twice."""
+    event holding a key a line adds (a client's own propensity too) or text that is not a bare
+    object falls back to the record, so no key ever appears twice."""
     import numpy as np
 
     events = [
@@ -167,3 +167,42 @@ def test_a_batch_of_plain_events_encoded_column_by_column_gives_the_records_byte
     assert render_applied(batch)["lines"] == expected
     batch["stream_id"][-1] = "9-9"  # every column split from one encoding
     assert render_applied(batch)["lines"] == render_applied({**batch, "raw": [b""] * n})["lines"]
+
+
+def test_ranked_events_shown_with_a_policy_keep_their_text_and_give_the_records_bytes() -> None:
+    """Events naming a ranking get how they were shown (propensity, slot, policy, and the
+    candidates on the slot-0 item's line) after their own text: the same bytes as the record,
+    whether every line of the batch is appended to or some line falls back to the record."""
+    import numpy as np
+
+    policy = {"kind": "epsilon", "epsilon": 0.1}
+    candidates = [{"item": "1", "features": {"item=1": 1.0}}, {"item": "2", "features": {}}]
+    shown = [
+        {"propensity": 0.925, "slot": 0, "policy": policy, "candidates": candidates},
+        {"propensity": np.float64(0.05), "slot": 1, "policy": policy},
+        {},  # a plain event between ranked ones
+        {"propensity": 1.0, "slot": 3, "policy": {"kind": "greedy"}},
+    ]
+    n = len(shown)
+    events = [
+        {"event_id": f"e{i}", "user": "u", "item": str(i), "prediction_id": "p1"} for i in range(n)
+    ]
+    events[2].pop("prediction_id")
+    batch = {
+        "events": events, "raw": [orjson.dumps(e) for e in events],
+        "stream_id": [f"1-{i}" for i in range(n)],
+        "features": [{"item=1": 1.0, "hour=21": 1.0}] * n, "features_from": ["prediction"] * n,
+        "prediction": [0.5, 0.25, 0.3, 0.1], "base_prediction": [0.4] * n,
+        "base_version": "v1", "applied_at": 1.5, "shown": shown,
+    }  # fmt: skip
+    expected = render_applied({**batch, "raw": [b""] * n})["lines"]  # record by record
+    assert render_applied(batch)["lines"] == expected
+    assert orjson.loads(expected.split(b"\n")[0])["candidates"] == candidates
+    # one event holding a key a line adds sends the batch line by line: the same bytes still
+    forged = {**batch, "events": [*events, {"event_id": "x", "slot": 9}]}
+    forged["raw"] = [orjson.dumps(e) for e in forged["events"]]
+    for column in ("stream_id", "features", "features_from", "prediction", "base_prediction"):
+        forged[column] = [*batch[column], batch[column][0]]
+    forged["shown"] = [*shown, {"propensity": 0.5, "slot": 1, "policy": policy}]
+    by_record = render_applied({**forged, "raw": [b""] * (n + 1)})["lines"]
+    assert render_applied(forged)["lines"] == by_record

@@ -2,13 +2,23 @@
 
 from __future__ import annotations
 
-from fedlearn.data.eventlog import expand
+import orjson
+import pytest
+
+from fedlearn.data.eventlog import expand, render_applied
 from fedlearn.model import Base, Clone, Delta, event_features
 from fedlearn.model.gating import Gate
 from fedlearn.model.table import DeltaTable
 from fedlearn.store.entries import Entry
 from fedlearn.store.streamid import StreamId
-from fedlearn.trainer.apply import NEVER, CloneSettings, UserState, apply_batch, features_of
+from fedlearn.trainer.apply import (
+    NEVER,
+    CloneSettings,
+    UserState,
+    _plain_batch,
+    apply_batch,
+    features_of,
+)
 
 BASE = Base.fresh([f"item={i}" for i in range(5)] + ["genre=Drama"], 4, version="b1")
 SETTINGS = CloneSettings(lr=0.1, l2=0.0, bias_lr=0.1)
@@ -178,19 +188,47 @@ def plain_batch(n: int, seed: int) -> list[Entry]:
     ]  # fmt: skip
 
 
-def test_a_plain_batch_taken_whole_gives_what_entry_by_entry_gives() -> None:
+def rank_some(entries: list[Entry]) -> dict[tuple[str, str], dict]:
+    """Make some of ``entries`` name a ranking (some found, some expired, an empty id) and
+    some carry how they were shown as the client sent it; the records of the rankings."""
+    policy = {"kind": "epsilon", "epsilon": 0.1}
+    records = {
+        (f"p{p}", str(item)): {
+            "features": {f"user=u{p}": 1.0, f"item={item}": 1.0, f"hour={p}": 1.0},
+            "score": 0.5, "slot": item, "propensity": 0.9 if item else 0.1, "policy": policy,
+        }
+        for p in range(3) for item in range(3)
+    }  # fmt: skip
+    for i, e in enumerate(entries):
+        if i % 3 == 0:
+            e.event["prediction_id"] = f"p{i % 5}" if i % 4 else ""
+        elif i % 11 == 0:
+            e.event.update(propensity=0.5, policy={"kind": "greedy"})
+    return records
+
+
+@pytest.mark.parametrize("ranked", [False, True])
+def test_a_plain_batch_taken_whole_gives_what_entry_by_entry_gives(*, ranked: bool) -> None:
     """A batch of events only, in stream order, none applied before, is chosen over whole
-    columns; one entry already applied sends the same batch entry by entry. Both must give
-    the same predictions, states, log columns and delta bytes."""
+    columns, whether some events name a ranking or not; one entry already applied sends the
+    same batch entry by entry. Both must give the same predictions, states, log columns,
+    delta bytes and event-log lines."""
     catalog = {"1": {"genre=Drama": 1.0, "year": 0.5}, "3": {"hour=21": 2.0}}.get
     entries = plain_batch(300, seed=3)
+    records = rank_some(entries) if ranked else {}
+    ranking = {
+        "prediction_features": lambda pid, item: records.get((pid, item), {}).get("features"),
+        "prediction_shown": lambda pid, item: records.get((pid, item)),
+    }
+    fresh = {user: UserState() for user in {e.event["user"] for e in entries}}
+    assert _plain_batch(entries, fresh, catalog, ranking["prediction_features"]) is not None
     users = sorted({e.event["user"] for e in entries})
     outs, tables = [], []
     for redelivered in ([], [entry("50-0", "old", "1")]):  # "old" applied up to 60-0
         states = {user: UserState(StreamId(99, 0), Gate(0.5, 0.25, 2)) for user in users}
         states["old"] = UserState(StreamId(60, 0))
         table = table_of({"u1": Delta.from_rows(4, ["item=1"], [0.5], [[0.1] * 4])})
-        outs.append(apply(table, states, redelivered + entries, item_features=catalog))
+        outs.append(apply(table, states, redelivered + entries, item_features=catalog, **ranking))
         tables.append(table.to_bytes_many(users))
     whole, one_by_one = outs
     assert (whole.skipped, one_by_one.skipped) == (0, 1) and whole.applied == 300
@@ -204,6 +242,11 @@ def test_a_plain_batch_taken_whole_gives_what_entry_by_entry_gives() -> None:
         list(x.items()) for x in one_by_one.log["features"]
     ]
     assert tables[0] == tables[1]
+    assert ("prediction" in whole.log["features_from"]) == ranked
+    assert any(whole.log["shown"]) == ranked
+    by_record = render_applied({**one_by_one.log, "raw": [b""] * whole.applied})["lines"]
+    own_text = [orjson.dumps(e) for e in whole.log["events"]]  # as the stream holds them
+    assert render_applied({**whole.log, "raw": own_text})["lines"] == by_record
 
 
 def test_ids_out_of_stream_order_go_entry_by_entry_and_keep_the_highest() -> None:

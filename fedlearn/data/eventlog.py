@@ -88,9 +88,10 @@ _ADDED = frozenset({
 })  # fmt: skip
 
 
-# An event's own JSON text (without its closing brace), then what the trainer adds.
+# An event's own JSON text (without its closing brace), how it was shown (``_shown_fields``),
+# then what the trainer adds.
 _APPENDED = (
-    b'%s,"stream_id":%s,"features":%s,"features_from":%s,"prediction":%s,"base_prediction":%s%s'
+    b'%s%s,"stream_id":%s,"features":%s,"features_from":%s,"prediction":%s,"base_prediction":%s%s'
 )
 
 
@@ -114,12 +115,8 @@ def render_applied(batch: dict[str, Any]) -> dict[str, Any]:
         orjson.dumps(batch["base_version"]),
         orjson.dumps(batch["applied_at"], option=NUMPY),
     )
-    if (
-        not any(shown)
-        and all(map(bytes.endswith, raw, repeat(b"}")))
-        and all(map(_ADDED.isdisjoint, batch["events"]))
-    ):
-        lines = _appended_lines(batch, raw, tail)
+    if all(map(bytes.endswith, raw, repeat(b"}"))) and all(map(_ADDED.isdisjoint, batch["events"])):
+        lines = _appended_lines(batch, raw, shown, tail)
     else:
         lines = _lines(batch, raw, shown, tail)
     return {"applied_at": batch["applied_at"], "lines": b"\n".join(lines)}
@@ -256,7 +253,9 @@ def records(path: Path) -> Iterable[dict[str, Any]]:
                 yield orjson.loads(line)
 
 
-def _appended_lines(batch: dict[str, Any], raw: list[bytes], tail: bytes) -> list[bytes]:
+def _appended_lines(
+    batch: dict[str, Any], raw: list[bytes], shown: list[dict[str, Any]], tail: bytes
+) -> list[bytes]:
     """:func:`render_applied`'s lines when every event keeps its own text: each column
     encoded in one call where its values cannot contain the comma that splits them (stream
     ids, numbers; else one call per value), the lines formatted in one pass."""
@@ -267,6 +266,7 @@ def _appended_lines(batch: dict[str, Any], raw: list[bytes], tail: bytes) -> lis
             _APPENDED.__mod__,
             zip(
                 map(itemgetter(slice(None, -1)), raw),
+                _shown_fields(shown),
                 _encoded(batch["stream_id"], n),
                 map(orjson.dumps, batch["features"]),
                 map(sources.__getitem__, batch["features_from"]),
@@ -277,6 +277,14 @@ def _appended_lines(batch: dict[str, Any], raw: list[bytes], tail: bytes) -> lis
             ),
         )
     )
+
+
+def _shown_fields(shown: list[dict[str, Any]]) -> list[bytes]:
+    """Each event's ``how`` as the members it adds after the event's own (``,"propensity":..``;
+    ``b""`` when nothing is known): ``{**event, **how}`` of an event holding none of its keys."""
+    if not any(shown):
+        return [b""] * len(shown)
+    return [b"," + orjson.dumps(how, option=NUMPY)[1:-1] if how else b"" for how in shown]
 
 
 def _encoded(values: list[Any], n: int) -> list[bytes]:
@@ -298,14 +306,15 @@ def _lines(
         batch["features_from"], batch["prediction"], batch["base_prediction"], strict=True,
     )  # fmt: skip
     for text, how, event, stream_id, features, source, prediction, base_prediction in columns:
-        if how or text[-1:] != b"}" or not _ADDED.isdisjoint(event):
+        if text[-1:] != b"}" or not _ADDED.isdisjoint(event):
             trained = (stream_id, features, source, prediction, base_prediction)
             record = _without_log_id(_record(batch, event, how, *trained))
             lines.append(orjson.dumps(record, option=NUMPY))
             continue
         lines.append(
             _APPENDED % (
-                text[:-1], orjson.dumps(stream_id), orjson.dumps(features), orjson.dumps(source),
+                text[:-1], *_shown_fields([how]), orjson.dumps(stream_id), orjson.dumps(features),
+                orjson.dumps(source),
                 orjson.dumps(prediction, option=NUMPY),
                 orjson.dumps(base_prediction, option=NUMPY), tail,
             )

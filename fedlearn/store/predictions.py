@@ -29,7 +29,7 @@ import orjson
 from fedlearn.store import keys
 from fedlearn.store.entries import encode
 from fedlearn.store.errors import StoreError
-from fedlearn.store.scripts import PUT_PREDICTION
+from fedlearn.store.scripts import GET_PREDICTIONS, PUT_PREDICTION
 
 MAX_TTL_S = 30 * 24 * 3600
 
@@ -98,6 +98,7 @@ class Predictions:
         self._r = client
         self.n_shards = n_shards
         self._put = client.register_script(PUT_PREDICTION)
+        self._get = client.register_script(GET_PREDICTIONS)
 
     def _check(self, shard: int, user: str) -> None:
         keys.check_shard(shard, self.n_shards)
@@ -160,19 +161,20 @@ class Predictions:
         """
         keys.check_shard(shard, self.n_shards)
         owners: dict[str, set[str]] = {}
-        for pid, user in wanted:
+        for pid, user in set(wanted):  # a batch names a ranking once per event shown
             keys.check_id("prediction_id", pid)
             keys.check_id("user", user)
             owners.setdefault(pid, set()).add(user)
         asked = [(pid, users.pop()) for pid, users in owners.items() if len(users) == 1]
         if not asked:
             return {}
-        pipe = self._r.pipeline(transaction=False)
-        for pid, user in asked:
-            pipe.hget(keys.predictions_of(shard, user), pid)
+        records = self._get(
+            keys=[keys.predictions_of(shard, user) for _, user in asked],
+            args=[pid for pid, _ in asked],
+        )
         now = time.time()
         found = {}
-        for (pid, user), raw in zip(asked, pipe.execute(), strict=True):
+        for (pid, user), raw in zip(asked, records, strict=True):
             record = orjson.loads(raw) if raw is not None else None
             # the hash expires as a whole, so a record past its own TTL may linger in it
             if record and record.get("user") == user and record.get("expires_at", 0) > now:

@@ -256,6 +256,15 @@ redis.call('PEXPIRE', KEYS[2], ttl)
 return {'OK', dropped}
 """
 
+# KEYS: a user's records hash per id asked (one shard's: same tag); ARGV: the ids, in order
+# -> each record, or nil where it is absent. One command, where a pipeline of HGETs cost the
+# trainer a few microseconds of Python per record (BENCHMARKS.md, "Trainer speed").
+GET_PREDICTIONS = """
+local found = {}
+for i = 1, #KEYS do found[i] = redis.call('HGET', KEYS[i], ARGV[i]) end
+return found
+"""
+
 # KEYS: the limit's state (a theoretical arrival time, TAT, in ms), the user's revocation
 # record (store/revocations.py).
 # ARGV: ms per unit (1000 / rate), burst (units), units asked, the token's issue time ("" to

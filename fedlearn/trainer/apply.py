@@ -35,11 +35,12 @@ DEFAULT_GATING = GateSettings()
 NEVER = StreamId(0, 0)  # the last_event of a user who has no applied event yet
 # An event with none of these fields was shown with nothing known: ``shown_with`` gives {}.
 _SHOWN_FIELDS = frozenset({"prediction_id", *SHOWN_KEYS})
-# An event with none of these is learned as it stands (no erasure, rebase or ranking to join).
-_PLAIN_FIELDS = frozenset({"type", *_SHOWN_FIELDS})
+# A batch whose events hold none of these is taken whole (no erasure or rebase): each event's
+# features are its own, or its ranking's record's.
+_PLAIN_FIELDS = frozenset({"type"})
 _EVENT, _RAW, _ID = attrgetter("event"), attrgetter("raw"), attrgetter("id")
 _USER, _ITEM, _SIGNAL = itemgetter("user"), itemgetter("item"), itemgetter("signal")
-_CONTEXT = methodcaller("get", "context")
+_CONTEXT, _PREDICTION_ID = methodcaller("get", "context"), methodcaller("get", "prediction_id")
 
 ItemFeatures = Callable[[str], Mapping[str, float] | None]
 PredictionFeatures = Callable[[str, str], Mapping[str, float] | None]
@@ -211,7 +212,7 @@ def apply_batch(
     if settings.lr_half_life is not None:  # checked before the table changes
         raise ValueError("lr_half_life is a replay lever; the trainer's update does not take it")
     out = AppliedBatch()
-    chosen = _plain_batch(entries, states, item_features)
+    chosen = _plain_batch(entries, states, item_features, prediction_features)
     if chosen is None:
         chosen = _choose(base, table, states, entries, out, item_features, prediction_features)
     kept, features, sources, last_ids = chosen
@@ -333,16 +334,19 @@ def _choose(
 
 
 def _plain_batch(
-    entries: list[Entry], states: Mapping[str, UserState], item_features: ItemFeatures
+    entries: list[Entry],
+    states: Mapping[str, UserState],
+    item_features: ItemFeatures,
+    prediction_features: PredictionFeatures,
 ) -> Chosen | None:
-    """The common batch, chosen over whole columns: events only (no ``forget``, ``rebase`` or
-    ranking to join), in stream order, none applied before, contexts of plain values. None
-    when the batch is not that: :func:`_choose` then goes entry by entry.
+    """The common batch, chosen over whole columns: events only (no ``forget`` or
+    ``rebase``; a ranking named or not), in stream order, none applied before, contexts of
+    plain values. None when the batch is not that: :func:`_choose` then goes entry by entry.
 
     What it gives is what :func:`_choose` would: every entry, each event's
-    :func:`features_of` (the item's and the context's part worked out once per batch), and
-    each user's last id (the ids rise, so a user's last entry has it, and none was applied
-    before when each user's first one was not).
+    :func:`features_of` (its ranking's record's, else the item's and the context's part
+    worked out once per batch), and each user's last id (the ids rise, so a user's last entry
+    has it, and none was applied before when each user's first one was not).
     """
     events = list(map(_EVENT, entries))
     if not events or not all(map(_PLAIN_FIELDS.isdisjoint, events)):
@@ -360,13 +364,39 @@ def _plain_batch(
     for user, i in first.items():
         if StreamId(ms_list[i], seq_list[i]) <= states[user].last_event:
             return None
+    recorded = _recorded_features(events, prediction_features)
     try:
-        features = _plain_features(events, users, item_features)
+        if recorded is None:  # no ranking named: all the events' own features
+            features = _plain_features(events, users, item_features)
+            sources = ["event"] * len(events)
+        else:
+            own = [i for i, x in enumerate(recorded) if x is None]
+            computed = iter(
+                _plain_features([events[i] for i in own], [users[i] for i in own], item_features)
+            )
+            features = [next(computed) if x is None else x for x in recorded]
+            sources = ["event" if x is None else "prediction" for x in recorded]
     except TypeError:  # an unhashable context value: features_of says what is wrong
         return None
     last = dict(zip(users, range(len(users)), strict=True))
     last_ids = {user: StreamId(ms_list[i], seq_list[i]) for user, i in last.items()}
-    return entries, features, ["event"] * len(events), last_ids
+    return entries, features, sources, last_ids
+
+
+def _recorded_features(
+    events: list[dict[str, Any]], prediction_features: PredictionFeatures
+) -> list[dict[str, float] | None] | None:
+    """Each event's features as its ranking's record holds them (a copy, as
+    :func:`features_of` gives), or None when it names no ranking or the record lacks it;
+    None for the whole batch when no event names a ranking."""
+    if not any(map(_PREDICTION_ID, events)):
+        return None
+    found: list[dict[str, float] | None] = []
+    for event in events:
+        pid = event.get("prediction_id")
+        recorded = prediction_features(pid, event["item"]) if pid else None
+        found.append(None if recorded is None else dict(recorded))
+    return found
 
 
 def _plain_features(
