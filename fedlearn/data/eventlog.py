@@ -15,7 +15,7 @@ from collections.abc import Iterable, Iterator
 from itertools import repeat
 from operator import itemgetter
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import orjson
 
@@ -197,19 +197,15 @@ def _trailing_lines_of(path: Path, log_id: str) -> tuple[int, int]:
     """Where the run of ``log_id``'s lines that ends ``path`` starts, and how many it holds."""
     with path.open("rb") as fh:
         size = fh.seek(0, os.SEEK_END)
-        chunk = 1 << 20
-        while True:
-            start = max(0, size - chunk)
-            fh.seek(start)
-            lines = fh.read(size - start).split(b"\n")[:-1]  # each line ends with a newline
+        offset, n = size, 0
+        for start, data in _tails(fh, size, 1 << 20):
+            lines = data.split(b"\n")[:-1]  # each line ends with a newline
             offset, n = size, 0
             for line in reversed(lines if start == 0 else lines[1:]):  # [0]: maybe a part
                 if str(orjson.loads(line).get("log_id")) != log_id:
                     return offset, n
                 offset, n = offset - len(line) - 1, n + 1
-            if start == 0:
-                return offset, n
-            chunk *= 2
+    return offset, n
 
 
 def _repair_and_read_last(path: Path) -> bytes | None:
@@ -219,23 +215,29 @@ def _repair_and_read_last(path: Path) -> bytes | None:
     """
     with path.open("r+b") as fh:
         size = fh.seek(0, os.SEEK_END)
-        chunk = 1 << 16
-        while True:
-            start = max(0, size - chunk)
-            fh.seek(start)
-            data = fh.read(size - start)
+        for start, data in _tails(fh, size, 1 << 16):
             cut = data.rfind(b"\n")
             if cut < 0 and start > 0:
-                chunk *= 2
                 continue
             if start + cut + 1 != size:
                 fh.truncate(start + cut + 1)
             lines = data[: cut + 1].rstrip(b"\n").rsplit(b"\n", 1)
             if lines[-1].strip() and (start == 0 or len(lines) == 2):
                 return lines[-1]
-            if start == 0:
-                return None
-            chunk *= 2
+    return None
+
+
+def _tails(fh: BinaryIO, size: int, chunk: int) -> Iterator[tuple[int, bytes]]:
+    """The last ``chunk`` bytes of the open file ``fh`` (``size`` long) as (offset, bytes),
+    then twice as many each time, up to the whole file: its last lines, without reading all
+    of a day's file."""
+    while True:
+        start = max(0, size - chunk)
+        fh.seek(start)
+        yield start, fh.read(size - start)
+        if start == 0:
+            return
+        chunk *= 2
 
 
 def read_log(root: str | os.PathLike[str]) -> Iterator[dict[str, Any]]:
