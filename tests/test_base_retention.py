@@ -19,6 +19,8 @@ from fedlearn.aggregate.config import AggregationConfig
 from fedlearn.aggregate.retention import plan_retention, prune_bases
 from fedlearn.aggregate.run import begin_round, create_round
 from fedlearn.aggregate.synthetic import random_deltas, write_deltas
+from fedlearn.api import create_app
+from fedlearn.api.server import ThreadedServer
 from fedlearn.cli.aggregate import aggregate
 from fedlearn.cli.base import base as base_group
 from fedlearn.client import Client
@@ -302,3 +304,38 @@ def test_an_inline_round_prunes_after_its_promotion(
     result = CliRunner().invoke(aggregate, ["--inline"], env=env)
     assert result.exit_code == 0 and "base 1 published on v4" in result.output, result.output
     assert blobs_left(store, [*versions, "1"]) == ["v4", "1"]  # its parent: the rollback target
+
+
+def test_a_partial_session_on_a_pruned_version_moves_to_the_current_one_when_it_prepares(
+    url: str, store: Store, settings: Settings
+) -> None:
+    items = [f"item={i}" for i in range(64)]  # ~2 rows a bucket: the items span many buckets
+
+    def publish(version: str) -> None:
+        base = Base.fresh(items, 3, version=version)
+        store.bases.put_base(version, base.to_bytes(), {"kind": "published"})
+        store.bases.set_current(version)
+
+    publish("v1")
+    session = Client(url).start_session("alice", ["1"])
+    assert session.base.version == "v1"
+    later = [str(i) for i in range(2, 40)]
+    names = [f"item={i}" for i in later]
+    assert session.base.missing(names)  # preparing them has buckets to fetch
+    for version in ("v2", "v3", "v4"):
+        publish(version)
+    prune_bases(store, store.rounds, 0)
+    # Another API process (another gunicorn worker), which never held v1 in memory: its
+    # buckets are gone (the one that served the session still answers from its copy).
+    with ThreadedServer(create_app(settings, store)) as other:
+        client = Client(other.url)
+        fetched = client.prepare(session, later)
+
+        assert fetched > 0
+        assert session.base.version == session.model["base_version"] == "v4"
+        assert not session.base.missing(names)
+        served = client.rank("alice", later, policy={"kind": "epsilon", "epsilon": 0.0})
+    local = dict(session.rank_locally(later))
+    assert [local[item] for item, _ in served.items] == pytest.approx(
+        [score for _, score in served.items], rel=1e-6
+    )

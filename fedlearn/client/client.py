@@ -101,11 +101,31 @@ class Client:
         context: Mapping[str, Any] | None = None,
     ) -> int:
         """Fetch the buckets a partial session lacks to score ``items`` locally; returns how
-        many it fetched (buckets are immutable: kept in memory by URL, never refetched)."""
-        base = session.base
-        if not isinstance(base, PartialBase):
+        many it fetched (buckets are immutable: kept in memory by URL, never refetched).
+
+        When the session's base version was pruned meanwhile (410: the session outlived the
+        server's ``FEDLEARN_BASE_KEEP_VERSIONS`` promotions), its buckets are gone for good:
+        the session moves once to the user's current model and base (``session.model`` and
+        ``session.base`` replaced, as the browser client's ``prepare``) and fetches the rows
+        there. A 410 after that move is raised."""
+        if not isinstance(session.base, PartialBase):
             return 0  # a whole base holds every row
         names = needed_features(session.user, candidates(items), context)
+        try:
+            return self._fetch_buckets(session, names)
+        except ApiError as exc:
+            if exc.status != 410:
+                raise
+        model = self._json("GET", f"/v1/users/{_seg(session.user)}/model")
+        session.model = model
+        session.base = PartialBase.from_json(model["base_version"], model["base_rows"])
+        session.base_downloaded = False
+        return self._fetch_buckets(session, names)
+
+    def _fetch_buckets(self, session: Session, names: list[str]) -> int:
+        """The buckets of ``names`` the session's partial base lacks, fetched into it."""
+        base = session.base
+        assert isinstance(base, PartialBase)
         missing = base.missing(names)
         template = session.model["base_rows"]["url"]
         for bucket in missing:

@@ -49,10 +49,11 @@ class Event:
         return out
 
 
-@dataclass(frozen=True)
+@dataclass
 class Session:
     """A user's session start: their model (``GET /v1/users/{user}/model``) and its base,
-    whole or partial (the rows of the buckets fetched so far)."""
+    whole or partial (the rows of the buckets fetched so far). ``Client.prepare`` moves a
+    partial session to the current model and base when its version was pruned."""
 
     user: str
     model: dict[str, Any]  # the server's UserModel: delta, learning rates, serve
