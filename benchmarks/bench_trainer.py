@@ -71,7 +71,7 @@ STAGES = (
     ("  of which DeltaTable.learn (rows + the FM math)", "model/table.py", "learn"),
     ("  of which features_of (event -> features)", "trainer/apply.py", "features_of"),
     ("serialize deltas (to_bytes_many)", "model/table.py", "to_bytes_many"),
-    ("commit script (validate + Redis)", "store/streams.py", "commit_batch"),
+    ("commit script (validate + Redis)", "store/streams.py", "commit_batches"),
     ("metrics (_observe)", "trainer/trainer.py", "_observe"),
 )
 

@@ -80,10 +80,10 @@ def measure(store: Store, n: int, reps: int) -> tuple[dict[str, float], int, int
     def load(users: dict[int, list[str]]) -> Callable[[], None]:
         def run() -> None:
             for shard, names in users.items():
-                state = shards[shard] = _Shard()
+                shards[shard] = trainer.shards[shard] = _Shard()
                 for i in range(0, len(names), USERS_PER_BATCH):
                     batch = set(names[i : i + USERS_PER_BATCH])
-                    trainer._load_users(shard, state, batch, base, generation)
+                    trainer._load_users({shard: batch}, base, generation)
 
         return run
 

@@ -38,7 +38,7 @@ STAGES = (
     ("apply_batch", trainer, "apply_batch"),
     ("serialize deltas", DeltaTable, "to_bytes_many"),
     ("encode the applied log", trainer, "render_applied"),
-    ("commit: arguments + script", streams.Streams, "commit_batch"),
+    ("commit: arguments + script", streams.Streams, "commit_batches"),
     ("metrics", trainer.Trainer, "_observe"),
 )
 

@@ -288,3 +288,41 @@ def test_users_of_other_shards_are_refused(store: Store):
             SHARD, owner="t", deltas={other: fldl(1)}, last_ids={other: "1-0"},
             entry_ids=["1-0"], base="v1", generation=0,
         )  # fmt: skip
+
+
+def test_commits_of_several_shards_in_one_round_trip_answer_each_on_its_own(
+    store: Store, round_trips: list[int]
+) -> None:
+    """``commit_batches``: one shard whose lease is gone answers LeaseLostError and writes
+    nothing; the other commits. Sent after a SCRIPT FLUSH (a restarted Redis), the scripts
+    Redis no longer knows are sent again whole."""
+    (user,) = users_of(SHARD, 1)
+    batch = read_leased(store, {user: 2})
+    other_shard = 3
+    (other,) = users_of(other_shard, 1)
+    store.streams.append_events(other_shard, [{"event_id": "o-1", "user": other, "n": 0}])
+    assert store.leases.acquire(other_shard, "someone-else", 30_000)
+    other_batch = store.streams.read_batch(other_shard, "t", block_ms=0)
+    store.client.script_flush()
+    commit = {"owner": "t", "base": "b1", "generation": 0}
+    round_trips[0] = 0
+    answers = store.streams.commit_batches(
+        [
+            {**commit, "shard": SHARD, "deltas": {user: fldl(2)},
+             "last_ids": {user: batch.ids[-1]}, "entry_ids": batch.ids},
+            {**commit, "shard": other_shard, "deltas": {other: fldl(1)},
+             "last_ids": {other: other_batch.ids[-1]}, "entry_ids": other_batch.ids},
+        ]
+    )  # fmt: skip
+    assert round_trips[0] >= 2  # EVALSHA both (NOSCRIPT after the flush), then each again
+    assert answers[0].users == 1 and answers[0].acked == 2
+    assert isinstance(answers[1], LeaseLostError)
+    assert store.deltas.get(SHARD, user).events == 2
+    assert store.deltas.get(other_shard, other) is None
+    assert store.streams.pending_count(other_shard) == 1
+    round_trips[0] = 0
+    again = store.streams.commit_batches(
+        [{**commit, "shard": SHARD, "deltas": {user: fldl(3)},
+          "last_ids": {user: "99999999999999-0"}, "entry_ids": []}]
+    )  # fmt: skip
+    assert round_trips[0] == 1 and again[0].users == 1  # the script is known again

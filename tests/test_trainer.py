@@ -219,6 +219,64 @@ def test_a_batch_whose_commit_is_refused_leaves_nothing_of_itself_in_memory(
     assert_same(stored_deltas(store, {e["user"] for e in events}), expected_deltas(base, events))
 
 
+def keeping_up(store: Store, base: Base, events: list[dict]) -> Trainer:
+    """A trainer that owns every shard, has applied ``events`` and keeps up: its next pass
+    reads all its shards in one XREADGROUP."""
+    append(store, events)
+    trainer = Trainer(store, lambda _base: CLONE, TrainerConfig(batch_size=500))
+    trainer.ownership.maintain()
+    while trainer.applied_total < len(events):
+        trainer.step()
+    assert trainer.step() == 0 and trainer._can_read_at_once()
+    return trainer
+
+
+def test_a_pass_over_many_shards_makes_a_round_trip_per_kind_not_per_shard(
+    store: Store, round_trips: list[int]
+) -> None:
+    base = Base.fresh([f"item={i}" for i in range(30)], 4, version="b1")
+    publish(store, base)
+    trainer = keeping_up(store, base, make_events(40, 8, seed=5))
+    later = make_events(40, 40, seed=6)  # new users in every shard: their records are read
+    for i, event in enumerate(later):
+        event["event_id"] = f"later{i}"
+    append(store, later)
+    assert len({store.shard_of(e["user"]) for e in later}) == store.n_shards
+    round_trips[0] = 0
+    assert trainer.step() == len(later)
+    # the read, the users' records, the catalog's items, the commits: one each
+    assert round_trips[0] == 4
+
+
+def test_a_pass_whose_commit_one_shard_refuses_commits_the_others_and_loses_nothing(
+    store: Store,
+) -> None:
+    """The commits of a pass go in one round trip, each shard's its own script: a lease that
+    went to another owner meanwhile refuses that shard's alone, and its events are applied
+    exactly once when the shard comes back."""
+    base = Base.fresh([f"item={i}" for i in range(30)], 4, version="b1")
+    publish(store, base)
+    first = make_events(200, 12, seed=7)
+    trainer = keeping_up(store, base, first)
+    second = make_events(200, 12, seed=8)
+    for i, event in enumerate(second):
+        event["event_id"] = f"later{i}"
+    append(store, second)
+    lost = store.shard_of(second[0]["user"])
+    store.client.delete(keys.lease(lost))  # as if it lapsed; another owner takes it
+    assert store.leases.acquire(lost, "other-trainer", 60_000)
+    in_lost = sum(store.shard_of(e["user"]) == lost for e in second)
+    assert trainer.step() == len(second) - in_lost
+    assert lost not in trainer.shards and store.streams.pending_count(lost) == in_lost
+    assert all(store.streams.pending_count(s) == 0 for s in store.shards if s != lost)
+    store.leases.release(lost, "other-trainer")
+    trainer.ownership.maintain()
+    while trainer.applied_total < len(first) + len(second):
+        assert trainer.step() > 0
+    events = first + second
+    assert_same(stored_deltas(store, {e["user"] for e in events}), expected_deltas(base, events))
+
+
 def dead_letter_count(reason: str) -> float:
     return REGISTRY.get_sample_value("fedlearn_dead_letters_total", {"reason": reason}) or 0.0
 

@@ -9,12 +9,12 @@ where a key-pattern SCAN would have to visit every node.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from fedlearn.store import keys
-from fedlearn.store.scripts import Scripts
+from fedlearn.store.scripts import Scripts, run_many
 from fedlearn.store.streamid import StreamId
 
 _FIELDS = (b"delta", b"last_event", b"base", b"generation", b"events", b"gate")
@@ -48,6 +48,16 @@ def _record(user: str, raw: Sequence[bytes | None]) -> DeltaRecord | None:
     )
 
 
+def _records(users: Sequence[str], replies: Sequence[Any]) -> dict[str, DeltaRecord]:
+    """The records of ``users`` in a ``GET_DELTAS`` reply (users without one are absent)."""
+    found = {}
+    for user, raw in zip(users, replies, strict=True):
+        record = _record(user, raw)
+        if record is not None:
+            found[user] = record
+    return found
+
+
 class Deltas:
     """Read and delete per-user delta records (writes go through ``commit_batch``)."""
 
@@ -78,11 +88,26 @@ class Deltas:
             return {}
         prefix = keys.delta_prefix(shard)
         replies = self._scripts.get_deltas(keys=[prefix + user for user in users], args=_FIELDS)
-        found = {}
-        for user, raw in zip(users, replies, strict=True):
-            record = _record(user, raw)
-            if record is not None:
-                found[user] = record
+        return _records(users, replies)
+
+    def get_many_shards(
+        self, wanted: Mapping[int, Sequence[str]]
+    ) -> dict[int, dict[str, DeltaRecord]]:
+        """:meth:`get_many` of several shards (shard -> users) in one round trip: a trainer's
+        pass over the shards it owns."""
+        calls, asked = [], []
+        for shard, users in wanted.items():
+            users = list(dict.fromkeys(users))
+            self._check(shard, users)
+            if users:
+                prefix = keys.delta_prefix(shard)
+                calls.append((self._scripts.get_deltas, [prefix + u for u in users], _FIELDS))
+                asked.append((shard, users))
+        found: dict[int, dict[str, DeltaRecord]] = {shard: {} for shard in wanted}
+        for (shard, users), replies in zip(asked, run_many(self._r, calls), strict=True):
+            if isinstance(replies, Exception):
+                raise replies
+            found[shard] = _records(users, replies)
         return found
 
     def users(self, shard: int, *, batch: int = 500) -> Iterator[str]:

@@ -29,7 +29,7 @@ import orjson
 from fedlearn.store import keys
 from fedlearn.store.entries import encode
 from fedlearn.store.errors import StoreError
-from fedlearn.store.scripts import GET_PREDICTIONS, PUT_PREDICTION
+from fedlearn.store.scripts import GET_PREDICTIONS, PUT_PREDICTION, run_many
 
 MAX_TTL_S = 30 * 24 * 3600
 
@@ -89,6 +89,18 @@ def expand(record: dict[str, Any]) -> dict[str, Any]:
     for scored in record["items"].values():
         scored["features"] = {**scored["features"], **shared}
     return record
+
+
+def _found(asked: list[tuple[str, str]], records: Sequence[Any]) -> dict[str, dict[str, Any]]:
+    """The records of a ``GET_PREDICTIONS`` reply that are their user's and unexpired."""
+    now = time.time()
+    found = {}
+    for (pid, user), raw in zip(asked, records, strict=True):
+        record = orjson.loads(raw) if raw is not None else None
+        # the hash expires as a whole, so a record past its own TTL may linger in it
+        if record and record.get("user") == user and record.get("expires_at", 0) > now:
+            found[pid] = expand(record)
+    return found
 
 
 class Predictions:
@@ -159,24 +171,40 @@ class Predictions:
         keys the answer by id alone, so the owner's record would otherwise reach the others
         (the owner's event then trains on the event's own features).
         """
-        keys.check_shard(shard, self.n_shards)
-        owners: dict[str, set[str]] = {}
-        for pid, user in set(wanted):  # a batch names a ranking once per event shown
-            keys.check_id("prediction_id", pid)
-            keys.check_id("user", user)
-            owners.setdefault(pid, set()).add(user)
-        asked = [(pid, users.pop()) for pid, users in owners.items() if len(users) == 1]
+        asked = self._asked(shard, wanted)
         if not asked:
             return {}
         records = self._get(
             keys=[keys.predictions_of(shard, user) for _, user in asked],
             args=[pid for pid, _ in asked],
         )
-        now = time.time()
-        found = {}
-        for (pid, user), raw in zip(asked, records, strict=True):
-            record = orjson.loads(raw) if raw is not None else None
-            # the hash expires as a whole, so a record past its own TTL may linger in it
-            if record and record.get("user") == user and record.get("expires_at", 0) > now:
-                found[pid] = expand(record)
+        return _found(asked, records)
+
+    def get_predictions_many(
+        self, wanted: Mapping[int, Sequence[tuple[str, str]]]
+    ) -> dict[int, dict[str, dict[str, Any]]]:
+        """:meth:`get_predictions` of several shards (shard -> pairs) in one round trip: a
+        trainer's pass over the shards it owns."""
+        calls, asked_of = [], []
+        for shard, pairs in wanted.items():
+            asked = self._asked(shard, pairs)
+            if asked:
+                shard_keys = [keys.predictions_of(shard, user) for _, user in asked]
+                calls.append((self._get, shard_keys, [pid for pid, _ in asked]))
+                asked_of.append((shard, asked))
+        found: dict[int, dict[str, dict[str, Any]]] = {shard: {} for shard in wanted}
+        for (shard, asked), records in zip(asked_of, run_many(self._r, calls), strict=True):
+            if isinstance(records, Exception):
+                raise records
+            found[shard] = _found(asked, records)
         return found
+
+    def _asked(self, shard: int, wanted: Sequence[tuple[str, str]]) -> list[tuple[str, str]]:
+        """The ``(prediction_id, user)`` pairs to look up: each id named by one user only."""
+        keys.check_shard(shard, self.n_shards)
+        owners: dict[str, set[str]] = {}
+        for pid, user in set(wanted):  # a batch names a ranking once per event shown
+            keys.check_id("prediction_id", pid)
+            keys.check_id("user", user)
+            owners.setdefault(pid, set()).add(user)
+        return [(pid, users.pop()) for pid, users in owners.items() if len(users) == 1]

@@ -11,8 +11,12 @@ the script on a NOSCRIPT answer, on whichever node the keys live.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
+
+import redis
+from redis.exceptions import NoScriptError
 
 # KEYS: stream, seen (this window), seen (previous window)
 # ARGV: maxlen, seen_ttl_seconds, then event_id, payload pairs
@@ -403,3 +407,29 @@ class Scripts:
             prune_base=client.register_script(PRUNE_BASE),
             swap_catalog=client.register_script(SWAP_CATALOG),
         )
+
+
+def run_many(client: Any, calls: Sequence[tuple[Any, Sequence[Any], Sequence[Any]]]) -> list[Any]:
+    """Several ``(script, keys, args)`` calls in one round trip (a pipeline: on a cluster, one
+    per node), each one's answer, or the error it answered, in its place.
+
+    A trainer's pass over its shards makes one call of a script per shard; each was a send and
+    a wait for a core on a busy machine. redis-py's pipeline would first ask ``SCRIPT EXISTS``
+    (a round trip more); here EVALSHA goes as it is, and a call Redis answers NOSCRIPT (a first
+    use, or after a restart or a ``SCRIPT FLUSH``) is made again alone by its script object,
+    which loads the script on the node that holds the keys.
+    """
+    if not calls:
+        return []
+    pipe = client.pipeline(transaction=False)
+    for script, keys, args in calls:
+        pipe.evalsha(script.sha, len(keys), *keys, *args)
+    replies = pipe.execute(raise_on_error=False)
+    for i, reply in enumerate(replies):
+        if isinstance(reply, NoScriptError):  # the script object loads it where the keys live
+            script, keys, args = calls[i]
+            try:
+                replies[i] = script(keys=keys, args=args)
+            except redis.ResponseError as exc:
+                replies[i] = exc
+    return replies

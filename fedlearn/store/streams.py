@@ -34,8 +34,8 @@ from fedlearn.store.entries import (
     parse_flat,
     parse_read_many,
 )
-from fedlearn.store.errors import StoreError, StreamFullError
-from fedlearn.store.scripts import Scripts
+from fedlearn.store.errors import LeaseLostError, StaleCommitError, StoreError, StreamFullError
+from fedlearn.store.scripts import Scripts, run_many
 from fedlearn.store.streamid import StreamId
 from fedlearn.store.userread import parse_note
 
@@ -380,6 +380,36 @@ class Streams:
         )  # fmt: skip
         reply = self._scripts.commit_batch(keys=built.keys, args=built.args)
         return read_reply(shard, owner, built, reply)
+
+    def commit_batches(
+        self, commits: Sequence[Mapping[str, Any]]
+    ) -> list[CommitResult | LeaseLostError | StaleCommitError]:
+        """Several shards' commits in one round trip: each of ``commits`` holds
+        :meth:`commit_batch`'s arguments (``shard`` among them), and each is the same atomic
+        script on its own shard, so one shard's refusal changes nothing of the others'.
+
+        Returns each commit's result, or the ``LeaseLostError`` / ``StaleCommitError`` it
+        stands for (nothing of that shard written). Any other error is raised: which of the
+        commits were written is then unknown, and the caller must reload those shards' users
+        from Redis (as after a failed :meth:`commit_batch`)."""
+        built = []
+        for commit in commits:
+            shard = commit["shard"]
+            keys.check_shard(shard, self.n_shards)
+            options = {"log_entries": (), "events": None, **commit}
+            del options["shard"]
+            built.append(commit_args(shard, self.n_shards, group=self.group, **options))
+        script = self._scripts.commit_batch
+        replies = run_many(self._r, [(script, args.keys, args.args) for args in built])
+        out: list[CommitResult | LeaseLostError | StaleCommitError] = []
+        for commit, args, reply in zip(commits, built, replies, strict=True):
+            if isinstance(reply, Exception):
+                raise reply
+            try:
+                out.append(read_reply(commit["shard"], commit["owner"], args, reply))
+            except (LeaseLostError, StaleCommitError) as exc:
+                out.append(exc)
+        return out
 
     def trim_acked(self, shard: int) -> int:
         """Drop the entries that every consumer has acknowledged; returns how many.

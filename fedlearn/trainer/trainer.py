@@ -27,7 +27,7 @@ import struct
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -45,6 +45,7 @@ from fedlearn.model.table import DeltaTable
 from fedlearn.serving.base_cache import BaseCache, NoBaseError
 from fedlearn.store import Batch, LeaseLostError, StaleCommitError, Store, new_owner_token
 from fedlearn.store.deadletters import DeadLetter
+from fedlearn.store.deltas import DeltaRecord
 from fedlearn.store.entries import screen_events
 from fedlearn.telemetry import trainer as metrics
 from fedlearn.trainer.apply import (
@@ -412,7 +413,7 @@ class Trainer:
         batches = self.store.streams.read_many(
             list(self.shards), self.owner, count=self.config.batch_size, block_ms=block_ms
         )
-        return sum(self.process(s, screen_events(b), base) for s, b in batches.items())
+        return self.process_many({s: screen_events(b) for s, b in batches.items()}, base)
 
     def work_shard(self, shard: int, base: Base) -> int:
         state = self.shards[shard]
@@ -431,53 +432,95 @@ class Trainer:
     def process(self, shard: int, batch: Batch, base: Base) -> int:
         """Apply and commit one batch of ``shard`` (as ``screen_events`` returns it, with its
         users and items); returns the events applied."""
+        return self.process_many({shard: batch}, base)
+
+    def process_many(self, batches: Mapping[int, Batch], base: Base) -> int:
+        """Apply and commit one batch of each of several shards; returns the events applied.
+
+        A trainer that keeps up reads a few events from each of many shards at once; what it
+        needs from Redis for all of them is read in one round trip of each kind (the users'
+        records, the rankings' records, the catalog's items), and all their commits go in one
+        more (``Streams.commit_batches``: each shard's commit is still its own atomic
+        script). A round trip per shard and kind, each a wait for a core on a busy machine,
+        was most of such a pass (BENCHMARKS.md, issue 12, "Seventh pass: a pass in four round
+        trips"). One shard's refused commit (lease lost, stale) is handled as before and
+        touches none of the others.
+        """
         started = time.perf_counter()
-        state = self.shards[shard]
         generation = self.bases.generation(base)
-        table = state.table_for(base)
-        self._load_users(shard, state, set(batch.users), base, generation)
-        predictions = self._prediction_records(shard, batch)
-        items = set(batch.items)
+        self._load_users({s: b.users for s, b in batches.items()}, base, generation)
+        predictions = self._prediction_records(batches)
+        items = {item for batch in batches.values() for item in batch.items}
         items.discard(None)  # a forget or rebase entry names no item
         catalog = self.catalog.features(items) if items else {}
-        result = apply_batch(
-            base,
-            table,
-            state.users,
-            batch.entries,
-            self.clone(base),
-            item_features=catalog.get,
-            prediction_features=lambda pid, item: predictions.get((pid, item), {}).get("features"),
-            prediction_shown=lambda pid, item: predictions.get((pid, item)),
-            applied_at=time.time(),
-            gating=self.config.gating,
-        )
-        dead = [DeadLetter.of_rejected(r) for r in batch.rejected] + state.dead
-        try:
-            self.store.streams.commit_batch(
-                shard,
-                owner=self.owner,
-                deltas=table.to_bytes_many(list(result.users)),
-                last_ids={u: str(s.last_event) for u, s in result.users.items()},
-                entry_ids=batch.ids,
-                # One applied-log entry per batch, its lines encoded: one XADD, not one per
-                # event, and nothing for the event log's writer to decode and encode again.
-                log_entries=[render_applied(result.log)] if result.applied else [],
-                base=base.version,
-                generation=generation,
-                gates={u: s.gate.to_bytes() for u, s in result.users.items()},
-                dead_letters=dead,
+        settings, applied_at = self.clone(base), time.time()
+        results: list[tuple[int, Batch, AppliedBatch, list[DeadLetter]]] = []
+        commits = []
+        for shard, batch in batches.items():
+            state = self.shards[shard]
+            table = state.table_for(base)
+            recorded = predictions.get(shard, {})
+            result = apply_batch(
+                base,
+                table,
+                state.users,
+                batch.entries,
+                settings,
+                item_features=catalog.get,
+                prediction_features=lambda pid, item, r=recorded: r.get((pid, item), {}).get(
+                    "features"
+                ),
+                prediction_shown=lambda pid, item, r=recorded: r.get((pid, item)),
+                applied_at=applied_at,
+                gating=self.config.gating,
             )
-        except LeaseLostError:
-            log.warning(
-                "shard %d: lease lost before commit; its batch is left to the new owner", shard
+            dead = [DeadLetter.of_rejected(r) for r in batch.rejected] + state.dead
+            results.append((shard, batch, result, dead))
+            commits.append(
+                {
+                    "shard": shard,
+                    "owner": self.owner,
+                    "deltas": table.to_bytes_many(list(result.users)),
+                    "last_ids": {u: str(s.last_event) for u, s in result.users.items()},
+                    "entry_ids": batch.ids,
+                    # One applied-log entry per batch, its lines encoded: one XADD, not one
+                    # per event, and nothing for the event log's writer to decode again.
+                    "log_entries": [render_applied(result.log)] if result.applied else [],
+                    "base": base.version,
+                    "generation": generation,
+                    "gates": {u: s.gate.to_bytes() for u, s in result.users.items()},
+                    "dead_letters": dead,
+                }
             )
-            self.ownership.lost(shard)
-            return 0
-        except StaleCommitError as exc:
-            log.warning("shard %d: %s; reloading its users from Redis", shard, exc)
-            state.forget_users()  # reloading the users finds their unreadable records again
-            return 0
+        outcomes = self.store.streams.commit_batches(commits)
+        seconds = time.perf_counter() - started
+        applied = 0
+        for (shard, batch, result, dead), outcome in zip(results, outcomes, strict=True):
+            if isinstance(outcome, LeaseLostError):
+                log.warning(
+                    "shard %d: lease lost before commit; its batch is left to the new owner",
+                    shard,
+                )
+                self.ownership.lost(shard)
+            elif isinstance(outcome, StaleCommitError):
+                log.warning("shard %d: %s; reloading its users from Redis", shard, outcome)
+                self.shards[shard].forget_users()  # reloading finds unreadable records again
+            else:
+                applied += self._committed(shard, batch, result, dead, base, seconds)
+        return applied
+
+    def _committed(
+        self,
+        shard: int,
+        batch: Batch,
+        result: AppliedBatch,
+        dead: list[DeadLetter],
+        base: Base,
+        seconds: float,
+    ) -> int:
+        """Adopt what a committed batch changed (users' states, the cache's order), and tell
+        the metrics, the drift monitor and the log; returns the events applied."""
+        state = self.shards[shard]
         state.dead.clear()
         if result.rebase_notes:
             self._drop_rebase_notes(shard, result.rebase_notes)
@@ -488,7 +531,7 @@ class Trainer:
             state.users[user] = user_state
             state.users.move_to_end(user)
         self._evict(state)
-        self._observe(shard, batch, result, time.perf_counter() - started)
+        self._observe(shard, batch, result, seconds)
         if self.drift:  # after the commit: what it sees was applied, exactly once
             self.drift.observe(
                 shard, result.labels, result.predictions, result.base_predictions,
@@ -500,34 +543,51 @@ class Trainer:
     # -- helpers ----------------------------------------------------------------------------
 
     def _load_users(
-        self, shard: int, state: _Shard, users: set[str], base: Base, generation: int
+        self, users_of: Mapping[int, Iterable[str]], base: Base, generation: int
     ) -> None:
-        missing = [u for u in users if u not in state.users]
+        """Put each shard's users (shard -> users) that it does not hold yet in its table and
+        cache, from their stored records (one round trip for all the shards)."""
+        missing = {}
+        for shard, named in users_of.items():
+            state = self.shards[shard]
+            state.table_for(base)  # a base of another k restarts the table before the loads
+            users = [u for u in dict.fromkeys(named) if u not in state.users]
+            if users:
+                missing[shard] = users
         if not missing:
             return
-        table = state.table_for(base)
-        records = self.store.deltas.get_many(shard, missing)
-        for user in missing:
-            record = records.get(user)
-            if record is None:
-                table.reset(user)
-                state.users[user] = UserState(NEVER)
-                continue
-            gate = self._read(state, record.user, "unreadable_gate", record.gate, Gate.from_bytes)
-            if record.generation != generation:
-                # A monthly retrain started a new generation: the clone restarts from the new
-                # base (the old delta was archived by the job), but its place in the stream
-                # is kept so that nothing is applied twice.
-                delta = None
-            else:
-                delta = self._read(
-                    state, record.user, "unreadable_delta", record.delta, decode_rows
-                )
-            if delta is None:
-                table.reset(user)
-            else:
-                table.put_rows(user, delta)
-            state.users[user] = UserState(record.last_event, gate or Gate())
+        found = self.store.deltas.get_many_shards(missing)
+        for shard, users in missing.items():
+            state, records = self.shards[shard], found[shard]
+            table = state.table_for(base)
+            for user in users:
+                self._load_user(state, table, user, records.get(user), generation)
+
+    def _load_user(
+        self,
+        state: _Shard,
+        table: DeltaTable,
+        user: str,
+        record: DeltaRecord | None,
+        generation: int,
+    ) -> None:
+        if record is None:
+            table.reset(user)
+            state.users[user] = UserState(NEVER)
+            return
+        gate = self._read(state, record.user, "unreadable_gate", record.gate, Gate.from_bytes)
+        if record.generation != generation:
+            # A monthly retrain started a new generation: the clone restarts from the new
+            # base (the old delta was archived by the job), but its place in the stream is
+            # kept so that nothing is applied twice.
+            delta = None
+        else:
+            delta = self._read(state, record.user, "unreadable_delta", record.delta, decode_rows)
+        if delta is None:
+            table.reset(user)
+        else:
+            table.put_rows(user, delta)
+        state.users[user] = UserState(record.last_event, gate or Gate())
 
     @staticmethod
     def _read(
@@ -542,28 +602,34 @@ class Trainer:
             return None
 
     def _prediction_records(
-        self, shard: int, batch: Batch
-    ) -> dict[tuple[str, str], dict[str, Any]]:
-        """What the rank call recorded of each (prediction_id, item) the batch names: the
-        features, score, slot and propensity, and the ranking's policy; the item shown in
-        slot 0 also gets the ranking's candidates (``[{"item", "features"}]`` in the record's
-        order), which its event-log line carries for off-policy evaluation (only slot 0's:
-        the estimand is the top slot's, and the log stays small)."""
-        if not any(batch.prediction_ids):
+        self, batches: Mapping[int, Batch]
+    ) -> dict[int, dict[tuple[str, str], dict[str, Any]]]:
+        """Per shard, what the rank call recorded of each (prediction_id, item) its batch
+        names: the features, score, slot and propensity, and the ranking's policy; the item
+        shown in slot 0 also gets the ranking's candidates (``[{"item", "features"}]`` in the
+        record's order), which its event-log line carries for off-policy evaluation (only
+        slot 0's: the estimand is the top slot's, and the log stays small)."""
+        wanted = {
+            # (id, user): a record is found only for its own user's events
+            shard: [(pid, user) for pid, user in zip(b.prediction_ids, b.users, strict=True) if pid]
+            for shard, b in batches.items()
+            if any(b.prediction_ids)
+        }
+        if not wanted:
             return {}
-        ids = [  # (id, user): a record is found only for its own user's events
-            (pid, user) for pid, user in zip(batch.prediction_ids, batch.users, strict=True) if pid
-        ]
-        found = {}
-        for pid, record in self.store.predictions.get_predictions(shard, ids).items():
-            items = record.get("items") or {}
-            for item, scored in items.items():
-                scored["policy"] = record.get("policy")  # a fresh decode: no copy needed
-                found[(pid, item)] = scored
-                if scored.get("slot") == 0:
-                    scored[CANDIDATES] = [
-                        {"item": other, "features": of["features"]} for other, of in items.items()
-                    ]
+        found: dict[int, dict[tuple[str, str], dict[str, Any]]] = {}
+        for shard, records in self.store.predictions.get_predictions_many(wanted).items():
+            of_shard = found[shard] = {}
+            for pid, record in records.items():
+                items = record.get("items") or {}
+                for item, scored in items.items():
+                    scored["policy"] = record.get("policy")  # a fresh decode: no copy needed
+                    of_shard[(pid, item)] = scored
+                    if scored.get("slot") == 0:
+                        scored[CANDIDATES] = [
+                            {"item": other, "features": of["features"]}
+                            for other, of in items.items()
+                        ]
         return found
 
     def _drop_rebase_notes(self, shard: int, notes: list[tuple[str, str]]) -> None:
