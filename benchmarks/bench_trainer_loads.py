@@ -88,9 +88,9 @@ def measure(store: Store, n: int, reps: int) -> tuple[dict[str, float], int, int
         return run
 
     def serialize() -> None:
-        for shard, names in stored.items():
-            table = shards[shard].table
-            assert table is not None
+        table = trainer.table
+        assert table is not None
+        for names in stored.values():
             for i in range(0, len(names), USERS_PER_BATCH):
                 table.to_bytes_many(names[i : i + USERS_PER_BATCH])
 

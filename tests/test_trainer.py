@@ -246,6 +246,17 @@ def test_a_pass_over_many_shards_makes_a_round_trip_per_kind_not_per_shard(
     assert trainer.step() == len(later)
     # the read, the users' records, the catalog's items, the commits: one each
     assert round_trips[0] == 4
+    # applied together on one table, committed per shard: what shard by shard gives
+    events = make_events(40, 8, seed=5) + later
+    assert_same(stored_deltas(store, {e["user"] for e in events}), expected_deltas(base, events))
+    logged = [
+        (shard, orjson.loads(line))
+        for shard in store.shards
+        for entry in store.applied.read(shard).entries
+        for line in stamp(entry.event, entry.id)[0].splitlines()
+    ]
+    assert sorted(line["event_id"] for _, line in logged) == sorted(e["event_id"] for e in events)
+    assert all(store.shard_of(line["user"]) == shard for shard, line in logged)
 
 
 def test_a_pass_whose_commit_one_shard_refuses_commits_the_others_and_loses_nothing(

@@ -5,9 +5,10 @@ dead owner read but never committed), then read new ones; apply them (``apply.ap
 then commit deltas + acknowledgement + applied log in one atomic script that also checks the
 lease (fencing). Users' deltas stay in memory while the shard is owned (Redis is written
 through and stays the truth a new owner reloads from); they are decoded into one table of rows
-per shard (``model.table``), which a batch updates in place, so a failed commit drops the
-shard's users to be reloaded. SIGTERM sets ``stop``: the current
-batch is finished and committed, the event log drained, the leases released.
+for all the trainer's shards (``model.table``), which a batch updates in place, so a failed
+commit drops the shard's users to be reloaded. A trainer that keeps up works the few events
+each of many shards holds as one pass (``process_many``, ``passes``). SIGTERM sets ``stop``:
+the current batch is finished and committed, the event log drained, the leases released.
 
 Failures are loud and short: any unexpected error sets ``stop`` (so the event log thread ends
 too) and propagates, and ``fedlearn worker`` exits non-zero for its supervisor to restart it.
@@ -48,6 +49,7 @@ from fedlearn.store.deadletters import DeadLetter
 from fedlearn.store.deltas import DeltaRecord
 from fedlearn.store.entries import screen_events
 from fedlearn.telemetry import trainer as metrics
+from fedlearn.trainer import passes
 from fedlearn.trainer.apply import (
     DEFAULT_GATING,
     NEVER,
@@ -123,29 +125,23 @@ class TrainerConfig:
 @dataclass
 class _Shard:
     """What the trainer keeps of an owned shard: its cached users (least recently used
-    first), their deltas in one table (made for the base's ``k`` on first use)."""
+    first; their deltas are in the trainer's table)."""
 
     users: OrderedDict[str, UserState] = field(default_factory=OrderedDict)
-    table: DeltaTable | None = None
     recovering: bool = True  # pending entries of a previous owner come first
     # Users whose stored record could not be read, set aside with the next commit.
     dead: list[DeadLetter] = field(default_factory=list)
 
-    def forget_users(self) -> None:
-        """Drop every cached user (reloaded from Redis, the truth) and redo pending entries
-        first: after a failed or unknown commit the table may hold what Redis does not."""
+    def forget_users(self, table: DeltaTable | None) -> None:
+        """Drop every cached user, from the cache and from ``table`` (they are reloaded from
+        Redis, the truth), and redo pending entries first: after a failed or unknown commit
+        the table may hold what Redis does not."""
+        if table is not None:
+            for user in self.users:
+                table.drop(user)
         self.users.clear()
-        self.table = None
         self.dead.clear()
         self.recovering = True
-
-    def table_for(self, base: Base) -> DeltaTable:
-        """The shard's table, for ``base``'s ``k`` (a base of another ``k`` restarts it: the
-        cached users are reloaded)."""
-        if self.table is None or self.table.n_factors != base.n_factors:
-            self.users.clear()
-            self.table = DeltaTable(base.n_factors)
-        return self.table
 
 
 class Trainer:
@@ -177,6 +173,9 @@ class Trainer:
             store.catalog, ttl_s=self.config.catalog_ttl_s, max_items=self.config.max_cached_items
         )
         self.shards: dict[int, _Shard] = {}
+        # Every owned shard's cached users' deltas, in one table (made for the base's k on
+        # first use): a pass applies the events of all its shards at once (``passes``).
+        self.table: DeltaTable | None = None
         self.ownership = Ownership(
             store,
             self.owner,
@@ -200,7 +199,9 @@ class Trainer:
             self.eventlog.forget(shard)
 
     def _loss(self, shard: int) -> None:
-        self.shards.pop(shard, None)
+        state = self.shards.pop(shard, None)
+        if state is not None:
+            state.forget_users(self.table)
         if self.drift:
             self.drift.detectors.forget(shard)
 
@@ -278,8 +279,9 @@ class Trainer:
             log.warning("Redis does not answer (%s); retrying for %.0f s", exc,
                         self.config.redis_outage_s)  # fmt: skip
             since = now
+        self.table = None
         for state in self.shards.values():
-            state.forget_users()
+            state.forget_users(None)
         if now - since >= self.config.redis_outage_s:
             raise RedisUnreachableError(
                 f"Redis did not answer for {now - since:.1f} s (last error: {exc})"
@@ -454,17 +456,17 @@ class Trainer:
         items.discard(None)  # a forget or rebase entry names no item
         catalog = self.catalog.features(items) if items else {}
         settings, applied_at = self.clone(base), time.time()
+        table = self.table_for(base)
         results: list[tuple[int, Batch, AppliedBatch, list[DeadLetter]]] = []
         commits = []
-        for shard, batch in batches.items():
-            state = self.shards[shard]
-            table = state.table_for(base)
-            recorded = predictions.get(shard, {})
+        for group in passes.groups(batches):
+            together = {shard: batches[shard] for shard in group}
+            recorded = passes.recorded_in(predictions, together)
             result = apply_batch(
                 base,
                 table,
-                state.users,
-                batch.entries,
+                {u: self.shards[s].users[u] for s, b in together.items() for u in b.users},
+                [entry for batch in together.values() for entry in batch.entries],
                 settings,
                 item_features=catalog.get,
                 prediction_features=lambda pid, item, r=recorded: r.get((pid, item), {}).get(
@@ -474,24 +476,26 @@ class Trainer:
                 applied_at=applied_at,
                 gating=self.config.gating,
             )
-            dead = [DeadLetter.of_rejected(r) for r in batch.rejected] + state.dead
-            results.append((shard, batch, result, dead))
-            commits.append(
-                {
-                    "shard": shard,
-                    "owner": self.owner,
-                    "deltas": table.to_bytes_many(list(result.users)),
-                    "last_ids": {u: str(s.last_event) for u, s in result.users.items()},
-                    "entry_ids": batch.ids,
-                    # One applied-log entry per batch, its lines encoded: one XADD, not one
-                    # per event, and nothing for the event log's writer to decode again.
-                    "log_entries": [render_applied(result.log)] if result.applied else [],
-                    "base": base.version,
-                    "generation": generation,
-                    "gates": {u: s.gate.to_bytes() for u, s in result.users.items()},
-                    "dead_letters": dead,
-                }
-            )
+            for shard, part in passes.split(result, together).items():
+                batch, state = batches[shard], self.shards[shard]
+                dead = [DeadLetter.of_rejected(r) for r in batch.rejected] + state.dead
+                results.append((shard, batch, part, dead))
+                commits.append(
+                    {
+                        "shard": shard,
+                        "owner": self.owner,
+                        "deltas": table.to_bytes_many(list(part.users)),
+                        "last_ids": {u: str(s.last_event) for u, s in part.users.items()},
+                        "entry_ids": batch.ids,
+                        # One applied-log entry per batch, its lines encoded: one XADD, not
+                        # one per event, and nothing for the event log's writer to decode.
+                        "log_entries": [render_applied(part.log)] if part.applied else [],
+                        "base": base.version,
+                        "generation": generation,
+                        "gates": {u: s.gate.to_bytes() for u, s in part.users.items()},
+                        "dead_letters": dead,
+                    }
+                )
         outcomes = self.store.streams.commit_batches(commits)
         seconds = time.perf_counter() - started
         applied = 0
@@ -504,7 +508,8 @@ class Trainer:
                 self.ownership.lost(shard)
             elif isinstance(outcome, StaleCommitError):
                 log.warning("shard %d: %s; reloading its users from Redis", shard, outcome)
-                self.shards[shard].forget_users()  # reloading finds unreadable records again
+                # reloading the users finds their unreadable records again
+                self.shards[shard].forget_users(self.table)
             else:
                 applied += self._committed(shard, batch, result, dead, base, seconds)
         return applied
@@ -542,15 +547,24 @@ class Trainer:
 
     # -- helpers ----------------------------------------------------------------------------
 
+    def table_for(self, base: Base) -> DeltaTable:
+        """The trainer's table, for ``base``'s ``k`` (a base of another ``k`` restarts it:
+        every shard's cached users are reloaded)."""
+        if self.table is None or self.table.n_factors != base.n_factors:
+            for state in self.shards.values():
+                state.users.clear()
+            self.table = DeltaTable(base.n_factors)
+        return self.table
+
     def _load_users(
         self, users_of: Mapping[int, Iterable[str]], base: Base, generation: int
     ) -> None:
         """Put each shard's users (shard -> users) that it does not hold yet in its table and
         cache, from their stored records (one round trip for all the shards)."""
+        table = self.table_for(base)  # a base of another k restarts it before the loads
         missing = {}
         for shard, named in users_of.items():
             state = self.shards[shard]
-            state.table_for(base)  # a base of another k restarts the table before the loads
             users = [u for u in dict.fromkeys(named) if u not in state.users]
             if users:
                 missing[shard] = users
@@ -559,7 +573,6 @@ class Trainer:
         found = self.store.deltas.get_many_shards(missing)
         for shard, users in missing.items():
             state, records = self.shards[shard], found[shard]
-            table = state.table_for(base)
             for user in users:
                 self._load_user(state, table, user, records.get(user), generation)
 
@@ -644,8 +657,8 @@ class Trainer:
     def _evict(self, state: _Shard) -> None:
         while len(state.users) > self.config.max_cached_users:
             user, _ = state.users.popitem(last=False)
-            if state.table is not None:
-                state.table.drop(user)
+            if self.table is not None:
+                self.table.drop(user)
 
     def _observe(self, shard: int, batch: Batch, result: AppliedBatch, seconds: float) -> None:
         label = str(shard)
