@@ -8,7 +8,9 @@ spent in it. CPU time rather than a sampling profiler: what is waited for (Redis
 is not counted, and the wrapping adds well under a microsecond per call (a stage is called
 once per batch). ``--ranked`` makes that share of the events name a ranking, as
 ``bench_trainer.py``'s does. Printed: microseconds of trainer CPU per event for each stage,
-and in all.
+and in all; then Redis's own CPU per event (``INFO cpu``), split by command (``INFO
+commandstats``, reset after the prefill; a script's own commands are counted under their names
+and again inside ``evalsha``), since work moved into a script costs the core Redis runs on.
 """
 
 from __future__ import annotations
@@ -43,6 +45,9 @@ STAGES = (
 )
 
 
+REDIS_COMMANDS = 8  # the costliest ones printed
+
+
 def timed(spent: dict[str, float]) -> None:
     """Wrap every stage's function to add its CPU seconds to ``spent[label]``."""
     for label, owner, name in STAGES:
@@ -75,12 +80,17 @@ def main() -> None:
         ) as store:
             store.client.flushall()
             bench_trainer.prefill(store, n, ranked=args.ranked)
+            store.client.config_resetstat()
             result = bench_trainer.drain(store, n)
+            commands = store.client.info("commandstats")
     applied = result["events"]
     print(f"{result['events_per_cpu_s']:,.0f} events per trainer CPU-second; us of CPU per event:")
     for label, _, _ in STAGES:
         print(f"  {label:<36} {1e6 * spent.get(label, 0.0) / applied:5.1f}")
     print(f"  {'all (the trainer process)':<36} {1e6 * result['trainer_cpu_s'] / applied:5.1f}")
+    print(f"Redis: {1e6 * result['redis_cpu_s'] / applied:.1f} us of CPU per event; by command:")
+    for name, stats in sorted(commands.items(), key=lambda kv: -kv[1]["usec"])[:REDIS_COMMANDS]:
+        print(f"  {name.removeprefix('cmdstat_'):<36} {stats['usec'] / applied:5.2f}")
 
 
 if __name__ == "__main__":

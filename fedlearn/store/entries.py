@@ -213,21 +213,20 @@ def _plain_columns(events: list[dict[str, Any]]) -> tuple[list[Any], ...] | None
     users, items, signals, pids, contexts = (
         _column(events, name) for name in ("user", "item", "signal", "prediction_id", "context")
     )
-    if set(map(type, users)) != {str} or set(map(type, items)) != {str}:
-        return None
-    if set(map(type, signals)) != {str} or not set(signals) <= _SIGNAL_SET:
-        return None
     if any(map(dict.__contains__, events, repeat("type"))):
         return None
     pid_types = set(map(type, pids)) - {NoneType}
     given = [p for p in pids if p is not None] if pid_types else []
-    if not pid_types <= {str} or not _ids_fine(users, items, given):
+    if not pid_types <= {str} or not set(map(type, contexts)) <= {dict, NoneType}:
         return None
-    if not set(map(type, contexts)) <= {dict, NoneType}:
-        return None
-    try:  # None and {} both pass; the others by their (name, value) pairs, a few per batch
+    try:
+        # A signal is one of two strings (an unhashable one raises); the ids' join and
+        # lengths raise on anything but strings, so their types need no pass of their own.
+        if not set(signals) <= _SIGNAL_SET or not _ids_fine(users, items, given):
+            return None
+        # None and {} both pass; the others by their (name, value) pairs, a few per batch
         pairs = set(chain.from_iterable(map(dict.items, filter(None, contexts))))
-    except TypeError:  # an unhashable value: check in full
+    except TypeError:  # an id that is no string, an unhashable value: check in full
         return None
     return (users, items, pids) if _pairs_fine(pairs) else None
 
