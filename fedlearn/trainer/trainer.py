@@ -444,9 +444,10 @@ class Trainer:
         records, the rankings' records, the catalog's items), and all their commits go in one
         more (``Streams.commit_batches``: each shard's commit is still its own atomic
         script). A round trip per shard and kind, each a wait for a core on a busy machine,
-        was most of such a pass (BENCHMARKS.md, issue 12, "Seventh pass: a pass in four round
-        trips"). One shard's refused commit (lease lost, stale) is handled as before and
-        touches none of the others.
+        was most of such a pass (BENCHMARKS.md, issue 12, "Seventh pass: a keeping-up pass in
+        four round trips and one apply"). The batches are applied together on the trainer's
+        one table where they can be (``passes``). One shard's refused commit (lease lost,
+        stale) is handled as before and touches none of the others.
         """
         started = time.perf_counter()
         generation = self.bases.generation(base)
