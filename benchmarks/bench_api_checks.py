@@ -48,24 +48,20 @@ def _redis_cpu_s(client: Any) -> float:
 
 def one(n_requests: int) -> dict[str, Any]:
     import orjson
-    import redis.connection
     from bench_api_gc import N_ITEMS, _service, _train
+    from roundtrips import counting_round_trips
     from werkzeug.test import EnvironBuilder
 
     from fedlearn.api import issue_token
     from fedlearn.api.app import create_app
     from fedlearn.devtools import EmbeddedRedis
 
-    trips = [0]
-    send = redis.connection.AbstractConnection.send_packed_command
-
-    def counted(self: Any, *args: Any, **kwargs: Any) -> Any:
-        trips[0] += 1
-        return send(self, *args, **kwargs)
-
-    redis.connection.AbstractConnection.send_packed_command = counted  # type: ignore[method-assign]
     results: dict[str, Any] = {}
-    with tempfile.TemporaryDirectory() as tmp, EmbeddedRedis(Path(tmp) / "redis") as server:
+    with (
+        tempfile.TemporaryDirectory() as tmp,
+        EmbeddedRedis(Path(tmp) / "redis") as server,
+        counting_round_trips() as trips,
+    ):
         settings, store = _service(Path(tmp), server.url, auth=True, secret_key=SECRET)
         app = create_app(settings, store)
         environ = EnvironBuilder(path="/", base_url="http://127.0.0.1:8000").get_environ()

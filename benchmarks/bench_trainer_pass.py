@@ -21,24 +21,11 @@ import time
 from pathlib import Path
 
 import bench_trainer
-import redis.connection
+from roundtrips import counting_round_trips
 
 from fedlearn.devtools import EmbeddedRedis
 from fedlearn.store import Store
 from fedlearn.trainer.trainer import Trainer, TrainerConfig, prepare_process
-
-
-def count_round_trips() -> list[int]:
-    """Every send of redis-py's connections from now on, counted in the list's one item."""
-    count = [0]
-    send = redis.connection.AbstractConnection.send_packed_command
-
-    def counted(self: redis.connection.AbstractConnection, *args: object, **kw: object) -> None:
-        count[0] += 1
-        send(self, *args, **kw)  # type: ignore[arg-type]
-
-    redis.connection.AbstractConnection.send_packed_command = counted  # type: ignore[method-assign]
-    return count
 
 
 def main() -> None:
@@ -53,13 +40,13 @@ def main() -> None:
         tempfile.TemporaryDirectory() as tmp,
         EmbeddedRedis(Path(tmp) / "redis") as server,
         Store.from_url(server.url, bench_trainer.N_SHARDS) as store,
+        counting_round_trips() as round_trips,
     ):
         bench_trainer.prefill(store, 0)
         trainer = Trainer(store, lambda _base: bench_trainer.CLONE, TrainerConfig())
         trainer.ownership.maintain()
         prepare_process()
         trainer.step()
-        round_trips = count_round_trips()
         for p in range(args.passes):
             by_shard: dict[int, list[dict[str, object]]] = {}
             for i in range(args.events):

@@ -82,13 +82,7 @@ class Deltas:
 
     def get_many(self, shard: int, users: Sequence[str]) -> dict[str, DeltaRecord]:
         """The records of ``users`` that have one (users without a delta are absent)."""
-        users = list(dict.fromkeys(users))
-        self._check(shard, users)
-        if not users:
-            return {}
-        prefix = keys.delta_prefix(shard)
-        replies = self._scripts.get_deltas(keys=[prefix + user for user in users], args=_FIELDS)
-        return _records(users, replies)
+        return self.get_many_shards({shard: users})[shard]
 
     def get_many_shards(
         self, wanted: Mapping[int, Sequence[str]]

@@ -171,14 +171,7 @@ class Predictions:
         keys the answer by id alone, so the owner's record would otherwise reach the others
         (the owner's event then trains on the event's own features).
         """
-        asked = self._asked(shard, wanted)
-        if not asked:
-            return {}
-        records = self._get(
-            keys=[keys.predictions_of(shard, user) for _, user in asked],
-            args=[pid for pid, _ in asked],
-        )
-        return _found(asked, records)
+        return self.get_predictions_many({shard: wanted})[shard]
 
     def get_predictions_many(
         self, wanted: Mapping[int, Sequence[tuple[str, str]]]

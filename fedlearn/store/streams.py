@@ -372,14 +372,15 @@ class Streams:
         ``LeaseLostError`` or ``StaleCommitError`` with nothing written. Resending the same
         call (a retry after a lost reply) is a no-op.
         """
-        keys.check_shard(shard, self.n_shards)
-        built = commit_args(
-            shard, self.n_shards, owner=owner, group=self.group, deltas=deltas, last_ids=last_ids,
-            entry_ids=entry_ids, log_entries=log_entries, base=base, generation=generation,
-            events=events, gates=gates, dead_letters=dead_letters,
+        (answer,) = self.commit_batches(
+            [{"shard": shard, "owner": owner, "deltas": deltas, "last_ids": last_ids,
+              "entry_ids": entry_ids, "log_entries": log_entries, "base": base,
+              "generation": generation, "events": events, "gates": gates,
+              "dead_letters": dead_letters}]
         )  # fmt: skip
-        reply = self._scripts.commit_batch(keys=built.keys, args=built.args)
-        return read_reply(shard, owner, built, reply)
+        if isinstance(answer, LeaseLostError | StaleCommitError):
+            raise answer
+        return answer
 
     def commit_batches(
         self, commits: Sequence[Mapping[str, Any]]
@@ -397,7 +398,7 @@ class Streams:
             shard = commit["shard"]
             keys.check_shard(shard, self.n_shards)
             options = {"log_entries": (), "events": None, **commit}
-            del options["shard"]
+            del options["shard"]  # commit_batch's defaults for what a commit leaves out
             built.append(commit_args(shard, self.n_shards, group=self.group, **options))
         script = self._scripts.commit_batch
         replies = run_many(self._r, [(script, args.keys, args.args) for args in built])
